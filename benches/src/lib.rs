@@ -1,0 +1,1 @@
+//! Shared fixtures for the benchmarks of the pod-identity workspace.

@@ -1,0 +1,3 @@
+//! Building blocks of an EKS Pod Identity node credential server.
+//!
+//! This crate is being built; see the workspace README.

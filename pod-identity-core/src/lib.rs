@@ -1,0 +1,1 @@
+//! The wire contracts of EKS Pod Identity.

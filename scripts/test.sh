@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test in the workspace: unit and integration tests, examples, the benches once in
+# test mode, then the doc tests. This is the README's test command and what `.ci/run` calls.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo test --workspace --all-targets --all-features --locked
+cargo test --workspace --doc --all-features --locked
