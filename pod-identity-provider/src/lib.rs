@@ -1,5 +1,76 @@
-//! An [aws-config] credentials provider for EKS Pod Identity.
+//! An [aws-config] credentials provider for EKS Pod Identity, with a lock-free, refresh-ahead
+//! cache.
 //!
-//! This crate is being built; see the workspace README.
+//! ```
+//! use aws_config::BehaviorVersion;
+//! use pod_identity_provider::PodIdentityCredentialsProvider;
+//!
+//! # async fn example() {
+//! let config = aws_config::defaults(BehaviorVersion::latest())
+//!     .credentials_provider(PodIdentityCredentialsProvider::builder().build())
+//!     .load()
+//!     .await;
+//! # let _ = config;
+//! # }
+//! ```
+//!
+//! The provider also works inside a `CredentialsProviderChain` (when the pod has no Pod Identity
+//! association it answers `CredentialsError::not_loaded`, so the chain moves on) and with
+//! `IdentityCache::no_cache()`, because it caches by itself. To take the SDK's lazy identity
+//! cache off the request path too, add [`RefreshAheadCache`]:
+//! `.identity_cache(RefreshAheadCache::new())`. It works for any credentials provider.
+//!
+//! # What it does, and the defaults
+//!
+//! | setting | default |
+//! |---|---|
+//! | agent URI | `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (on `http://169.254.170.2`), else `AWS_CONTAINER_CREDENTIALS_FULL_URI` |
+//! | token | `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (re-read every fetch, trimmed, ≤ 64 KiB), else `AWS_CONTAINER_AUTHORIZATION_TOKEN` |
+//! | allowed hosts over `http` | loopback, `169.254.170.2`, `169.254.170.23`, `fd00:ec2::23`; host names must resolve only to those; `https` anywhere (feature `rustls`) |
+//! | proxy, redirects | never |
+//! | connect / read timeout | 2 s / 5 s per attempt |
+//! | attempts per fetch | 3, exponential backoff with full jitter (100 ms base, 2 s cap) |
+//! | retried | connection errors, timeouts, 5xx, 429 (`Retry-After` honoured up to 5 s), unparseable 200 |
+//! | not retried | other 4xx, a `{"Code": ..., "Message": ...}` error document |
+//! | advisory refresh window | remaining lifetime at fetch ≤ 20 min → 5 min; 20–90 min → 15 min; ≥ 90 min → 60 min; the refresh lands at a random point in the first half of the window |
+//! | mandatory window | 60 s: a caller may wait for a fetch already in flight |
+//! | failed background refresh | keep serving the last good credentials until they expire; retry after 10 s doubling to 5 min, equal jitter, always a few attempts before expiry |
+//! | time source / sleep | system clock / tokio timer |
+//! | environment | the process environment ([`Env`]) |
+//!
+//! Configuration is read on first use and the outcome is remembered only when it succeeds: a
+//! missing variable or a failed DNS resolution is tried again on the next call. See
+//! [`config`] for the precedence rules.
+//!
+//! # Caching
+//!
+//! Credentials sit in an `ArcSwap`: a cache hit takes no lock and allocates nothing. A
+//! background task, holding only a weak reference, refreshes them ahead of expiry; callers never
+//! wait while unexpired credentials exist. Without valid credentials, concurrent callers share
+//! one fetch. Credentials are returned with their real expiry and their `AccountId`. The task
+//! ends when the last clone of the provider is dropped. See [`cache`].
+//!
+//! # Observability
+//!
+//! `tracing` events (target `pod_identity_provider`) for fetches, refreshes, retries, failures
+//! and stale serving; none carries a token or a secret key. [`PodIdentityCredentialsProvider::metrics`]
+//! and [`RefreshAheadCache::metrics`] return counters.
+//!
+//! # Features
+//!
+//! - `rustls`: allow `https://` credentials URIs (off by default; the agent speaks plain HTTP).
 //!
 //! [aws-config]: https://docs.rs/aws-config
+
+pub mod cache;
+mod client;
+pub mod config;
+pub mod error;
+pub mod identity_cache;
+pub mod provider;
+
+pub use cache::{Metrics, RefreshWindows};
+pub use config::Env;
+pub use error::{Error, ErrorKind};
+pub use identity_cache::{RefreshAheadCache, RefreshAheadCacheBuilder};
+pub use provider::{Builder, PodIdentityCredentialsProvider};

@@ -1,0 +1,662 @@
+//! The refresh-ahead cache shared by [`PodIdentityCredentialsProvider`] and [`RefreshAheadCache`].
+//!
+//! # Contract
+//!
+//! - The current value sits in an [`ArcSwapOption`]: a cache hit is an atomic load and a clone of
+//!   the value (an `Arc` clone for [`Credentials`]); it takes no lock.
+//! - A background task, spawned on the first load, refreshes ahead of expiry. The point is chosen
+//!   at fetch time from the remaining lifetime ([`RefreshWindows`]): the advisory window opens
+//!   `window` before expiry and the refresh lands at a random point in the first half of that
+//!   window, so a fleet does not refresh in lockstep.
+//! - While an unexpired value exists, callers never wait and never fail. A failed refresh keeps
+//!   serving the last good value until its real expiry and is retried with bounded, jittered
+//!   backoff. Within the mandatory window (the last 60 s) a caller waits for a fetch that is
+//!   already in flight, but never longer than the value stays valid.
+//! - When nothing valid is cached, concurrent callers share one fetch (single flight); a failed
+//!   flight hands its error to everyone who waited for it.
+//! - The task holds only a `Weak` reference and ends when the cache is dropped.
+//! - Every clock read goes through the injected [`SharedTimeSource`] and every wait through the
+//!   injected [`SharedAsyncSleep`].
+//!
+//! [`PodIdentityCredentialsProvider`]: crate::PodIdentityCredentialsProvider
+//! [`RefreshAheadCache`]: crate::RefreshAheadCache
+//! [`Credentials`]: aws_credential_types::Credentials
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwapOption;
+use aws_smithy_async::rt::sleep::{AsyncSleep, SharedAsyncSleep};
+use aws_smithy_async::time::SharedTimeSource;
+use tokio::sync::{Mutex, Notify};
+
+/// A boxed, sendable future.
+pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// First delay after a failed background refresh.
+pub(crate) const BACKGROUND_RETRY_BASE: Duration = Duration::from_secs(10);
+/// Longest delay between background refresh attempts.
+pub(crate) const BACKGROUND_RETRY_CAP: Duration = Duration::from_secs(300);
+/// Shortest delay between background refresh attempts, even just before expiry.
+const BACKGROUND_RETRY_FLOOR: Duration = Duration::from_secs(1);
+
+/// When to refresh ahead of expiry, by remaining lifetime at fetch time.
+///
+/// The defaults follow the cross-SDK refresh design (botocore, Java v2, Kotlin):
+///
+/// | remaining lifetime at fetch | advisory window (refresh this long before expiry) |
+/// |---|---|
+/// | ≤ 20 min | 5 min |
+/// | 20–90 min | 15 min |
+/// | ≥ 90 min | 60 min |
+///
+/// and a mandatory window of 60 s, in which a caller may wait for a fetch already in flight.
+/// The refresh is scheduled at a random point in the first half of the advisory window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshWindows {
+    short: Duration,
+    medium: Duration,
+    long: Duration,
+    mandatory: Duration,
+}
+
+impl Default for RefreshWindows {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RefreshWindows {
+    /// The defaults: 5 min, 15 min, 60 min; mandatory 60 s.
+    pub const fn new() -> Self {
+        Self {
+            short: Duration::from_secs(5 * 60),
+            medium: Duration::from_secs(15 * 60),
+            long: Duration::from_secs(60 * 60),
+            mandatory: Duration::from_secs(60),
+        }
+    }
+
+    /// Advisory window for credentials that live 20 minutes or less (default 5 min).
+    pub const fn short_lived(mut self, window: Duration) -> Self {
+        self.short = window;
+        self
+    }
+
+    /// Advisory window for credentials that live between 20 and 90 minutes (default 15 min).
+    pub const fn medium_lived(mut self, window: Duration) -> Self {
+        self.medium = window;
+        self
+    }
+
+    /// Advisory window for credentials that live 90 minutes or more (default 60 min).
+    pub const fn long_lived(mut self, window: Duration) -> Self {
+        self.long = window;
+        self
+    }
+
+    /// The mandatory window before expiry in which a caller may wait for an in-flight fetch
+    /// (default 60 s).
+    pub const fn mandatory(mut self, window: Duration) -> Self {
+        self.mandatory = window;
+        self
+    }
+
+    /// The advisory window for credentials with `lifetime` left at fetch time.
+    pub fn advisory(&self, lifetime: Duration) -> Duration {
+        const TWENTY_MINUTES: Duration = Duration::from_secs(20 * 60);
+        const NINETY_MINUTES: Duration = Duration::from_secs(90 * 60);
+        if lifetime <= TWENTY_MINUTES {
+            self.short
+        } else if lifetime < NINETY_MINUTES {
+            self.medium
+        } else {
+            self.long
+        }
+    }
+
+    /// The mandatory window.
+    pub fn mandatory_window(&self) -> Duration {
+        self.mandatory
+    }
+
+    /// When to refresh a value fetched at `now` that expires at `expiry`. `jitter` in `[0, 1)`
+    /// picks the point in the first half of the advisory window.
+    pub(crate) fn refresh_at(&self, now: SystemTime, expiry: SystemTime, jitter: f64) -> SystemTime {
+        let lifetime = expiry.duration_since(now).unwrap_or_default();
+        let window = self.advisory(lifetime);
+        let into_window = window.mul_f64(jitter.clamp(0.0, 1.0) * 0.5);
+        let planned = expiry
+            .checked_sub(window.saturating_sub(into_window))
+            .unwrap_or(now);
+        // Never refresh before half the lifetime has passed: a value that lives shorter than its
+        // window would otherwise be refetched in a loop.
+        planned.max(now + lifetime / 2)
+    }
+}
+
+/// Counters readable while the cache runs. Cheap to read; a snapshot, not a live view.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Loads started (cold loads and background refreshes), each possibly several HTTP attempts.
+    pub fetches: u64,
+    /// Background refreshes that succeeded.
+    pub refreshes: u64,
+    /// Loads that failed (after their retries).
+    pub failures: u64,
+    /// Calls answered from the cache after a refresh had failed or was overdue.
+    pub stale_serves: u64,
+    /// HTTP attempts retried inside a load (provider only).
+    pub retries: u64,
+}
+
+/// The shared atomic counters behind [`Metrics`].
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) fetches: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) failures: AtomicU64,
+    pub(crate) stale_serves: AtomicU64,
+    pub(crate) retries: AtomicU64,
+}
+
+impl Stats {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Metrics {
+        Metrics {
+            fetches: self.fetches.load(Ordering::Relaxed),
+            refreshes: self.refreshes.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            stale_serves: self.stale_serves.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A value the cache can hold: it knows when it expires.
+pub(crate) trait Expiring: Clone + Send + Sync + 'static {
+    /// The real expiry, if the value has one.
+    fn expiry(&self) -> Option<SystemTime>;
+}
+
+/// Fetches a fresh value off the request path. Must not hold a strong reference to the cache.
+pub(crate) trait Refresh<T, E>: Send + Sync + 'static {
+    fn refresh(&self) -> BoxFuture<'static, Result<T, E>>;
+}
+
+/// The knobs of one cache.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) windows: RefreshWindows,
+    pub(crate) time: SharedTimeSource,
+    pub(crate) sleep: SharedAsyncSleep,
+    /// Expiry assumed for a value without one.
+    pub(crate) default_lifetime: Duration,
+    /// Stop refreshing after this long without a caller.
+    pub(crate) idle_after: Option<Duration>,
+    /// A name for log events (`"pod-identity"` or a partition).
+    pub(crate) name: &'static str,
+}
+
+struct Entry<T> {
+    value: T,
+    expiry: SystemTime,
+    refresh_at: SystemTime,
+}
+
+struct Flight<E> {
+    /// The outcome of the last completed flight if it failed, shared with those who waited.
+    last_error: Option<E>,
+}
+
+/// The refresh-ahead cache engine.
+pub(crate) struct RefreshCache<T, E> {
+    current: ArcSwapOption<Entry<T>>,
+    flight: Mutex<Flight<E>>,
+    /// Completed flights; a waiter that sees it move knows a flight ended while it queued.
+    flights: AtomicU64,
+    refresher: ArcSwapOption<Box<dyn Refresh<T, E>>>,
+    wake: Arc<Notify>,
+    task_started: AtomicBool,
+    /// The background task is parked because nobody asked for a while.
+    parked: AtomicBool,
+    /// The last background refresh failed; hits are stale serves until one succeeds.
+    refresh_failed: AtomicBool,
+    /// Seconds since the epoch of the last call, for idle detection.
+    last_access: AtomicU64,
+    settings: Settings,
+    stats: Arc<Stats>,
+}
+
+impl<T, E> fmt::Debug for RefreshCache<T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.current.load();
+        f.debug_struct("RefreshCache")
+            .field("name", &self.settings.name)
+            .field("expiry", &current.as_ref().map(|e| e.expiry))
+            .field("refresh_at", &current.as_ref().map(|e| e.refresh_at))
+            .field("windows", &self.settings.windows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T, E> Drop for RefreshCache<T, E> {
+    fn drop(&mut self) {
+        // The background task holds only a Weak; wake it so it sees the cache is gone.
+        self.wake.notify_one();
+    }
+}
+
+/// What the background task does next.
+enum Plan {
+    /// Nothing to refresh (empty, expired or idle): wait to be woken.
+    Park,
+    /// Refresh at this time.
+    At(SystemTime),
+}
+
+impl<T, E> RefreshCache<T, E>
+where
+    T: Expiring,
+    E: Clone + fmt::Display + Send + Sync + 'static,
+{
+    pub(crate) fn new(settings: Settings, stats: Arc<Stats>) -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            flight: Mutex::new(Flight { last_error: None }),
+            flights: AtomicU64::new(0),
+            refresher: ArcSwapOption::empty(),
+            wake: Arc::new(Notify::new()),
+            task_started: AtomicBool::new(false),
+            parked: AtomicBool::new(false),
+            refresh_failed: AtomicBool::new(false),
+            last_access: AtomicU64::new(0),
+            settings,
+            stats,
+        }
+    }
+
+    /// Sets the loader the background task uses.
+    pub(crate) fn set_refresher(&self, refresher: Box<dyn Refresh<T, E>>) {
+        self.refresher.store(Some(Arc::new(refresher)));
+    }
+
+    pub(crate) fn has_refresher(&self) -> bool {
+        self.refresher.load().is_some()
+    }
+
+    fn now(&self) -> SystemTime {
+        self.settings.time.now()
+    }
+
+    /// The cached value if it has not expired, without waiting or fetching.
+    pub(crate) fn peek(&self) -> Option<T> {
+        let now = self.now();
+        let current = self.current.load();
+        current
+            .as_ref()
+            .filter(|e| now < e.expiry)
+            .map(|e| e.value.clone())
+    }
+
+    /// Whether nobody has asked for `idle_after`.
+    pub(crate) fn is_idle(&self, now: SystemTime) -> bool {
+        let Some(idle_after) = self.settings.idle_after else {
+            return false;
+        };
+        let last = UNIX_EPOCH + Duration::from_secs(self.last_access.load(Ordering::Relaxed));
+        now.duration_since(last).unwrap_or_default() > idle_after
+    }
+
+    fn touch(&self, now: SystemTime) {
+        if self.settings.idle_after.is_none() {
+            return;
+        }
+        let secs = now
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        // At most one store per second keeps the hit path free of contended writes.
+        if self.last_access.load(Ordering::Relaxed) < secs {
+            self.last_access.store(secs, Ordering::Relaxed);
+        }
+        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Returns a valid value, loading one through `cold` when nothing valid is cached.
+    pub(crate) async fn get<F, Fut>(self: &Arc<Self>, cold: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let now = self.now();
+        self.touch(now);
+        let in_mandatory = {
+            let current = self.current.load();
+            match current.as_deref() {
+                Some(entry) if now < entry.expiry => {
+                    let mandatory_from = entry
+                        .expiry
+                        .checked_sub(self.settings.windows.mandatory)
+                        .unwrap_or(entry.expiry);
+                    if now < mandatory_from {
+                        if now >= entry.refresh_at && self.refresh_failed.load(Ordering::Relaxed) {
+                            Stats::bump(&self.stats.stale_serves);
+                            tracing::trace!(cache = self.settings.name, "serving cached credentials while refresh is failing");
+                        }
+                        return Ok(entry.value.clone());
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        if in_mandatory {
+            if let Some(value) = self.mandatory(now).await {
+                return Ok(value);
+            }
+        }
+        self.cold(cold).await
+    }
+
+    /// In the mandatory window: wait for a fetch already in flight, at most until expiry.
+    /// `None` when the value expired meanwhile.
+    async fn mandatory(&self, now: SystemTime) -> Option<T> {
+        let entry = self.current.load_full()?;
+        let waited = match self.flight.try_lock() {
+            Ok(_no_flight) => false,
+            Err(_) => {
+                let remaining = entry.expiry.duration_since(now).unwrap_or_default();
+                tracing::debug!(
+                    cache = self.settings.name,
+                    ?remaining,
+                    "credentials about to expire; waiting for the refresh in flight"
+                );
+                tokio::select! {
+                    _ = self.flight.lock() => {}
+                    _ = self.settings.sleep.sleep(remaining) => {}
+                }
+                true
+            }
+        };
+        let now = self.now();
+        let latest = self.current.load_full()?;
+        if now >= latest.expiry {
+            return None;
+        }
+        if Arc::ptr_eq(&latest, &entry) && (!waited || self.refresh_failed.load(Ordering::Relaxed))
+        {
+            Stats::bump(&self.stats.stale_serves);
+            tracing::debug!(
+                cache = self.settings.name,
+                expires_in = ?latest.expiry.duration_since(now).unwrap_or_default(),
+                "serving cached credentials inside the mandatory window"
+            );
+        }
+        Some(latest.value.clone())
+    }
+
+    /// Nothing valid is cached: one flight loads, everyone else waits for it.
+    async fn cold<F, Fut>(self: &Arc<Self>, cold: F) -> Result<T, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.ensure_task();
+        let seen = self.flights.load(Ordering::Acquire);
+        let mut flight = self.flight.lock().await;
+        let now = self.now();
+        if let Some(entry) = self.current.load_full() {
+            if now < entry.expiry {
+                return Ok(entry.value.clone());
+            }
+        }
+        if self.flights.load(Ordering::Acquire) != seen {
+            if let Some(error) = &flight.last_error {
+                return Err(error.clone());
+            }
+        }
+        Stats::bump(&self.stats.fetches);
+        tracing::debug!(cache = self.settings.name, "no valid credentials cached; fetching");
+        let result = cold().await;
+        self.flights.fetch_add(1, Ordering::Release);
+        match &result {
+            Ok(value) => {
+                flight.last_error = None;
+                self.store(value.clone());
+            }
+            Err(error) => {
+                Stats::bump(&self.stats.failures);
+                tracing::warn!(cache = self.settings.name, %error, "fetching credentials failed");
+                flight.last_error = Some(error.clone());
+            }
+        }
+        result
+    }
+
+    fn store(&self, value: T) {
+        let now = self.now();
+        let expiry = value
+            .expiry()
+            .unwrap_or(now + self.settings.default_lifetime);
+        let refresh_at = self
+            .settings
+            .windows
+            .refresh_at(now, expiry, fastrand::f64());
+        tracing::debug!(
+            cache = self.settings.name,
+            valid_for = ?expiry.duration_since(now).unwrap_or_default(),
+            refresh_in = ?refresh_at.duration_since(now).unwrap_or_default(),
+            "cached new credentials"
+        );
+        self.current.store(Some(Arc::new(Entry {
+            value,
+            expiry,
+            refresh_at,
+        })));
+        self.refresh_failed.store(false, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    fn ensure_task(self: &Arc<Self>) {
+        if self.task_started.load(Ordering::Relaxed) || self.task_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let weak = Arc::downgrade(self);
+                let wake = self.wake.clone();
+                let sleep = self.settings.sleep.clone();
+                handle.spawn(run_refresh_task(weak, wake, sleep));
+            }
+            Err(_) => {
+                // No runtime to refresh on: values are then reloaded on expiry by callers.
+                self.task_started.store(false, Ordering::Release);
+                tracing::debug!(cache = self.settings.name, "no tokio runtime; background refresh disabled");
+            }
+        }
+    }
+
+    fn plan(&self, now: SystemTime, retry_at: Option<SystemTime>) -> Plan {
+        let Some(entry) = self.current.load_full() else {
+            return Plan::Park;
+        };
+        if now >= entry.expiry || !self.has_refresher() {
+            return Plan::Park;
+        }
+        if self.is_idle(now) {
+            self.parked.store(true, Ordering::Release);
+            tracing::debug!(cache = self.settings.name, "nobody asked for a while; refresh paused");
+            return Plan::Park;
+        }
+        match retry_at {
+            Some(at) if now >= entry.refresh_at => Plan::At(at),
+            _ => Plan::At(entry.refresh_at),
+        }
+    }
+
+    /// One background refresh: shares the flight lock with cold callers.
+    async fn refresh_once(&self) -> Result<(), E> {
+        let Some(refresher) = self.refresher.load_full() else {
+            return Ok(());
+        };
+        let mut flight = self.flight.lock().await;
+        let now = self.now();
+        if let Some(entry) = self.current.load_full() {
+            if now < entry.refresh_at {
+                // Someone refreshed while we queued.
+                return Ok(());
+            }
+        }
+        Stats::bump(&self.stats.fetches);
+        tracing::debug!(cache = self.settings.name, "refreshing credentials ahead of expiry");
+        let result = refresher.refresh().await;
+        self.flights.fetch_add(1, Ordering::Release);
+        match result {
+            Ok(value) => {
+                flight.last_error = None;
+                Stats::bump(&self.stats.refreshes);
+                self.store(value);
+                tracing::info!(cache = self.settings.name, "refreshed credentials ahead of expiry");
+                Ok(())
+            }
+            Err(error) => {
+                Stats::bump(&self.stats.failures);
+                self.refresh_failed.store(true, Ordering::Relaxed);
+                flight.last_error = Some(error.clone());
+                Err(error)
+            }
+        }
+    }
+
+    /// When to try again after `failures` consecutive failed refreshes.
+    fn retry_after(&self, now: SystemTime, failures: u32) -> Option<SystemTime> {
+        let entry = self.current.load_full()?;
+        let remaining = entry.expiry.duration_since(now).ok()?;
+        let exp = BACKGROUND_RETRY_BASE
+            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+            .min(BACKGROUND_RETRY_CAP);
+        // Equal jitter: never less than half the delay, so an outage is not hammered.
+        let delay = exp / 2 + (exp / 2).mul_f64(fastrand::f64());
+        // Keep trying before the value expires: at least a few attempts in what is left.
+        let delay = delay.min((remaining / 2).max(BACKGROUND_RETRY_FLOOR));
+        Some(now + delay)
+    }
+}
+
+async fn run_refresh_task<T, E>(
+    cache: Weak<RefreshCache<T, E>>,
+    wake: Arc<Notify>,
+    sleep: SharedAsyncSleep,
+) where
+    T: Expiring,
+    E: Clone + fmt::Display + Send + Sync + 'static,
+{
+    let mut failures: u32 = 0;
+    let mut retry_at: Option<SystemTime> = None;
+    loop {
+        let (plan, now) = {
+            let Some(cache) = cache.upgrade() else {
+                break;
+            };
+            let now = cache.now();
+            (cache.plan(now, retry_at), now)
+        };
+        let notified = wake.notified();
+        match plan {
+            Plan::Park => {
+                notified.await;
+                continue;
+            }
+            Plan::At(at) => {
+                let delay = at.duration_since(now).unwrap_or_default();
+                if !delay.is_zero() {
+                    tokio::select! {
+                        _ = sleep.sleep(delay) => {}
+                        _ = notified => continue,
+                    }
+                }
+            }
+        }
+        let Some(cache) = cache.upgrade() else {
+            break;
+        };
+        let now = cache.now();
+        match cache.plan(now, retry_at) {
+            Plan::At(at) if now >= at => {}
+            _ => continue,
+        }
+        match cache.refresh_once().await {
+            Ok(()) => {
+                failures = 0;
+                retry_at = None;
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                retry_at = cache.retry_after(cache.now(), failures);
+                let expires_in = cache
+                    .current
+                    .load()
+                    .as_ref()
+                    .and_then(|e| e.expiry.duration_since(now).ok());
+                tracing::warn!(
+                    cache = cache.settings.name,
+                    %error,
+                    failures,
+                    ?expires_in,
+                    retry_in = ?retry_at.and_then(|at| at.duration_since(now).ok()),
+                    "refresh failed; serving cached credentials until they expire"
+                );
+            }
+        }
+    }
+    tracing::debug!("refresh task finished: the cache was dropped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn advisory_windows_follow_the_cross_sdk_design() {
+        let w = RefreshWindows::new();
+        assert_eq!(w.advisory(15 * MIN), 5 * MIN);
+        assert_eq!(w.advisory(20 * MIN), 5 * MIN);
+        assert_eq!(w.advisory(21 * MIN), 15 * MIN);
+        assert_eq!(w.advisory(89 * MIN), 15 * MIN);
+        assert_eq!(w.advisory(90 * MIN), 60 * MIN);
+        assert_eq!(w.advisory(360 * MIN), 60 * MIN);
+    }
+
+    #[test]
+    fn refresh_lands_in_the_first_half_of_the_window() {
+        let w = RefreshWindows::new();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let expiry = now + 360 * MIN;
+        assert_eq!(w.refresh_at(now, expiry, 0.0), expiry - 60 * MIN);
+        assert_eq!(w.refresh_at(now, expiry, 1.0), expiry - 30 * MIN);
+        let mid = w.refresh_at(now, expiry, 0.5);
+        assert!(mid > expiry - 60 * MIN && mid < expiry - 30 * MIN);
+    }
+
+    #[test]
+    fn short_lifetimes_refresh_no_earlier_than_half_life() {
+        let w = RefreshWindows::new();
+        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        assert_eq!(w.refresh_at(now, now + 3 * MIN, 0.0), now + 90 * Duration::from_secs(1));
+        assert_eq!(w.refresh_at(now, now, 0.0), now);
+        assert_eq!(w.refresh_at(now, now - MIN, 0.3), now);
+    }
+}

@@ -1,0 +1,304 @@
+//! [`RefreshAheadCache`]: a refresh-ahead, lock-free identity cache for any SDK client.
+//!
+//! The SDK puts an identity cache in front of every identity resolver; the default (the lazy
+//! cache) takes a read lock per call and refreshes on the request path, failing the request if
+//! that refresh fails. This cache has the provider's design instead, for any resolver:
+//!
+//! - one refresh-ahead cache per [`IdentityCachePartition`] (each resolver has its own); the
+//!   partition map is copy-on-write, so a lookup takes no lock;
+//! - a hit is an atomic load and a clone; a background task per partition refreshes ahead of
+//!   expiry with the [`RefreshWindows`]; failed refreshes keep serving the last good identity
+//!   until it expires;
+//! - a partition nobody asked for in `idle_after` (default 30 min) stops refreshing; the next
+//!   caller wakes it (and loads on the request path only if its identity expired meanwhile);
+//! - identities without an expiry are treated as valid for 15 minutes, as in the lazy cache;
+//! - background refreshes call the resolver with the runtime components of the last cold load
+//!   and an empty `ConfigBag` (credentials providers do not read the bag).
+//!
+//! Time and sleep come from the client's runtime components unless set on the builder.
+//!
+//! ```no_run
+//! use aws_config::BehaviorVersion;
+//! use pod_identity_provider::{PodIdentityCredentialsProvider, RefreshAheadCache};
+//!
+//! # async fn example() {
+//! let config = aws_config::defaults(BehaviorVersion::latest())
+//!     .credentials_provider(PodIdentityCredentialsProvider::builder().build())
+//!     .identity_cache(RefreshAheadCache::new())
+//!     .load()
+//!     .await;
+//! # let _ = config;
+//! # }
+//! ```
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use aws_smithy_async::rt::sleep::{AsyncSleep, SharedAsyncSleep, TokioSleep};
+use aws_smithy_async::time::{SharedTimeSource, TimeSource};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::identity::{
+    Identity, IdentityCachePartition, IdentityFuture, ResolveCachedIdentity, ResolveIdentity,
+    SharedIdentityResolver,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+use crate::cache::{BoxFuture, Expiring, Metrics, Refresh, RefreshCache, RefreshWindows, Settings, Stats};
+
+/// Default time after which a partition nobody asked for stops refreshing: 30 minutes.
+pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Lifetime assumed for an identity without an expiry: 15 minutes (as the lazy cache).
+pub const DEFAULT_IDENTITY_LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+type PartitionCache = RefreshCache<Identity, SharedError>;
+
+/// A refresh-ahead identity cache; see the [module docs](self).
+///
+/// Cheap to clone; clones share partitions. Background tasks end when the last clone (and the
+/// SDK clients holding it) are dropped.
+#[derive(Clone, Debug)]
+pub struct RefreshAheadCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    partitions: ArcSwap<HashMap<IdentityCachePartition, Arc<PartitionCache>>>,
+    windows: RefreshWindows,
+    idle_after: Duration,
+    time: Option<SharedTimeSource>,
+    sleep: Option<SharedAsyncSleep>,
+    stats: Arc<Stats>,
+}
+
+impl Default for RefreshAheadCache {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RefreshAheadCache {
+    /// A cache with every default.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for the windows, idle time, clock and sleep.
+    pub fn builder() -> RefreshAheadCacheBuilder {
+        RefreshAheadCacheBuilder::default()
+    }
+
+    /// Counters summed over partitions.
+    pub fn metrics(&self) -> Metrics {
+        self.inner.stats.snapshot()
+    }
+
+    fn partition(
+        &self,
+        key: IdentityCachePartition,
+        components: &RuntimeComponents,
+    ) -> Arc<PartitionCache> {
+        if let Some(found) = self.inner.partitions.load().get(&key) {
+            return found.clone();
+        }
+        let time = self
+            .inner
+            .time
+            .clone()
+            .or_else(|| components.time_source())
+            .unwrap_or_default();
+        let sleep = self
+            .inner
+            .sleep
+            .clone()
+            .or_else(|| components.sleep_impl())
+            .unwrap_or_else(|| SharedAsyncSleep::new(TokioSleep::new()));
+        let fresh = Arc::new(RefreshCache::new(
+            Settings {
+                windows: self.inner.windows,
+                time,
+                sleep,
+                default_lifetime: DEFAULT_IDENTITY_LIFETIME,
+                idle_after: Some(self.inner.idle_after),
+                name: "identity-cache",
+            },
+            self.inner.stats.clone(),
+        ));
+        let mut winner = fresh.clone();
+        self.inner.partitions.rcu(|map| {
+            let mut map = HashMap::clone(map);
+            winner = map.entry(key).or_insert_with(|| fresh.clone()).clone();
+            map
+        });
+        winner
+    }
+}
+
+impl ResolveCachedIdentity for RefreshAheadCache {
+    fn resolve_cached_identity<'a>(
+        &'a self,
+        resolver: SharedIdentityResolver,
+        runtime_components: &'a RuntimeComponents,
+        config_bag: &'a ConfigBag,
+    ) -> IdentityFuture<'a> {
+        let partition = self.partition(resolver.cache_partition(), runtime_components);
+        IdentityFuture::new(async move {
+            let cache = partition.clone();
+            partition
+                .get(|| async move {
+                    // Keep the background loader current with the latest components.
+                    match background_components(runtime_components) {
+                        Some(components) => cache.set_refresher(Box::new(ResolverRefresh {
+                            resolver: resolver.clone(),
+                            components,
+                        })),
+                        None => tracing::debug!(
+                            "could not copy the runtime components; refreshing on the request path"
+                        ),
+                    }
+                    resolver
+                        .resolve_identity(runtime_components, config_bag)
+                        .await
+                        .map_err(SharedError::from)
+                })
+                .await
+                .map_err(BoxError::from)
+        })
+    }
+}
+
+impl Expiring for Identity {
+    fn expiry(&self) -> Option<SystemTime> {
+        self.expiration()
+    }
+}
+
+/// The components with this cache swapped for a pass-through: the background loader must not
+/// hold the cache that holds it (a reference cycle would keep both alive forever).
+fn background_components(components: &RuntimeComponents) -> Option<RuntimeComponents> {
+    components
+        .to_builder()
+        .with_identity_cache(Some(PassThrough))
+        .build()
+        .ok()
+}
+
+/// An identity "cache" that resolves every time; only used inside background refreshes.
+#[derive(Debug)]
+struct PassThrough;
+
+impl ResolveCachedIdentity for PassThrough {
+    fn resolve_cached_identity<'a>(
+        &'a self,
+        resolver: SharedIdentityResolver,
+        runtime_components: &'a RuntimeComponents,
+        config_bag: &'a ConfigBag,
+    ) -> IdentityFuture<'a> {
+        IdentityFuture::new(async move {
+            resolver
+                .resolve_identity(runtime_components, config_bag)
+                .await
+        })
+    }
+}
+
+struct ResolverRefresh {
+    resolver: SharedIdentityResolver,
+    components: RuntimeComponents,
+}
+
+impl Refresh<Identity, SharedError> for ResolverRefresh {
+    fn refresh(&self) -> BoxFuture<'static, Result<Identity, SharedError>> {
+        let resolver = self.resolver.clone();
+        let components = self.components.clone();
+        Box::pin(async move {
+            let bag = ConfigBag::base();
+            resolver
+                .resolve_identity(&components, &bag)
+                .await
+                .map_err(SharedError::from)
+        })
+    }
+}
+
+/// A resolver error shared by every caller that waited for the same load.
+#[derive(Clone)]
+struct SharedError(Arc<dyn StdError + Send + Sync + 'static>);
+
+impl From<BoxError> for SharedError {
+    fn from(error: BoxError) -> Self {
+        Self(Arc::from(error))
+    }
+}
+
+impl fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl StdError for SharedError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0.source()
+    }
+}
+
+/// Builds a [`RefreshAheadCache`].
+#[derive(Debug, Default)]
+pub struct RefreshAheadCacheBuilder {
+    windows: Option<RefreshWindows>,
+    idle_after: Option<Duration>,
+    time: Option<SharedTimeSource>,
+    sleep: Option<SharedAsyncSleep>,
+}
+
+impl RefreshAheadCacheBuilder {
+    /// When to refresh ahead of expiry. Default: [`RefreshWindows::new`].
+    pub fn refresh_windows(mut self, windows: RefreshWindows) -> Self {
+        self.windows = Some(windows);
+        self
+    }
+
+    /// A partition nobody asked for in this long stops refreshing. Default: 30 minutes.
+    pub fn idle_after(mut self, idle_after: Duration) -> Self {
+        self.idle_after = Some(idle_after);
+        self
+    }
+
+    /// The wall clock. Default: the client's time source, else the system clock.
+    pub fn time_source(mut self, time_source: impl TimeSource + 'static) -> Self {
+        self.time = Some(SharedTimeSource::new(time_source));
+        self
+    }
+
+    /// How the cache waits. Default: the client's sleep, else tokio's timer.
+    pub fn sleep_impl(mut self, sleep: impl AsyncSleep + 'static) -> Self {
+        self.sleep = Some(SharedAsyncSleep::new(sleep));
+        self
+    }
+
+    /// Builds the cache.
+    pub fn build(self) -> RefreshAheadCache {
+        RefreshAheadCache {
+            inner: Arc::new(Inner {
+                partitions: ArcSwap::from_pointee(HashMap::new()),
+                windows: self.windows.unwrap_or_default(),
+                idle_after: self.idle_after.unwrap_or(DEFAULT_IDLE_AFTER),
+                time: self.time,
+                sleep: self.sleep,
+                stats: Arc::new(Stats::default()),
+            }),
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! [`PodIdentityCredentialsProvider`]: the credentials provider.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::{self, ProvideCredentials, future};
+
+use crate::cache::{Expiring, Metrics, Refresh, RefreshCache, Stats};
+use crate::client::AgentClient;
+use crate::error::Error;
+
+mod builder;
+
+pub use builder::{Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_READ_TIMEOUT};
+
+/// An aws-config credentials provider for EKS Pod Identity with a lock-free, refresh-ahead cache.
+///
+/// Build one with [`PodIdentityCredentialsProvider::builder`]; see the [crate docs](crate) for
+/// the defaults. Cloning is cheap and clones share one cache and one background refresh task,
+/// which ends when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct PodIdentityCredentialsProvider {
+    cache: Arc<RefreshCache<Credentials, Error>>,
+    client: Arc<AgentClient>,
+    stats: Arc<Stats>,
+}
+
+impl Expiring for Credentials {
+    fn expiry(&self) -> Option<SystemTime> {
+        Credentials::expiry(self)
+    }
+}
+
+/// The background loader: shares the client, never the cache.
+struct ClientRefresh(Arc<AgentClient>);
+
+impl Refresh<Credentials, Error> for ClientRefresh {
+    fn refresh(&self) -> crate::cache::BoxFuture<'static, Result<Credentials, Error>> {
+        let client = self.0.clone();
+        Box::pin(async move { client.fetch().await })
+    }
+}
+
+impl PodIdentityCredentialsProvider {
+    /// A builder with every default (settings from the process environment).
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub(crate) fn from_parts(
+        cache: RefreshCache<Credentials, Error>,
+        client: AgentClient,
+        stats: Arc<Stats>,
+    ) -> Self {
+        let client = Arc::new(client);
+        cache.set_refresher(Box::new(ClientRefresh(client.clone())));
+        Self {
+            cache: Arc::new(cache),
+            client,
+            stats,
+        }
+    }
+
+    /// Credentials, from the cache when valid ones are held, otherwise fetched from the agent.
+    ///
+    /// Never waits while unexpired credentials are cached (except within the last 60 s, for a
+    /// fetch already in flight). The credentials carry their real expiry and the account id.
+    pub async fn credentials(&self) -> provider::Result {
+        let client = &self.client;
+        self.cache
+            .get(|| client.fetch())
+            .await
+            .map_err(Into::into)
+    }
+
+    /// Counters since the provider was built (shared by all clones).
+    pub fn metrics(&self) -> Metrics {
+        self.stats.snapshot()
+    }
+}
+
+impl ProvideCredentials for PodIdentityCredentialsProvider {
+    fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        future::ProvideCredentials::new(self.credentials())
+    }
+
+    fn fallback_on_interrupt(&self) -> Option<Credentials> {
+        self.cache.peek()
+    }
+}

@@ -1,0 +1,217 @@
+//! Shared test support: a manual clock, a scripted agent and a few waiting helpers.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_smithy_async::rt::sleep::{AsyncSleep, Sleep};
+use aws_smithy_async::time::TimeSource;
+use pod_identity_core::time::format_rfc3339;
+use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
+use tokio::sync::watch;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+
+pub const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2EifQ.c2lnbmF0dXJlLXNlY3JldA";
+pub const SECRET_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY";
+pub const SESSION_TOKEN: &str = "IQoJb3JpZ2luX2VjEXAMPLESESSIONTOKEN";
+pub const ACCOUNT_ID: &str = "123456789012";
+pub const HOUR: Duration = Duration::from_secs(3600);
+pub const MINUTE: Duration = Duration::from_secs(60);
+pub const SECOND: Duration = Duration::from_secs(1);
+
+/// A wall clock and sleep driven by hand. Sleeps no longer than `auto_below` complete at once
+/// and move the clock (HTTP backoff); longer sleeps wait for `advance`.
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    now: Arc<watch::Sender<SystemTime>>,
+    auto_below: Duration,
+}
+
+impl ManualClock {
+    pub fn new() -> Self {
+        Self::with_auto_advance(Duration::from_secs(6))
+    }
+
+    pub fn with_auto_advance(auto_below: Duration) -> Self {
+        let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        Self {
+            now: Arc::new(watch::channel(start).0),
+            auto_below,
+        }
+    }
+
+    pub fn now(&self) -> SystemTime {
+        *self.now.borrow()
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.now.send_modify(|t| *t += by);
+    }
+}
+
+impl TimeSource for ManualClock {
+    fn now(&self) -> SystemTime {
+        ManualClock::now(self)
+    }
+}
+
+impl AsyncSleep for ManualClock {
+    fn sleep(&self, duration: Duration) -> Sleep {
+        if duration <= self.auto_below {
+            self.advance(duration);
+            return Sleep::new(async {});
+        }
+        let deadline = self.now() + duration;
+        let mut rx = self.now.subscribe();
+        Sleep::new(async move {
+            let _ = rx.wait_for(|t| *t >= deadline).await;
+        })
+    }
+}
+
+/// The agent's JSON for credentials with this access key, expiring at `expiry`.
+pub fn credentials_json(access_key_id: &str, expiry: SystemTime) -> String {
+    format!(
+        r#"{{"AccessKeyId":"{access_key_id}","SecretAccessKey":"{SECRET_KEY}","Token":"{SESSION_TOKEN}","AccountId":"{ACCOUNT_ID}","Expiration":"{}"}}"#,
+        format_rfc3339(expiry)
+    )
+}
+
+pub fn ok(access_key_id: &str, expiry: SystemTime) -> ResponseTemplate {
+    ResponseTemplate::new(200)
+        .insert_header("content-type", "application/json")
+        .set_body_string(credentials_json(access_key_id, expiry))
+}
+
+pub fn status(code: u16, body: &str) -> ResponseTemplate {
+    ResponseTemplate::new(code).set_body_string(body)
+}
+
+/// Answers from a script, then repeats the last answer.
+pub struct Script {
+    queue: Mutex<VecDeque<ResponseTemplate>>,
+    last: Mutex<ResponseTemplate>,
+}
+
+impl Script {
+    pub fn new(responses: impl IntoIterator<Item = ResponseTemplate>) -> Self {
+        let queue: VecDeque<_> = responses.into_iter().collect();
+        let last = queue.back().cloned().unwrap_or_else(|| ResponseTemplate::new(500));
+        Self {
+            queue: Mutex::new(queue),
+            last: Mutex::new(last),
+        }
+    }
+}
+
+impl Respond for Script {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        match self.queue.lock().unwrap().pop_front() {
+            Some(next) => next,
+            None => self.last.lock().unwrap().clone(),
+        }
+    }
+}
+
+/// Answers whatever the test set last.
+#[derive(Clone)]
+pub struct Switch(Arc<Mutex<ResponseTemplate>>);
+
+impl Switch {
+    pub fn new(initial: ResponseTemplate) -> Self {
+        Self(Arc::new(Mutex::new(initial)))
+    }
+
+    pub fn set(&self, next: ResponseTemplate) {
+        *self.0.lock().unwrap() = next;
+    }
+}
+
+impl Respond for Switch {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A mock agent on loopback answering `GET /v1/credentials` with `responder`.
+pub async fn agent(responder: impl Respond + 'static) -> MockServer {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/credentials"))
+        .respond_with(responder)
+        .mount(&server)
+        .await;
+    server
+}
+
+pub fn uri(server: &MockServer) -> String {
+    format!("{}/v1/credentials", server.uri())
+}
+
+/// A provider for `server` with a fixed token, no process environment and the manual clock.
+pub fn provider(server: &MockServer, clock: &ManualClock) -> PodIdentityCredentialsProvider {
+    builder(server, clock).build()
+}
+
+pub fn builder(server: &MockServer, clock: &ManualClock) -> pod_identity_provider::Builder {
+    PodIdentityCredentialsProvider::builder()
+        .env(Env::from_vars([
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri(server)),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", TOKEN.to_owned()),
+        ]))
+        .time_source(clock.clone())
+        .sleep_impl(clock.clone())
+}
+
+pub async fn requests(server: &MockServer) -> usize {
+    server.received_requests().await.map_or(0, |r| r.len())
+}
+
+/// Polls `condition` until it holds (real time, bounded); panics with `what` otherwise.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..1000 {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+/// Lets spawned tasks run for a moment (used before asserting that something did *not* happen).
+pub async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Polls a future once: `Some` when it completes without waiting.
+pub fn ready_now<F: Future>(future: F) -> Option<F::Output> {
+    let mut future = std::pin::pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        Poll::Ready(value) => Some(value),
+        Poll::Pending => None,
+    }
+}
+
+/// The whole error chain as one string.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(next) = source {
+        text.push_str(": ");
+        text.push_str(&next.to_string());
+        source = next.source();
+    }
+    text
+}
