@@ -1,6 +1,312 @@
 //! Building blocks of an EKS Pod Identity node credential server.
 //!
-//! This crate is being built; see the workspace README.
+//! A node agent answers pods' `GET /v1/credentials` (the token in `Authorization`) with
+//! credentials from EKS Auth `AssumeRoleForPodIdentity`. This crate has the blocks of such an
+//! agent, each usable alone, and [`AgentBuilder`] to compose them into a drop-in replacement
+//! for the reference agent (aws/eks-pod-identity-agent):
+//!
+//! | block | what it does |
+//! |---|---|
+//! | [`CredentialSource`] | validated request → issued credentials or a classified error |
+//! | [`EksAuthSource`] | the source over `aws-sdk-eksauth` (feature `eks-auth`) |
+//! | [`validation`] | `Host` allow-list, then the token checks, in the reference's order |
+//! | [`CredentialCache`] | SHA-256-keyed LRU, strict single flight, background renewal |
+//! | [`handler`] | `/v1/credentials` as an axum `Router` with the reference answers |
+//! | [`probe`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
+//! | [`server`] | listeners, header limits, read timeouts, graceful shutdown |
+//!
+//! A minimal agent, with a custom source standing in for EKS Auth:
+//!
+//! ```no_run
+//! use std::time::{Duration, SystemTime};
+//!
+//! use pod_identity_agent_lib::{
+//!     AgentBuilder, CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
+//!     server::shutdown_signal,
+//! };
+//! use pod_identity_core::{ContainerCredentials, SecretString};
+//!
+//! /// Hands every pod the same (fake) credentials.
+//! struct Fixed;
+//!
+//! impl CredentialSource for Fixed {
+//!     async fn credentials(
+//!         &self,
+//!         _request: &CredentialRequest,
+//!     ) -> Result<IssuedCredentials, SourceError> {
+//!         Ok(IssuedCredentials::new(ContainerCredentials {
+//!             access_key_id: "ASIAEXAMPLE".into(),
+//!             secret_access_key: SecretString::new("secret"),
+//!             token: SecretString::new("session"),
+//!             account_id: Some("123456789012".into()),
+//!             expiration: SystemTime::UNIX_EPOCH + Duration::from_secs(4_000_000_000),
+//!         }))
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = AgentBuilder::new("demo".parse()?, Fixed)
+//!     .bind_hosts(["127.0.0.1", "[::1]"])
+//!     .port(8080)
+//!     .bind()
+//!     .await?;
+//! server.serve(shutdown_signal()).await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With the `eks-auth` feature (on by default) the source is EKS Auth:
+//!
+//! ```no_run
+//! # #[cfg(feature = "eks-auth")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use pod_identity_agent_lib::{AgentBuilder, EksAuthSource, server::shutdown_signal};
+//!
+//! let source = EksAuthSource::builder().region("us-west-2").build().await?;
+//! AgentBuilder::new("my-cluster".parse()?, source)
+//!     .bind()
+//!     .await?
+//!     .serve(shutdown_signal())
+//!     .await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Features
+//!
+//! - `eks-auth` (default): [`EksAuthSource`], over `aws-sdk-eksauth` and `aws-config`.
+//! - `simulator`: a local EKS Auth simulator for tests and demos.
+//!
+//! # Logging
+//!
+//! Everything logs through `tracing` (install a JSON subscriber in the binary). Credential
+//! requests log the client address, status and latency; no log line, error or `Debug` output
+//! holds a token or a secret.
+
+pub mod cache;
+pub mod handler;
+pub mod metrics;
+pub mod probe;
+pub mod server;
+pub mod source;
+pub mod time;
+pub mod validation;
 
 #[cfg(feature = "simulator")]
 pub mod simulator;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pod_identity_core::ClusterName;
+
+pub use cache::{CredentialCache, CredentialCacheBuilder};
+pub use handler::CredentialsRouter;
+pub use metrics::Metrics;
+pub use probe::Probe;
+pub use server::{BindError, BoundServer, ServerBuilder};
+#[cfg(feature = "eks-auth")]
+pub use source::eks_auth::{EksAuthSource, EksAuthSourceBuilder};
+pub use source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+pub use time::{SharedWallClock, WallClock};
+pub use validation::{HostAllowList, RequestValidator};
+
+/// The reference agent's bind hosts: `169.254.170.23` and `[fd00:ec2::23]`.
+pub const DEFAULT_BIND_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
+
+/// Composes the blocks into an agent: source → cache → handler → server.
+pub struct AgentBuilder<S> {
+    source: S,
+    settings: Settings,
+}
+
+#[derive(Clone, Debug)]
+struct Settings {
+    cluster_name: ClusterName,
+    bind_hosts: Vec<String>,
+    allowed_hosts: Option<HostAllowList>,
+    port: u16,
+    probe_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
+    max_entries: usize,
+    max_retention: Duration,
+    renewal_qps: u32,
+    idle_timeout: Duration,
+    rate: (u32, u32),
+    clock: SharedWallClock,
+    metrics: Metrics,
+    max_header_bytes: usize,
+    header_read_timeout: Duration,
+    drain_timeout: Duration,
+}
+
+impl<S> fmt::Debug for AgentBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgentBuilder")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: CredentialSource> AgentBuilder<S> {
+    /// An agent for `cluster_name` issuing from `source`, with the reference defaults.
+    pub fn new(cluster_name: ClusterName, source: S) -> Self {
+        Self {
+            source,
+            settings: Settings {
+                cluster_name,
+                bind_hosts: DEFAULT_BIND_HOSTS.iter().map(|h| (*h).to_owned()).collect(),
+                allowed_hosts: None,
+                port: pod_identity_core::endpoint::AGENT_PORT,
+                probe_addr: Some(server::DEFAULT_PROBE_ADDR),
+                metrics_addr: Some(server::DEFAULT_METRICS_ADDR),
+                max_entries: cache::DEFAULT_MAX_ENTRIES,
+                max_retention: cache::DEFAULT_MAX_RETENTION,
+                renewal_qps: cache::DEFAULT_RENEWAL_QPS,
+                idle_timeout: cache::DEFAULT_IDLE_TIMEOUT,
+                rate: (handler::DEFAULT_REQUEST_RATE, handler::DEFAULT_REQUEST_BURST),
+                clock: SharedWallClock::default(),
+                metrics: Metrics::new(),
+                max_header_bytes: server::DEFAULT_MAX_HEADER_BYTES,
+                header_read_timeout: server::DEFAULT_HEADER_READ_TIMEOUT,
+                drain_timeout: server::DEFAULT_DRAIN_TIMEOUT,
+            },
+        }
+    }
+
+    /// The hosts to bind; they are also the `Host` allow-list unless one is set.
+    pub fn bind_hosts(mut self, hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.settings.bind_hosts = hosts.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// A `Host` allow-list other than the bind hosts.
+    pub fn allowed_hosts(mut self, hosts: HostAllowList) -> Self {
+        self.settings.allowed_hosts = Some(hosts);
+        self
+    }
+
+    /// The credential port (default 80).
+    pub fn port(mut self, port: u16) -> Self {
+        self.settings.port = port;
+        self
+    }
+
+    /// The probe server's address (default `127.0.0.1:2703`); `None` turns it off.
+    pub fn probe_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.settings.probe_addr = addr;
+        self
+    }
+
+    /// The metrics server's address (default `0.0.0.0:2705`); `None` turns it off.
+    pub fn metrics_addr(mut self, addr: Option<SocketAddr>) -> Self {
+        self.settings.metrics_addr = addr;
+        self
+    }
+
+    /// Largest number of cached credentials (default 2000; 0 turns caching off).
+    pub fn max_cache_size(mut self, entries: usize) -> Self {
+        self.settings.max_entries = entries;
+        self
+    }
+
+    /// Longest time between renewals (default 3 h; zero turns caching off).
+    pub fn max_retention(mut self, retention: Duration) -> Self {
+        self.settings.max_retention = retention;
+        self
+    }
+
+    /// Renewals per second at most (default 3).
+    pub fn max_service_qps(mut self, qps: u32) -> Self {
+        self.settings.renewal_qps = qps;
+        self
+    }
+
+    /// An entry not read for this long is not renewed (default 7 h).
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.settings.idle_timeout = idle;
+        self
+    }
+
+    /// Requests per second and burst (default 1000 and 500; a rate of 0 turns limiting off).
+    pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.settings.rate = (per_second, burst);
+        self
+    }
+
+    /// The wall clock (tests use [`time::TokioWallClock`]).
+    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+        self.settings.clock = clock;
+        self
+    }
+
+    /// The metrics every block reports to.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.settings.metrics = metrics;
+        self
+    }
+
+    /// The largest request head (default 16 KiB); larger gets 431.
+    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
+        self.settings.max_header_bytes = bytes;
+        self
+    }
+
+    /// How long a client may take to send its request head (default 10 s).
+    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.header_read_timeout = timeout;
+        self
+    }
+
+    /// How long shutdown waits for in-flight requests (default 25 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.drain_timeout = timeout;
+        self
+    }
+
+    /// The credentials router alone (source → cache → handler), to serve it yourself.
+    pub fn into_router(self) -> axum::Router {
+        self.settings.router(self.source)
+    }
+
+    /// Binds every listener (skipping hosts that cannot be bound).
+    pub async fn bind(self) -> Result<BoundServer, BindError> {
+        let settings = self.settings;
+        ServerBuilder::new(settings.router(self.source))
+            .bind_hosts(settings.bind_hosts)
+            .port(settings.port)
+            .probe_addr(settings.probe_addr)
+            .metrics_addr(settings.metrics_addr)
+            .metrics(settings.metrics)
+            .max_header_bytes(settings.max_header_bytes)
+            .header_read_timeout(settings.header_read_timeout)
+            .drain_timeout(settings.drain_timeout)
+            .bind()
+            .await
+    }
+}
+
+impl Settings {
+    fn router<S: CredentialSource>(&self, source: S) -> axum::Router {
+        let cache = CredentialCache::builder(source)
+            .max_entries(self.max_entries)
+            .max_retention(self.max_retention)
+            .renewal_qps(self.renewal_qps)
+            .idle_timeout(self.idle_timeout)
+            .clock(self.clock.clone())
+            .metrics(self.metrics.clone())
+            .build();
+        let hosts = self
+            .allowed_hosts
+            .clone()
+            .unwrap_or_else(|| HostAllowList::new(&self.bind_hosts));
+        CredentialsRouter::new(self.cluster_name.clone(), cache)
+            .allowed_hosts(hosts)
+            .rate_limit(self.rate.0, self.rate.1)
+            .clock(self.clock.clone())
+            .metrics(self.metrics.clone())
+            .max_header_bytes(self.max_header_bytes)
+            .into_router()
+    }
+}

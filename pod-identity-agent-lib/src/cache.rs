@@ -1,0 +1,629 @@
+//! The renewing credential cache.
+//!
+//! [`CredentialCache`] wraps a [`CredentialSource`] and is one itself. Contract:
+//!
+//! - **Keys** are the SHA-256 digest of the token; the raw token is never an index key. The
+//!   request (with its token) is kept only to renew, and is dropped (zeroizing the token) when
+//!   its entry is evicted.
+//! - **Bounded**: at most `max_entries` entries (2000); when full, the least recently *used*
+//!   entry goes, where reads count as use (the reference's LRU ignores reads).
+//! - **Strict single flight**: concurrent requests for one token make exactly one upstream call
+//!   and all get its result, error included. The call runs in its own task, so a client that
+//!   disconnects does not cancel it (aws/eks-pod-identity-agent#50), and the result is cached
+//!   for the next request.
+//! - **Renewal in the background**, ahead of expiry: after `min(max_retention, lifetime − lead)`
+//!   where the lead is 5 minutes or half the lifetime if shorter (max retention 3 h), started
+//!   at most `renewal_qps` per second (3). A recoverable failure keeps serving the current
+//!   credentials while more than 15 s remain and retries after 60–120 s (jitter); an
+//!   irrecoverable failure evicts. No renewal for a token that has expired or for an entry
+//!   nobody read within `idle_timeout` (7 h, longer than any credential lifetime, so a live pod
+//!   always reads in time): those entries are evicted instead (the reference renews for gone
+//!   pods until EKS Auth throttles it, #89, #171, #92).
+//! - **Never stale**: credentials with 15 s or less left are not served; fetched ones are an
+//!   error ([`SourceError::ExpiringCredentials`]).
+//! - `max_entries` 0 or `max_retention` 0 turns caching off (as in the reference): every request
+//!   calls the source, still in its own task.
+//!
+//! Time comes from tokio's clock (schedules) and the injected [`WallClock`](crate::time::WallClock)
+//! (expirations), so tests run on paused time.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use pod_identity_core::ErrorClass;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::metrics::{CacheState, Metrics};
+use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+use crate::time::{RateLimiter, SharedWallClock};
+
+/// Default largest number of cached credentials (the reference's).
+pub const DEFAULT_MAX_ENTRIES: usize = 2000;
+/// Default longest time between renewals (the reference's).
+pub const DEFAULT_MAX_RETENTION: Duration = Duration::from_secs(3 * 60 * 60);
+/// Default renewals started per second (the reference's `--max-service-qps`).
+pub const DEFAULT_RENEWAL_QPS: u32 = 3;
+/// Default time after its last read when an entry is no longer renewed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 60 * 60);
+/// Credentials with this much or less left are neither served nor cached (the reference's).
+pub const MIN_REMAINING: Duration = Duration::from_secs(15);
+/// Default wait before retrying a recoverable renewal failure (plus up to as much jitter).
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(60);
+/// How long before expiry a renewal is due at the latest (or half the lifetime if shorter).
+const RENEWAL_LEAD: Duration = Duration::from_secs(5 * 60);
+
+type Outcome = Result<IssuedCredentials, SourceError>;
+
+/// A renewing, single-flight cache in front of a [`CredentialSource`].
+pub struct CredentialCache<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for CredentialCache<S> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S> fmt::Debug for CredentialCache<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialCache")
+            .field("config", &self.shared.config)
+            .field("entries", &self.shared.lock().entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`CredentialCache`].
+pub struct CredentialCacheBuilder<S> {
+    source: S,
+    config: Config,
+    renewal_qps: u32,
+    clock: SharedWallClock,
+    metrics: Metrics,
+}
+
+impl<S> fmt::Debug for CredentialCacheBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialCacheBuilder")
+            .field("config", &self.config)
+            .field("renewal_qps", &self.renewal_qps)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Config {
+    max_entries: usize,
+    max_retention: Duration,
+    idle_timeout: Duration,
+    min_remaining: Duration,
+    retry_interval: Duration,
+    retry_jitter: Duration,
+}
+
+impl<S: CredentialSource> CredentialCacheBuilder<S> {
+    /// The largest number of cached credentials (0 turns caching off).
+    pub fn max_entries(mut self, entries: usize) -> Self {
+        self.config.max_entries = entries;
+        self
+    }
+
+    /// The longest time between renewals (zero turns caching off).
+    pub fn max_retention(mut self, retention: Duration) -> Self {
+        self.config.max_retention = retention;
+        self
+    }
+
+    /// Renewals started per second at most (0 means no limit).
+    pub fn renewal_qps(mut self, qps: u32) -> Self {
+        self.renewal_qps = qps;
+        self
+    }
+
+    /// An entry not read for this long is evicted instead of renewed.
+    pub fn idle_timeout(mut self, idle: Duration) -> Self {
+        self.config.idle_timeout = idle;
+        self
+    }
+
+    /// The wait before retrying a recoverable renewal failure, and the most random jitter
+    /// added to it.
+    pub fn retry_interval(mut self, interval: Duration, jitter: Duration) -> Self {
+        self.config.retry_interval = interval;
+        self.config.retry_jitter = jitter;
+        self
+    }
+
+    /// The wall clock for expirations.
+    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Where hits, misses, evictions, renewal errors and the size are counted.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Builds the cache. Its renewal task starts with the first cached entry.
+    pub fn build(self) -> CredentialCache<S> {
+        CredentialCache {
+            shared: Arc::new(Shared {
+                source: self.source,
+                limiter: RateLimiter::new(self.renewal_qps, self.renewal_qps),
+                config: self.config,
+                clock: self.clock,
+                metrics: self.metrics,
+                state: Mutex::new(State::default()),
+                wake: Arc::new(Notify::new()),
+            }),
+        }
+    }
+}
+
+impl<S: CredentialSource> CredentialCache<S> {
+    /// A builder with the reference defaults.
+    pub fn builder(source: S) -> CredentialCacheBuilder<S> {
+        CredentialCacheBuilder {
+            source,
+            config: Config {
+                max_entries: DEFAULT_MAX_ENTRIES,
+                max_retention: DEFAULT_MAX_RETENTION,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                min_remaining: MIN_REMAINING,
+                retry_interval: DEFAULT_RETRY_INTERVAL,
+                retry_jitter: DEFAULT_RETRY_INTERVAL,
+            },
+            renewal_qps: DEFAULT_RENEWAL_QPS,
+            clock: SharedWallClock::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// A cache with the reference defaults.
+    pub fn new(source: S) -> Self {
+        Self::builder(source).build()
+    }
+
+    /// Whether the cache caches (`max_entries` and `max_retention` both non-zero).
+    pub fn is_enabled(&self) -> bool {
+        let config = &self.shared.config;
+        config.max_entries > 0 && !config.max_retention.is_zero()
+    }
+
+    /// Number of cached credentials.
+    pub fn len(&self) -> usize {
+        self.shared.lock().entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Cached credentials for `request`, or one upstream call shared by every concurrent
+    /// request for the same token.
+    pub async fn get(&self, request: &CredentialRequest) -> Result<IssuedCredentials, SourceError> {
+        if !self.is_enabled() {
+            return self.pass_through(request).await;
+        }
+        let shared = &self.shared;
+        let key = TokenDigest::of(request);
+        let mut flight = {
+            let mut state = shared.lock();
+            match shared.lookup(&mut state, &key) {
+                Lookup::Hit(issued) => {
+                    shared.metrics.record_cache_state(CacheState::Hit);
+                    return Ok(issued);
+                }
+                Lookup::InFlight(flight) => flight,
+                Lookup::Miss => {
+                    shared.metrics.record_cache_state(CacheState::Miss);
+                    let (done, flight) = watch::channel(None);
+                    state.flights.insert(key, flight.clone());
+                    tokio::spawn(fetch(
+                        shared.clone(),
+                        key,
+                        Arc::new(request.clone()),
+                        done,
+                    ));
+                    flight
+                }
+            }
+        };
+        match flight.wait_for(Option::is_some).await {
+            Ok(outcome) => (*outcome).clone().unwrap_or_else(|| Err(aborted())),
+            Err(_) => Err(aborted()),
+        }
+    }
+
+    async fn pass_through(&self, request: &CredentialRequest) -> Outcome {
+        let shared = self.shared.clone();
+        let request = request.clone();
+        // Spawned so that a client going away does not cancel the upstream call.
+        let call = tokio::spawn(async move {
+            let outcome = shared.source.credentials(&request).await;
+            outcome.and_then(|issued| shared.check_remaining(issued))
+        });
+        call.await.unwrap_or_else(|_| Err(aborted()))
+    }
+
+    /// A weak handle to the request kept for renewing `token`'s entry (tests check eviction
+    /// drops it).
+    #[cfg(test)]
+    fn kept_request(&self, request: &CredentialRequest) -> Option<Weak<CredentialRequest>> {
+        let state = self.shared.lock();
+        state
+            .entries
+            .get(&TokenDigest::of(request))
+            .map(|e| Arc::downgrade(&e.request))
+    }
+}
+
+impl<S: CredentialSource> CredentialSource for CredentialCache<S> {
+    fn credentials(
+        &self,
+        request: &CredentialRequest,
+    ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send {
+        self.get(request)
+    }
+}
+
+fn aborted() -> SourceError {
+    SourceError::unavailable(Aborted)
+}
+
+/// The upstream call ended without an answer (its task panicked).
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream call ended without an answer")]
+struct Aborted;
+
+/// SHA-256 of the raw token.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    fn of(request: &CredentialRequest) -> Self {
+        Self(Sha256::digest(request.token().expose_secret().as_bytes()).into())
+    }
+}
+
+struct Shared<S> {
+    source: S,
+    config: Config,
+    clock: SharedWallClock,
+    metrics: Metrics,
+    limiter: Option<RateLimiter>,
+    state: Mutex<State>,
+    wake: Arc<Notify>,
+}
+
+impl<S> Drop for Shared<S> {
+    fn drop(&mut self) {
+        // Lets the renewal task see the cache is gone and end.
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<TokenDigest, Entry>,
+    /// Use order: the first is the least recently used.
+    recency: BTreeMap<u64, TokenDigest>,
+    /// Renewal times.
+    schedule: BTreeMap<(Instant, u64), TokenDigest>,
+    flights: HashMap<TokenDigest, watch::Receiver<Option<Outcome>>>,
+    counter: u64,
+    renewing_started: bool,
+}
+
+impl State {
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
+    fn touch(&mut self, key: TokenDigest) {
+        let tick = self.next();
+        if let Some(entry) = self.entries.get_mut(&key) {
+            self.recency.remove(&entry.used);
+            entry.used = tick;
+            self.recency.insert(tick, key);
+        }
+    }
+
+    fn schedule(&mut self, key: TokenDigest, at: Instant) {
+        let seq = self.next();
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if let Some(old) = entry.renewal.replace((at, seq)) {
+                self.schedule.remove(&old);
+            }
+            self.schedule.insert((at, seq), key);
+        }
+    }
+
+    fn remove(&mut self, key: &TokenDigest) -> Option<Entry> {
+        let entry = self.entries.remove(key)?;
+        self.recency.remove(&entry.used);
+        if let Some(at) = entry.renewal {
+            self.schedule.remove(&at);
+        }
+        Some(entry)
+    }
+}
+
+struct Entry {
+    /// Kept to renew; dropping it zeroizes the token.
+    request: Arc<CredentialRequest>,
+    issued: IssuedCredentials,
+    generation: u64,
+    last_read: Instant,
+    used: u64,
+    renewal: Option<(Instant, u64)>,
+}
+
+enum Lookup {
+    Hit(IssuedCredentials),
+    InFlight(watch::Receiver<Option<Outcome>>),
+    Miss,
+}
+
+/// A renewal taken off the schedule.
+struct Renewal {
+    key: TokenDigest,
+    generation: u64,
+    request: Arc<CredentialRequest>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Eviction {
+    Stale,
+    Capacity,
+    Irrecoverable,
+    TokenExpired,
+    Idle,
+}
+
+impl<S> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<S: CredentialSource> Shared<S> {
+    fn lookup(&self, state: &mut State, key: &TokenDigest) -> Lookup {
+        if let Some(entry) = state.entries.get_mut(key) {
+            if entry.issued.remaining(self.clock.now()) > self.config.min_remaining {
+                entry.last_read = Instant::now();
+                let issued = entry.issued.clone();
+                state.touch(*key);
+                return Lookup::Hit(issued);
+            }
+            self.evict(state, key, Eviction::Stale);
+        }
+        match state.flights.get(key) {
+            Some(flight) => Lookup::InFlight(flight.clone()),
+            None => Lookup::Miss,
+        }
+    }
+
+    fn check_remaining(&self, issued: IssuedCredentials) -> Outcome {
+        let remaining = issued.remaining(self.clock.now());
+        if remaining > self.config.min_remaining {
+            Ok(issued)
+        } else {
+            Err(SourceError::ExpiringCredentials {
+                remaining_millis: issued.remaining_millis(self.clock.now()),
+            })
+        }
+    }
+
+    /// When fresh credentials are renewed: ahead of expiry, at most `max_retention` from now.
+    fn renewal_delay(&self, issued: &IssuedCredentials) -> Duration {
+        let lifetime = issued.remaining(self.clock.now());
+        let lead = RENEWAL_LEAD.min(lifetime / 2);
+        self.config.max_retention.min(lifetime - lead)
+    }
+
+    fn evict(&self, state: &mut State, key: &TokenDigest, why: Eviction) {
+        if let Some(entry) = state.remove(key) {
+            self.metrics.record_cache_state(CacheState::Evicted);
+            self.metrics.set_cache_size(state.entries.len());
+            tracing::info!(
+                reason = ?why,
+                association_id = entry.issued.association().map(|a| a.association_id.as_str()),
+                "evicted credentials from the cache"
+            );
+        }
+    }
+
+    fn insert(
+        self: &Arc<Self>,
+        state: &mut State,
+        key: TokenDigest,
+        request: Arc<CredentialRequest>,
+        issued: IssuedCredentials,
+    ) {
+        self.evict(state, &key, Eviction::Stale);
+        while state.entries.len() >= self.config.max_entries {
+            let Some((_, &oldest)) = state.recency.first_key_value() else {
+                break;
+            };
+            self.evict(state, &oldest, Eviction::Capacity);
+        }
+        let renew_at = Instant::now() + self.renewal_delay(&issued);
+        let generation = state.next();
+        let used = state.next();
+        state.entries.insert(
+            key,
+            Entry {
+                request,
+                issued,
+                generation,
+                last_read: Instant::now(),
+                used,
+                renewal: None,
+            },
+        );
+        state.recency.insert(used, key);
+        state.schedule(key, renew_at);
+        self.metrics.set_cache_size(state.entries.len());
+        if !state.renewing_started {
+            state.renewing_started = true;
+            tokio::spawn(renew_due(Arc::downgrade(self), self.wake.clone()));
+        }
+        self.wake.notify_one();
+    }
+
+    /// Takes the first due renewal off the schedule: evicts it if its token expired or nobody
+    /// read it lately, else returns it to renew.
+    fn take_due(&self) -> Option<Result<Renewal, Instant>> {
+        let mut state = self.lock();
+        let (&(at, seq), &key) = state.schedule.first_key_value()?;
+        let now = Instant::now();
+        if at > now {
+            return Some(Err(at));
+        }
+        state.schedule.remove(&(at, seq));
+        let Some(entry) = state.entries.get_mut(&key) else {
+            return Some(Err(now));
+        };
+        entry.renewal = None;
+        let why = if entry.request.token().validate_time(self.clock.now()).is_err() {
+            Some(Eviction::TokenExpired)
+        } else if now.saturating_duration_since(entry.last_read) >= self.config.idle_timeout {
+            Some(Eviction::Idle)
+        } else {
+            None
+        };
+        let renewal = Renewal {
+            key,
+            generation: entry.generation,
+            request: entry.request.clone(),
+        };
+        if let Some(why) = why {
+            self.evict(&mut state, &key, why);
+            return Some(Err(now));
+        }
+        Some(Ok(renewal))
+    }
+
+    fn finish_renewal(&self, renewal: Renewal, outcome: Outcome) {
+        let mut state = self.lock();
+        let Some(entry) = state.entries.get_mut(&renewal.key) else {
+            return;
+        };
+        if entry.generation != renewal.generation {
+            return;
+        }
+        match outcome {
+            Ok(issued) => {
+                let at = Instant::now() + self.renewal_delay(&issued);
+                entry.issued = issued;
+                state.schedule(renewal.key, at);
+            }
+            Err(error) => {
+                let recoverable = error.class() == ErrorClass::Recoverable;
+                self.metrics.record_cache_error(recoverable, error.code());
+                let remaining = entry.issued.remaining(self.clock.now());
+                tracing::warn!(
+                    error = %error,
+                    recoverable,
+                    association_id = entry.issued.association().map(|a| a.association_id.as_str()),
+                    "renewing credentials failed"
+                );
+                if !recoverable {
+                    self.evict(&mut state, &renewal.key, Eviction::Irrecoverable);
+                } else if remaining <= self.config.min_remaining {
+                    self.evict(&mut state, &renewal.key, Eviction::Stale);
+                } else {
+                    let jitter_ms =
+                        fastrand::u64(0..=self.config.retry_jitter.as_millis().try_into().unwrap_or(u64::MAX));
+                    let retry = self.config.retry_interval + Duration::from_millis(jitter_ms);
+                    let stale_in = remaining - self.config.min_remaining;
+                    state.schedule(renewal.key, Instant::now() + retry.min(stale_in));
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// The single upstream call of a flight.
+async fn fetch<S: CredentialSource>(
+    shared: Arc<Shared<S>>,
+    key: TokenDigest,
+    request: Arc<CredentialRequest>,
+    done: watch::Sender<Option<Outcome>>,
+) {
+    // Ends the flight even if the source panics, so the next request tries again.
+    struct EndFlight<'a, S: CredentialSource> {
+        shared: &'a Shared<S>,
+        key: TokenDigest,
+        armed: bool,
+    }
+    impl<S: CredentialSource> Drop for EndFlight<'_, S> {
+        fn drop(&mut self) {
+            if self.armed {
+                self.shared.lock().flights.remove(&self.key);
+            }
+        }
+    }
+    let mut end_flight = EndFlight {
+        shared: &shared,
+        key,
+        armed: true,
+    };
+    let outcome = shared.source.credentials(&request).await;
+    let outcome = outcome.and_then(|issued| shared.check_remaining(issued));
+    {
+        let mut state = shared.lock();
+        state.flights.remove(&key);
+        end_flight.armed = false;
+        if let Ok(issued) = &outcome {
+            shared.insert(&mut state, key, request, issued.clone());
+        }
+    }
+    let _ = done.send(Some(outcome));
+}
+
+/// The renewal task: starts due renewals, rate-limited, until the cache is dropped.
+async fn renew_due<S: CredentialSource>(cache: Weak<Shared<S>>, wake: Arc<Notify>) {
+    loop {
+        let due = match cache.upgrade() {
+            Some(shared) => shared.take_due(),
+            None => return,
+        };
+        match due {
+            Some(Ok(renewal)) => {
+                let Some(shared) = cache.upgrade() else {
+                    return;
+                };
+                if let Some(limiter) = &shared.limiter {
+                    limiter.until_ready().await;
+                }
+                tokio::spawn(async move {
+                    let outcome = shared.source.credentials(&renewal.request).await;
+                    let outcome = outcome.and_then(|issued| shared.check_remaining(issued));
+                    shared.finish_renewal(renewal, outcome);
+                });
+            }
+            Some(Err(at)) if at <= Instant::now() => {}
+            Some(Err(at)) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = wake.notified() => {}
+                }
+            }
+            None => wake.notified().await,
+        }
+    }
+}

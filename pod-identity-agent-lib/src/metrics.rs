@@ -1,0 +1,363 @@
+//! Prometheus metrics and the `/metrics` endpoint.
+//!
+//! The reference agent's series keep their names and labels, so existing dashboards and alerts
+//! keep working:
+//!
+//! | series | labels | counts |
+//! |---|---|---|
+//! | `pod_identity_http_response` | `code` | credential responses by HTTP status |
+//! | `pod_identity_cache_state` | `state` = `hit`, `miss`, `evicted` | cache lookups and evictions |
+//! | `pod_identity_cache_errors` | `type` = `Recoverable`/`NonRecoverable`, `code` | failed renewals |
+//!
+//! The reference exposes them through the Prometheus Go client as plain series without a
+//! `_total` suffix; to keep those exact series names they are exposed as OpenMetrics `unknown`
+//! (untyped) metrics whose values only grow. Added by this crate:
+//!
+//! | series | type |
+//! |---|---|
+//! | `pod_identity_http_request_duration_seconds` | histogram of credential request latency |
+//! | `pod_identity_cache_size` | gauge: entries in the credential cache |
+//!
+//! [`Metrics`] is a cheap handle; clones share the same series.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Registry, Unit};
+
+/// The path the metrics are served on.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The content type of the OpenMetrics text format.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What a credential lookup found in the cache (label `state` of `pod_identity_cache_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CacheState {
+    /// Served from the cache.
+    Hit,
+    /// Fetched from the source.
+    Miss,
+    /// Removed from the cache.
+    Evicted,
+}
+
+impl CacheState {
+    fn as_str(self) -> &'static str {
+        match self {
+            CacheState::Hit => "hit",
+            CacheState::Miss => "miss",
+            CacheState::Evicted => "evicted",
+        }
+    }
+}
+
+/// The agent's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    http_response: Family<CodeLabel, MonotonicCounter>,
+    cache_state: Family<StateLabel, MonotonicCounter>,
+    cache_errors: Family<ErrorLabels, MonotonicCounter>,
+    request_duration: Histogram,
+    cache_size: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh metrics, all at zero, registered in their own registry.
+    pub fn new() -> Self {
+        let http_response = Family::default();
+        let cache_state = Family::default();
+        let cache_errors = Family::default();
+        // 0.5 ms to ~16 s: cache hits sit at the bottom, EKS Auth calls with retries at the top.
+        let request_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let cache_size = Gauge::default();
+        let mut registry = Registry::default();
+        register_all(
+            &mut registry,
+            &http_response,
+            &cache_state,
+            &cache_errors,
+            &request_duration,
+            &cache_size,
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                http_response,
+                cache_state,
+                cache_errors,
+                request_duration,
+                cache_size,
+            }),
+        }
+    }
+
+    /// Registers these series in another registry too (a vendor's own), sharing their values.
+    pub fn register(&self, registry: &mut Registry) {
+        let i = &self.inner;
+        register_all(
+            registry,
+            &i.http_response,
+            &i.cache_state,
+            &i.cache_errors,
+            &i.request_duration,
+            &i.cache_size,
+        );
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    /// Counts one credential response with `status`.
+    pub fn record_response(&self, status: u16) {
+        self.inner
+            .http_response
+            .get_or_create(&CodeLabel { code: status })
+            .inc();
+    }
+
+    /// Records how long one credential request took.
+    pub fn record_latency(&self, elapsed: Duration) {
+        self.inner.request_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts one cache lookup outcome or eviction.
+    pub fn record_cache_state(&self, state: CacheState) {
+        self.inner
+            .cache_state
+            .get_or_create(&StateLabel {
+                state: state.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one failed renewal; `recoverable` picks the `type` label.
+    pub fn record_cache_error(&self, recoverable: bool, code: &str) {
+        let kind = if recoverable {
+            "Recoverable"
+        } else {
+            "NonRecoverable"
+        };
+        self.inner
+            .cache_errors
+            .get_or_create(&ErrorLabels {
+                r#type: kind,
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Sets the number of entries in the credential cache.
+    pub fn set_cache_size(&self, entries: usize) {
+        self.inner
+            .cache_size
+            .set(i64::try_from(entries).unwrap_or(i64::MAX));
+    }
+}
+
+/// A router serving `GET /metrics` in the OpenMetrics text format.
+pub fn metrics_router(metrics: Metrics) -> Router {
+    Router::new().route(
+        METRICS_PATH,
+        get(move || {
+            let metrics = metrics.clone();
+            async move { render(&metrics) }
+        }),
+    )
+}
+
+fn render(metrics: &Metrics) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
+        metrics.encode(),
+    )
+        .into_response()
+}
+
+fn register_all(
+    registry: &mut Registry,
+    http_response: &Family<CodeLabel, MonotonicCounter>,
+    cache_state: &Family<StateLabel, MonotonicCounter>,
+    cache_errors: &Family<ErrorLabels, MonotonicCounter>,
+    request_duration: &Histogram,
+    cache_size: &Gauge,
+) {
+    registry.register(
+        "pod_identity_http_response",
+        "Pod Identity http response code",
+        http_response.clone(),
+    );
+    registry.register(
+        "pod_identity_cache_state",
+        "The state of credential in cache",
+        cache_state.clone(),
+    );
+    registry.register(
+        "pod_identity_cache_errors",
+        "Removing credentials from cache, got non recoverable error",
+        cache_errors.clone(),
+    );
+    registry.register_with_unit(
+        "pod_identity_http_request_duration",
+        "Latency of credential requests",
+        Unit::Seconds,
+        request_duration.clone(),
+    );
+    registry.register(
+        "pod_identity_cache_size",
+        "Entries in the credential cache",
+        cache_size.clone(),
+    );
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    r#type: &'static str,
+    code: String,
+}
+
+/// A counter exposed as an untyped series without the `_total` suffix, the way the reference
+/// agent's Go client exposes its counters.
+#[derive(Clone, Debug, Default)]
+struct MonotonicCounter(Counter);
+
+impl MonotonicCounter {
+    fn inc(&self) {
+        self.0.inc();
+    }
+}
+
+impl TypedMetric for MonotonicCounter {
+    const TYPE: MetricType = MetricType::Unknown;
+}
+
+impl EncodeMetric for MonotonicCounter {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), fmt::Error> {
+        encoder.encode_gauge(&self.0.get())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    #[test]
+    fn reference_series_keep_their_names_and_labels() {
+        let metrics = Metrics::new();
+        metrics.record_response(200);
+        metrics.record_response(200);
+        metrics.record_response(403);
+        metrics.record_cache_state(CacheState::Miss);
+        metrics.record_cache_state(CacheState::Hit);
+        metrics.record_cache_state(CacheState::Evicted);
+        metrics.record_cache_error(false, "AccessDeniedException");
+        metrics.record_cache_error(true, "ThrottlingException");
+        metrics.set_cache_size(7);
+        metrics.record_latency(Duration::from_millis(3));
+
+        let text = metrics.encode();
+        for line in [
+            "# TYPE pod_identity_http_response unknown",
+            "pod_identity_http_response{code=\"200\"} 2",
+            "pod_identity_http_response{code=\"403\"} 1",
+            "pod_identity_cache_state{state=\"miss\"} 1",
+            "pod_identity_cache_state{state=\"hit\"} 1",
+            "pod_identity_cache_state{state=\"evicted\"} 1",
+            "pod_identity_cache_errors{type=\"NonRecoverable\",code=\"AccessDeniedException\"} 1",
+            "pod_identity_cache_errors{type=\"Recoverable\",code=\"ThrottlingException\"} 1",
+            "# TYPE pod_identity_cache_size gauge",
+            "pod_identity_cache_size 7",
+            "# TYPE pod_identity_http_request_duration_seconds histogram",
+            "pod_identity_http_request_duration_seconds_count 1",
+            "# EOF",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("_total"), "{text}");
+    }
+
+    #[test]
+    fn a_vendor_registry_shares_the_values() {
+        let metrics = Metrics::new();
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        metrics.record_response(500);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains("pod_identity_http_response{code=\"500\"} 1"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_served_as_openmetrics_text() {
+        let metrics = Metrics::new();
+        metrics.record_response(200);
+        let response = metrics_router(metrics)
+            .oneshot(
+                http::Request::get("/metrics")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            OPENMETRICS_CONTENT_TYPE
+        );
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(body.contains("pod_identity_http_response{code=\"200\"} 1"));
+    }
+}

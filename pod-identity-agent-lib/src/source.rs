@@ -1,0 +1,214 @@
+//! Where credentials come from.
+//!
+//! A [`CredentialSource`] turns a validated [`CredentialRequest`] (a decoded service-account
+//! token and the cluster name) into [`IssuedCredentials`], or a [`SourceError`] classified the
+//! way the cache acts on it. [`EksAuthSource`](crate::EksAuthSource) (feature `eks-auth`) calls
+//! EKS Auth; [`CredentialCache`](crate::CredentialCache) wraps any source and is one itself;
+//! a vendor can bring their own (a local STS broker, a simulator, a fake in tests).
+
+#[cfg(feature = "eks-auth")]
+pub mod eks_auth;
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use pod_identity_core::eks_auth::{AssumeRoleForPodIdentityResponse, PodIdentityAssociation};
+use pod_identity_core::{
+    AgentError, ClusterName, ContainerCredentials, EksAuthError, ErrorClass, ServiceAccountToken,
+};
+
+/// A validated request for credentials.
+#[derive(Clone)]
+pub struct CredentialRequest {
+    cluster_name: ClusterName,
+    token: ServiceAccountToken,
+}
+
+impl fmt::Debug for CredentialRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialRequest")
+            .field("cluster_name", &self.cluster_name)
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+impl CredentialRequest {
+    /// A request for the pod presenting `token` in `cluster_name`.
+    pub fn new(cluster_name: ClusterName, token: ServiceAccountToken) -> Self {
+        Self {
+            cluster_name,
+            token,
+        }
+    }
+
+    /// The cluster the agent serves.
+    pub fn cluster_name(&self) -> &ClusterName {
+        &self.cluster_name
+    }
+
+    /// The pod's decoded (unverified) service-account token.
+    pub fn token(&self) -> &ServiceAccountToken {
+        &self.token
+    }
+}
+
+/// Credentials issued for a pod.
+#[derive(Clone, PartialEq, Eq)]
+pub struct IssuedCredentials {
+    credentials: ContainerCredentials,
+    association: Option<PodIdentityAssociation>,
+}
+
+impl fmt::Debug for IssuedCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedCredentials")
+            .field("credentials", &self.credentials)
+            .field("association", &self.association)
+            .finish()
+    }
+}
+
+impl IssuedCredentials {
+    /// Credentials without association details.
+    pub fn new(credentials: ContainerCredentials) -> Self {
+        Self {
+            credentials,
+            association: None,
+        }
+    }
+
+    /// Records the association the credentials were issued for.
+    pub fn with_association(mut self, association: PodIdentityAssociation) -> Self {
+        self.association = Some(association);
+        self
+    }
+
+    /// What the agent serves.
+    pub fn credentials(&self) -> &ContainerCredentials {
+        &self.credentials
+    }
+
+    /// When the credentials expire.
+    pub fn expiration(&self) -> SystemTime {
+        self.credentials.expiration
+    }
+
+    /// The account of the assumed role, when known.
+    pub fn account_id(&self) -> Option<&str> {
+        self.credentials.account_id.as_deref()
+    }
+
+    /// The association the credentials were issued for, when known.
+    pub fn association(&self) -> Option<&PodIdentityAssociation> {
+        self.association.as_ref()
+    }
+
+    /// Time left until expiry at `now` (zero once expired).
+    pub fn remaining(&self, now: SystemTime) -> Duration {
+        self.expiration().duration_since(now).unwrap_or_default()
+    }
+
+    /// Milliseconds left until expiry at `now`, negative once expired.
+    pub fn remaining_millis(&self, now: SystemTime) -> i64 {
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        match self.expiration().duration_since(now) {
+            Ok(left) => millis(left),
+            Err(past) => -millis(past.duration()),
+        }
+    }
+}
+
+impl From<AssumeRoleForPodIdentityResponse> for IssuedCredentials {
+    fn from(response: AssumeRoleForPodIdentityResponse) -> Self {
+        Self::new(response.to_container_credentials())
+            .with_association(response.pod_identity_association)
+    }
+}
+
+/// Why a source issued no credentials.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// EKS Auth (or a source speaking its error model) answered with an error.
+    #[error(transparent)]
+    EksAuth(#[from] EksAuthError),
+    /// The source did not answer in time.
+    #[error("credential source timed out")]
+    Timeout,
+    /// The source could not be reached or its answer could not be read.
+    #[error("credential source unavailable")]
+    Unavailable(#[source] Arc<dyn StdError + Send + Sync>),
+    /// The issued credentials expire too soon to hand out.
+    #[error("fetched credentials are expired or will expire within {remaining_millis} ms")]
+    ExpiringCredentials {
+        /// Milliseconds they had left (negative when already expired).
+        remaining_millis: i64,
+    },
+}
+
+impl SourceError {
+    /// An [`Unavailable`](Self::Unavailable) error from any error.
+    pub fn unavailable(error: impl StdError + Send + Sync + 'static) -> Self {
+        Self::Unavailable(Arc::new(error))
+    }
+
+    /// How the cache treats the error: irrecoverable errors evict, recoverable ones keep the
+    /// last credentials while they last and retry.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SourceError::EksAuth(error) => error.class(),
+            SourceError::Timeout
+            | SourceError::Unavailable(_)
+            | SourceError::ExpiringCredentials { .. } => ErrorClass::Recoverable,
+        }
+    }
+
+    /// A short code for metrics and logs (the EKS Auth error code where there is one).
+    pub fn code(&self) -> &str {
+        match self {
+            SourceError::EksAuth(error) => error.code().as_str(),
+            SourceError::Timeout => "Timeout",
+            SourceError::Unavailable(_) => "Unavailable",
+            SourceError::ExpiringCredentials { .. } => "ExpiringCredentials",
+        }
+    }
+
+    /// The agent's answer for this error (contracts §6): the upstream status and body for EKS
+    /// Auth errors, 500 `[]` for timeouts and unreachable sources.
+    pub fn to_agent_error(&self) -> AgentError {
+        match self {
+            SourceError::EksAuth(error) => AgentError::EksAuth(error.clone()),
+            SourceError::Timeout | SourceError::Unavailable(_) => AgentError::Upstream,
+            SourceError::ExpiringCredentials { remaining_millis } => {
+                AgentError::ExpiringCredentials {
+                    remaining_millis: *remaining_millis,
+                }
+            }
+        }
+    }
+}
+
+/// Issues credentials for validated requests.
+///
+/// Implementations are cheap to share (`&self`), and their futures are `Send` so callers can
+/// spawn them: the agent never cancels an upstream call because the client went away.
+pub trait CredentialSource: Send + Sync + 'static {
+    /// Issues credentials for `request`.
+    fn credentials(
+        &self,
+        request: &CredentialRequest,
+    ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send;
+}
+
+impl<S: CredentialSource> CredentialSource for Arc<S> {
+    fn credentials(
+        &self,
+        request: &CredentialRequest,
+    ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send {
+        (**self).credentials(request)
+    }
+}

@@ -1,0 +1,152 @@
+//! The clock seam.
+//!
+//! Two clocks drive the agent. Scheduling (renewal times, idle times, rate limits, timeouts) uses
+//! tokio's monotonic clock, so tests pause and advance it with `tokio::time::pause()` and
+//! `tokio::time::advance()`. Credential expirations and token `exp`/`nbf` claims are wall-clock
+//! times, read through a [`WallClock`]: [`SystemWallClock`] in production, [`TokioWallClock`] in
+//! tests, which moves exactly as far as tokio's (paused) clock does.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// A source of wall-clock time.
+pub trait WallClock: fmt::Debug + Send + Sync + 'static {
+    /// The current wall-clock time.
+    fn now(&self) -> SystemTime;
+}
+
+/// The operating system's wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+#[non_exhaustive]
+pub struct SystemWallClock;
+
+impl SystemWallClock {
+    /// The system clock.
+    pub fn new() -> Self {
+        Self
+    }
+}
+
+impl WallClock for SystemWallClock {
+    // This is the seam: the one place the agent reads the operating system's wall clock.
+    #[allow(clippy::disallowed_methods)]
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// A wall clock that starts at a fixed time and advances with tokio's clock.
+///
+/// Under `tokio::time::pause()` it moves only when tokio's time moves, so expirations and
+/// renewal schedules stay consistent with each other in tests.
+#[derive(Clone, Debug)]
+pub struct TokioWallClock {
+    start: SystemTime,
+    started: tokio::time::Instant,
+}
+
+impl TokioWallClock {
+    /// A clock that reads `start` now and moves forward with tokio's clock.
+    pub fn starting_at(start: SystemTime) -> Self {
+        Self {
+            start,
+            started: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl WallClock for TokioWallClock {
+    fn now(&self) -> SystemTime {
+        self.start + self.started.elapsed()
+    }
+}
+
+/// A shareable [`WallClock`].
+#[derive(Clone, Debug)]
+pub struct SharedWallClock(Arc<dyn WallClock>);
+
+impl SharedWallClock {
+    /// Wraps a clock.
+    pub fn new(clock: impl WallClock) -> Self {
+        Self(Arc::new(clock))
+    }
+
+    /// The current wall-clock time.
+    pub fn now(&self) -> SystemTime {
+        self.0.now()
+    }
+}
+
+impl Default for SharedWallClock {
+    fn default() -> Self {
+        Self::new(SystemWallClock)
+    }
+}
+
+/// A governor clock over tokio's clock, so rate limits follow paused time in tests.
+#[derive(Clone, Debug)]
+pub(crate) struct TokioRateClock {
+    origin: tokio::time::Instant,
+}
+
+impl TokioRateClock {
+    pub(crate) fn new() -> Self {
+        Self {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl governor::clock::Clock for TokioRateClock {
+    type Instant = governor::nanos::Nanos;
+
+    fn now(&self) -> Self::Instant {
+        governor::nanos::Nanos::from(self.origin.elapsed())
+    }
+}
+
+/// A direct (unkeyed) GCRA rate limiter on tokio's clock.
+pub(crate) struct RateLimiter {
+    limiter: governor::RateLimiter<
+        governor::state::NotKeyed,
+        governor::state::InMemoryState,
+        TokioRateClock,
+        governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
+    >,
+    clock: TokioRateClock,
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter").finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    /// A limiter allowing `per_second` with bursts of `burst` (at least 1); `None` when
+    /// `per_second` is 0, which turns limiting off.
+    pub(crate) fn new(per_second: u32, burst: u32) -> Option<Self> {
+        let per_second = std::num::NonZeroU32::new(per_second)?;
+        let burst = std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::per_second(per_second).allow_burst(burst);
+        let clock = TokioRateClock::new();
+        Some(Self {
+            limiter: governor::RateLimiter::direct_with_clock(quota, clock.clone()),
+            clock,
+        })
+    }
+
+    /// Admits one cell now, or says no.
+    pub(crate) fn check(&self) -> bool {
+        self.limiter.check().is_ok()
+    }
+
+    /// Waits on tokio's clock until one more cell is admitted.
+    pub(crate) async fn until_ready(&self) {
+        use governor::clock::Clock;
+        while let Err(not_until) = self.limiter.check() {
+            tokio::time::sleep(not_until.wait_time_from(self.clock.now())).await;
+        }
+    }
+}

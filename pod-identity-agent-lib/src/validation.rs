@@ -1,0 +1,120 @@
+//! Request validation, in the reference agent's order and with its texts.
+//!
+//! 1. The `Host` the client called, with port and brackets stripped, must be in the allow-list,
+//!    else 403 `Access Denied. Called agent through invalid address, please use either
+//!    [<allowed hosts>] address not <host>`. The reference allows only `169.254.170.23` and
+//!    `fd00:ec2::23` whatever it binds; here the list defaults to the configured bind hosts.
+//! 2. The `Authorization` header is the token itself (no `Bearer`): missing or empty is 400
+//!    `Service account token cannot be empty`.
+//! 3. The token must decode as a JWT with a known `alg` (400 `Service account token cannot be
+//!    parsed: …`), and its `exp` and `nbf` must hold now (400 `Service account token failed basic
+//!    claim validations: …`). The signature is not verified here; EKS Auth verifies it.
+//!
+//! Decoding and the texts come from `pod_identity_core` ([`ServiceAccountToken::decode`],
+//! [`ServiceAccountToken::validate_time`], [`AgentError`]).
+
+use std::net::IpAddr;
+
+use pod_identity_core::endpoint::host_without_port;
+use pod_identity_core::{AgentError, ServiceAccountToken};
+
+use crate::time::SharedWallClock;
+
+/// The hosts clients may call the agent through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostAllowList {
+    hosts: Vec<String>,
+}
+
+impl HostAllowList {
+    /// An allow-list of `hosts` (brackets and ports stripped, as in a `Host` header).
+    pub fn new(hosts: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        Self {
+            hosts: hosts
+                .into_iter()
+                .map(|h| host_without_port(h.as_ref()).to_owned())
+                .collect(),
+        }
+    }
+
+    /// The reference agent's fixed list: `169.254.170.23` and `fd00:ec2::23`.
+    pub fn reference() -> Self {
+        Self::new(crate::DEFAULT_BIND_HOSTS)
+    }
+
+    /// The allowed hosts, as printed in the 403 body.
+    pub fn hosts(&self) -> &[String] {
+        &self.hosts
+    }
+
+    /// Checks the host of a `Host` header value.
+    pub fn check(&self, host_header: &str) -> Result<(), AgentError> {
+        let host = host_without_port(host_header);
+        if self.hosts.iter().any(|allowed| same_host(allowed, host)) {
+            Ok(())
+        } else {
+            Err(AgentError::InvalidHost {
+                host: host.to_owned(),
+                allowed: self.hosts.clone(),
+            })
+        }
+    }
+}
+
+/// Equal as IP addresses when both are (so `FD00:EC2::23` matches `fd00:ec2::23`), else as
+/// case-insensitive names.
+fn same_host(allowed: &str, host: &str) -> bool {
+    match (allowed.parse::<IpAddr>(), host.parse::<IpAddr>()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => allowed.eq_ignore_ascii_case(host),
+    }
+}
+
+/// Validates credential requests: host first, then the token.
+#[derive(Clone, Debug)]
+pub struct RequestValidator {
+    hosts: HostAllowList,
+    clock: SharedWallClock,
+}
+
+impl RequestValidator {
+    /// A validator with `hosts` and the system clock.
+    pub fn new(hosts: HostAllowList) -> Self {
+        Self {
+            hosts,
+            clock: SharedWallClock::default(),
+        }
+    }
+
+    /// Uses `clock` for the token's `exp` and `nbf` checks.
+    pub fn with_clock(mut self, clock: SharedWallClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The host allow-list.
+    pub fn hosts(&self) -> &HostAllowList {
+        &self.hosts
+    }
+
+    /// Validates a request's `Host` and `Authorization` header values.
+    ///
+    /// A missing `Host` is checked as the empty host (and so denied unless allowed).
+    pub fn validate(
+        &self,
+        host: Option<&[u8]>,
+        authorization: Option<&[u8]>,
+    ) -> Result<ServiceAccountToken, AgentError> {
+        let host = host.map(String::from_utf8_lossy).unwrap_or_default();
+        self.hosts.check(&host)?;
+        // Non-UTF-8 bytes cannot form a JWT; lossy decoding keeps the reference's texts.
+        let raw = authorization
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let token = ServiceAccountToken::decode(&raw).map_err(AgentError::Token)?;
+        token
+            .validate_time(self.clock.now())
+            .map_err(AgentError::Token)?;
+        Ok(token)
+    }
+}
