@@ -1,0 +1,853 @@
+//! The EKS Auth simulator and its STS target, driven by the real AWS SDK clients over loopback.
+//!
+//! Run with `cargo test -p pod-identity-agent-lib --features simulator --test simulator`.
+#![cfg(feature = "simulator")]
+// Helpers outside `#[test]` functions unwrap too: a failed setup is a failed test.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, SystemTime};
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_eksauth::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_eksauth::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_async::time::StaticTimeSource;
+use pod_identity_agent_lib::simulator::{
+    EksAuthSimulator, Failure, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
+    parse_associations,
+};
+use pod_identity_core::{EksAuthError, EksAuthErrorCode, SecretString};
+
+const CLUSTER: &str = "demo";
+const NODE_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+const NODE_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+const ASSOCIATIONS: &str = r#"[
+    {"namespace": "default", "serviceAccount": "app", "roleArn": "arn:aws:iam::111122223333:role/app-role",
+     "associationId": "a-abcdefghij0123456"},
+    {"namespace": "batch", "serviceAccount": "worker", "roleArn": "arn:aws:iam::444455556666:role/worker",
+     "disableSessionTags": true}
+]"#;
+
+/// The SDK signs with the system clock, so tokens and the simulator follow it too.
+#[allow(clippy::disallowed_methods)]
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn simulator() -> EksAuthSimulator {
+    let cluster = CLUSTER.parse().unwrap();
+    let associations = parse_associations(ASSOCIATIONS.as_bytes(), &cluster).unwrap();
+    EksAuthSimulator::builder()
+        .cluster_name(cluster)
+        .region("us-west-2")
+        .account_id("111122223333")
+        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
+        .associations(associations)
+        .build()
+        .unwrap()
+}
+
+async fn start() -> (EksAuthSimulator, SimulatorServer) {
+    let sim = simulator();
+    let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (sim, server)
+}
+
+fn token_for(namespace: &str, service_account: &str, pod: &str) -> SecretString {
+    mint_token(&PodToken::new(
+        namespace.parse().unwrap(),
+        service_account.parse().unwrap(),
+        pod,
+        now(),
+    ))
+}
+
+fn eks_config(server: &SimulatorServer, secret: &str) -> aws_sdk_eksauth::config::Builder {
+    aws_sdk_eksauth::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .credentials_provider(Credentials::new(NODE_KEY, secret, None, None, "test"))
+        .endpoint_url(server.endpoint_url())
+        .retry_config(RetryConfig::disabled())
+}
+
+fn eks_client(server: &SimulatorServer, secret: &str) -> aws_sdk_eksauth::Client {
+    aws_sdk_eksauth::Client::from_conf(eks_config(server, secret).build())
+}
+
+type EksResult = Result<
+    aws_sdk_eksauth::operation::assume_role_for_pod_identity::AssumeRoleForPodIdentityOutput,
+    SdkError<
+        aws_sdk_eksauth::operation::assume_role_for_pod_identity::AssumeRoleForPodIdentityError,
+    >,
+>;
+
+async fn assume(
+    client: &aws_sdk_eksauth::Client,
+    cluster: &str,
+    token: &SecretString,
+) -> EksResult {
+    client
+        .assume_role_for_pod_identity()
+        .cluster_name(cluster)
+        .token(token.expose_secret())
+        .send()
+        .await
+}
+
+/// The error code and HTTP status the SDK surfaced.
+fn code_and_status<E: ProvideErrorMetadata>(
+    result: Result<impl std::fmt::Debug, SdkError<E>>,
+) -> (String, u16) {
+    let err = result.expect_err("the call should fail");
+    let status = err
+        .raw_response()
+        .map(|r| r.status().as_u16())
+        .unwrap_or_default();
+    let code = err.code().unwrap_or_default().to_owned();
+    (code, status)
+}
+
+fn sts_client(server: &SimulatorServer, credentials: Credentials) -> aws_sdk_sts::Client {
+    let config = aws_sdk_sts::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-west-2"))
+        .credentials_provider(credentials)
+        .endpoint_url(server.endpoint_url())
+        .retry_config(RetryConfig::disabled())
+        .build();
+    aws_sdk_sts::Client::from_conf(config)
+}
+
+#[tokio::test]
+async fn the_sdk_gets_credentials_with_the_full_response_shape() {
+    let (sim, server) = start().await;
+    let token = token_for("default", "app", "app-7d9f");
+    let before = now();
+
+    let output = assume(&eks_client(&server, NODE_SECRET), CLUSTER, &token)
+        .await
+        .unwrap();
+
+    let subject = output.subject().unwrap();
+    assert_eq!(
+        (subject.namespace(), subject.service_account()),
+        ("default", "app")
+    );
+    assert_eq!(output.audience(), "pods.eks.amazonaws.com");
+    let association = output.pod_identity_association().unwrap();
+    assert_eq!(association.association_id(), "a-abcdefghij0123456");
+    assert_eq!(
+        association.association_arn(),
+        "arn:aws:eks:us-west-2:111122223333:podidentityassociation/demo/a-abcdefghij0123456"
+    );
+    let user = output.assumed_role_user().unwrap();
+    assert!(
+        user.arn()
+            .starts_with("arn:aws:sts::111122223333:assumed-role/app-role/eks-demo-app-7d9f-"),
+        "{}",
+        user.arn()
+    );
+    let session_name = user.arn().rsplit('/').next().unwrap();
+    assert!(user.assume_role_id().starts_with("AROA"));
+    assert!(user.assume_role_id().ends_with(&format!(":{session_name}")));
+    let credentials = output.credentials().unwrap();
+    assert!(credentials.access_key_id().starts_with("ASIA"));
+    assert_eq!(credentials.access_key_id().len(), 20);
+    assert_eq!(credentials.secret_access_key().len(), 40);
+    assert!(!credentials.session_token().is_empty());
+
+    // The simulator recorded the session it issued, with core's session tags.
+    let sessions = sim.sessions();
+    assert_eq!(sessions.len(), 1);
+    let session = &sessions[0];
+    assert_eq!(session.access_key_id, credentials.access_key_id());
+    assert_eq!(
+        session.secret_access_key.expose_secret(),
+        credentials.secret_access_key()
+    );
+    assert_eq!(
+        session.session_token.expose_secret(),
+        credentials.session_token()
+    );
+    assert_eq!(session.assumed_role_arn, user.arn());
+    assert_eq!(session.role_arn, "arn:aws:iam::111122223333:role/app-role");
+    assert_eq!(
+        credentials.expiration().secs(),
+        aws_smithy_types_secs(session.expiration),
+    );
+    let lifetime = session
+        .expiration
+        .duration_since(session.issued_at)
+        .unwrap();
+    assert_eq!(lifetime, Duration::from_secs(6 * 3600));
+    assert!(session.issued_at >= before - Duration::from_secs(1));
+    let tags: Vec<(&str, &str)> = session
+        .session_tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        tags[..5],
+        [
+            (
+                "eks-cluster-arn",
+                "arn:aws:eks:us-west-2:111122223333:cluster/demo"
+            ),
+            ("eks-cluster-name", "demo"),
+            ("kubernetes-namespace", "default"),
+            ("kubernetes-service-account", "app"),
+            ("kubernetes-pod-name", "app-7d9f"),
+        ]
+    );
+    assert_eq!(tags[5].0, "kubernetes-pod-uid");
+    assert_eq!(sim.request_count(), 1);
+    assert_eq!(sim.token_request_count(token.expose_secret()), 1);
+    assert_eq!(sim.token_request_count("another.token.value"), 0);
+
+    // Debug output of everything the simulator hands out stays free of secrets.
+    let debug = format!("{sim:?} {sessions:?}");
+    assert!(!debug.contains(credentials.secret_access_key()));
+    assert!(!debug.contains(credentials.session_token()));
+    assert!(!debug.contains(token.expose_secret()));
+    assert!(!format!("{:?}", sim.node_credentials()).contains(NODE_SECRET));
+    server.shutdown().await.unwrap();
+}
+
+fn aws_smithy_types_secs(t: SystemTime) -> i64 {
+    i64::try_from(t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()).unwrap()
+}
+
+#[tokio::test]
+async fn associations_without_session_tags_and_other_accounts() {
+    let (sim, server) = start().await;
+    let token = token_for("batch", "worker", "worker-1");
+    let output = assume(&eks_client(&server, NODE_SECRET), CLUSTER, &token)
+        .await
+        .unwrap();
+    let arn = output.assumed_role_user().unwrap().arn();
+    assert!(
+        arn.starts_with("arn:aws:sts::444455556666:assumed-role/worker/eks-demo-worker-1-"),
+        "{arn}"
+    );
+    let association_id = output.pod_identity_association().unwrap().association_id();
+    assert!(association_id.starts_with("a-") && association_id.len() == 19);
+    assert!(sim.sessions()[0].session_tags.is_empty());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_secret_is_an_invalid_signature() {
+    let (sim, server) = start().await;
+    let token = token_for("default", "app", "app-1");
+    let result = assume(&eks_client(&server, "not-the-node-secret"), CLUSTER, &token).await;
+    assert_eq!(
+        code_and_status(result),
+        ("InvalidSignatureException".to_owned(), 403)
+    );
+    assert!(sim.sessions().is_empty());
+    assert_eq!(sim.request_count(), 1);
+    // Rejected before the body was read: the token was not counted.
+    assert_eq!(sim.token_request_count(token.expose_secret()), 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_access_key_is_an_unrecognized_client() {
+    let (_sim, server) = start().await;
+    let config = eks_config(&server, NODE_SECRET)
+        .credentials_provider(Credentials::new(
+            "AKIAOTHERKEY",
+            NODE_SECRET,
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    let result = assume(
+        &aws_sdk_eksauth::Client::from_conf(config),
+        CLUSTER,
+        &token_for("default", "app", "app-1"),
+    )
+    .await;
+    assert_eq!(
+        code_and_status(result),
+        ("UnrecognizedClientException".to_owned(), 403)
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn node_credentials_with_a_session_token_need_that_token() {
+    let cluster = CLUSTER.parse().unwrap();
+    let sim = EksAuthSimulator::builder()
+        .cluster_name(cluster)
+        .node_credentials(
+            NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token("node-session"),
+        )
+        .associations(
+            parse_associations(ASSOCIATIONS.as_bytes(), &CLUSTER.parse().unwrap()).unwrap(),
+        )
+        .build()
+        .unwrap();
+    let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let token = token_for("default", "app", "app-1");
+    let with = |session_token: Option<&str>| {
+        let credentials = Credentials::new(
+            NODE_KEY,
+            NODE_SECRET,
+            session_token.map(str::to_owned),
+            None,
+            "t",
+        );
+        aws_sdk_eksauth::Client::from_conf(
+            eks_config(&server, NODE_SECRET)
+                .credentials_provider(credentials)
+                .build(),
+        )
+    };
+    assert!(
+        assume(&with(Some("node-session")), CLUSTER, &token)
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        code_and_status(assume(&with(Some("other-session")), CLUSTER, &token).await),
+        ("UnrecognizedClientException".to_owned(), 403)
+    );
+    assert_eq!(
+        code_and_status(assume(&with(None), CLUSTER, &token).await),
+        ("UnrecognizedClientException".to_owned(), 403)
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stale_signature_is_expired() {
+    let (_sim, server) = start().await;
+    let config = eks_config(&server, NODE_SECRET)
+        .time_source(StaticTimeSource::new(now() - Duration::from_secs(10 * 60)))
+        .build();
+    let err = assume(
+        &aws_sdk_eksauth::Client::from_conf(config),
+        CLUSTER,
+        &token_for("default", "app", "app-1"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidSignatureException"));
+    assert!(
+        err.message()
+            .unwrap_or_default()
+            .starts_with("Signature expired: "),
+        "{err:?}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn missing_and_incomplete_signatures_are_rejected() {
+    let (sim, server) = start().await;
+    let url = format!(
+        "{}/clusters/{CLUSTER}/assume-role-for-pod-identity",
+        server.endpoint_url()
+    );
+    let body = format!(
+        "{{\"token\":\"{}\"}}",
+        token_for("default", "app", "app-1").expose_secret()
+    );
+    let http = reqwest::Client::new();
+
+    let response = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.headers()["x-amzn-errortype"],
+        "MissingAuthenticationTokenException"
+    );
+    assert!(!response.headers()["x-amzn-requestid"].is_empty());
+    let json: serde_json::Value = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    assert!(
+        json.to_string()
+            .contains("MissingAuthenticationTokenException"),
+        "{json}"
+    );
+    assert_eq!(json["message"], "Missing Authentication Token");
+
+    let response = http
+        .post(&url)
+        .header(
+            "authorization",
+            format!(
+                "AWS4-HMAC-SHA256 Credential={NODE_KEY}/20240101/us-west-2/eks-auth/aws4_request"
+            ),
+        )
+        .header("x-amz-date", "20240101T000000Z")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.headers()["x-amzn-errortype"],
+        "IncompleteSignatureException"
+    );
+    assert!(sim.sessions().is_empty());
+    assert_eq!(sim.request_count(), 2);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unknown_association_or_cluster_is_resource_not_found() {
+    let (_sim, server) = start().await;
+    let client = eks_client(&server, NODE_SECRET);
+    let result = assume(
+        &client,
+        CLUSTER,
+        &token_for("default", "nobody", "nobody-1"),
+    )
+    .await;
+    assert_eq!(
+        code_and_status(result),
+        ("ResourceNotFoundException".to_owned(), 404)
+    );
+    let result = assume(
+        &client,
+        "another-cluster",
+        &token_for("default", "app", "app-1"),
+    )
+    .await;
+    assert_eq!(
+        code_and_status(result),
+        ("ResourceNotFoundException".to_owned(), 404)
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_token_is_expired_and_a_bad_one_invalid() {
+    let (sim, server) = start().await;
+    let client = eks_client(&server, NODE_SECRET);
+
+    let two_days_ago = now() - Duration::from_secs(2 * 86_400);
+    let expired = mint_token(&PodToken::new(
+        "default".parse().unwrap(),
+        "app".parse().unwrap(),
+        "app-1",
+        two_days_ago,
+    ));
+    let err = assume(&client, CLUSTER, &expired).await.unwrap_err();
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_expired_token_exception()),
+        "{err:?}"
+    );
+    assert_eq!(err.raw_response().unwrap().status().as_u16(), 400);
+
+    let wrong_audience = mint_token(
+        &PodToken::new(
+            "default".parse().unwrap(),
+            "app".parse().unwrap(),
+            "app-1",
+            now(),
+        )
+        .with_audience(vec!["sts.amazonaws.com".to_owned()]),
+    );
+    for token in [
+        SecretString::from("not-a-jwt"),
+        SecretString::from("a.b.c"),
+        wrong_audience,
+    ] {
+        let err = assume(&client, CLUSTER, &token).await.unwrap_err();
+        assert!(
+            err.as_service_error()
+                .is_some_and(|e| e.is_invalid_token_exception()),
+            "{err:?}"
+        );
+        assert_eq!(err.raw_response().unwrap().status().as_u16(), 400);
+    }
+    assert!(sim.sessions().is_empty());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn injected_failures_come_back_with_their_code_and_status() {
+    let (sim, server) = start().await;
+    let client = eks_client(&server, NODE_SECRET);
+    let token = token_for("default", "app", "app-1");
+    for (code, status) in [
+        (EksAuthErrorCode::AccessDenied, 400),
+        (EksAuthErrorCode::ExpiredToken, 400),
+        (EksAuthErrorCode::InvalidToken, 400),
+        (EksAuthErrorCode::InvalidParameter, 400),
+        (EksAuthErrorCode::InvalidRequest, 400),
+        (EksAuthErrorCode::ResourceNotFound, 404),
+        (EksAuthErrorCode::Throttling, 429),
+        (EksAuthErrorCode::InternalServer, 500),
+        (EksAuthErrorCode::ServiceUnavailable, 503),
+    ] {
+        let name = code.as_str().to_owned();
+        sim.fail(code, Times::Next(1));
+        assert_eq!(
+            code_and_status(assume(&client, CLUSTER, &token).await),
+            (name, status)
+        );
+        // Only the next request failed.
+        assert!(assume(&client, CLUSTER, &token).await.is_ok());
+    }
+
+    // Any code and status, until cleared.
+    sim.fail_with(
+        EksAuthError::new(
+            EksAuthErrorCode::from_raw("TeapotException"),
+            418,
+            "short and stout",
+        ),
+        Times::Always,
+    );
+    for _ in 0..2 {
+        let err = assume(&client, CLUSTER, &token).await.unwrap_err();
+        assert_eq!(err.code(), Some("TeapotException"));
+        assert_eq!(err.message(), Some("short and stout"));
+        assert_eq!(err.raw_response().unwrap().status().as_u16(), 418);
+    }
+    sim.clear_failures();
+    assert!(assume(&client, CLUSTER, &token).await.is_ok());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sdk_retries_injected_throttling_and_the_counts_show_it() {
+    let (sim, server) = start().await;
+    let retries = RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_initial_backoff(Duration::from_millis(1))
+        .with_max_backoff(Duration::from_millis(5));
+    let client = aws_sdk_eksauth::Client::from_conf(
+        eks_config(&server, NODE_SECRET)
+            .retry_config(retries)
+            .build(),
+    );
+    let token = token_for("default", "app", "app-1");
+    sim.fail(EksAuthErrorCode::Throttling, Times::Next(2));
+    assert!(assume(&client, CLUSTER, &token).await.is_ok());
+    assert_eq!(sim.request_count(), 3);
+    // Injected failures answer before the body is read.
+    assert_eq!(sim.token_request_count(token.expose_secret()), 1);
+    assert_eq!(sim.sessions().len(), 1);
+    sim.reset_counts();
+    assert_eq!(sim.request_count(), 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hang_or_latency_runs_into_the_client_timeout() {
+    let (sim, server) = start().await;
+    let timeouts = TimeoutConfig::builder()
+        .operation_attempt_timeout(Duration::from_millis(200))
+        .build();
+    let client = aws_sdk_eksauth::Client::from_conf(
+        eks_config(&server, NODE_SECRET)
+            .timeout_config(timeouts)
+            .build(),
+    );
+    let token = token_for("default", "app", "app-1");
+
+    sim.inject(Failure::Hang, Times::Always);
+    let err = assume(&client, CLUSTER, &token).await.unwrap_err();
+    assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
+    sim.clear_failures();
+    assert!(assume(&client, CLUSTER, &token).await.is_ok());
+
+    sim.set_latency(Duration::from_secs(30));
+    let err = assume(&client, CLUSTER, &token).await.unwrap_err();
+    assert!(matches!(err, SdkError::TimeoutError(_)), "{err:?}");
+    sim.set_latency(Duration::ZERO);
+    assert!(assume(&client, CLUSTER, &token).await.is_ok());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_releases_hanging_requests() {
+    let (sim, server) = start().await;
+    sim.inject(Failure::Hang, Times::Always);
+    let client = eks_client(&server, NODE_SECRET);
+    let token = token_for("default", "app", "app-1");
+    let call = tokio::spawn(async move { assume(&client, CLUSTER, &token).await });
+    while sim.request_count() == 0 {
+        tokio::task::yield_now().await;
+    }
+    server.shutdown().await.unwrap();
+    let result = call.await.unwrap();
+    assert_eq!(
+        code_and_status(result),
+        ("ServiceUnavailableException".to_owned(), 503)
+    );
+}
+
+#[tokio::test]
+async fn the_lifetime_can_change_at_run_time() {
+    let (sim, server) = start().await;
+    sim.set_credential_lifetime(Duration::from_secs(90));
+    assert_eq!(sim.credential_lifetime(), Duration::from_secs(90));
+    let token = token_for("default", "app", "app-1");
+    assume(&eks_client(&server, NODE_SECRET), CLUSTER, &token)
+        .await
+        .unwrap();
+    let session = &sim.sessions()[0];
+    assert_eq!(
+        session
+            .expiration
+            .duration_since(session.issued_at)
+            .unwrap(),
+        Duration::from_secs(90)
+    );
+    server.shutdown().await.unwrap();
+}
+
+async fn issued_credentials(server: &SimulatorServer) -> aws_sdk_eksauth::types::Credentials {
+    let output = assume(
+        &eks_client(server, NODE_SECRET),
+        CLUSTER,
+        &token_for("default", "app", "app-1"),
+    )
+    .await
+    .unwrap();
+    output.credentials().unwrap().clone()
+}
+
+#[tokio::test]
+async fn the_sts_target_answers_the_assumed_role_identity() {
+    let (sim, server) = start().await;
+    let issued = issued_credentials(&server).await;
+    let credentials = Credentials::new(
+        issued.access_key_id(),
+        issued.secret_access_key(),
+        Some(issued.session_token().to_owned()),
+        None,
+        "issued",
+    );
+    let identity = sts_client(&server, credentials)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    let session = sim.session(issued.access_key_id()).unwrap();
+    assert_eq!(identity.arn(), Some(session.assumed_role_arn.as_str()));
+    assert_eq!(identity.user_id(), Some(session.assume_role_id.as_str()));
+    assert_eq!(identity.account(), Some("111122223333"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sts_target_rejects_what_the_simulator_did_not_issue() {
+    let (sim, server) = start().await;
+    let issued = issued_credentials(&server).await;
+    let call = |akid: &str, secret: &str, token: Option<&str>| {
+        let credentials = Credentials::new(akid, secret, token.map(str::to_owned), None, "t");
+        let client = sts_client(&server, credentials);
+        async move { client.get_caller_identity().send().await }
+    };
+    let (akid, secret, token) = (
+        issued.access_key_id(),
+        issued.secret_access_key(),
+        issued.session_token(),
+    );
+
+    let tampered = format!("{}x", &secret[..secret.len() - 1]);
+    assert_eq!(
+        code_and_status(call(akid, &tampered, Some(token)).await),
+        ("SignatureDoesNotMatch".to_owned(), 403)
+    );
+    assert_eq!(
+        code_and_status(call(akid, secret, Some("another-token")).await),
+        ("InvalidClientTokenId".to_owned(), 403)
+    );
+    assert_eq!(
+        code_and_status(call(akid, secret, None).await),
+        ("InvalidClientTokenId".to_owned(), 403)
+    );
+    assert_eq!(
+        code_and_status(call("ASIAUNKNOWNKEY000000", secret, Some(token)).await),
+        ("InvalidClientTokenId".to_owned(), 403)
+    );
+    // The node credentials are for EKS Auth, not an identity the target knows.
+    assert_eq!(
+        code_and_status(call(NODE_KEY, NODE_SECRET, None).await),
+        ("InvalidClientTokenId".to_owned(), 403)
+    );
+
+    // Credentials past their expiration.
+    sim.set_credential_lifetime(Duration::ZERO);
+    let expired = issued_credentials(&server).await;
+    assert_eq!(
+        code_and_status(
+            call(
+                expired.access_key_id(),
+                expired.secret_access_key(),
+                Some(expired.session_token())
+            )
+            .await
+        ),
+        ("ExpiredToken".to_owned(), 403)
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Signs a raw STS request with issued credentials, as the SDK would.
+fn signed_sts_request(
+    server: &SimulatorServer,
+    credentials: &aws_sdk_eksauth::types::Credentials,
+    body: &str,
+) -> reqwest::RequestBuilder {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let host = server.local_addr().to_string();
+    let headers = [
+        ("host", host.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+    ];
+    let identity = Credentials::new(
+        credentials.access_key_id(),
+        credentials.secret_access_key(),
+        Some(credentials.session_token().to_owned()),
+        None,
+        "issued",
+    )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-west-2")
+        .name("sts")
+        .time(now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let signable = SignableRequest::new(
+        "POST",
+        "/",
+        headers.into_iter(),
+        SignableBody::Bytes(body.as_bytes()),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/", server.endpoint_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_owned());
+    for (name, value) in instructions.headers() {
+        request = request.header(name, value);
+    }
+    request
+}
+
+#[tokio::test]
+async fn the_sts_target_answers_only_get_caller_identity() {
+    let (sim, server) = start().await;
+    let issued = issued_credentials(&server).await;
+
+    let response = signed_sts_request(
+        &server,
+        &issued,
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/xml");
+    let xml = response.text().await.unwrap();
+    let session = sim.session(issued.access_key_id()).unwrap();
+    assert!(xml.starts_with(
+        "<GetCallerIdentityResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">"
+    ));
+    assert!(
+        xml.contains(&format!("<Arn>{}</Arn>", session.assumed_role_arn)),
+        "{xml}"
+    );
+
+    let response = signed_sts_request(
+        &server,
+        &issued,
+        "Action=GetSessionToken&Version=2011-06-15",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+    let xml = response.text().await.unwrap();
+    assert!(xml.contains("<Code>InvalidAction</Code>"), "{xml}");
+
+    // The body is signed: changing it after signing breaks the signature.
+    let response = signed_sts_request(
+        &server,
+        &issued,
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .body("Action=GetCallerIdentity&Version=2011-06-16")
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("<Code>SignatureDoesNotMatch</Code>")
+    );
+
+    // No signature at all.
+    let response = reqwest::Client::new()
+        .post(format!("{}/", server.endpoint_url()))
+        .body("Action=GetCallerIdentity&Version=2011-06-15")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("<Code>MissingAuthenticationToken</Code>")
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_simulator_serves_on_ipv6_loopback() {
+    let sim = simulator();
+    let server = sim.serve("[::1]:0".parse().unwrap()).await.unwrap();
+    assert!(server.endpoint_url().starts_with("http://[::1]:"));
+    let output = assume(
+        &eks_client(&server, NODE_SECRET),
+        CLUSTER,
+        &token_for("default", "app", "app-1"),
+    )
+    .await
+    .unwrap();
+    assert!(output.credentials().is_some());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn unknown_paths_are_unknown_operations() {
+    let (_sim, server) = start().await;
+    let response = reqwest::Client::new()
+        .get(format!("{}/clusters/demo/other", server.endpoint_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(
+        response.headers()["x-amzn-errortype"],
+        "UnknownOperationException"
+    );
+    server.shutdown().await.unwrap();
+}
