@@ -340,8 +340,7 @@ where
         Fut: Future<Output = Result<T, E>>,
     {
         let now = self.now();
-        self.touch(now);
-        let in_mandatory = {
+        let (hit, in_mandatory) = {
             let current = self.current.load();
             match current.as_deref() {
                 Some(entry) if now < entry.expiry => {
@@ -352,15 +351,24 @@ where
                     if now < mandatory_from {
                         if now >= entry.refresh_at && self.refresh_failed.load(Ordering::Relaxed) {
                             Stats::bump(&self.stats.stale_serves);
-                            tracing::trace!(cache = self.settings.name, "serving cached credentials while refresh is failing");
+                            tracing::trace!(
+                                cache = self.settings.name,
+                                "serving cached credentials while refresh is failing"
+                            );
                         }
-                        return Ok(entry.value.clone());
+                        (Some(entry.value.clone()), false)
+                    } else {
+                        (None, true)
                     }
-                    true
                 }
-                _ => false,
+                _ => (None, false),
             }
         };
+        // After the read, so a woken refresh never races the value this call returns.
+        self.touch(now);
+        if let Some(value) = hit {
+            return Ok(value);
+        }
         if in_mandatory {
             if let Some(value) = self.mandatory(now).await {
                 return Ok(value);
