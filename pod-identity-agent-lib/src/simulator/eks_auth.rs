@@ -44,12 +44,16 @@ pub(crate) async fn assume_role_for_pod_identity(
     let inner = &sim.inner;
     // Subscribe before anything else, so a release (shutdown, cleared failures) that happens
     // after this request was counted also reaches it if it hangs.
-    let released = inner.released();
+    let mut release = inner.release();
     inner.count_request();
     let request_id = request_id();
     let latency = inner.latency();
     if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+        // A release (shutdown) cuts the delay short so graceful shutdown does not wait it out.
+        tokio::select! {
+            () = tokio::time::sleep(latency) => {}
+            () = release.wait() => {}
+        }
     }
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
@@ -93,7 +97,7 @@ pub(crate) async fn assume_role_for_pod_identity(
         None => {}
         Some(Failure::Error(error)) => return error_response(&error, &request_id),
         Some(Failure::Hang) => {
-            released.await;
+            release.wait().await;
             let error = EksAuthError::new(
                 EksAuthErrorCode::ServiceUnavailable,
                 503,

@@ -192,13 +192,11 @@ impl Inner {
         Some(failure)
     }
 
-    /// Resolves when hanging requests are released.
-    pub(crate) fn released(&self) -> impl Future<Output = ()> + Send + 'static {
-        let mut release = self.release.subscribe();
-        async move {
-            // An error means the sender is gone, which releases too.
-            let _ = release.changed().await;
-        }
+    /// A handle that resolves once hanging requests are released after this call.
+    pub(crate) fn release(&self) -> Release {
+        let rx = self.release.subscribe();
+        let start = *rx.borrow();
+        Release { rx, start }
     }
 
     pub(crate) fn release_hung(&self) {
@@ -246,6 +244,22 @@ impl Inner {
         sessions
             .sort_by(|a, b| (a.issued_at, &a.access_key_id).cmp(&(b.issued_at, &b.access_key_id)));
         sessions
+    }
+}
+
+/// Waits for hanging requests to be released (cleared failures, server shutdown).
+#[derive(Debug)]
+pub(crate) struct Release {
+    rx: watch::Receiver<u64>,
+    start: u64,
+}
+
+impl Release {
+    /// Resolves once a release happened after this handle was made (at once if one did).
+    pub(crate) async fn wait(&mut self) {
+        let start = self.start;
+        // An error means the sender is gone, which releases too.
+        let _ = self.rx.wait_for(|generation| *generation != start).await;
     }
 }
 
