@@ -126,7 +126,12 @@ impl RefreshWindows {
 
     /// When to refresh a value fetched at `now` that expires at `expiry`. `jitter` in `[0, 1)`
     /// picks the point in the first half of the advisory window.
-    pub(crate) fn refresh_at(&self, now: SystemTime, expiry: SystemTime, jitter: f64) -> SystemTime {
+    pub(crate) fn refresh_at(
+        &self,
+        now: SystemTime,
+        expiry: SystemTime,
+        jitter: f64,
+    ) -> SystemTime {
         let lifetime = expiry.duration_since(now).unwrap_or_default();
         let window = self.advisory(lifetime);
         let into_window = window.mul_f64(jitter.clamp(0.0, 1.0) * 0.5);
@@ -320,10 +325,7 @@ where
         if self.settings.idle_after.is_none() {
             return;
         }
-        let secs = now
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         // At most one store per second keeps the hit path free of contended writes.
         if self.last_access.load(Ordering::Relaxed) < secs {
             self.last_access.store(secs, Ordering::Relaxed);
@@ -369,10 +371,8 @@ where
         if let Some(value) = hit {
             return Ok(value);
         }
-        if in_mandatory {
-            if let Some(value) = self.mandatory(now).await {
-                return Ok(value);
-            }
+        if in_mandatory && let Some(value) = self.mandatory(now).await {
+            return Ok(value);
         }
         self.cold(cold).await
     }
@@ -424,18 +424,21 @@ where
         let seen = self.flights.load(Ordering::Acquire);
         let mut flight = self.flight.lock().await;
         let now = self.now();
-        if let Some(entry) = self.current.load_full() {
-            if now < entry.expiry {
-                return Ok(entry.value.clone());
-            }
+        if let Some(entry) = self.current.load_full()
+            && now < entry.expiry
+        {
+            return Ok(entry.value.clone());
         }
-        if self.flights.load(Ordering::Acquire) != seen {
-            if let Some(error) = &flight.last_error {
-                return Err(error.clone());
-            }
+        if self.flights.load(Ordering::Acquire) != seen
+            && let Some(error) = &flight.last_error
+        {
+            return Err(error.clone());
         }
         Stats::bump(&self.stats.fetches);
-        tracing::debug!(cache = self.settings.name, "no valid credentials cached; fetching");
+        tracing::debug!(
+            cache = self.settings.name,
+            "no valid credentials cached; fetching"
+        );
         let result = cold().await;
         self.flights.fetch_add(1, Ordering::Release);
         match &result {
@@ -477,7 +480,9 @@ where
     }
 
     fn ensure_task(self: &Arc<Self>) {
-        if self.task_started.load(Ordering::Relaxed) || self.task_started.swap(true, Ordering::AcqRel) {
+        if self.task_started.load(Ordering::Relaxed)
+            || self.task_started.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         match tokio::runtime::Handle::try_current() {
@@ -490,7 +495,10 @@ where
             Err(_) => {
                 // No runtime to refresh on: values are then reloaded on expiry by callers.
                 self.task_started.store(false, Ordering::Release);
-                tracing::debug!(cache = self.settings.name, "no tokio runtime; background refresh disabled");
+                tracing::debug!(
+                    cache = self.settings.name,
+                    "no tokio runtime; background refresh disabled"
+                );
             }
         }
     }
@@ -504,7 +512,10 @@ where
         }
         if self.is_idle(now) {
             self.parked.store(true, Ordering::Release);
-            tracing::debug!(cache = self.settings.name, "nobody asked for a while; refresh paused");
+            tracing::debug!(
+                cache = self.settings.name,
+                "nobody asked for a while; refresh paused"
+            );
             return Plan::Park;
         }
         match retry_at {
@@ -520,14 +531,17 @@ where
         };
         let mut flight = self.flight.lock().await;
         let now = self.now();
-        if let Some(entry) = self.current.load_full() {
-            if now < entry.refresh_at {
-                // Someone refreshed while we queued.
-                return Ok(());
-            }
+        if let Some(entry) = self.current.load_full()
+            && now < entry.refresh_at
+        {
+            // Someone refreshed while we queued.
+            return Ok(());
         }
         Stats::bump(&self.stats.fetches);
-        tracing::debug!(cache = self.settings.name, "refreshing credentials ahead of expiry");
+        tracing::debug!(
+            cache = self.settings.name,
+            "refreshing credentials ahead of expiry"
+        );
         let result = refresher.refresh().await;
         self.flights.fetch_add(1, Ordering::Release);
         match result {
@@ -535,7 +549,10 @@ where
                 flight.last_error = None;
                 Stats::bump(&self.stats.refreshes);
                 self.store(value);
-                tracing::info!(cache = self.settings.name, "refreshed credentials ahead of expiry");
+                tracing::info!(
+                    cache = self.settings.name,
+                    "refreshed credentials ahead of expiry"
+                );
                 Ok(())
             }
             Err(error) => {
@@ -663,7 +680,10 @@ mod tests {
     fn short_lifetimes_refresh_no_earlier_than_half_life() {
         let w = RefreshWindows::new();
         let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(w.refresh_at(now, now + 3 * MIN, 0.0), now + 90 * Duration::from_secs(1));
+        assert_eq!(
+            w.refresh_at(now, now + 3 * MIN, 0.0),
+            now + 90 * Duration::from_secs(1)
+        );
         assert_eq!(w.refresh_at(now, now, 0.0), now);
         assert_eq!(w.refresh_at(now, now - MIN, 0.3), now);
     }

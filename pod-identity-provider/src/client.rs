@@ -359,9 +359,7 @@ mod tests {
     #[test]
     fn backoff_stays_under_its_ceiling() {
         for attempt in 1..10 {
-            let ceiling = RETRY_BASE
-                .saturating_mul(1 << (attempt - 1))
-                .min(RETRY_CAP);
+            let ceiling = RETRY_BASE.saturating_mul(1 << (attempt - 1)).min(RETRY_CAP);
             assert!(full_jitter(attempt) <= ceiling);
         }
     }

@@ -198,7 +198,9 @@ impl AgentConfig {
         if uri.url().scheme() == "https" && !cfg!(feature = "rustls") {
             return Err(Error::new(
                 ErrorKind::InvalidConfiguration,
-                format!("{origin}: https credentials URIs need the `rustls` feature of pod-identity-provider"),
+                format!(
+                    "{origin}: https credentials URIs need the `rustls` feature of pod-identity-provider"
+                ),
             ));
         }
 
@@ -210,7 +212,10 @@ impl AgentConfig {
             TokenSource::File(PathBuf::from(path.trim()))
         } else if let Some(token) = env.non_empty(ENV_AUTHORIZATION_TOKEN) {
             let token = SecretString::new(token);
-            TokenSource::Static(check_static_token(&token, Origin::Var(ENV_AUTHORIZATION_TOKEN))?)
+            TokenSource::Static(check_static_token(
+                &token,
+                Origin::Var(ENV_AUTHORIZATION_TOKEN),
+            )?)
         } else {
             TokenSource::None
         };
@@ -357,8 +362,11 @@ mod tests {
 
     #[test]
     fn relative_uri_wins_over_full_uri() {
-        let c = config(&[(ENV_FULL_URI, "http://127.0.0.1/x"), (ENV_RELATIVE_URI, "/v2/creds")])
-            .unwrap();
+        let c = config(&[
+            (ENV_FULL_URI, "http://127.0.0.1/x"),
+            (ENV_RELATIVE_URI, "/v2/creds"),
+        ])
+        .unwrap();
         assert_eq!(c.uri.as_str(), "http://169.254.170.2/v2/creds");
     }
 

@@ -108,7 +108,10 @@ impl fmt::Display for Error {
 
 impl StdError for Error {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.0.source.as_deref().map(|s| s as &(dyn StdError + 'static))
+        self.0
+            .source
+            .as_deref()
+            .map(|s| s as &(dyn StdError + 'static))
     }
 }
 
@@ -129,7 +132,10 @@ mod tests {
     #[test]
     fn kinds_map_to_credentials_errors() {
         let not_loaded = CredentialsError::from(Error::new(ErrorKind::NotConfigured, "x"));
-        assert!(matches!(not_loaded, CredentialsError::CredentialsNotLoaded(_)));
+        assert!(matches!(
+            not_loaded,
+            CredentialsError::CredentialsNotLoaded(_)
+        ));
         let invalid = CredentialsError::from(Error::new(ErrorKind::InvalidConfiguration, "x"));
         assert!(matches!(invalid, CredentialsError::InvalidConfiguration(_)));
         let other = CredentialsError::from(Error::agent_status(403, "x"));

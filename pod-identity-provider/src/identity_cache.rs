@@ -48,7 +48,9 @@ use aws_smithy_runtime_api::client::identity::{
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use crate::cache::{BoxFuture, Expiring, Metrics, Refresh, RefreshCache, RefreshWindows, Settings, Stats};
+use crate::cache::{
+    BoxFuture, Expiring, Metrics, Refresh, RefreshCache, RefreshWindows, Settings, Stats,
+};
 
 /// Default time after which a partition nobody asked for stops refreshing: 30 minutes.
 pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(30 * 60);

@@ -68,10 +68,7 @@ impl PodIdentityCredentialsProvider {
     /// fetch already in flight). The credentials carry their real expiry and the account id.
     pub async fn credentials(&self) -> provider::Result {
         let client = &self.client;
-        self.cache
-            .get(|| client.fetch())
-            .await
-            .map_err(Into::into)
+        self.cache.get(|| client.fetch()).await.map_err(Into::into)
     }
 
     /// Counters since the provider was built (shared by all clones).

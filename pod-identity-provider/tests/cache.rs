@@ -1,4 +1,5 @@
 //! The refresh-ahead cache behind the provider, driven by a manual clock.
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
 mod common;
 
@@ -12,9 +13,16 @@ use wiremock::ResponseTemplate;
 async fn refreshes_inside_the_advisory_window_without_blocking_callers() {
     let clock = ManualClock::new();
     let t0 = clock.now();
-    let server = agent(Script::new([ok("AKID1", t0 + 6 * HOUR), ok("AKID2", t0 + 12 * HOUR)])).await;
+    let server = agent(Script::new([
+        ok("AKID1", t0 + 6 * HOUR),
+        ok("AKID2", t0 + 12 * HOUR),
+    ]))
+    .await;
     let provider = provider(&server, &clock);
-    assert_eq!(provider.credentials().await.unwrap().access_key_id(), "AKID1");
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID1"
+    );
 
     // 6 h credentials: the advisory window is 60 min, the refresh lands in its first half,
     // so between 5 h and 5 h 30 min after the fetch. Nothing happens before.
@@ -24,7 +32,11 @@ async fn refreshes_inside_the_advisory_window_without_blocking_callers() {
         let served = ready_now(provider.credentials()).expect("a cache hit never waits");
         assert_eq!(served.unwrap().access_key_id(), "AKID1");
     }
-    assert_eq!(requests(&server).await, 1, "no refresh before the advisory window");
+    assert_eq!(
+        requests(&server).await,
+        1,
+        "no refresh before the advisory window"
+    );
 
     // Past the latest refresh point: the background task refreshes, callers keep being
     // answered at once, first with the old credentials, then with the new ones.
@@ -40,14 +52,21 @@ async fn refreshes_inside_the_advisory_window_without_blocking_callers() {
     assert_eq!(metrics.fetches, 2);
     assert_eq!(metrics.failures, 0);
     // Returned with the real expiry.
-    assert_eq!(provider.credentials().await.unwrap().expiry(), Some(t0 + 12 * HOUR));
+    assert_eq!(
+        provider.credentials().await.unwrap().expiry(),
+        Some(t0 + 12 * HOUR)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_credentials_use_the_short_window() {
     let clock = ManualClock::new();
     let t0 = clock.now();
-    let server = agent(Script::new([ok("AKID1", t0 + 15 * MINUTE), ok("AKID2", t0 + 30 * MINUTE)])).await;
+    let server = agent(Script::new([
+        ok("AKID1", t0 + 15 * MINUTE),
+        ok("AKID2", t0 + 30 * MINUTE),
+    ]))
+    .await;
     let provider = provider(&server, &clock);
     provider.credentials().await.unwrap();
     // ≤ 20 min lifetime: 5 min window, refresh between 10 and 12.5 min.
@@ -65,12 +84,18 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
     let agent_answer = Switch::new(ok("AKID1", t0 + 6 * HOUR));
     let server = agent(agent_answer.clone()).await;
     let provider = provider(&server, &clock);
-    assert_eq!(provider.credentials().await.unwrap().access_key_id(), "AKID1");
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID1"
+    );
 
     // The agent goes down before the refresh is due.
     agent_answer.set(ResponseTemplate::new(503).set_body_string("down"));
     clock.advance(5 * HOUR + 31 * MINUTE);
-    eventually("a failed refresh", || async { provider.metrics().failures >= 1 }).await;
+    eventually("a failed refresh", || async {
+        provider.metrics().failures >= 1
+    })
+    .await;
     let before = requests(&server).await;
     assert_eq!(before, 1 + 3, "one refresh = three attempts");
     let served = ready_now(provider.credentials()).expect("never waits while valid");
@@ -79,7 +104,10 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
 
     // The failed refresh is retried with backoff (10 s doubling, equal jitter).
     clock.advance(11 * SECOND);
-    eventually("a retried refresh", || async { requests(&server).await > before }).await;
+    eventually("a retried refresh", || async {
+        requests(&server).await > before
+    })
+    .await;
 
     // Still down in the last minute: callers still get the last good credentials.
     clock.advance(6 * HOUR - (5 * HOUR + 31 * MINUTE + 11 * SECOND) - 30 * SECOND);
@@ -95,13 +123,17 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
 
     // The agent recovers: the next call loads new credentials.
     agent_answer.set(ok("AKID2", clock.now() + 6 * HOUR));
-    assert_eq!(provider.credentials().await.unwrap().access_key_id(), "AKID2");
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_cold_callers_share_one_request() {
     let clock = ManualClock::new();
-    let server = agent(ok("AKID", clock.now() + 6 * HOUR).set_delay(Duration::from_millis(300))).await;
+    let server =
+        agent(ok("AKID", clock.now() + 6 * HOUR).set_delay(Duration::from_millis(300))).await;
     let provider = provider(&server, &clock);
     let callers: Vec<_> = (0..1000)
         .map(|_| {
@@ -119,7 +151,12 @@ async fn a_thousand_cold_callers_share_one_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_callers_share_a_failure_too() {
     let clock = ManualClock::new();
-    let server = agent(ResponseTemplate::new(403).set_body_string("no").set_delay(Duration::from_millis(300))).await;
+    let server = agent(
+        ResponseTemplate::new(403)
+            .set_body_string("no")
+            .set_delay(Duration::from_millis(300)),
+    )
+    .await;
     let provider = provider(&server, &clock);
     let callers: Vec<_> = (0..100)
         .map(|_| {
@@ -146,15 +183,24 @@ async fn dropping_the_last_clone_ends_the_refresh_task() {
     let provider = provider(&server, &clock);
     let clone = provider.clone();
     provider.credentials().await.unwrap();
-    assert!(metrics.num_alive_tasks() > baseline, "the refresh task runs");
+    assert!(
+        metrics.num_alive_tasks() > baseline,
+        "the refresh task runs"
+    );
 
     drop(provider);
     settle().await;
-    assert!(metrics.num_alive_tasks() > baseline, "a clone keeps it alive");
+    assert!(
+        metrics.num_alive_tasks() > baseline,
+        "a clone keeps it alive"
+    );
     assert!(ready_now(clone.credentials()).is_some());
 
     drop(clone);
-    eventually("the refresh task to end", || async { metrics.num_alive_tasks() == baseline }).await;
+    eventually("the refresh task to end", || async {
+        metrics.num_alive_tasks() == baseline
+    })
+    .await;
     // And nothing refreshes any more.
     clock.advance(6 * HOUR);
     settle().await;
@@ -173,7 +219,14 @@ async fn in_the_mandatory_window_a_caller_waits_for_the_fetch_in_flight() {
     // A slow agent: the refresh is in flight when we enter the last minute.
     agent_answer.set(ok("AKID2", t0 + 2 * HOUR).set_delay(Duration::from_millis(500)));
     clock.advance(9 * MINUTE + 30 * SECOND);
-    eventually("the refresh to start", || async { requests(&server).await == 2 }).await;
+    eventually("the refresh to start", || async {
+        requests(&server).await == 2
+    })
+    .await;
     let served = provider.credentials().await.unwrap();
-    assert_eq!(served.access_key_id(), "AKID2", "waited for the in-flight refresh");
+    assert_eq!(
+        served.access_key_id(),
+        "AKID2",
+        "waited for the in-flight refresh"
+    );
 }

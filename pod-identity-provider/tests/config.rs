@@ -1,4 +1,5 @@
 //! The configuration table: environment combinations and the host policy.
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
 mod common;
 
@@ -70,24 +71,66 @@ async fn configuration_table() {
         (vec![], Outcome::NotLoaded),
         (vec![(FULL, String::new())], Outcome::NotLoaded),
         (vec![(TOKEN_VAR, TOKEN.into())], Outcome::NotLoaded),
-        (vec![(FULL, uri(&server)), (TOKEN_VAR, TOKEN.into())], Outcome::Credentials),
-        (vec![(FULL, format!("http://localhost:{port}/v1/credentials"))], Outcome::Credentials),
-        (vec![(FULL, "http://169.254.170.23/v1/credentials".into())], Outcome::Accepted),
-        (vec![(FULL, "http://[fd00:ec2::23]/v1/credentials".into())], Outcome::Accepted),
-        (vec![(FULL, "http://169.254.170.2/creds".into())], Outcome::Accepted),
-        (vec![(RELATIVE, "/v2/credentials/abc".into())], Outcome::Accepted),
         (
-            vec![(RELATIVE, "/v2/credentials".into()), (FULL, "http://10.0.0.1/".into())],
+            vec![(FULL, uri(&server)), (TOKEN_VAR, TOKEN.into())],
+            Outcome::Credentials,
+        ),
+        (
+            vec![(FULL, format!("http://localhost:{port}/v1/credentials"))],
+            Outcome::Credentials,
+        ),
+        (
+            vec![(FULL, "http://169.254.170.23/v1/credentials".into())],
             Outcome::Accepted,
         ),
-        (vec![(RELATIVE, "v2/credentials".into())], Outcome::Invalid(RELATIVE)),
-        (vec![(FULL, "http://[::ffff:127.0.0.1]/creds".into())], Outcome::Invalid(FULL)),
-        (vec![(FULL, "http://10.0.0.1/creds".into())], Outcome::Invalid("10.0.0.1")),
-        (vec![(FULL, "http://169.254.169.254/creds".into())], Outcome::Invalid(FULL)),
-        (vec![(FULL, "http://[fd00:ec2::24]/creds".into())], Outcome::Invalid(FULL)),
-        (vec![(FULL, "ftp://127.0.0.1/creds".into())], Outcome::Invalid("scheme")),
+        (
+            vec![(FULL, "http://[fd00:ec2::23]/v1/credentials".into())],
+            Outcome::Accepted,
+        ),
+        (
+            vec![(FULL, "http://169.254.170.2/creds".into())],
+            Outcome::Accepted,
+        ),
+        (
+            vec![(RELATIVE, "/v2/credentials/abc".into())],
+            Outcome::Accepted,
+        ),
+        (
+            vec![
+                (RELATIVE, "/v2/credentials".into()),
+                (FULL, "http://10.0.0.1/".into()),
+            ],
+            Outcome::Accepted,
+        ),
+        (
+            vec![(RELATIVE, "v2/credentials".into())],
+            Outcome::Invalid(RELATIVE),
+        ),
+        (
+            vec![(FULL, "http://[::ffff:127.0.0.1]/creds".into())],
+            Outcome::Invalid(FULL),
+        ),
+        (
+            vec![(FULL, "http://10.0.0.1/creds".into())],
+            Outcome::Invalid("10.0.0.1"),
+        ),
+        (
+            vec![(FULL, "http://169.254.169.254/creds".into())],
+            Outcome::Invalid(FULL),
+        ),
+        (
+            vec![(FULL, "http://[fd00:ec2::24]/creds".into())],
+            Outcome::Invalid(FULL),
+        ),
+        (
+            vec![(FULL, "ftp://127.0.0.1/creds".into())],
+            Outcome::Invalid("scheme"),
+        ),
         (vec![(FULL, "not a uri".into())], Outcome::Invalid(FULL)),
-        (vec![(FULL, "https://creds.example.invalid/v1".into())], https_outcome),
+        (
+            vec![(FULL, "https://creds.example.invalid/v1".into())],
+            https_outcome,
+        ),
         (
             vec![(FULL, uri(&server)), (TOKEN_VAR, "line\nbreak".into())],
             Outcome::Invalid(TOKEN_VAR),
@@ -104,7 +147,10 @@ async fn configuration_table() {
             }
             _ => assert_eq!(got, expected, "{shown}: {text}"),
         }
-        assert!(!text.contains("line\nbreak") && !text.contains(TOKEN), "{shown}: {text}");
+        assert!(
+            !text.contains("line\nbreak") && !text.contains(TOKEN),
+            "{shown}: {text}"
+        );
     }
 }
 
@@ -127,7 +173,10 @@ async fn token_file_wins_over_token() {
         ],
         &clock,
     );
-    assert_eq!(provider.credentials().await.unwrap().access_key_id(), "AKID");
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID"
+    );
 }
 
 #[tokio::test]
@@ -145,11 +194,22 @@ async fn token_file_problems_name_the_path() {
     for (path, kind, words) in [
         (&missing, ErrorKind::TokenFile, "does not exist"),
         (&empty, ErrorKind::InvalidConfiguration, "empty"),
-        (&huge, ErrorKind::InvalidConfiguration, "larger than 65536 bytes"),
-        (&binary, ErrorKind::InvalidConfiguration, "not allowed in an HTTP header"),
+        (
+            &huge,
+            ErrorKind::InvalidConfiguration,
+            "larger than 65536 bytes",
+        ),
+        (
+            &binary,
+            ErrorKind::InvalidConfiguration,
+            "not allowed in an HTTP header",
+        ),
     ] {
         let provider = provider_for(
-            vec![(FULL, uri(&server)), (TOKEN_FILE, path.display().to_string())],
+            vec![
+                (FULL, uri(&server)),
+                (TOKEN_FILE, path.display().to_string()),
+            ],
             &clock,
         );
         let error = provider.credentials().await.unwrap_err();
@@ -163,22 +223,36 @@ async fn token_file_problems_name_the_path() {
 
     // A token file that appears later is picked up: failures are not remembered.
     let provider = provider_for(
-        vec![(FULL, uri(&server)), (TOKEN_FILE, missing.display().to_string())],
+        vec![
+            (FULL, uri(&server)),
+            (TOKEN_FILE, missing.display().to_string()),
+        ],
         &clock,
     );
     assert!(provider.credentials().await.is_err());
     std::fs::write(&missing, "late-token").unwrap();
-    assert_eq!(provider.credentials().await.unwrap().access_key_id(), "AKID");
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID"
+    );
 }
 
 #[tokio::test]
 async fn a_failed_resolution_is_retried_on_the_next_call() {
     let clock = ManualClock::new();
-    let provider = provider_for(vec![(FULL, "http://pod-identity.invalid/creds".into())], &clock);
+    let provider = provider_for(
+        vec![(FULL, "http://pod-identity.invalid/creds".into())],
+        &clock,
+    );
     for _ in 0..2 {
         let error = provider.credentials().await.unwrap_err();
         let source = std::error::Error::source(&error).and_then(|s| s.downcast_ref::<Error>());
-        assert_eq!(source.map(Error::kind), Some(ErrorKind::Resolve), "{}", chain(&error));
+        assert_eq!(
+            source.map(Error::kind),
+            Some(ErrorKind::Resolve),
+            "{}",
+            chain(&error)
+        );
     }
     assert_eq!(provider.metrics().fetches, 2);
 }
@@ -194,18 +268,27 @@ async fn builder_settings_win_over_the_environment() {
     let provider = PodIdentityCredentialsProvider::builder()
         .full_uri(uri(&server))
         .token("builder-token")
-        .env(Env::from_vars([(FULL, "http://10.0.0.1/"), (TOKEN_VAR, "env-token")]))
+        .env(Env::from_vars([
+            (FULL, "http://10.0.0.1/"),
+            (TOKEN_VAR, "env-token"),
+        ]))
         .time_source(clock.clone())
         .sleep_impl(clock.clone())
         .build();
-    assert_eq!(provider.credentials().await.unwrap().access_key_id(), "AKID");
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID"
+    );
 }
 
 #[tokio::test]
 async fn an_unconfigured_provider_lets_a_chain_move_on() {
     let clock = ManualClock::new();
     let chain = CredentialsProviderChain::first_try("PodIdentity", provider_for(vec![], &clock))
-        .or_else("Static", Credentials::new("AKIDSTATIC", "secret", None, None, "test"));
+        .or_else(
+            "Static",
+            Credentials::new("AKIDSTATIC", "secret", None, None, "test"),
+        );
     let credentials = chain.provide_credentials().await.unwrap();
     assert_eq!(credentials.access_key_id(), "AKIDSTATIC");
 
@@ -214,6 +297,9 @@ async fn an_unconfigured_provider_lets_a_chain_move_on() {
         "PodIdentity",
         provider_for(vec![(FULL, "http://10.0.0.1/creds".into())], &clock),
     )
-    .or_else("Static", Credentials::new("AKIDSTATIC", "secret", None, None, "test"));
+    .or_else(
+        "Static",
+        Credentials::new("AKIDSTATIC", "secret", None, None, "test"),
+    );
     assert!(chain.provide_credentials().await.is_err());
 }

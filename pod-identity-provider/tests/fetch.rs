@@ -1,4 +1,5 @@
 //! The HTTP side against a wiremock agent: request shape, retry matrix, timeouts, token file.
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
 mod common;
 
@@ -36,7 +37,10 @@ async fn sends_the_token_and_accept_header_and_returns_real_expiry_and_account()
     assert_eq!(credentials.secret_access_key(), SECRET_KEY);
     assert_eq!(credentials.session_token(), Some(SESSION_TOKEN));
     assert_eq!(credentials.expiry(), Some(expiry));
-    assert_eq!(credentials.account_id().map(|a| a.as_str()), Some(ACCOUNT_ID));
+    assert_eq!(
+        credentials.account_id().map(|a| a.as_str()),
+        Some(ACCOUNT_ID)
+    );
 }
 
 /// One row of the retry matrix.
@@ -86,7 +90,10 @@ async fn retry_matrix() {
         },
         Case {
             name: "malformed JSON then 200",
-            responses: vec![ResponseTemplate::new(200).set_body_string("{not json"), ok("AKID", expiry)],
+            responses: vec![
+                ResponseTemplate::new(200).set_body_string("{not json"),
+                ok("AKID", expiry),
+            ],
             succeeds: true,
             requests: 2,
             error_contains: &[],
@@ -113,7 +120,11 @@ async fn retry_matrix() {
             for needle in case.error_contains {
                 assert!(text.contains(needle), "{}: {text}", case.name);
             }
-            assert!(matches!(error, CredentialsError::ProviderError(_)), "{}", case.name);
+            assert!(
+                matches!(error, CredentialsError::ProviderError(_)),
+                "{}",
+                case.name
+            );
         }
     }
 }
@@ -164,7 +175,11 @@ async fn read_timeout_applies_and_is_retried() {
 async fn connection_refused_is_retried_then_reported() {
     let clock = ManualClock::new();
     // Bind and drop to get a loopback port nobody listens on.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let provider = PodIdentityCredentialsProvider::builder()
         .full_uri(format!("http://127.0.0.1:{port}/v1/credentials"))
         .env(Env::from_vars::<_, &str, &str>([]))
@@ -195,26 +210,49 @@ async fn token_file_rotation_is_picked_up() {
     let provider = PodIdentityCredentialsProvider::builder()
         .env(Env::from_vars([
             ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri(&server)),
-            ("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", token_path.display().to_string()),
-            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", "env-token-loses".to_owned()),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                token_path.display().to_string(),
+            ),
+            (
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+                "env-token-loses".to_owned(),
+            ),
         ]))
         .time_source(clock.clone())
         .sleep_impl(clock.clone())
         .build();
-    assert_eq!(provider.credentials().await.unwrap().access_key_id(), "AKID1");
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID1"
+    );
 
     // kubelet rotates the token; the next fetch (after expiry here) must send the new one.
     std::fs::write(&token_path, "  second-token \n").unwrap();
     clock.advance(11 * MINUTE);
-    assert_eq!(provider.credentials().await.unwrap().access_key_id(), "AKID2");
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID2"
+    );
     let sent: Vec<String> = server
         .received_requests()
         .await
         .unwrap()
         .iter()
-        .map(|r| r.headers.get("authorization").unwrap().to_str().unwrap().to_owned())
+        .map(|r| {
+            r.headers
+                .get("authorization")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
-    assert!(sent.iter().all(|t| t == "first-token" || t == "second-token"), "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|t| t == "first-token" || t == "second-token"),
+        "{sent:?}"
+    );
     assert_eq!(sent.last().map(String::as_str), Some("second-token"));
 }
 
@@ -223,7 +261,10 @@ async fn errors_never_contain_the_token() {
     let clock = ManualClock::new();
     // An agent that echoes the token it was sent, in a 400 and in a Code/Message document.
     for response in [
-        status(400, &format!("Service account token cannot be parsed: {TOKEN}\n")),
+        status(
+            400,
+            &format!("Service account token cannot be parsed: {TOKEN}\n"),
+        ),
         ResponseTemplate::new(200).set_body_string(format!(
             r#"{{"Code":"InvalidToken","Message":"bad token {TOKEN}"}}"#
         )),

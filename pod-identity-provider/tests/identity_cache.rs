@@ -1,4 +1,5 @@
 //! `RefreshAheadCache` driven directly through `ResolveCachedIdentity`.
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
 mod common;
 
@@ -10,7 +11,9 @@ use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::identity::{
     Identity, IdentityFuture, ResolveCachedIdentity, ResolveIdentity, SharedIdentityResolver,
 };
-use aws_smithy_runtime_api::client::runtime_components::{RuntimeComponents, RuntimeComponentsBuilder};
+use aws_smithy_runtime_api::client::runtime_components::{
+    RuntimeComponents, RuntimeComponentsBuilder,
+};
 use aws_smithy_types::config_bag::ConfigBag;
 use common::*;
 use pod_identity_provider::RefreshAheadCache;
@@ -42,7 +45,11 @@ impl Counting {
 }
 
 impl ResolveIdentity for Counting {
-    fn resolve_identity<'a>(&'a self, _: &'a RuntimeComponents, _: &'a ConfigBag) -> IdentityFuture<'a> {
+    fn resolve_identity<'a>(
+        &'a self,
+        _: &'a RuntimeComponents,
+        _: &'a ConfigBag,
+    ) -> IdentityFuture<'a> {
         IdentityFuture::new(async move {
             let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if !self.delay.is_zero() {
@@ -52,14 +59,19 @@ impl ResolveIdentity for Counting {
                 return Err("resolver is down".into());
             }
             let expiry = self.clock.now() + self.lifetime;
-            let credentials = Credentials::new(format!("AKID{n}"), "secret", None, Some(expiry), "test");
+            let credentials =
+                Credentials::new(format!("AKID{n}"), "secret", None, Some(expiry), "test");
             Ok(Identity::new(credentials, Some(expiry)))
         })
     }
 }
 
 fn akid(identity: &Identity) -> String {
-    identity.data::<Credentials>().unwrap().access_key_id().to_owned()
+    identity
+        .data::<Credentials>()
+        .expect("credentials identity")
+        .access_key_id()
+        .to_owned()
 }
 
 fn components(clock: &ManualClock, cache: Option<&RefreshAheadCache>) -> RuntimeComponents {
@@ -71,7 +83,7 @@ fn components(clock: &ManualClock, cache: Option<&RefreshAheadCache>) -> Runtime
         None => builder,
     }
     .build()
-    .unwrap()
+    .expect("test components are complete")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,8 +98,24 @@ async fn partitions_are_separate_and_refresh_ahead() {
     let r2 = SharedIdentityResolver::new(second.clone());
 
     for _ in 0..3 {
-        assert_eq!(akid(&cache.resolve_cached_identity(r1.clone(), &rc, &bag).await.unwrap()), "AKID1");
-        assert_eq!(akid(&cache.resolve_cached_identity(r2.clone(), &rc, &bag).await.unwrap()), "AKID1");
+        assert_eq!(
+            akid(
+                &cache
+                    .resolve_cached_identity(r1.clone(), &rc, &bag)
+                    .await
+                    .unwrap()
+            ),
+            "AKID1"
+        );
+        assert_eq!(
+            akid(
+                &cache
+                    .resolve_cached_identity(r2.clone(), &rc, &bag)
+                    .await
+                    .unwrap()
+            ),
+            "AKID1"
+        );
     }
     assert_eq!((first.calls(), second.calls()), (1, 1));
 
@@ -120,7 +148,12 @@ async fn concurrent_cold_callers_share_one_resolve() {
             tokio::spawn(async move {
                 let rc = components(&clock, None);
                 let bag = ConfigBag::base();
-                akid(&cache.resolve_cached_identity(resolver, &rc, &bag).await.unwrap())
+                akid(
+                    &cache
+                        .resolve_cached_identity(resolver, &rc, &bag)
+                        .await
+                        .unwrap(),
+                )
             })
         })
         .collect();
@@ -138,18 +171,27 @@ async fn a_failing_refresh_keeps_serving_until_expiry() {
     let bag = ConfigBag::base();
     let flaky = Counting::new(&clock, HOUR);
     let resolver = SharedIdentityResolver::new(flaky.clone());
-    cache.resolve_cached_identity(resolver.clone(), &rc, &bag).await.unwrap();
+    cache
+        .resolve_cached_identity(resolver.clone(), &rc, &bag)
+        .await
+        .unwrap();
 
     flaky.failing.store(true, Ordering::SeqCst);
     clock.advance(53 * MINUTE);
-    eventually("a failed refresh", || async { cache.metrics().failures >= 1 }).await;
+    eventually("a failed refresh", || async {
+        cache.metrics().failures >= 1
+    })
+    .await;
     let identity = ready_now(cache.resolve_cached_identity(resolver.clone(), &rc, &bag))
         .expect("never waits while valid")
         .unwrap();
     assert_eq!(akid(&identity), "AKID1");
 
     clock.advance(8 * MINUTE);
-    let error = cache.resolve_cached_identity(resolver.clone(), &rc, &bag).await.unwrap_err();
+    let error = cache
+        .resolve_cached_identity(resolver.clone(), &rc, &bag)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("resolver is down"), "{error}");
 }
 
@@ -161,7 +203,10 @@ async fn an_idle_partition_stops_refreshing_until_asked_again() {
     let bag = ConfigBag::base();
     let resolver_state = Counting::new(&clock, HOUR);
     let resolver = SharedIdentityResolver::new(resolver_state.clone());
-    cache.resolve_cached_identity(resolver.clone(), &rc, &bag).await.unwrap();
+    cache
+        .resolve_cached_identity(resolver.clone(), &rc, &bag)
+        .await
+        .unwrap();
 
     // Nobody asks for 53 minutes: the refresh point passes without a refresh.
     clock.advance(53 * MINUTE);
@@ -173,7 +218,10 @@ async fn an_idle_partition_stops_refreshing_until_asked_again() {
         .expect("never waits while valid")
         .unwrap();
     assert_eq!(akid(&identity), "AKID1");
-    eventually("the woken refresh", || async { resolver_state.calls() == 2 }).await;
+    eventually("the woken refresh", || async {
+        resolver_state.calls() == 2
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,10 +235,19 @@ async fn dropping_the_cache_ends_its_tasks_even_when_components_hold_it() {
     let bag = ConfigBag::base();
     for _ in 0..3 {
         let resolver = SharedIdentityResolver::new(Counting::new(&clock, HOUR));
-        cache.resolve_cached_identity(resolver, &rc, &bag).await.unwrap();
+        cache
+            .resolve_cached_identity(resolver, &rc, &bag)
+            .await
+            .unwrap();
     }
-    assert!(metrics.num_alive_tasks() >= baseline + 3, "one task per partition");
+    assert!(
+        metrics.num_alive_tasks() >= baseline + 3,
+        "one task per partition"
+    );
     drop(rc);
     drop(cache);
-    eventually("every partition task to end", || async { metrics.num_alive_tasks() == baseline }).await;
+    eventually("every partition task to end", || async {
+        metrics.num_alive_tasks() == baseline
+    })
+    .await;
 }

@@ -1,6 +1,7 @@
 //! No secret in any log line, error or Debug output. Logs are captured at TRACE level while the
 //! provider goes through its paths: retries, a cold fetch, a failed refresh, stale serving and an
 //! agent that echoes the token back.
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
 mod common;
 
@@ -16,7 +17,7 @@ struct Capture(Arc<Mutex<Vec<u8>>>);
 
 impl io::Write for Capture {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.0.lock().expect("lock poisoned").extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -27,7 +28,7 @@ impl io::Write for Capture {
 
 impl Capture {
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.0.lock().expect("lock poisoned")).into_owned()
     }
 }
 
@@ -69,8 +70,14 @@ async fn no_secret_in_logs_errors_or_debug_output() {
     // The refresh fails (the agent echoes the token again); the last good ones are served.
     answer.set(ResponseTemplate::new(400).set_body_string(echo.clone()));
     clock.advance(5 * HOUR + 31 * MINUTE);
-    eventually("a failed refresh", || async { provider.metrics().failures >= 2 }).await;
-    assert_eq!(provider.credentials().await.unwrap().access_key_id(), "AKID1");
+    eventually("a failed refresh", || async {
+        provider.metrics().failures >= 2
+    })
+    .await;
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID1"
+    );
 
     // A Code/Message document that echoes the token after expiry.
     answer.set(ResponseTemplate::new(200).set_body_string(format!(
@@ -83,14 +90,25 @@ async fn no_secret_in_logs_errors_or_debug_output() {
     outputs.push(format!("{provider:?}"));
     outputs.push(format!(
         "{:?}",
-        PodIdentityCredentialsProvider::builder().token(TOKEN).full_uri("http://127.0.0.1/x")
+        PodIdentityCredentialsProvider::builder()
+            .token(TOKEN)
+            .full_uri("http://127.0.0.1/x")
     ));
     drop(provider);
 
     let logs = capture.text();
     // The paths above were logged...
-    for expected in ["retrying", "fetching pod identity credentials failed", "refresh failed", "cached new credentials", "redacted"] {
-        assert!(logs.contains(expected), "missing `{expected}` in logs:\n{logs}");
+    for expected in [
+        "retrying",
+        "fetching pod identity credentials failed",
+        "refresh failed",
+        "cached new credentials",
+        "redacted",
+    ] {
+        assert!(
+            logs.contains(expected),
+            "missing `{expected}` in logs:\n{logs}"
+        );
     }
     // ...and nothing secret was.
     assert_no_secret(&logs);

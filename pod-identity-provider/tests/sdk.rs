@@ -1,5 +1,6 @@
 //! aws-config with this provider signs real SDK requests (STS `GetCallerIdentity` sent to a
 //! wiremock endpoint), behind the SDK's lazy cache, `RefreshAheadCache` and no cache.
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
 mod common;
 
@@ -60,13 +61,27 @@ async fn assert_signed_with_vended_key(sts_server: &MockServer, calls: usize) {
     let requests = sts_server.received_requests().await.unwrap();
     assert_eq!(requests.len(), calls);
     for request in requests {
-        let authorization = request.headers.get("authorization").unwrap().to_str().unwrap();
-        assert!(authorization.starts_with("AWS4-HMAC-SHA256 "), "{authorization}");
+        let authorization = request
+            .headers
+            .get("authorization")
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert!(
-            authorization.contains("Credential=AKIDPOD/") && authorization.contains("/us-east-1/sts/aws4_request"),
+            authorization.starts_with("AWS4-HMAC-SHA256 "),
             "{authorization}"
         );
-        let session = request.headers.get("x-amz-security-token").unwrap().to_str().unwrap();
+        assert!(
+            authorization.contains("Credential=AKIDPOD/")
+                && authorization.contains("/us-east-1/sts/aws4_request"),
+            "{authorization}"
+        );
+        let session = request
+            .headers
+            .get("x-amz-security-token")
+            .unwrap()
+            .to_str()
+            .unwrap();
         assert_eq!(session, SESSION_TOKEN);
     }
 }
@@ -76,7 +91,14 @@ async fn signs_sts_get_caller_identity_with_the_vended_key() {
     let clock = ManualClock::new();
     let agent_server = agent(ok("AKIDPOD", clock.now() + 6 * HOUR)).await;
     let sts_server = sts().await;
-    call_sts(provider(&agent_server, &clock), &sts_server, &clock, None::<RefreshAheadCache>, 2).await;
+    call_sts(
+        provider(&agent_server, &clock),
+        &sts_server,
+        &clock,
+        None::<RefreshAheadCache>,
+        2,
+    )
+    .await;
     assert_signed_with_vended_key(&sts_server, 2).await;
     assert_eq!(requests(&agent_server).await, 1);
 }
@@ -90,10 +112,21 @@ async fn works_behind_refresh_ahead_cache() {
         .time_source(clock.clone())
         .sleep_impl(clock.clone())
         .build();
-    call_sts(provider(&agent_server, &clock), &sts_server, &clock, Some(cache.clone()), 3).await;
+    call_sts(
+        provider(&agent_server, &clock),
+        &sts_server,
+        &clock,
+        Some(cache.clone()),
+        3,
+    )
+    .await;
     assert_signed_with_vended_key(&sts_server, 3).await;
     assert_eq!(requests(&agent_server).await, 1);
-    assert_eq!(cache.metrics().fetches, 1, "one identity load for three requests");
+    assert_eq!(
+        cache.metrics().fetches,
+        1,
+        "one identity load for three requests"
+    );
 }
 
 #[tokio::test]
@@ -110,5 +143,9 @@ async fn works_with_no_identity_cache() {
     )
     .await;
     assert_signed_with_vended_key(&sts_server, 3).await;
-    assert_eq!(requests(&agent_server).await, 1, "the provider caches by itself");
+    assert_eq!(
+        requests(&agent_server).await,
+        1,
+        "the provider caches by itself"
+    );
 }

@@ -100,7 +100,10 @@ pub struct Script {
 impl Script {
     pub fn new(responses: impl IntoIterator<Item = ResponseTemplate>) -> Self {
         let queue: VecDeque<_> = responses.into_iter().collect();
-        let last = queue.back().cloned().unwrap_or_else(|| ResponseTemplate::new(500));
+        let last = queue
+            .back()
+            .cloned()
+            .unwrap_or_else(|| ResponseTemplate::new(500));
         Self {
             queue: Mutex::new(queue),
             last: Mutex::new(last),
@@ -110,9 +113,9 @@ impl Script {
 
 impl Respond for Script {
     fn respond(&self, _: &Request) -> ResponseTemplate {
-        match self.queue.lock().unwrap().pop_front() {
+        match self.queue.lock().expect("lock poisoned").pop_front() {
             Some(next) => next,
-            None => self.last.lock().unwrap().clone(),
+            None => self.last.lock().expect("lock poisoned").clone(),
         }
     }
 }
@@ -127,13 +130,13 @@ impl Switch {
     }
 
     pub fn set(&self, next: ResponseTemplate) {
-        *self.0.lock().unwrap() = next;
+        *self.0.lock().expect("lock poisoned") = next;
     }
 }
 
 impl Respond for Switch {
     fn respond(&self, _: &Request) -> ResponseTemplate {
-        self.0.lock().unwrap().clone()
+        self.0.lock().expect("lock poisoned").clone()
     }
 }
 
