@@ -3,6 +3,9 @@
 //! Each file names its upstream source; each case names what it checks, and a failure names
 //! the case.
 
+// Test helpers outside `#[test]` functions: a malformed vector file should panic loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::net::IpAddr;
 use std::time::SystemTime;
 
