@@ -627,3 +627,440 @@ async fn renew_due<S: CredentialSource>(cache: Weak<Shared<S>>, wake: Arc<Notify
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pod_identity_core::EksAuthError;
+
+    use super::*;
+    use crate::test_support::{FakeSource, day_token, request, settle, token, wall_clock};
+
+    const HOUR: Duration = Duration::from_secs(60 * 60);
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn builder(source: &FakeSource) -> CredentialCacheBuilder<FakeSource> {
+        CredentialCache::builder(source.clone())
+            .clock(wall_clock())
+            .retry_interval(MINUTE, Duration::ZERO)
+    }
+
+    fn eks_error(code: &str, status: u16) -> SourceError {
+        SourceError::EksAuth(EksAuthError::from_http(
+            status,
+            Some(code),
+            Some("req"),
+            br#"{"message":"m"}"#,
+        ))
+    }
+
+    async fn key_id(cache: &CredentialCache<FakeSource>, token: &str) -> String {
+        cache
+            .get(&request(token))
+            .await
+            .expect("credentials")
+            .credentials()
+            .access_key_id
+            .clone()
+    }
+
+    /// Moves tokio's clock (and the wall clock) by `by`, letting due tasks run.
+    async fn advance(by: Duration) {
+        tokio::time::advance(by).await;
+        settle().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_request_is_a_hit() {
+        let source = FakeSource::new(wall_clock());
+        let metrics = Metrics::new();
+        let cache = builder(&source).metrics(metrics.clone()).build();
+        let token = day_token("p");
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
+        assert_eq!(source.calls(), 1);
+        assert_eq!(cache.len(), 1);
+        let text = metrics.encode();
+        assert!(text.contains("pod_identity_cache_state{state=\"miss\"} 1"), "{text}");
+        assert!(text.contains("pod_identity_cache_state{state=\"hit\"} 1"), "{text}");
+        assert!(text.contains("pod_identity_cache_size 1"), "{text}");
+    }
+
+    async fn concurrent_requests_make_one_call(n: usize) {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        let token = day_token("p");
+        source.close();
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let cache = cache.clone();
+            let request = request(&token);
+            requests.spawn(async move { cache.get(&request).await });
+        }
+        settle().await;
+        assert_eq!(source.calls(), 1);
+        source.open();
+        let mut answered = 0;
+        while let Some(outcome) = requests.join_next().await {
+            let issued = outcome.unwrap().unwrap();
+            assert_eq!(issued.credentials().access_key_id, "ASIAFAKE1");
+            answered += 1;
+        }
+        assert_eq!(answered, n);
+        assert_eq!(source.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sixteen_concurrent_requests_for_one_token_make_one_upstream_call() {
+        concurrent_requests_make_one_call(16).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_thousand_concurrent_requests_for_one_token_make_one_upstream_call() {
+        concurrent_requests_make_one_call(1000).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_waiter_gets_the_error_of_the_single_call_and_the_next_request_retries() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        let token = day_token("p");
+        source.close();
+        source.fail_next(eks_error("AccessDeniedException", 403));
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..1000 {
+            let cache = cache.clone();
+            let request = request(&token);
+            requests.spawn(async move { cache.get(&request).await });
+        }
+        settle().await;
+        source.open();
+        while let Some(outcome) = requests.join_next().await {
+            let error = outcome.unwrap().unwrap_err();
+            assert_eq!(error.code(), "AccessDeniedException");
+        }
+        assert_eq!(source.calls(), 1);
+        assert!(cache.is_empty());
+        // Errors are not cached: the next request calls again.
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_going_away_does_not_cancel_the_upstream_call() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        let token = day_token("p");
+        source.close();
+        let client = {
+            let cache = cache.clone();
+            let request = request(&token);
+            tokio::spawn(async move { cache.get(&request).await })
+        };
+        settle().await;
+        client.abort();
+        assert!(client.await.unwrap_err().is_cancelled());
+        source.open();
+        settle().await;
+        assert_eq!(cache.len(), 1);
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
+        assert_eq!(source.calls(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_least_recently_used_entry_goes_and_reads_count_as_use() {
+        let source = FakeSource::new(wall_clock());
+        let metrics = Metrics::new();
+        let cache = builder(&source).max_entries(2).metrics(metrics.clone()).build();
+        let (a, b, c) = (day_token("a"), day_token("b"), day_token("c"));
+        key_id(&cache, &a).await;
+        key_id(&cache, &b).await;
+        // Reading `a` makes `b` the least recently used.
+        key_id(&cache, &a).await;
+        key_id(&cache, &c).await;
+        assert_eq!(cache.len(), 2);
+        assert_eq!(source.calls(), 3);
+        key_id(&cache, &a).await;
+        assert_eq!(source.calls(), 3, "a was kept");
+        key_id(&cache, &b).await;
+        assert_eq!(source.calls(), 4, "b was evicted");
+        assert!(metrics.encode().contains("pod_identity_cache_state{state=\"evicted\"} 2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewal_happens_at_the_max_retention_for_long_lived_credentials() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        let token = day_token("p");
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
+        advance(3 * HOUR - Duration::from_secs(1)).await;
+        assert_eq!(source.calls(), 1);
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(source.calls(), 2, "renewed at 3 h");
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE2");
+        advance(3 * HOUR).await;
+        assert_eq!(source.calls(), 3, "renewed again 3 h later");
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewal_happens_ahead_of_expiry_for_short_lived_credentials() {
+        let source = FakeSource::new(wall_clock());
+        // Chained-role credentials last 59 minutes: renewed 5 minutes before expiry.
+        source.set_lifetime(59 * MINUTE);
+        let cache = builder(&source).build();
+        key_id(&cache, &day_token("p")).await;
+        advance(54 * MINUTE - Duration::from_secs(1)).await;
+        assert_eq!(source.calls(), 1);
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(source.calls(), 2);
+
+        // Lifetimes under 10 minutes renew at half their life.
+        let short = FakeSource::new(wall_clock());
+        short.set_lifetime(2 * MINUTE);
+        let short_cache = builder(&short).build();
+        key_id(&short_cache, &day_token("q")).await;
+        advance(MINUTE - Duration::from_secs(1)).await;
+        assert_eq!(short.calls(), 1);
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(short.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recoverable_failure_keeps_serving_and_retries_until_15_seconds_before_expiry() {
+        let source = FakeSource::new(wall_clock());
+        source.set_lifetime(HOUR);
+        let metrics = Metrics::new();
+        let cache = builder(&source).metrics(metrics.clone()).build();
+        let token = day_token("p");
+        key_id(&cache, &token).await;
+        source.fail_always(Some(eks_error("ThrottlingException", 429)));
+        // Renewal due at 55 min fails; the old credentials are still served.
+        advance(55 * MINUTE).await;
+        assert_eq!(source.calls(), 2);
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
+        // Retried a minute later (no jitter in this test), and again.
+        advance(MINUTE).await;
+        assert_eq!(source.calls(), 3);
+        advance(MINUTE).await;
+        assert_eq!(source.calls(), 4);
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
+        // The last retry is at 15 s before expiry; when it fails the entry goes.
+        advance(3 * MINUTE - Duration::from_secs(15)).await;
+        assert_eq!(source.calls(), 5);
+        assert!(cache.is_empty());
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                "pod_identity_cache_errors{type=\"Recoverable\",code=\"ThrottlingException\"} 4"
+            ),
+            "{text}"
+        );
+        // Recovered: the next request fetches anew.
+        source.fail_always(None);
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE6");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_recoverable_failure_then_success_renews() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        let token = day_token("p");
+        key_id(&cache, &token).await;
+        source.fail_next(SourceError::Timeout);
+        advance(3 * HOUR).await;
+        assert_eq!(source.calls(), 2);
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
+        advance(MINUTE).await;
+        assert_eq!(source.calls(), 3);
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE3");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_are_jittered_between_one_and_two_minutes() {
+        let source = FakeSource::new(wall_clock());
+        let cache = CredentialCache::builder(source.clone())
+            .clock(wall_clock())
+            .build();
+        let token = day_token("p");
+        key_id(&cache, &token).await;
+        source.fail_always(Some(SourceError::Timeout));
+        advance(3 * HOUR).await;
+        assert_eq!(source.calls(), 2);
+        advance(MINUTE - Duration::from_millis(1)).await;
+        assert_eq!(source.calls(), 2, "not before a minute");
+        advance(MINUTE + Duration::from_millis(1)).await;
+        assert_eq!(source.calls(), 3, "within two minutes");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_irrecoverable_failure_evicts() {
+        for code in [
+            ("AccessDeniedException", 403),
+            ("ExpiredTokenException", 400),
+            ("InvalidTokenException", 400),
+            ("ResourceNotFoundException", 404),
+        ] {
+            let source = FakeSource::new(wall_clock());
+            let metrics = Metrics::new();
+            let cache = builder(&source).metrics(metrics.clone()).build();
+            let token = day_token("p");
+            key_id(&cache, &token).await;
+            source.fail_next(eks_error(code.0, code.1));
+            advance(3 * HOUR).await;
+            assert_eq!(source.calls(), 2);
+            assert!(cache.is_empty(), "{code:?}");
+            advance(3 * HOUR).await;
+            assert_eq!(source.calls(), 2, "no more renewals");
+            let text = metrics.encode();
+            assert!(
+                text.contains(&format!(
+                    "pod_identity_cache_errors{{type=\"NonRecoverable\",code=\"{}\"}} 1",
+                    code.0
+                )),
+                "{text}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_token_is_not_renewed() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        // The token expires in 1 h; the credentials last 6 h and are due for renewal at 3 h.
+        let token = token("p", HOUR);
+        let kept = {
+            key_id(&cache, &token).await;
+            cache.kept_request(&request(&token)).unwrap()
+        };
+        advance(3 * HOUR).await;
+        assert_eq!(source.calls(), 1, "no renewal with an expired token");
+        assert!(cache.is_empty());
+        assert!(kept.upgrade().is_none(), "the kept token was dropped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_entry_nobody_read_within_the_idle_time_is_not_renewed() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source)
+            .max_retention(30 * MINUTE)
+            .idle_timeout(HOUR)
+            .build();
+        let token = day_token("p");
+        key_id(&cache, &token).await;
+        advance(30 * MINUTE).await;
+        assert_eq!(source.calls(), 2, "read 30 min ago: renewed");
+        advance(30 * MINUTE).await;
+        assert_eq!(source.calls(), 2, "read 60 min ago: idle, evicted");
+        assert!(cache.is_empty());
+
+        // A pod that keeps reading keeps being renewed.
+        let other = day_token("q");
+        key_id(&cache, &other).await;
+        for round in 0..6 {
+            advance(30 * MINUTE).await;
+            key_id(&cache, &other).await;
+            assert_eq!(source.calls(), 4 + round);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renewals_are_rate_limited() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).renewal_qps(2).build();
+        for pod in 0..10 {
+            key_id(&cache, &day_token(&format!("p{pod}"))).await;
+        }
+        assert_eq!(source.calls(), 10);
+        advance(3 * HOUR).await;
+        // A burst of 2, then one every half second.
+        assert_eq!(source.calls(), 12);
+        for expected in 13..=20 {
+            advance(Duration::from_millis(499)).await;
+            assert_eq!(source.calls(), expected - 1);
+            advance(Duration::from_millis(1)).await;
+            assert_eq!(source.calls(), expected);
+        }
+        advance(Duration::from_secs(10)).await;
+        assert_eq!(source.calls(), 20);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn eviction_drops_the_kept_token() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).max_entries(1).build();
+        let a = day_token("a");
+        key_id(&cache, &a).await;
+        let kept = cache.kept_request(&request(&a)).unwrap();
+        assert!(kept.upgrade().is_some());
+        key_id(&cache, &day_token("b")).await;
+        assert!(kept.upgrade().is_none(), "evicted: the token was dropped (and zeroized)");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keys_are_token_digests() {
+        let token = day_token("p");
+        let digest = TokenDigest::of(&request(&token));
+        let expected: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        assert_eq!(digest.0, expected);
+        assert_ne!(digest.0, TokenDigest::of(&request(&day_token("q"))).0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fetched_credentials_about_to_expire_are_an_error_and_not_cached() {
+        let source = FakeSource::new(wall_clock());
+        source.set_lifetime(Duration::from_secs(15));
+        let cache = builder(&source).build();
+        let error = cache.get(&request(&day_token("p"))).await.unwrap_err();
+        assert!(
+            matches!(error, SourceError::ExpiringCredentials { remaining_millis: 15_000 }),
+            "{error:?}"
+        );
+        assert!(cache.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cached_credentials_are_not_served_in_their_last_15_seconds() {
+        let source = FakeSource::new(wall_clock());
+        source.set_lifetime(HOUR);
+        // Renewal would be due at 55 min; make it fail so the entry ages.
+        let cache = builder(&source).retry_interval(HOUR, Duration::ZERO).build();
+        let token = day_token("p");
+        key_id(&cache, &token).await;
+        source.fail_next(SourceError::Timeout);
+        advance(55 * MINUTE).await;
+        assert_eq!(source.calls(), 2);
+        advance(5 * MINUTE - Duration::from_secs(16)).await;
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1", "16 s left: served");
+        source.fail_next(SourceError::Timeout);
+        advance(Duration::from_secs(1)).await;
+        // The retry at 15 s before expiry failed and evicted; the request fetches anew.
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE4");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_size_or_retention_turns_caching_off() {
+        for builder in [
+            builder(&FakeSource::new(wall_clock())).max_entries(0),
+            builder(&FakeSource::new(wall_clock())).max_retention(Duration::ZERO),
+        ] {
+            let cache = builder.build();
+            assert!(!cache.is_enabled());
+            let token = day_token("p");
+            assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
+            assert_eq!(key_id(&cache, &token).await, "ASIAFAKE2");
+            assert!(cache.is_empty());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_renewal_task_ends_with_the_cache() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        key_id(&cache, &day_token("p")).await;
+        let weak = Arc::downgrade(&cache.shared);
+        drop(cache);
+        settle().await;
+        assert!(weak.upgrade().is_none());
+        advance(3 * HOUR).await;
+        assert_eq!(source.calls(), 1);
+    }
+}

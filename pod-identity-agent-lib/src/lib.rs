@@ -95,6 +95,9 @@ pub mod validation;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 
+#[cfg(test)]
+mod test_support;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;

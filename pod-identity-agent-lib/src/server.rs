@@ -599,7 +599,7 @@ mod tests {
     #[tokio::test]
     async fn shutdown_lets_an_in_flight_request_finish() {
         let (entered_tx, entered) = tokio::sync::mpsc::channel::<()>(1);
-        let (release, released) = tokio::sync::watch::channel(false);
+        let (release, released) = watch::channel(false);
         let router = Router::new().route(
             "/v1/credentials",
             any(move || {
