@@ -245,7 +245,7 @@ async fn a_wrong_secret_is_an_invalid_signature() {
     );
     assert!(sim.sessions().is_empty());
     assert_eq!(sim.request_count(), 1);
-    // Rejected before the body was read: the token was not counted.
+    // A request that fails verification does not count toward its token.
     assert_eq!(sim.token_request_count(token.expose_secret()), 0);
     server.shutdown().await.unwrap();
 }
@@ -535,8 +535,8 @@ async fn the_sdk_retries_injected_throttling_and_the_counts_show_it() {
     sim.fail(EksAuthErrorCode::Throttling, Times::Next(2));
     assert!(assume(&client, CLUSTER, &token).await.is_ok());
     assert_eq!(sim.request_count(), 3);
-    // Injected failures answer before the body is read.
-    assert_eq!(sim.token_request_count(token.expose_secret()), 1);
+    // Every attempt carried the token, the failed ones too.
+    assert_eq!(sim.token_request_count(token.expose_secret()), 3);
     assert_eq!(sim.sessions().len(), 1);
     sim.reset_counts();
     assert_eq!(sim.request_count(), 0);
@@ -854,4 +854,89 @@ async fn unknown_paths_are_unknown_operations() {
         "UnknownOperationException"
     );
     server.shutdown().await.unwrap();
+}
+
+/// Log lines written during a test.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn logs_narrate_each_hop_without_a_secret() {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    // The test runs on one thread, server included, so the thread's default subscriber sees all.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (_sim, server) = start().await;
+    let token = token_for("default", "app", "app-1");
+    let issued = assume(&eks_client(&server, NODE_SECRET), CLUSTER, &token)
+        .await
+        .unwrap()
+        .credentials()
+        .unwrap()
+        .clone();
+    assert!(
+        assume(&eks_client(&server, "wrong-secret"), CLUSTER, &token)
+            .await
+            .is_err()
+    );
+    let credentials = Credentials::new(
+        issued.access_key_id(),
+        issued.secret_access_key(),
+        Some(issued.session_token().to_owned()),
+        None,
+        "issued",
+    );
+    sts_client(&server, credentials)
+        .get_caller_identity()
+        .send()
+        .await
+        .unwrap();
+    server.shutdown().await.unwrap();
+
+    let text = logs.text();
+    assert!(
+        text.contains("EKS Auth simulator issued credentials"),
+        "{text}"
+    );
+    assert!(text.contains(issued.access_key_id()), "{text}");
+    assert!(text.contains("InvalidSignatureException"), "{text}");
+    assert!(text.contains("STS target verified the signature"), "{text}");
+    for secret in [
+        NODE_SECRET,
+        issued.secret_access_key(),
+        issued.session_token(),
+        token.expose_secret(),
+    ] {
+        assert!(!text.contains(secret), "a secret reached the logs");
+    }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use pod_identity_core::arn::partition_for_region;
 use pod_identity_core::association::MAX_ASSOCIATIONS_PER_CLUSTER as MAX_ASSOCIATIONS;
 use pod_identity_core::eks_auth::CREDENTIAL_LIFETIME_SECS;
-use pod_identity_core::{Arn, Association, ClusterName, SecretString};
+use pod_identity_core::{
+    Arn, Association, ClusterName, Namespace, SecretString, ServiceAccountName,
+};
 
 use super::state::{Inner, Registered};
 use super::token::{random_bytes, uuid};
@@ -131,6 +133,8 @@ pub struct EksAuthSimulatorBuilder {
     account_id: String,
     node_credentials: Option<NodeCredentials>,
     associations: Vec<Association>,
+    /// From [`associate`](Self::associate); they take the cluster name at build time.
+    simple: Vec<(Namespace, ServiceAccountName, Arn)>,
     lifetime: Duration,
     clock: SharedWallClock,
 }
@@ -143,6 +147,7 @@ impl Default for EksAuthSimulatorBuilder {
             account_id: DEFAULT_ACCOUNT_ID.to_owned(),
             node_credentials: None,
             associations: Vec::new(),
+            simple: Vec::new(),
             lifetime: DEFAULT_CREDENTIAL_LIFETIME,
             clock: SharedWallClock::default(),
         }
@@ -184,6 +189,18 @@ impl EksAuthSimulatorBuilder {
         self
     }
 
+    /// Adds an association of `namespace/service_account` with `role_arn` in the simulator's
+    /// cluster, with session tags and generated ids.
+    pub fn associate(
+        mut self,
+        namespace: Namespace,
+        service_account: ServiceAccountName,
+        role_arn: Arn,
+    ) -> Self {
+        self.simple.push((namespace, service_account, role_arn));
+        self
+    }
+
     /// Adds associations.
     pub fn associations(mut self, associations: impl IntoIterator<Item = Association>) -> Self {
         self.associations.extend(associations);
@@ -204,11 +221,16 @@ impl EksAuthSimulatorBuilder {
     }
 
     /// Checks the configuration and builds the simulator.
-    pub fn build(self) -> Result<EksAuthSimulator, BuildError> {
+    pub fn build(mut self) -> Result<EksAuthSimulator, BuildError> {
         let cluster_name = match self.cluster_name {
             Some(name) => name,
             None => default_cluster_name(),
         };
+        for (namespace, service_account, role_arn) in &self.simple {
+            let association =
+                simple_association(&cluster_name, namespace, service_account, role_arn)?;
+            self.associations.push(association);
+        }
         if self.account_id.len() != 12 || !self.account_id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(BuildError::InvalidAccountId(self.account_id));
         }
@@ -357,6 +379,23 @@ pub fn parse_associations(
         .collect()
 }
 
+/// An association with only the required fields, through the EKS JSON shape so that fields
+/// core may add keep their defaults.
+fn simple_association(
+    cluster_name: &ClusterName,
+    namespace: &Namespace,
+    service_account: &ServiceAccountName,
+    role_arn: &Arn,
+) -> Result<Association, BuildError> {
+    let json = serde_json::json!({
+        "clusterName": cluster_name.as_str(),
+        "namespace": namespace.as_str(),
+        "serviceAccount": service_account.as_str(),
+        "roleArn": role_arn.to_string(),
+    });
+    serde_json::from_value(json).map_err(BuildError::ParseAssociations)
+}
+
 pub(crate) const ACCESS_KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const ASSOCIATION_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
 const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -481,6 +520,30 @@ mod tests {
             Err(BuildError::ForeignAssociation { .. })
         ));
         assert!(builder.association(association).build().is_ok());
+    }
+
+    #[test]
+    fn associate_takes_the_cluster_of_the_simulator() {
+        let sim = EksAuthSimulator::builder()
+            .associate(
+                "default".parse().unwrap(),
+                "app".parse().unwrap(),
+                "arn:aws:iam::111122223333:role/app".parse().unwrap(),
+            )
+            .cluster_name(cluster())
+            .build()
+            .unwrap();
+        let registered = &sim.inner.associations[&("default".to_owned(), "app".to_owned())];
+        assert_eq!(registered.association.cluster_name, cluster());
+        assert!(!registered.association.disable_session_tags);
+        assert!(registered.association_id.starts_with("a-"));
+        assert_eq!(
+            registered.association_arn,
+            format!(
+                "arn:aws:eks:us-west-2:111122223333:podidentityassociation/demo/{}",
+                registered.association_id
+            )
+        );
     }
 
     #[test]

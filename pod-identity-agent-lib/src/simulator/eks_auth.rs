@@ -1,7 +1,8 @@
 //! The EKS Auth side: `POST /clusters/{clusterName}/assume-role-for-pod-identity` (restJson1).
 //!
-//! Order of checks: signature (node credentials, service `eks-auth`), injected failures,
-//! cluster name, request body, token (structure, times, audience, pod binding), association.
+//! Order of checks: signature (node credentials, service `eks-auth`), cluster name and body
+//! shape (`InvalidParameterException`), injected failures, the cluster itself, the token
+//! (structure, times, audience, pod binding), the association.
 
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +16,7 @@ use pod_identity_core::eks_auth::{
     CHAINED_CREDENTIAL_LIFETIME_SECS, ERROR_TYPE_HEADER, EksCredentials, PodIdentityAssociation,
     REQUEST_ID_HEADER, SIGNING_NAME, Subject,
 };
+use pod_identity_core::time::format_rfc3339;
 use pod_identity_core::{
     ClusterName, EksAuthError, EksAuthErrorCode, Fault, PodIdentity, ServiceAccountToken,
     TokenError,
@@ -41,85 +43,18 @@ pub(crate) async fn assume_role_for_pod_identity(
     cluster: Result<Path<String>, PathRejection>,
     request: Request,
 ) -> Response {
-    let inner = &sim.inner;
-    // Subscribe before anything else, so a release (shutdown, cleared failures) that happens
-    // after this request was counted also reaches it if it hangs.
-    let mut release = inner.release();
-    inner.count_request();
     let request_id = request_id();
-    let latency = inner.latency();
-    if !latency.is_zero() {
-        // A release (shutdown) cuts the delay short so graceful shutdown does not wait it out.
-        tokio::select! {
-            () = tokio::time::sleep(latency) => {}
-            () = release.wait() => {}
-        }
-    }
-    let (parts, body) = request.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        let error = EksAuthError::new(
-            EksAuthErrorCode::InvalidRequest,
-            400,
-            "The request body is too large or was cut short.",
-        );
-        return error_response(&error, &request_id);
-    };
-
-    let now = inner.clock.now();
-    let verifier = Verifier {
-        region: &inner.region,
-        service: SIGNING_NAME,
-        now,
-    };
-    let verified = verifier.verify(
-        parts.method.as_str(),
-        &parts.uri,
-        &parts.headers,
-        &body,
-        |access_key_id| {
-            if access_key_id != inner.node.access_key_id() {
-                return Err(Rejection::UnknownCredentials);
-            }
-            Ok((
-                (),
-                SigningSecret {
-                    secret_access_key: inner.node.secret_access_key().clone(),
-                    session_token: inner.node.session_token().cloned(),
-                },
-            ))
-        },
-    );
-    if let Err(rejection) = verified {
-        return error_response(&rejection_error(rejection), &request_id);
-    }
-
-    match inner.take_failure() {
-        None => {}
-        Some(Failure::Error(error)) => return error_response(&error, &request_id),
-        Some(Failure::Hang) => {
-            release.wait().await;
-            let error = EksAuthError::new(
-                EksAuthErrorCode::ServiceUnavailable,
-                503,
-                "The simulator released a hanging request.",
-            );
-            return error_response(&error, &request_id);
-        }
-    }
-
-    let cluster = match cluster {
-        Ok(Path(cluster)) => cluster,
-        Err(rejection) => {
-            let error = EksAuthError::new(
-                EksAuthErrorCode::InvalidParameter,
-                400,
-                format!("Invalid cluster name: {rejection}"),
-            );
-            return error_response(&error, &request_id);
-        }
-    };
-    match issue(inner, &cluster, &body, now) {
+    match handle(&sim.inner, cluster, request).await {
         Ok(response) => {
+            tracing::info!(
+                request_id,
+                namespace = response.subject.namespace,
+                service_account = response.subject.service_account,
+                assumed_role = response.assumed_role_user.arn,
+                access_key_id = response.credentials.access_key_id,
+                expiration = format_rfc3339(response.credentials.expiration),
+                "EKS Auth simulator issued credentials"
+            );
             let mut response = (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
@@ -129,17 +64,78 @@ pub(crate) async fn assume_role_for_pod_identity(
             insert_request_id(&mut response, &request_id);
             response
         }
-        Err(error) => error_response(&error, &request_id),
+        Err(error) => {
+            tracing::info!(
+                request_id,
+                status = error.status(),
+                code = error.code().as_str(),
+                "EKS Auth simulator refused AssumeRoleForPodIdentity"
+            );
+            error_response(&error, &request_id)
+        }
     }
 }
 
-/// Validates the call and issues a session.
-fn issue(
+/// One call, in the order EKS Auth checks: signature, request shape, (injected failure),
+/// cluster, token, association.
+async fn handle(
     inner: &Inner,
-    cluster: &str,
-    body: &[u8],
-    now: SystemTime,
+    cluster: Result<Path<String>, PathRejection>,
+    request: Request,
 ) -> Result<AssumeRoleForPodIdentityResponse, EksAuthError> {
+    // Subscribe before anything else, so a release (shutdown, cleared failures) that happens
+    // after this request was counted also reaches it if it hangs.
+    let mut release = inner.release();
+    inner.count_request();
+    let latency = inner.latency();
+    if !latency.is_zero() {
+        // A release (shutdown) cuts the delay short so graceful shutdown does not wait it out.
+        tokio::select! {
+            () = tokio::time::sleep(latency) => {}
+            () = release.wait() => {}
+        }
+    }
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        client_error(
+            EksAuthErrorCode::InvalidRequest,
+            400,
+            "The request body is too large or was cut short.",
+        )
+    })?;
+
+    let now = inner.clock.now();
+    let verifier = Verifier {
+        region: &inner.region,
+        service: SIGNING_NAME,
+        now,
+    };
+    verifier
+        .verify(
+            parts.method.as_str(),
+            &parts.uri,
+            &parts.headers,
+            &body,
+            |access_key_id| {
+                if access_key_id != inner.node.access_key_id() {
+                    return Err(Rejection::UnknownCredentials);
+                }
+                let secret = SigningSecret {
+                    secret_access_key: inner.node.secret_access_key().clone(),
+                    session_token: inner.node.session_token().cloned(),
+                };
+                Ok(((), secret))
+            },
+        )
+        .map_err(rejection_error)?;
+
+    let Ok(Path(cluster)) = cluster else {
+        return Err(client_error(
+            EksAuthErrorCode::InvalidParameter,
+            400,
+            "Invalid cluster name.",
+        ));
+    };
     let cluster_name: ClusterName = cluster.parse().map_err(|e| {
         client_error(
             EksAuthErrorCode::InvalidParameter,
@@ -147,8 +143,30 @@ fn issue(
             format!("Invalid cluster name: {e}"),
         )
     })?;
-    let request = AssumeRoleForPodIdentityRequest::from_json(cluster_name, body)?;
+    let request = AssumeRoleForPodIdentityRequest::from_json(cluster_name, &body)?;
     inner.count_token(request.token.expose_secret());
+
+    match inner.take_failure() {
+        None => {}
+        Some(Failure::Error(error)) => return Err(error),
+        Some(Failure::Hang) => {
+            release.wait().await;
+            return Err(EksAuthError::new(
+                EksAuthErrorCode::ServiceUnavailable,
+                503,
+                "The simulator released a hanging request.",
+            ));
+        }
+    }
+    issue(inner, &request, now)
+}
+
+/// Validates the token and the association, and issues a session.
+fn issue(
+    inner: &Inner,
+    request: &AssumeRoleForPodIdentityRequest,
+    now: SystemTime,
+) -> Result<AssumeRoleForPodIdentityResponse, EksAuthError> {
     if request.cluster_name != inner.cluster_name {
         return Err(client_error(
             EksAuthErrorCode::ResourceNotFound,

@@ -19,7 +19,7 @@
 //!   `arn:aws:sts::<account>:assumed-role/<role>/eks-<cluster>-<pod>-<uuid>` (session name cut to
 //!   64 characters), and records the session with the session tags core derives.
 //!   Errors carry `x-amzn-errortype`, `x-amzn-requestid` and `{"__type","message"}`.
-//! - **`POST /`**: a minimal STS `GetCallerIdentity` that verifies signatures made with the
+//! - **`POST /`** (and `GET /`): a minimal STS `GetCallerIdentity` that verifies signatures made with the
 //!   credentials the simulator issued (service `sts`), and answers the assumed-role identity.
 //!   It works with the real `aws-sdk-sts` client given the server's `endpoint_url`.
 //!
@@ -140,15 +140,15 @@ impl EksAuthSimulator {
         }
     }
 
-    /// Both endpoints as one router: EKS Auth at `/clusters/{clusterName}/assume-role-for-pod-identity`,
-    /// STS at `/`. Anything else is 404 `UnknownOperationException`.
+    /// Both endpoints as one router: EKS Auth at
+    /// `/clusters/{clusterName}/assume-role-for-pod-identity`, STS at `/`. Anything else is 404 `UnknownOperationException`.
     pub fn router(&self) -> Router {
         Router::new()
             .route(
                 "/clusters/{cluster_name}/assume-role-for-pod-identity",
                 post(eks_auth::assume_role_for_pod_identity),
             )
-            .route("/", post(sts::handle))
+            .route("/", post(sts::handle).get(sts::handle))
             .fallback(unknown_operation)
             .with_state(self.clone())
     }
@@ -199,8 +199,8 @@ impl EksAuthSimulator {
         self.inner.set_latency(latency);
     }
 
-    /// Makes EKS Auth requests that pass signature verification fail with `failure`, `times`
-    /// over; replaces any failure injected before.
+    /// Makes well-formed, correctly signed EKS Auth requests fail with `failure`, `times` over;
+    /// replaces any failure injected before.
     pub fn inject(&self, failure: Failure, times: Times) {
         self.inner.inject(failure, times);
     }
@@ -227,8 +227,8 @@ impl EksAuthSimulator {
         self.inner.requests()
     }
 
-    /// EKS Auth requests that carried this service-account token (counted by its SHA-256) and
-    /// passed signature verification and injected failures.
+    /// EKS Auth requests that carried this service-account token (counted by its SHA-256) in a
+    /// well-formed, correctly signed request, whether or not a failure was injected.
     pub fn token_request_count(&self, token: &str) -> u64 {
         self.inner.token_requests(token)
     }

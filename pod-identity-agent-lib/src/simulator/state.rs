@@ -88,7 +88,7 @@ impl Failure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Times {
-    /// The next `n` EKS Auth requests that pass signature verification.
+    /// The next `n` well-formed, correctly signed EKS Auth requests.
     Next(u32),
     /// Every request until [`EksAuthSimulator::clear_failures`](super::EksAuthSimulator::clear_failures).
     Always,

@@ -1,6 +1,6 @@
 //! The signed-request target: a minimal STS `GetCallerIdentity` (query protocol).
 //!
-//! `POST /` with the form body `Action=GetCallerIdentity&Version=2011-06-15` (or the same in the
+//! `POST /` (or `GET /`) with the form body `Action=GetCallerIdentity&Version=2011-06-15` (or the same in the
 //! query string), signed for service `sts` in the simulator's region with credentials the
 //! simulator issued. It answers the assumed-role identity those credentials belong to:
 //!
@@ -79,7 +79,15 @@ pub(crate) async fn handle(State(sim): State<EksAuthSimulator>, request: Request
     );
     let session = match session {
         Ok(session) => session,
-        Err(rejection) => return rejection_response(&rejection, &request_id),
+        Err(rejection) => {
+            let response = rejection_response(&rejection, &request_id);
+            tracing::info!(
+                request_id,
+                status = response.status().as_u16(),
+                "STS target refused a request"
+            );
+            return response;
+        }
     };
 
     let query = parts.uri.query().unwrap_or_default().as_bytes();
@@ -107,6 +115,12 @@ pub(crate) async fn handle(State(sim): State<EksAuthSimulator>, request: Request
             );
         }
     }
+    tracing::info!(
+        request_id,
+        access_key_id = session.access_key_id,
+        arn = session.assumed_role_arn,
+        "STS target verified the signature; answering GetCallerIdentity"
+    );
     caller_identity(&session, &request_id)
 }
 
