@@ -125,7 +125,7 @@ proptest! {
             expiration,
         };
         let json = creds.to_json();
-        prop_assert_eq!(ContainerCredentials::from_json(json.as_bytes()), Ok(creds.clone()));
+        prop_assert_eq!(ContainerCredentials::from_json(json.as_bytes()), Ok(creds));
         // Go-compatible escaping is still plain JSON.
         prop_assert!(serde_json::from_str::<serde_json::Value>(&json).is_ok());
     }
