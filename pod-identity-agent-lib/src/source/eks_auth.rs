@@ -341,6 +341,13 @@ fn convert(output: AssumeRoleForPodIdentityOutput) -> Result<AssumeRoleForPodIde
         .assumed_role_user
         .ok_or_else(|| missing("assumedRoleUser"))?;
     let credentials = output.credentials.ok_or_else(|| missing("credentials"))?;
+    // The SDK fills missing required members with empty defaults; empty keys are unusable.
+    if credentials.access_key_id.is_empty()
+        || credentials.secret_access_key.is_empty()
+        || credentials.session_token.is_empty()
+    {
+        return Err(missing("credentials"));
+    }
     let expiration = SystemTime::try_from(credentials.expiration)
         .map_err(|_| missing("credentials.expiration"))?;
     Ok(AssumeRoleForPodIdentityResponse {
@@ -364,4 +371,304 @@ fn convert(output: AssumeRoleForPodIdentityOutput) -> Result<AssumeRoleForPodIde
             expiration,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use aws_sdk_eksauth::config::Credentials;
+    use pod_identity_core::{EksAuthErrorCode, ErrorClass, Fault};
+    use wiremock::matchers::{body_partial_json, header, method, path};
+    use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};
+
+    use super::*;
+    use crate::test_support::{day_token, request};
+
+    const PATH: &str = "/clusters/demo/assume-role-for-pod-identity";
+
+    /// A SigV4 `Authorization` header for service `eks-auth` signed by the test key.
+    struct SignedForEksAuth;
+
+    impl Match for SignedForEksAuth {
+        fn matches(&self, request: &Request) -> bool {
+            request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDTEST/")
+                        && v.contains("/us-west-2/eks-auth/aws4_request")
+                })
+        }
+    }
+
+    fn success_body() -> serde_json::Value {
+        serde_json::json!({
+            "subject": {"namespace": "default", "serviceAccount": "app"},
+            "audience": "pods.eks.amazonaws.com",
+            "podIdentityAssociation": {
+                "associationArn": "arn:aws:eks:us-west-2:111122223333:podidentityassociation/demo/a-abcdefghijklmnopq",
+                "associationId": "a-abcdefghijklmnopq"
+            },
+            "assumedRoleUser": {
+                "arn": "arn:aws:sts::111122223333:assumed-role/app-role/eks-demo-p-1234",
+                "assumeRoleId": "AROAEXAMPLE:eks-demo-p-1234"
+            },
+            "credentials": {
+                "sessionToken": "session-token",
+                "secretAccessKey": "secret-access-key",
+                "accessKeyId": "ASIAEXAMPLE",
+                "expiration": 1_700_021_600.25
+            }
+        })
+    }
+
+    fn builder(server: &MockServer) -> EksAuthSourceBuilder {
+        EksAuthSource::builder()
+            .region("us-west-2")
+            .endpoint_url(server.uri())
+            .credentials_provider(Credentials::new("AKIDTEST", "test-secret", None, None, "test"))
+    }
+
+    #[tokio::test]
+    async fn success_is_mapped_from_a_signed_restjson1_call() {
+        let server = MockServer::start().await;
+        let token = day_token("p");
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .and(header("content-type", "application/json"))
+            .and(SignedForEksAuth)
+            .and(body_partial_json(serde_json::json!({"token": token})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(success_body()))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let source = builder(&server).build().await.unwrap();
+        let issued = source.credentials(&request(&token)).await.unwrap();
+        let credentials = issued.credentials();
+        assert_eq!(credentials.access_key_id, "ASIAEXAMPLE");
+        assert_eq!(credentials.secret_access_key.expose_secret(), "secret-access-key");
+        assert_eq!(credentials.token.expose_secret(), "session-token");
+        assert_eq!(issued.account_id(), Some("111122223333"));
+        assert_eq!(
+            issued.expiration(),
+            UNIX_EPOCH + Duration::from_millis(1_700_021_600_250)
+        );
+        assert_eq!(
+            issued.association().unwrap().association_id,
+            "a-abcdefghijklmnopq"
+        );
+        // No node details unless configured.
+        let received = &server.received_requests().await.unwrap()[0];
+        let body: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
+        assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    }
+
+    #[tokio::test]
+    async fn node_details_are_sent_when_configured() {
+        let server = MockServer::start().await;
+        let token = day_token("p");
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .and(SignedForEksAuth)
+            .and(body_partial_json(serde_json::json!({
+                "token": token,
+                "eksNodeName": "ip-10-0-0-1.us-west-2.compute.internal",
+                "instanceId": "i-0123456789abcdef0",
+                "zone": "usw2-az1"
+            })))
+            .respond_with(ResponseTemplate::new(200).set_body_json(success_body()))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let source = builder(&server)
+            .eks_node_name("ip-10-0-0-1.us-west-2.compute.internal")
+            .instance_id("i-0123456789abcdef0")
+            .zone("usw2-az1")
+            .build()
+            .await
+            .unwrap();
+        source.credentials(&request(&token)).await.unwrap();
+        let received = &server.received_requests().await.unwrap()[0];
+        assert_eq!(
+            received.headers["content-length"].to_str().unwrap(),
+            received.body.len().to_string()
+        );
+    }
+
+    #[derive(Clone, Copy, Debug)]
+    enum Via {
+        Header,
+        Type,
+        Code,
+    }
+
+    async fn error_for(status: u16, code: &str, via: Via) -> EksAuthError {
+        let server = MockServer::start().await;
+        let mut response = ResponseTemplate::new(status).insert_header("x-amzn-requestid", "req-42");
+        response = match via {
+            Via::Header => response
+                .insert_header("x-amzn-errortype", format!("{code}:http://internal.amazon.com/"))
+                .set_body_json(serde_json::json!({"message": "it failed"})),
+            Via::Type => response.set_body_json(serde_json::json!({
+                "__type": format!("com.amazonaws.eksauth#{code}"),
+                "message": "it failed"
+            })),
+            Via::Code => {
+                response.set_body_json(serde_json::json!({"code": code, "message": "it failed"}))
+            }
+        };
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(response)
+            .mount(&server)
+            .await;
+        let source = builder(&server).max_attempts(1).build().await.unwrap();
+        match source.credentials(&request(&day_token("p"))).await {
+            Err(SourceError::EksAuth(error)) => error,
+            other => panic!("{status} {code} {via:?}: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_error_code_keeps_its_status_class_request_id_and_fault_from_every_source() {
+        let cases = [
+            (400, "AccessDeniedException", ErrorClass::Irrecoverable, Fault::Client),
+            (400, "ExpiredTokenException", ErrorClass::Irrecoverable, Fault::Client),
+            (400, "InvalidTokenException", ErrorClass::Irrecoverable, Fault::Client),
+            (400, "InvalidParameterException", ErrorClass::Recoverable, Fault::Client),
+            (400, "InvalidRequestException", ErrorClass::Recoverable, Fault::Client),
+            (404, "ResourceNotFoundException", ErrorClass::Irrecoverable, Fault::Client),
+            (429, "ThrottlingException", ErrorClass::Recoverable, Fault::Client),
+            (500, "InternalServerException", ErrorClass::Recoverable, Fault::Server),
+            (503, "ServiceUnavailableException", ErrorClass::Recoverable, Fault::Server),
+            (418, "TeapotException", ErrorClass::Recoverable, Fault::Unknown),
+        ];
+        for (status, code, class, fault) in cases {
+            for via in [Via::Header, Via::Type, Via::Code] {
+                let error = error_for(status, code, via).await;
+                assert_eq!(error.code().as_str(), code, "{via:?}");
+                assert_eq!(error.status(), status, "{code} {via:?}");
+                assert_eq!(error.class(), class, "{code} {via:?}");
+                assert_eq!(error.fault(), fault, "{code} {via:?}");
+                assert_eq!(error.request_id(), Some("req-42"), "{code} {via:?}");
+                assert_eq!(error.message(), "it failed");
+                let agent = SourceError::EksAuth(error).to_agent_error();
+                assert_eq!(agent.status(), status);
+                assert_eq!(
+                    agent.body(),
+                    format!("[req-42]: ({code}): it failed, fault: {}\n", fault.as_str())
+                );
+            }
+        }
+        assert_eq!(
+            error_for(404, "ResourceNotFoundException", Via::Header).await.code(),
+            &EksAuthErrorCode::ResourceNotFound
+        );
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_by_the_standard_retry_mode() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(
+                ResponseTemplate::new(503)
+                    .insert_header("x-amzn-errortype", "ServiceUnavailableException")
+                    .set_body_json(serde_json::json!({"message": "busy"})),
+            )
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(ResponseTemplate::new(200).set_body_json(success_body()))
+            .mount(&server)
+            .await;
+        let source = builder(&server).build().await.unwrap();
+        source.credentials(&request(&day_token("p"))).await.unwrap();
+        assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_is_a_timeout_and_answered_500_empty_brackets() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(success_body())
+                    .set_delay(Duration::from_secs(5)),
+            )
+            .mount(&server)
+            .await;
+        let source = builder(&server)
+            .attempt_timeout(Duration::from_millis(200))
+            .max_attempts(1)
+            .build()
+            .await
+            .unwrap();
+        let error = source.credentials(&request(&day_token("p"))).await.unwrap_err();
+        assert!(matches!(error, SourceError::Timeout), "{error:?}");
+        assert_eq!(error.to_agent_error().body(), "[]\n");
+        assert_eq!(error.class(), ErrorClass::Recoverable);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_unavailable_and_answered_500_empty_brackets() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let source = EksAuthSource::builder()
+            .region("us-west-2")
+            .endpoint_url(format!("http://{addr}"))
+            .credentials_provider(Credentials::new("AKIDTEST", "test-secret", None, None, "test"))
+            .max_attempts(1)
+            .build()
+            .await
+            .unwrap();
+        let token = day_token("p");
+        let error = source.credentials(&request(&token)).await.unwrap_err();
+        assert!(
+            matches!(error, SourceError::Unavailable(_) | SourceError::Timeout),
+            "{error:?}"
+        );
+        assert_eq!(error.to_agent_error().status(), 500);
+        assert_eq!(error.to_agent_error().body(), "[]\n");
+        let debug = format!("{error:?} {error}");
+        assert!(!debug.contains(&token));
+    }
+
+    #[tokio::test]
+    async fn a_malformed_success_body_is_unavailable() {
+        let server = MockServer::start().await;
+        let mut body = success_body();
+        body.as_object_mut().unwrap().remove("credentials");
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&server)
+            .await;
+        let source = builder(&server).max_attempts(1).build().await.unwrap();
+        let error = source.credentials(&request(&day_token("p"))).await.unwrap_err();
+        assert!(matches!(error, SourceError::Unavailable(_)), "{error:?}");
+        assert!(!format!("{error:?}").contains("secret-access-key"));
+    }
+
+    #[tokio::test]
+    async fn a_region_is_required() {
+        let config = aws_config::SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .build();
+        let error = EksAuthSource::builder().sdk_config(config).build().await.unwrap_err();
+        assert!(matches!(error, EksAuthSourceError::NoRegion));
+    }
+
+    #[tokio::test]
+    async fn the_builder_debug_does_not_show_the_signing_credentials() {
+        let server = MockServer::start().await;
+        let debug = format!("{:?}", builder(&server));
+        assert!(!debug.contains("test-secret"), "{debug}");
+    }
 }
