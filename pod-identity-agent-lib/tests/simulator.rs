@@ -940,3 +940,120 @@ async fn logs_narrate_each_hop_without_a_secret() {
         assert!(!text.contains(secret), "a secret reached the logs");
     }
 }
+
+/// One hand-driven clock for the simulator and the SDK clients.
+#[derive(Debug, Clone)]
+struct ManualClock(std::sync::Arc<std::sync::Mutex<SystemTime>>);
+
+impl ManualClock {
+    fn starting_now() -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(now())))
+    }
+
+    fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+
+    fn time(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl pod_identity_agent_lib::time::WallClock for ManualClock {
+    fn now(&self) -> SystemTime {
+        self.time()
+    }
+}
+
+impl aws_smithy_async::time::TimeSource for ManualClock {
+    fn now(&self) -> SystemTime {
+        self.time()
+    }
+}
+
+#[tokio::test]
+async fn time_comes_from_the_injected_clock() {
+    let clock = ManualClock::starting_now();
+    let cluster = CLUSTER.parse().unwrap();
+    let sim = EksAuthSimulator::builder()
+        .cluster_name(cluster)
+        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
+        .associate(
+            "default".parse().unwrap(),
+            "app".parse().unwrap(),
+            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
+        )
+        .clock(pod_identity_agent_lib::time::SharedWallClock::new(
+            clock.clone(),
+        ))
+        .build()
+        .unwrap();
+    let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let eks = aws_sdk_eksauth::Client::from_conf(
+        eks_config(&server, NODE_SECRET)
+            .time_source(clock.clone())
+            .build(),
+    );
+    let token = mint_token(&PodToken::new(
+        "default".parse().unwrap(),
+        "app".parse().unwrap(),
+        "app-1",
+        clock.time(),
+    ));
+
+    let issued = assume(&eks, CLUSTER, &token).await.unwrap();
+    let issued = issued.credentials().unwrap();
+    let session = sim.session(issued.access_key_id()).unwrap();
+    assert_eq!(session.issued_at, clock.time());
+    assert_eq!(
+        session.expiration,
+        clock.time() + Duration::from_secs(6 * 3600)
+    );
+
+    let sts = |clock: &ManualClock| {
+        let config = aws_sdk_sts::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-west-2"))
+            .credentials_provider(Credentials::new(
+                issued.access_key_id(),
+                issued.secret_access_key(),
+                Some(issued.session_token().to_owned()),
+                None,
+                "issued",
+            ))
+            .endpoint_url(server.endpoint_url())
+            .retry_config(RetryConfig::disabled())
+            .time_source(clock.clone())
+            .build();
+        aws_sdk_sts::Client::from_conf(config)
+    };
+    assert!(sts(&clock).get_caller_identity().send().await.is_ok());
+
+    // Six hours on, for both sides: the credentials have expired.
+    clock.advance(Duration::from_secs(6 * 3600));
+    assert_eq!(
+        code_and_status(sts(&clock).get_caller_identity().send().await),
+        ("ExpiredToken".to_owned(), 403)
+    );
+
+    // A day on, the token has expired too.
+    clock.advance(Duration::from_secs(18 * 3600));
+    let err = assume(&eks, CLUSTER, &token).await.unwrap_err();
+    assert!(
+        err.as_service_error()
+            .is_some_and(|e| e.is_expired_token_exception()),
+        "{err:?}"
+    );
+
+    // A client whose clock stayed behind by a day signs stale requests.
+    let behind = aws_sdk_eksauth::Client::from_conf(
+        eks_config(&server, NODE_SECRET)
+            .time_source(StaticTimeSource::new(
+                clock.time() - Duration::from_secs(86_400),
+            ))
+            .build(),
+    );
+    let err = assume(&behind, CLUSTER, &token).await.unwrap_err();
+    assert_eq!(err.code(), Some("InvalidSignatureException"));
+    server.shutdown().await.unwrap();
+}

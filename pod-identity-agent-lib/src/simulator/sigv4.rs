@@ -563,4 +563,59 @@ mod tests {
         assert_eq!(parse_amz_date("20231114T22132+Z"), None);
         assert_eq!(parse_amz_date(""), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(raw in ".{0,300}", date in ".{0,20}") {
+            let _ = parse_authorization(&raw);
+            let _ = parse_amz_date(&date);
+        }
+
+        #[test]
+        fn verifying_well_shaped_headers_with_odd_parts_never_panics(
+            signed in "(host;)?[a-z0-9;:_-]{0,40}",
+            signature in "[0-9a-f]{0,64}",
+            extra_name in "[a-z-]{1,12}",
+            extra_value in "[ -~]{0,40}",
+            query in "[ -~&&[^ #]]{0,40}",
+        ) {
+            let mut headers = HeaderMap::new();
+            let authorization = format!(
+                "AWS4-HMAC-SHA256 Credential={AKID}/20231114/{REGION}/{SERVICE}/aws4_request, SignedHeaders={signed}, Signature={signature}"
+            );
+            headers.insert("authorization", authorization.parse().unwrap());
+            headers.insert("x-amz-date", "20231114T221320Z".parse().unwrap());
+            headers.insert("host", "127.0.0.1:4000".parse().unwrap());
+            if let (Ok(name), Ok(value)) = (extra_name.parse::<http::HeaderName>(), extra_value.parse()) {
+                headers.append(name, value);
+            }
+            let Ok(uri) = format!("/p?{query}").parse::<http::Uri>() else { return Ok(()) };
+            let verifier = Verifier { region: REGION, service: SERVICE, now: at(1_700_000_000) };
+            let result = verifier.verify("POST", &uri, &headers, b"{}", |_| {
+                Ok(((), SigningSecret { secret_access_key: SECRET.into(), session_token: None }))
+            });
+            proptest::prop_assert!(result.is_err());
+        }
+
+        #[test]
+        fn verifying_arbitrary_headers_never_panics(
+            authorization in "AWS4-HMAC-SHA256 [ -~]{0,200}",
+            date in "[0-9TZ]{0,20}",
+            host in "[ -~]{0,40}",
+            path in "/[ -~&&[^ #?]]{0,40}",
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let mut headers = HeaderMap::new();
+            for (name, value) in [("authorization", authorization), ("x-amz-date", date), ("host", host)] {
+                if let Ok(value) = value.parse() {
+                    headers.insert(name, value);
+                }
+            }
+            let Ok(uri) = path.parse::<http::Uri>() else { return Ok(()) };
+            let verifier = Verifier { region: REGION, service: SERVICE, now: at(1_700_000_000) };
+            let _ = verifier.verify("POST", &uri, &headers, &body, |_| {
+                Ok(((), SigningSecret { secret_access_key: SECRET.into(), session_token: None }))
+            });
+        }
+    }
 }
