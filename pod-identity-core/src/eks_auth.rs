@@ -230,49 +230,53 @@ pub struct AssumeRoleForPodIdentityResponse {
     pub credentials: EksCredentials,
 }
 
+// Every member is optional and `null` reads as absent, as in the SDK's deserializer.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireResponse<'a> {
     #[serde(default)]
-    subject: WireSubject,
+    subject: Option<WireSubject>,
     #[serde(default)]
-    audience: String,
+    audience: Option<String>,
     #[serde(default)]
-    pod_identity_association: WireAssociation,
+    pod_identity_association: Option<WireAssociation>,
     #[serde(default)]
-    assumed_role_user: WireRoleUser,
-    #[serde(borrow)]
+    assumed_role_user: Option<WireRoleUser>,
+    #[serde(default, borrow)]
     credentials: Option<WireCredentials<'a>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct WireSubject {
-    namespace: String,
-    service_account: String,
+    namespace: Option<String>,
+    service_account: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct WireAssociation {
-    association_arn: String,
-    association_id: String,
+    association_arn: Option<String>,
+    association_id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
 struct WireRoleUser {
-    arn: String,
-    assume_role_id: String,
+    arn: Option<String>,
+    assume_role_id: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct WireCredentials<'a> {
+    #[serde(default)]
     session_token: Option<String>,
+    #[serde(default)]
     secret_access_key: Option<String>,
+    #[serde(default)]
     access_key_id: Option<String>,
-    #[serde(borrow)]
+    #[serde(default, borrow)]
     expiration: Option<&'a RawValue>,
 }
 
@@ -306,19 +310,22 @@ impl AssumeRoleForPodIdentityResponse {
         let expiration = creds.expiration.ok_or_else(|| missing("expiration"))?;
         let expiration = parse_epoch_seconds(expiration.get())
             .ok_or_else(|| bad("response credentials have an invalid expiration".to_owned()))?;
+        let subject = wire.subject.unwrap_or_default();
+        let association = wire.pod_identity_association.unwrap_or_default();
+        let role_user = wire.assumed_role_user.unwrap_or_default();
         Ok(Self {
             subject: Subject {
-                namespace: wire.subject.namespace,
-                service_account: wire.subject.service_account,
+                namespace: subject.namespace.unwrap_or_default(),
+                service_account: subject.service_account.unwrap_or_default(),
             },
-            audience: wire.audience,
+            audience: wire.audience.unwrap_or_default(),
             pod_identity_association: PodIdentityAssociation {
-                association_arn: wire.pod_identity_association.association_arn,
-                association_id: wire.pod_identity_association.association_id,
+                association_arn: association.association_arn.unwrap_or_default(),
+                association_id: association.association_id.unwrap_or_default(),
             },
             assumed_role_user: AssumedRoleUser {
-                arn: wire.assumed_role_user.arn,
-                assume_role_id: wire.assumed_role_user.assume_role_id,
+                arn: role_user.arn.unwrap_or_default(),
+                assume_role_id: role_user.assume_role_id.unwrap_or_default(),
             },
             credentials: EksCredentials {
                 session_token: SecretString::new(
