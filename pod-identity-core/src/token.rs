@@ -205,13 +205,21 @@ impl TokenError {
 impl ServiceAccountToken {
     /// Decodes `raw` without verifying its signature (see the module docs for the checks).
     pub fn decode(raw: &str) -> Result<Self, TokenError> {
+        Self::decode_bytes(raw.as_bytes())
+    }
+
+    /// Decodes a raw `Authorization` header value, which HTTP allows to hold non-UTF-8 bytes.
+    /// The checks and texts are those of [`decode`](Self::decode); a token that passes them
+    /// but is not UTF-8 (only possible in the signature, which the reference never decodes) is
+    /// [`TokenError::Malformed`] with reason `token is not valid UTF-8`.
+    pub fn decode_bytes(raw: &[u8]) -> Result<Self, TokenError> {
         if raw.is_empty() {
             return Err(TokenError::Empty);
         }
         if raw.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLarge { len: raw.len() });
         }
-        let mut parts = raw.split('.');
+        let mut parts = raw.split(|b| *b == b'.');
         let (Some(header_b64), Some(claims_b64), Some(_signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -234,7 +242,10 @@ impl ServiceAccountToken {
 
         let header = header_from(header_object.unwrap_or_default())?;
         Ok(ServiceAccountToken {
-            raw: SecretString::new(raw),
+            raw: SecretString::new(
+                std::str::from_utf8(raw)
+                    .map_err(|_| TokenError::malformed("token is not valid UTF-8"))?,
+            ),
             header,
             claims,
         })
@@ -325,10 +336,10 @@ impl TokenClaims {
 }
 
 /// Go's `base64.RawURLEncoding.DecodeString`: the error text is Go's.
-fn decode_segment(segment: &str) -> Result<Vec<u8>, String> {
+fn decode_segment(segment: &[u8]) -> Result<Vec<u8>, String> {
     let corrupt = |at: usize| format!("illegal base64 data at input byte {at}");
     let mut clean = Vec::with_capacity(segment.len());
-    for (i, b) in segment.bytes().enumerate() {
+    for (i, &b) in segment.iter().enumerate() {
         match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => clean.push(b),
             b'\r' | b'\n' => {}
@@ -837,6 +848,24 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "Service account token failed basic claim validations: token is expired, token is not valid yet"
+        );
+    }
+
+    #[test]
+    fn non_utf8_header_values() {
+        let err = ServiceAccountToken::decode_bytes(b"e3\xff.e30.c2ln").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Service account token cannot be parsed: token is malformed: could not base64 decode header: illegal base64 data at input byte 2"
+        );
+        let mut raw = jwt(H, "{}").into_bytes();
+        raw.push(0xff);
+        let err = ServiceAccountToken::decode_bytes(&raw).unwrap_err();
+        assert_eq!(
+            err,
+            TokenError::Malformed {
+                reason: "token is not valid UTF-8".into()
+            }
         );
     }
 

@@ -197,8 +197,9 @@ proptest! {
     }
 
     #[test]
-    fn token_decoder_never_panics(raw in any::<String>(), segments in proptest::collection::vec(any::<Vec<u8>>(), 3), now in any_time()) {
+    fn token_decoder_never_panics(raw in any::<String>(), bytes in any::<Vec<u8>>(), segments in proptest::collection::vec(any::<Vec<u8>>(), 3), now in any_time()) {
         let _ = ServiceAccountToken::decode(&raw);
+        let _ = ServiceAccountToken::decode_bytes(&bytes);
         let b64: Vec<String> = segments.iter().map(|s| URL_SAFE_NO_PAD.encode(s)).collect();
         if let Ok(token) = ServiceAccountToken::decode(&b64.join(".")) {
             let _ = token.validate_time(now);
