@@ -1057,3 +1057,92 @@ async fn time_comes_from_the_injected_clock() {
     assert_eq!(err.code(), Some("InvalidSignatureException"));
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_target_role_is_assumed_for_at_most_59_minutes() {
+    let cluster = CLUSTER.parse().unwrap();
+    let associations = parse_associations(
+        br#"[{"namespace": "ci", "serviceAccount": "runner",
+              "roleArn": "arn:aws:iam::111122223333:role/hop",
+              "targetRoleArn": "arn:aws:iam::777788889999:role/deploy"}]"#,
+        &cluster,
+    )
+    .unwrap();
+    let sim = EksAuthSimulator::builder()
+        .cluster_name(cluster)
+        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
+        .associations(associations)
+        .build()
+        .unwrap();
+    let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let output = assume(
+        &eks_client(&server, NODE_SECRET),
+        CLUSTER,
+        &token_for("ci", "runner", "runner-1"),
+    )
+    .await
+    .unwrap();
+    let arn = output.assumed_role_user().unwrap().arn();
+    assert!(
+        arn.starts_with("arn:aws:sts::777788889999:assumed-role/deploy/eks-demo-runner-1-"),
+        "{arn}"
+    );
+    let session = &sim.sessions()[0];
+    assert_eq!(session.role_arn, "arn:aws:iam::777788889999:role/deploy");
+    assert_eq!(
+        session
+            .expiration
+            .duration_since(session.issued_at)
+            .unwrap(),
+        Duration::from_secs(59 * 60)
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn only_the_newest_sessions_are_remembered() {
+    let cluster = CLUSTER.parse().unwrap();
+    let sim = EksAuthSimulator::builder()
+        .cluster_name(cluster)
+        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
+        .associate(
+            "default".parse().unwrap(),
+            "app".parse().unwrap(),
+            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
+        )
+        .max_sessions(2)
+        .build()
+        .unwrap();
+    let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let mut issued = Vec::new();
+    for _ in 0..3 {
+        issued.push(issued_credentials(&server).await);
+    }
+    let remembered: Vec<String> = sim
+        .sessions()
+        .into_iter()
+        .map(|s| s.access_key_id)
+        .collect();
+    assert_eq!(
+        remembered,
+        [issued[1].access_key_id(), issued[2].access_key_id()]
+    );
+    let forgotten = &issued[0];
+    let credentials = Credentials::new(
+        forgotten.access_key_id(),
+        forgotten.secret_access_key(),
+        Some(forgotten.session_token().to_owned()),
+        None,
+        "issued",
+    );
+    assert_eq!(
+        code_and_status(
+            sts_client(&server, credentials)
+                .get_caller_identity()
+                .send()
+                .await
+        ),
+        ("InvalidClientTokenId".to_owned(), 403)
+    );
+    server.shutdown().await.unwrap();
+}

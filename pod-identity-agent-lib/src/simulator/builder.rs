@@ -22,6 +22,8 @@ pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(CREDENTIAL
 pub const DEFAULT_CLUSTER_NAME: &str = "pod-identity-demo";
 /// The region a simulator signs for unless told otherwise.
 pub const DEFAULT_REGION: &str = "us-west-2";
+/// How many issued sessions a simulator remembers unless told otherwise.
+pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// The account a simulator's roles live in unless told otherwise (the documentation account).
 pub const DEFAULT_ACCOUNT_ID: &str = "111122223333";
 
@@ -136,6 +138,7 @@ pub struct EksAuthSimulatorBuilder {
     /// From [`associate`](Self::associate); they take the cluster name at build time.
     simple: Vec<(Namespace, ServiceAccountName, Arn)>,
     lifetime: Duration,
+    max_sessions: usize,
     clock: SharedWallClock,
 }
 
@@ -149,6 +152,7 @@ impl Default for EksAuthSimulatorBuilder {
             associations: Vec::new(),
             simple: Vec::new(),
             lifetime: DEFAULT_CREDENTIAL_LIFETIME,
+            max_sessions: DEFAULT_MAX_SESSIONS,
             clock: SharedWallClock::default(),
         }
     }
@@ -211,6 +215,14 @@ impl EksAuthSimulatorBuilder {
     /// changed later with [`EksAuthSimulator::set_credential_lifetime`].
     pub fn credential_lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = lifetime;
+        self
+    }
+
+    /// How many issued sessions to remember (default [`DEFAULT_MAX_SESSIONS`]); the oldest are
+    /// forgotten first, and the STS target no longer knows their credentials. Keeps long
+    /// benchmark runs from growing without bound.
+    pub fn max_sessions(mut self, max_sessions: usize) -> Self {
+        self.max_sessions = max_sessions;
         self
     }
 
@@ -314,6 +326,7 @@ impl EksAuthSimulatorBuilder {
                 .unwrap_or_else(NodeCredentials::random),
             associations,
             self.lifetime,
+            self.max_sessions,
             self.clock,
         )))
     }

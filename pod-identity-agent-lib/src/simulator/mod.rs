@@ -99,8 +99,8 @@ use pod_identity_core::{ClusterName, EksAuthError, EksAuthErrorCode};
 
 pub use builder::{
     BuildError, DEFAULT_ACCOUNT_ID, DEFAULT_CLUSTER_NAME, DEFAULT_CREDENTIAL_LIFETIME,
-    DEFAULT_REGION, EksAuthSimulatorBuilder, NodeCredentials, load_associations,
-    parse_associations,
+    DEFAULT_MAX_SESSIONS, DEFAULT_REGION, EksAuthSimulatorBuilder, NodeCredentials,
+    load_associations, parse_associations,
 };
 pub use server::SimulatorServer;
 pub use state::{Failure, IssuedSession, Times};
@@ -238,7 +238,8 @@ impl EksAuthSimulator {
         self.inner.reset_counts();
     }
 
-    /// Every session issued so far, oldest first.
+    /// The sessions issued so far (the newest [`max_sessions`](EksAuthSimulatorBuilder::max_sessions)),
+    /// oldest first.
     pub fn sessions(&self) -> Vec<IssuedSession> {
         self.inner.sessions()
     }

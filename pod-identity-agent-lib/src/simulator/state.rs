@@ -1,7 +1,7 @@
 //! What a simulator remembers: its configuration, the sessions it issued, its counters and the
 //! failures it was told to inject.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -108,11 +108,19 @@ pub(crate) struct Inner {
     lifetime: Mutex<Duration>,
     latency: Mutex<Duration>,
     failure: Mutex<Option<(Failure, Times)>>,
-    /// Issued sessions by access key id.
-    sessions: Mutex<HashMap<String, IssuedSession>>,
+    /// Issued sessions, the newest `max_sessions` of them.
+    sessions: Mutex<Sessions>,
     counters: Mutex<Counters>,
     /// Bumped to release hanging requests.
     release: watch::Sender<u64>,
+}
+
+/// Issued sessions by access key id, oldest first in `order`.
+#[derive(Debug)]
+struct Sessions {
+    by_key: HashMap<String, IssuedSession>,
+    order: VecDeque<String>,
+    max: usize,
 }
 
 #[derive(Debug, Default)]
@@ -131,6 +139,7 @@ impl Inner {
         node: NodeCredentials,
         associations: HashMap<(String, String), Registered>,
         lifetime: Duration,
+        max_sessions: usize,
         clock: SharedWallClock,
     ) -> Self {
         Self {
@@ -144,7 +153,11 @@ impl Inner {
             lifetime: Mutex::new(lifetime),
             latency: Mutex::new(Duration::ZERO),
             failure: Mutex::new(None),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions {
+                by_key: HashMap::new(),
+                order: VecDeque::new(),
+                max: max_sessions,
+            }),
             counters: Mutex::new(Counters::default()),
             release: watch::Sender::new(0),
         }
@@ -232,18 +245,29 @@ impl Inner {
     }
 
     pub(crate) fn record(&self, session: IssuedSession) {
-        lock(&self.sessions).insert(session.access_key_id.clone(), session);
+        let mut sessions = lock(&self.sessions);
+        sessions.order.push_back(session.access_key_id.clone());
+        sessions
+            .by_key
+            .insert(session.access_key_id.clone(), session);
+        while sessions.order.len() > sessions.max {
+            if let Some(oldest) = sessions.order.pop_front() {
+                sessions.by_key.remove(&oldest);
+            }
+        }
     }
 
     pub(crate) fn session(&self, access_key_id: &str) -> Option<IssuedSession> {
-        lock(&self.sessions).get(access_key_id).cloned()
+        lock(&self.sessions).by_key.get(access_key_id).cloned()
     }
 
     pub(crate) fn sessions(&self) -> Vec<IssuedSession> {
-        let mut sessions: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        let sessions = lock(&self.sessions);
         sessions
-            .sort_by(|a, b| (a.issued_at, &a.access_key_id).cmp(&(b.issued_at, &b.access_key_id)));
-        sessions
+            .order
+            .iter()
+            .filter_map(|key| sessions.by_key.get(key).cloned())
+            .collect()
     }
 }
 
