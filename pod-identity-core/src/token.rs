@@ -447,6 +447,12 @@ fn go_json_syntax_error(text: &str, err: &serde_json::Error) -> String {
     .iter()
     .find(|(serde_text, _)| message.starts_with(serde_text))
     .map(|(_, go_text)| *go_text);
+    // A trailing comma: Go expects an object key before `}` and a value before `]`.
+    let context = context.or(match (message.starts_with("trailing comma"), offending) {
+        (true, Some('}')) => Some("looking for beginning of object key string"),
+        (true, _) => Some("looking for beginning of value"),
+        _ => None,
+    });
     match (offending, context) {
         (Some(c), Some(context)) => format!("invalid character {} {context}", go_quote_char(c)),
         _ => match message.split(" at line ").next() {
@@ -775,6 +781,22 @@ mod tests {
         assert_eq!(
             decode_err("x", "{}"),
             "Service account token cannot be parsed: token is malformed: could not JSON decode header: invalid character 'x' looking for beginning of value"
+        );
+        assert_eq!(
+            decode_err(r#"{"alg":"RS256",}"#, "{}"),
+            "Service account token cannot be parsed: token is malformed: could not JSON decode header: invalid character '}' looking for beginning of object key string"
+        );
+        assert_eq!(
+            decode_err(H, r#"{"aud":["a",]}"#),
+            "Service account token cannot be parsed: token is malformed: could not JSON decode claim: invalid character ']' looking for beginning of value"
+        );
+        assert_eq!(
+            decode_err(r#"{"alg" "RS256"}"#, "{}"),
+            "Service account token cannot be parsed: token is malformed: could not JSON decode header: invalid character '\"' after object key"
+        );
+        assert_eq!(
+            decode_err(H, "{} x"),
+            "Service account token cannot be parsed: token is malformed: could not JSON decode claim: invalid character 'x' after top-level value"
         );
         assert_eq!(
             decode_err("[]", "{}"),
