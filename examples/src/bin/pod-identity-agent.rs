@@ -1,0 +1,457 @@
+//! A drop-in replacement for the EKS Pod Identity Agent (aws/eks-pod-identity-agent).
+//!
+//! ```text
+//! pod-identity-agent server --cluster-name demo --bind-hosts 127.0.0.1 --port 8080 \
+//!     --probe-port 8081 --metrics-port 8082 --endpoint http://127.0.0.1:9000
+//! ```
+//!
+//! The `server` subcommand takes the reference agent's flags with its defaults, plus `--region`,
+//! the request rate limit and the cache's idle time. EKS Auth calls are signed with the node's
+//! credentials from the standard chain (`AWS_*` environment variables, profile, IMDS, …).
+//! Logs are JSON lines on stderr.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use pod_identity_agent_lib::server::shutdown_signal;
+use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_core::ClusterName;
+use tracing_subscriber::EnvFilter;
+
+/// EKS Pod Identity node agent: exchanges pods' service-account tokens for AWS credentials.
+#[derive(Debug, Parser)]
+#[command(name = "pod-identity-agent", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve credentials on /v1/credentials, probes and metrics, until SIGTERM or SIGINT.
+    ///
+    /// Requests to the credential path are validated, exchanged with EKS Auth
+    /// AssumeRoleForPodIdentity, cached per token and renewed in the background.
+    Server(ServerArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Name of the EKS cluster the agent runs on.
+    #[arg(short = 'c', long, value_name = "NAME")]
+    cluster_name: ClusterName,
+
+    /// Listening port of the credential server.
+    #[arg(short = 'p', long, default_value_t = 80)]
+    port: u16,
+
+    /// Port of the health and readiness probes (/healthz, /readyz), bound on localhost.
+    #[arg(long, default_value_t = 2703)]
+    probe_port: u16,
+
+    /// Address of the metrics server (/metrics, plus the probes).
+    #[arg(long, default_value = "0.0.0.0", value_parser = parse_ip)]
+    metrics_address: IpAddr,
+
+    /// Port of the metrics server.
+    #[arg(long, default_value_t = 2705)]
+    metrics_port: u16,
+
+    /// Longest time before cached credentials are renewed (Go duration: 3h, 90m, 45s; 0
+    /// disables the cache).
+    #[arg(long, default_value = "3h", value_parser = parse_duration, value_name = "DURATION")]
+    max_credential_retention_before_renewal: Duration,
+
+    /// Largest number of cached credentials (0 disables the cache).
+    #[arg(long, default_value_t = 2000)]
+    max_cache_size: usize,
+
+    /// Most EKS Auth calls per second for background renewals.
+    #[arg(long, default_value_t = 3)]
+    max_service_qps: u32,
+
+    /// Hosts to bind the credential server to; repeat the flag or separate with commas. IPv6
+    /// with or without brackets. Hosts that cannot be bound are skipped unless none can.
+    /// Requests must address one of them (the Host allow-list).
+    #[arg(
+        short = 'b',
+        long,
+        value_name = "HOST",
+        value_delimiter = ',',
+        default_values_t = ["169.254.170.23".to_owned(), "[fd00:ec2::23]".to_owned()]
+    )]
+    bind_hosts: Vec<String>,
+
+    /// EKS Auth endpoint URL instead of the regional one (e.g. a PrivateLink endpoint).
+    #[arg(long, value_name = "URL", default_value = "")]
+    endpoint: String,
+
+    /// AWS region of the cluster (default: from the environment, profile or IMDS).
+    #[arg(long, value_name = "REGION")]
+    region: Option<String>,
+
+    /// Use the FIPS EKS Auth endpoint.
+    #[arg(long)]
+    fips: bool,
+
+    /// Credential requests per second before 429 Too Many Requests (0 turns limiting off).
+    #[arg(long, default_value_t = 1000)]
+    rate_limit: u32,
+
+    /// Burst of credential requests allowed above the rate.
+    #[arg(long, default_value_t = 500)]
+    rate_limit_burst: u32,
+
+    /// Cached credentials nobody requested for this long are evicted instead of renewed.
+    #[arg(long, default_value = "7h", value_parser = parse_duration, value_name = "DURATION")]
+    idle_timeout: Duration,
+
+    /// Name of this node, sent to EKS Auth as eksNodeName.
+    #[arg(long, value_name = "NAME")]
+    eks_node_name: Option<String>,
+
+    /// EC2 instance id of this node, sent to EKS Auth as instanceId.
+    #[arg(long, value_name = "ID")]
+    instance_id: Option<String>,
+
+    /// Availability zone id of this node (such as use1-az1), sent to EKS Auth as zone.
+    #[arg(long, value_name = "AZ_ID")]
+    zone: Option<String>,
+
+    /// Accepted for compatibility with the reference agent (hybrid nodes); has no effect:
+    /// credentials come from the standard chain, which reloads what it caches.
+    #[arg(long)]
+    rotate_credentials: bool,
+
+    /// Log level: trace, debug, info, warn or error (or a tracing filter directive).
+    #[arg(short = 'v', long, default_value = "info", value_name = "LEVEL", value_parser = parse_verbosity)]
+    verbosity: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Server(args) => server(args).await,
+    }
+}
+
+async fn server(args: ServerArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(EnvFilter::new(&args.verbosity))
+        .with_writer(std::io::stderr)
+        .init();
+    if args.rotate_credentials {
+        tracing::warn!("--rotate-credentials has no effect: the standard chain reloads credentials");
+    }
+
+    let mut source = EksAuthSource::builder().fips(args.fips);
+    if let Some(region) = &args.region {
+        source = source.region(region);
+    }
+    if !args.endpoint.is_empty() {
+        tracing::info!(endpoint = %args.endpoint, "overriding the EKS Auth endpoint");
+        source = source.endpoint_url(&args.endpoint);
+    }
+    if let Some(name) = &args.eks_node_name {
+        source = source.eks_node_name(name);
+    }
+    if let Some(id) = &args.instance_id {
+        source = source.instance_id(id);
+    }
+    if let Some(zone) = &args.zone {
+        source = source.zone(zone);
+    }
+    let source = match source.build().await {
+        Ok(source) => source,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot configure EKS Auth");
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let agent = AgentBuilder::new(args.cluster_name.clone(), source)
+        .bind_hosts(args.bind_hosts.clone())
+        .port(args.port)
+        .probe_addr(Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            args.probe_port,
+        )))
+        .metrics_addr(Some(SocketAddr::new(
+            args.metrics_address,
+            args.metrics_port,
+        )))
+        .max_cache_size(args.max_cache_size)
+        .max_retention(args.max_credential_retention_before_renewal)
+        .max_service_qps(args.max_service_qps)
+        .idle_timeout(args.idle_timeout)
+        .rate_limit(args.rate_limit, args.rate_limit_burst);
+    tracing::info!(
+        cluster = %args.cluster_name,
+        version = env!("CARGO_PKG_VERSION"),
+        "starting the pod identity agent"
+    );
+    match agent.bind().await {
+        Ok(server) => {
+            server.serve(shutdown_signal()).await;
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            tracing::error!(error = %error, source = ?std::error::Error::source(&error), "cannot start the server");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A level or tracing filter directive.
+fn parse_verbosity(text: &str) -> Result<String, String> {
+    EnvFilter::try_new(text)
+        .map(|_| text.to_owned())
+        .map_err(|error| format!("invalid log level {text:?}: {error}"))
+}
+
+/// An IP address, IPv6 with or without brackets.
+fn parse_ip(text: &str) -> Result<IpAddr, String> {
+    let bare = text
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(text);
+    bare.parse()
+        .map_err(|_| format!("{text:?} is not an IP address"))
+}
+
+/// A Go duration (`time.ParseDuration`): an optionally signed sequence of decimal numbers with
+/// units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`, such as `3h`, `1h30m`, `1.5s`; or `0`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let invalid = || format!("invalid duration {text:?} (examples: 3h, 90m, 1h30m, 45s, 0)");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut rest = text.strip_prefix('+').unwrap_or(text);
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let seconds_per_unit = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(invalid()),
+        };
+        total += number * seconds_per_unit;
+        rest = &rest[unit_len..];
+    }
+    Duration::try_from_secs_f64(total).map_err(|_| invalid())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn server_args(args: &[&str]) -> ServerArgs {
+        let cli = Cli::try_parse_from(["pod-identity-agent", "server"].iter().chain(args))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Server(args) => args,
+        }
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_the_reference_agents() {
+        let args = server_args(&["--cluster-name", "demo"]);
+        assert_eq!(args.cluster_name.as_str(), "demo");
+        assert_eq!(args.port, 80);
+        assert_eq!(args.probe_port, 2703);
+        assert_eq!(args.metrics_address, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(args.metrics_port, 2705);
+        assert_eq!(
+            args.max_credential_retention_before_renewal,
+            Duration::from_secs(3 * 3600)
+        );
+        assert_eq!(args.max_cache_size, 2000);
+        assert_eq!(args.max_service_qps, 3);
+        assert_eq!(args.bind_hosts, ["169.254.170.23", "[fd00:ec2::23]"]);
+        assert_eq!(args.endpoint, "");
+        assert_eq!(args.verbosity, "info");
+        assert_eq!(args.region, None);
+        assert_eq!((args.rate_limit, args.rate_limit_burst), (1000, 500));
+        assert!(!args.fips && !args.rotate_credentials);
+    }
+
+    #[test]
+    fn the_cluster_name_is_required_and_validated() {
+        assert!(Cli::try_parse_from(["pod-identity-agent", "server"]).is_err());
+        assert!(
+            Cli::try_parse_from(["pod-identity-agent", "server", "-c", "-bad-name"]).is_err()
+        );
+        assert_eq!(server_args(&["-c", "demo"]).cluster_name.as_str(), "demo");
+    }
+
+    #[test]
+    fn bind_hosts_are_repeatable_and_comma_separated() {
+        let args = server_args(&[
+            "-c",
+            "demo",
+            "--bind-hosts",
+            "127.0.0.1,[::1]",
+            "-b",
+            "fd00:ec2::23",
+            "--bind-hosts=169.254.170.23",
+        ]);
+        assert_eq!(
+            args.bind_hosts,
+            ["127.0.0.1", "[::1]", "fd00:ec2::23", "169.254.170.23"]
+        );
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let args = server_args(&[
+            "--cluster-name",
+            "demo",
+            "--bind-hosts",
+            "127.0.0.1",
+            "--port",
+            "8080",
+            "--probe-port",
+            "8081",
+            "--metrics-port",
+            "8082",
+            "--endpoint",
+            "http://127.0.0.1:9000",
+        ]);
+        assert_eq!(args.bind_hosts, ["127.0.0.1"]);
+        assert_eq!((args.port, args.probe_port, args.metrics_port), (8080, 8081, 8082));
+        assert_eq!(args.endpoint, "http://127.0.0.1:9000");
+    }
+
+    #[test]
+    fn every_flag_parses() {
+        let args = server_args(&[
+            "-c",
+            "demo",
+            "-p",
+            "81",
+            "--metrics-address",
+            "[::]",
+            "--max-credential-retention-before-renewal",
+            "1h30m",
+            "--max-cache-size",
+            "0",
+            "--max-service-qps",
+            "10",
+            "--region",
+            "eu-west-1",
+            "--fips",
+            "--rate-limit",
+            "0",
+            "--rate-limit-burst",
+            "1",
+            "--idle-timeout",
+            "90m",
+            "--eks-node-name",
+            "node-1",
+            "--instance-id",
+            "i-0123",
+            "--zone",
+            "euw1-az1",
+            "--rotate-credentials",
+            "-v",
+            "debug",
+        ]);
+        assert_eq!(args.port, 81);
+        assert_eq!(args.metrics_address, "::".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            args.max_credential_retention_before_renewal,
+            Duration::from_secs(5400)
+        );
+        assert_eq!(args.max_cache_size, 0);
+        assert_eq!(args.max_service_qps, 10);
+        assert_eq!(args.region.as_deref(), Some("eu-west-1"));
+        assert!(args.fips && args.rotate_credentials);
+        assert_eq!((args.rate_limit, args.rate_limit_burst), (0, 1));
+        assert_eq!(args.idle_timeout, Duration::from_secs(5400));
+        assert_eq!(args.eks_node_name.as_deref(), Some("node-1"));
+        assert_eq!(args.instance_id.as_deref(), Some("i-0123"));
+        assert_eq!(args.zone.as_deref(), Some("euw1-az1"));
+        assert_eq!(args.verbosity, "debug");
+    }
+
+    #[test]
+    fn go_durations_parse() {
+        for (text, secs) in [
+            ("0", 0.0),
+            ("3h", 10800.0),
+            ("1h30m", 5400.0),
+            ("90m", 5400.0),
+            ("45s", 45.0),
+            ("1.5s", 1.5),
+            ("500ms", 0.5),
+            ("0s", 0.0),
+            ("+2m", 120.0),
+        ] {
+            assert_eq!(parse_duration(text), Ok(Duration::from_secs_f64(secs)), "{text}");
+        }
+        for bad in ["", "3", "h", "3x", "-1h", "1h-", "."] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bad_verbosity_is_refused() {
+        assert!(
+            Cli::try_parse_from(["pod-identity-agent", "server", "-c", "demo", "-v", "lou[d"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn help_documents_every_flag() {
+        let help = Cli::command()
+            .find_subcommand_mut("server")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for flag in [
+            "--cluster-name",
+            "--port",
+            "--probe-port",
+            "--metrics-address",
+            "--metrics-port",
+            "--max-credential-retention-before-renewal",
+            "--max-cache-size",
+            "--max-service-qps",
+            "--bind-hosts",
+            "--endpoint",
+            "--region",
+            "--rate-limit",
+            "--rate-limit-burst",
+            "--idle-timeout",
+            "--verbosity",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+    }
+}
