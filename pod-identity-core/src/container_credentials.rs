@@ -14,7 +14,8 @@
 //!   body an error `{Code, Message}` ([`ResponseError::Service`]). `Expiration` must be RFC 3339
 //!   with an upper-case `Z` (no offset).
 //! - **Errors** the agent answers instead ([`AgentError`]) are plain text
-//!   (`text/plain; charset=utf-8`) ending in `\n`, each with its status (contracts §6).
+//!   (`text/plain; charset=utf-8`) ending in `\n` (except Go's own 431), each with its status
+//!   (contracts §6).
 
 use std::fmt;
 use std::time::SystemTime;
@@ -302,9 +303,13 @@ impl AgentError {
         }
     }
 
-    /// The response body, with Go's `http.Error` trailing newline.
+    /// The response body: with Go's `http.Error` trailing newline, except the 431 that Go's
+    /// server writes itself without one.
     pub fn body(&self) -> String {
-        format!("{self}\n")
+        match self {
+            AgentError::HeadersTooLarge => self.to_string(),
+            _ => format!("{self}\n"),
+        }
     }
 
     /// The response content type.
