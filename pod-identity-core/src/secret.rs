@@ -47,6 +47,13 @@ impl SecretString {
     }
 }
 
+// Hashes the value, consistent with `Eq`, so a secret can key a map (the agent caches by token).
+impl std::hash::Hash for SecretString {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.expose_secret().hash(state);
+    }
+}
+
 impl From<String> for SecretString {
     fn from(value: String) -> Self {
         Self::new(value)
@@ -96,5 +103,8 @@ mod tests {
         assert!(SecretString::default().is_empty());
         assert_eq!(secret, SecretString::new("abc"));
         assert_ne!(secret, SecretString::new("abd"));
+        let mut set = std::collections::HashSet::new();
+        assert!(set.insert(secret.clone()));
+        assert!(!set.insert(SecretString::new("abc")));
     }
 }
