@@ -23,7 +23,10 @@ use pod_identity_core::{
 };
 
 use super::builder::{ACCESS_KEY_ALPHABET, random_secret, random_session_token, request_id};
-use super::sigv4::{Rejection, SigningSecret, Verifier, hex};
+use super::sigv4::{
+    EXPIRED_SECURITY_TOKEN, INVALID_SECURITY_TOKEN, Rejection, SIGNATURE_MISMATCH, SigningSecret,
+    Verifier, hex,
+};
 use super::state::{Failure, Inner, IssuedSession, digest};
 use super::token::uuid;
 use super::{EksAuthSimulator, random_string};
@@ -34,9 +37,6 @@ pub(crate) const MAX_BODY: usize = 256 * 1024;
 const MAX_SESSION_NAME: usize = 64;
 /// EKS caps chained (target role) sessions at 59 minutes (contracts §2).
 const CHAINED_LIFETIME: Duration = Duration::from_secs(CHAINED_CREDENTIAL_LIFETIME_SECS);
-
-const INVALID_SIGNATURE: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
-const INVALID_SECURITY_TOKEN: &str = "The security token included in the request is invalid.";
 
 pub(crate) async fn assume_role_for_pod_identity(
     State(sim): State<EksAuthSimulator>,
@@ -325,11 +325,10 @@ fn rejection_error(rejection: Rejection) -> EksAuthError {
             "UnrecognizedClientException",
             INVALID_SECURITY_TOKEN.to_owned(),
         ),
-        Rejection::ExpiredCredentials => (
-            "ExpiredTokenException",
-            "The security token included in the request is expired".to_owned(),
-        ),
-        Rejection::Mismatch => ("InvalidSignatureException", INVALID_SIGNATURE.to_owned()),
+        Rejection::ExpiredCredentials => {
+            ("ExpiredTokenException", EXPIRED_SECURITY_TOKEN.to_owned())
+        }
+        Rejection::Mismatch => ("InvalidSignatureException", SIGNATURE_MISMATCH.to_owned()),
         Rejection::Scope(message) | Rejection::Stale(message) => {
             ("InvalidSignatureException", message)
         }

@@ -7,27 +7,32 @@
 //!   Each request's **SigV4 signature is verified** with `aws-sigv4` against the node
 //!   credentials the simulator was built with (service `eks-auth`, the simulator's region):
 //!   no `Authorization` → 403 `MissingAuthenticationTokenException`; a malformed one or no
-//!   `x-amz-date` → 403 `IncompleteSignatureException`; an unknown access key or session token →
-//!   403 `UnrecognizedClientException`; a wrong signature, scope, or an `x-amz-date` more than
-//!   5 minutes off → 403 `InvalidSignatureException`. Then the cluster name (unknown →
-//!   404 `ResourceNotFoundException`), the body, the token (core's decoder: not a JWT, no pod
-//!   claim, no `pods.eks.amazonaws.com` audience or not yet valid → 400 `InvalidTokenException`;
-//!   expired → 400 `ExpiredTokenException`) and the association of its namespace and service
-//!   account (none → 404 `ResourceNotFoundException`). Success issues fresh random credentials
+//!   `x-amz-date` → 403 `IncompleteSignatureException`; an unknown access key or session
+//!   token → 403 `UnrecognizedClientException`; a wrong signature, scope, or an `x-amz-date`
+//!   more than 5 minutes off → 403 `InvalidSignatureException`. Then the cluster name and body
+//!   (malformed → 400 `InvalidParameterException`), any
+//!   [injected failure](EksAuthSimulator::inject), the cluster (another one → 404
+//!   `ResourceNotFoundException`), the token (core's decoder: not a JWT, no pod claim, no
+//!   `pods.eks.amazonaws.com` audience or not yet valid → 400 `InvalidTokenException`; expired →
+//!   400 `ExpiredTokenException`) and the association of its namespace and service account
+//!   (none → 404 `ResourceNotFoundException`). Success issues fresh random credentials
 //!   (`ASIA…`) for the configured lifetime (6 h by default; 59 min at most for an association
 //!   with a target role), an assumed-role ARN
 //!   `arn:aws:sts::<account>:assumed-role/<role>/eks-<cluster>-<pod>-<uuid>` (session name cut to
 //!   64 characters), and records the session with the session tags core derives.
 //!   Errors carry `x-amzn-errortype`, `x-amzn-requestid` and `{"__type","message"}`.
-//! - **`POST /`** (and `GET /`): a minimal STS `GetCallerIdentity` that verifies signatures made with the
-//!   credentials the simulator issued (service `sts`), and answers the assumed-role identity.
-//!   It works with the real `aws-sdk-sts` client given the server's `endpoint_url`.
+//! - **`POST /`** (and `GET /`): a minimal STS `GetCallerIdentity` that verifies signatures made
+//!   with the credentials the simulator issued (service `sts`; the session token must match,
+//!   expired credentials are refused), and answers the assumed-role identity. It works with the
+//!   real `aws-sdk-sts` client (or the AWS CLI) given the server's `endpoint_url`.
 //!
 //! Tests steer it at run time: [`inject`](EksAuthSimulator::inject) any error code or a hang for
 //! the next N requests or always, add [latency](EksAuthSimulator::set_latency), change the
 //! [credential lifetime](EksAuthSimulator::set_credential_lifetime), and read back
 //! [request counts](EksAuthSimulator::request_count) (total and per token) and the
-//! [issued sessions](EksAuthSimulator::sessions).
+//! [issued sessions](EksAuthSimulator::sessions). Each answer is logged at `info` (request id,
+//! code or identity and access key id; never a secret key, session token or service-account
+//! token), which makes a narrated trace for demos.
 //!
 //! [`mint_token`] writes service-account tokens with the real claim layout. **Nothing here
 //! verifies token signatures** (minted tokens carry random signature bytes): the reference
@@ -37,22 +42,20 @@
 //! ```
 //! use std::time::SystemTime;
 //! use pod_identity_agent_lib::simulator::{
-//!     EksAuthSimulator, NodeCredentials, PodToken, mint_token, parse_associations,
+//!     EksAuthSimulator, NodeCredentials, PodToken, mint_token,
 //! };
 //! use aws_sdk_eksauth::config::{BehaviorVersion, Credentials, Region};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let cluster = "demo".parse()?;
-//! let associations = parse_associations(
-//!     br#"[{"namespace": "default", "serviceAccount": "app",
-//!           "roleArn": "arn:aws:iam::111122223333:role/app"}]"#,
-//!     &cluster,
-//! )?;
 //! let simulator = EksAuthSimulator::builder()
-//!     .cluster_name(cluster)
+//!     .cluster_name("demo".parse()?)
 //!     .node_credentials(NodeCredentials::new("AKIDNODE", "node-secret"))
-//!     .associations(associations)
+//!     .associate(
+//!         "default".parse()?,
+//!         "app".parse()?,
+//!         "arn:aws:iam::111122223333:role/app".parse()?,
+//!     )
 //!     .build()?;
 //! let server = simulator.serve("127.0.0.1:0".parse()?).await?;
 //!
@@ -141,7 +144,8 @@ impl EksAuthSimulator {
     }
 
     /// Both endpoints as one router: EKS Auth at
-    /// `/clusters/{clusterName}/assume-role-for-pod-identity`, STS at `/`. Anything else is 404 `UnknownOperationException`.
+    /// `/clusters/{clusterName}/assume-role-for-pod-identity`, STS at `/`. Anything else is
+    /// 404 `UnknownOperationException`.
     pub fn router(&self) -> Router {
         Router::new()
             .route(
@@ -238,8 +242,8 @@ impl EksAuthSimulator {
         self.inner.reset_counts();
     }
 
-    /// The sessions issued so far (the newest [`max_sessions`](EksAuthSimulatorBuilder::max_sessions)),
-    /// oldest first.
+    /// The sessions issued so far (the newest
+    /// [`max_sessions`](EksAuthSimulatorBuilder::max_sessions)), oldest first.
     pub fn sessions(&self) -> Vec<IssuedSession> {
         self.inner.sessions()
     }

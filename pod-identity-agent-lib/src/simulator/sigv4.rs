@@ -15,6 +15,15 @@ use pod_identity_core::SecretString;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+/// AWS's message for a signature that does not match.
+pub(crate) const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
+/// AWS's message for an unknown access key or a session token that does not belong to it.
+pub(crate) const INVALID_SECURITY_TOKEN: &str =
+    "The security token included in the request is invalid.";
+/// AWS's message for expired credentials.
+pub(crate) const EXPIRED_SECURITY_TOKEN: &str =
+    "The security token included in the request is expired";
+
 /// How far `x-amz-date` may be from the server's clock, as AWS allows.
 pub(crate) const MAX_SKEW: Duration = Duration::from_secs(5 * 60);
 
@@ -219,7 +228,8 @@ impl Verifier<'_> {
     }
 }
 
-/// `AWS4-HMAC-SHA256 Credential=AKID/20240101/us-west-2/eks-auth/aws4_request, SignedHeaders=host;x-amz-date, Signature=…`
+/// Parses `AWS4-HMAC-SHA256 Credential=AKID/20240101/us-west-2/eks-auth/aws4_request,
+/// SignedHeaders=host;x-amz-date, Signature=…`.
 fn parse_authorization(raw: &str) -> Result<Authorization<'_>, Rejection> {
     let Some(rest) = raw.strip_prefix(ALGORITHM) else {
         let algorithm = raw.split_whitespace().next().unwrap_or_default();

@@ -90,7 +90,8 @@ impl Failure {
 pub enum Times {
     /// The next `n` well-formed, correctly signed EKS Auth requests.
     Next(u32),
-    /// Every request until [`EksAuthSimulator::clear_failures`](super::EksAuthSimulator::clear_failures).
+    /// Every request until
+    /// [`EksAuthSimulator::clear_failures`](super::EksAuthSimulator::clear_failures).
     Always,
 }
 

@@ -1,8 +1,8 @@
 //! The signed-request target: a minimal STS `GetCallerIdentity` (query protocol).
 //!
-//! `POST /` (or `GET /`) with the form body `Action=GetCallerIdentity&Version=2011-06-15` (or the same in the
-//! query string), signed for service `sts` in the simulator's region with credentials the
-//! simulator issued. It answers the assumed-role identity those credentials belong to:
+//! `POST /` (or `GET /`) with the form body `Action=GetCallerIdentity&Version=2011-06-15` (or
+//! the same in the query string), signed for service `sts` in the simulator's region with
+//! credentials the simulator issued. It answers the assumed-role identity they belong to:
 //!
 //! ```xml
 //! <GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
@@ -31,7 +31,10 @@ use http::{HeaderValue, StatusCode, header};
 use super::EksAuthSimulator;
 use super::builder::request_id;
 use super::eks_auth::MAX_BODY;
-use super::sigv4::{Rejection, SigningSecret, Verifier};
+use super::sigv4::{
+    EXPIRED_SECURITY_TOKEN, INVALID_SECURITY_TOKEN, Rejection, SIGNATURE_MISMATCH, SigningSecret,
+    Verifier,
+};
 use super::state::IssuedSession;
 
 /// STS's signing name.
@@ -142,8 +145,6 @@ fn caller_identity(session: &IssuedSession, request_id: &str) -> Response {
 }
 
 fn rejection_response(rejection: &Rejection, request_id: &str) -> Response {
-    const INVALID_TOKEN: &str = "The security token included in the request is invalid.";
-    const MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
     let (status, code, message): (_, _, Cow<'_, str>) = match rejection {
         Rejection::Missing => (
             StatusCode::FORBIDDEN,
@@ -158,17 +159,17 @@ fn rejection_response(rejection: &Rejection, request_id: &str) -> Response {
         Rejection::UnknownCredentials => (
             StatusCode::FORBIDDEN,
             "InvalidClientTokenId",
-            INVALID_TOKEN.into(),
+            INVALID_SECURITY_TOKEN.into(),
         ),
         Rejection::ExpiredCredentials => (
             StatusCode::FORBIDDEN,
             "ExpiredToken",
-            "The security token included in the request is expired".into(),
+            EXPIRED_SECURITY_TOKEN.into(),
         ),
         Rejection::Mismatch => (
             StatusCode::FORBIDDEN,
             "SignatureDoesNotMatch",
-            MISMATCH.into(),
+            SIGNATURE_MISMATCH.into(),
         ),
         Rejection::Scope(message) | Rejection::Stale(message) => (
             StatusCode::FORBIDDEN,
