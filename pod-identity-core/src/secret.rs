@@ -104,7 +104,7 @@ mod tests {
         assert_eq!(secret, SecretString::new("abc"));
         assert_ne!(secret, SecretString::new("abd"));
         let mut set = std::collections::HashSet::new();
-        assert!(set.insert(secret.clone()));
+        assert!(set.insert(secret));
         assert!(!set.insert(SecretString::new("abc")));
     }
 }
