@@ -172,8 +172,8 @@ impl EksAuthSimulatorBuilder {
         self
     }
 
-    /// The account of the assumed-role ARNs (default [`DEFAULT_ACCOUNT_ID`]). Roles keep the
-    /// account of their own ARN; this one names the cluster and the associations.
+    /// The account the cluster and its associations belong to (default [`DEFAULT_ACCOUNT_ID`]).
+    /// Assumed-role ARNs take the account of their role's ARN, as STS does.
     pub fn account_id(mut self, account_id: impl Into<String>) -> Self {
         self.account_id = account_id.into();
         self
