@@ -4,5 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The interop tests drive the Python SDK (botocore) from a local virtual environment.
+bash scripts/python-env.sh
+
 cargo test --workspace --all-targets --all-features --locked
 cargo test --workspace --doc --all-features --locked
