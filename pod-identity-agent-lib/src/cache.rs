@@ -229,12 +229,7 @@ impl<S: CredentialSource> CredentialCache<S> {
                     shared.metrics.record_cache_state(CacheState::Miss);
                     let (done, flight) = watch::channel(None);
                     state.flights.insert(key, flight.clone());
-                    tokio::spawn(fetch(
-                        shared.clone(),
-                        key,
-                        Arc::new(request.clone()),
-                        done,
-                    ));
+                    tokio::spawn(fetch(shared.clone(), key, Arc::new(request.clone()), done));
                     flight
                 }
             }
@@ -497,7 +492,12 @@ impl<S: CredentialSource> Shared<S> {
             return Some(Err(now));
         };
         entry.renewal = None;
-        let why = if entry.request.token().validate_time(self.clock.now()).is_err() {
+        let why = if entry
+            .request
+            .token()
+            .validate_time(self.clock.now())
+            .is_err()
+        {
             Some(Eviction::TokenExpired)
         } else if now.saturating_duration_since(entry.last_read) >= self.config.idle_timeout {
             Some(Eviction::Idle)
@@ -516,7 +516,7 @@ impl<S: CredentialSource> Shared<S> {
         Some(Ok(renewal))
     }
 
-    fn finish_renewal(&self, renewal: Renewal, outcome: Outcome) {
+    fn finish_renewal(&self, renewal: &Renewal, outcome: Outcome) {
         let mut state = self.lock();
         let Some(entry) = state.entries.get_mut(&renewal.key) else {
             return;
@@ -545,8 +545,14 @@ impl<S: CredentialSource> Shared<S> {
                 } else if remaining <= self.config.min_remaining {
                     self.evict(&mut state, &renewal.key, Eviction::Stale);
                 } else {
-                    let jitter_ms =
-                        fastrand::u64(0..=self.config.retry_jitter.as_millis().try_into().unwrap_or(u64::MAX));
+                    let jitter_ms = fastrand::u64(
+                        0..=self
+                            .config
+                            .retry_jitter
+                            .as_millis()
+                            .try_into()
+                            .unwrap_or(u64::MAX),
+                    );
                     let retry = self.config.retry_interval + Duration::from_millis(jitter_ms);
                     let stale_in = remaining - self.config.min_remaining;
                     state.schedule(renewal.key, Instant::now() + retry.min(stale_in));
@@ -613,7 +619,7 @@ async fn renew_due<S: CredentialSource>(cache: Weak<Shared<S>>, wake: Arc<Notify
                 tokio::spawn(async move {
                     let outcome = shared.source.credentials(&renewal.request).await;
                     let outcome = outcome.and_then(|issued| shared.check_remaining(issued));
-                    shared.finish_renewal(renewal, outcome);
+                    shared.finish_renewal(&renewal, outcome);
                 });
             }
             Some(Err(at)) if at <= Instant::now() => {}
@@ -680,8 +686,14 @@ mod tests {
         assert_eq!(source.calls(), 1);
         assert_eq!(cache.len(), 1);
         let text = metrics.encode();
-        assert!(text.contains("pod_identity_cache_state{state=\"miss\"} 1"), "{text}");
-        assert!(text.contains("pod_identity_cache_state{state=\"hit\"} 1"), "{text}");
+        assert!(
+            text.contains("pod_identity_cache_state{state=\"miss\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pod_identity_cache_state{state=\"hit\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("pod_identity_cache_size 1"), "{text}");
     }
 
@@ -769,7 +781,10 @@ mod tests {
     async fn the_least_recently_used_entry_goes_and_reads_count_as_use() {
         let source = FakeSource::new(wall_clock());
         let metrics = Metrics::new();
-        let cache = builder(&source).max_entries(2).metrics(metrics.clone()).build();
+        let cache = builder(&source)
+            .max_entries(2)
+            .metrics(metrics.clone())
+            .build();
         let (a, b, c) = (day_token("a"), day_token("b"), day_token("c"));
         key_id(&cache, &a).await;
         key_id(&cache, &b).await;
@@ -782,7 +797,11 @@ mod tests {
         assert_eq!(source.calls(), 3, "a was kept");
         key_id(&cache, &b).await;
         assert_eq!(source.calls(), 4, "b was evicted");
-        assert!(metrics.encode().contains("pod_identity_cache_state{state=\"evicted\"} 2"));
+        assert!(
+            metrics
+                .encode()
+                .contains("pod_identity_cache_state{state=\"evicted\"} 2")
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -992,7 +1011,10 @@ mod tests {
         let kept = cache.kept_request(&request(&a)).unwrap();
         assert!(kept.upgrade().is_some());
         key_id(&cache, &day_token("b")).await;
-        assert!(kept.upgrade().is_none(), "evicted: the token was dropped (and zeroized)");
+        assert!(
+            kept.upgrade().is_none(),
+            "evicted: the token was dropped (and zeroized)"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -1011,7 +1033,12 @@ mod tests {
         let cache = builder(&source).build();
         let error = cache.get(&request(&day_token("p"))).await.unwrap_err();
         assert!(
-            matches!(error, SourceError::ExpiringCredentials { remaining_millis: 15_000 }),
+            matches!(
+                error,
+                SourceError::ExpiringCredentials {
+                    remaining_millis: 15_000
+                }
+            ),
             "{error:?}"
         );
         assert!(cache.is_empty());
@@ -1022,14 +1049,20 @@ mod tests {
         let source = FakeSource::new(wall_clock());
         source.set_lifetime(HOUR);
         // Renewal would be due at 55 min; make it fail so the entry ages.
-        let cache = builder(&source).retry_interval(HOUR, Duration::ZERO).build();
+        let cache = builder(&source)
+            .retry_interval(HOUR, Duration::ZERO)
+            .build();
         let token = day_token("p");
         key_id(&cache, &token).await;
         source.fail_next(SourceError::Timeout);
         advance(55 * MINUTE).await;
         assert_eq!(source.calls(), 2);
         advance(5 * MINUTE - Duration::from_secs(16)).await;
-        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1", "16 s left: served");
+        assert_eq!(
+            key_id(&cache, &token).await,
+            "ASIAFAKE1",
+            "16 s left: served"
+        );
         source.fail_next(SourceError::Timeout);
         advance(Duration::from_secs(1)).await;
         // The retry at 15 s before expiry failed and evicted; the request fetches anew.

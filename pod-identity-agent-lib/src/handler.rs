@@ -199,7 +199,9 @@ impl<S: CredentialSource> Handler<S> {
             .get(header::HOST)
             .map(HeaderValue::as_bytes)
             .or_else(|| request.uri.authority().map(|a| a.as_str().as_bytes()));
-        let authorization = headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes);
         let token = self.validator.validate(host, authorization)?;
         let request = CredentialRequest::new(self.cluster_name.clone(), token);
         let outcome = tokio::time::timeout(self.request_timeout, self.source.credentials(&request))
@@ -319,12 +321,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(limiter) = &self.limiter {
-            if !limiter.check() {
-                return Box::pin(std::future::ready(Ok(error_response(
-                    &AgentError::TooManyRequests,
-                ))));
-            }
+        if let Some(limiter) = &self.limiter
+            && !limiter.check()
+        {
+            return Box::pin(std::future::ready(Ok(error_response(
+                &AgentError::TooManyRequests,
+            ))));
         }
         Box::pin(self.inner.call(request))
     }
@@ -359,7 +361,10 @@ mod tests {
         request.body(Body::empty()).unwrap()
     }
 
-    async fn send(router: &Router, request: http::Request<Body>) -> (StatusCode, HeaderMap, String) {
+    async fn send(
+        router: &Router,
+        request: http::Request<Body>,
+    ) -> (StatusCode, HeaderMap, String) {
         let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -457,7 +462,10 @@ mod tests {
         let router = router(FakeSource::new(wall_clock()));
         let cases: [(Option<String>, &str); 7] = [
             (None, "Service account token cannot be empty\n"),
-            (Some(String::new()), "Service account token cannot be empty\n"),
+            (
+                Some(String::new()),
+                "Service account token cannot be empty\n",
+            ),
             (
                 Some("not-a-jwt".into()),
                 "Service account token cannot be parsed: token is malformed: token contains an invalid number of segments\n",
@@ -471,13 +479,12 @@ mod tests {
                 "Service account token failed basic claim validations: token is expired\n",
             ),
             (
-                Some(jwt(&serde_json::json!({"nbf": START_SECS + 60, "exp": START_SECS + 3600}))),
+                Some(jwt(
+                    &serde_json::json!({"nbf": START_SECS + 60, "exp": START_SECS + 3600}),
+                )),
                 "Service account token failed basic claim validations: token is not valid yet\n",
             ),
-            (
-                Some(jwt(&serde_json::json!({"exp": START_SECS + 1}))),
-                "",
-            ),
+            (Some(jwt(&serde_json::json!({"exp": START_SECS + 1}))), ""),
         ];
         for (token, expected) in cases {
             let (status, body) = answer(&router, HOST, token.as_deref()).await;
@@ -488,7 +495,10 @@ mod tests {
                 assert_eq!((status, body.as_str()), (400, expected), "{token:?}");
             }
         }
-        for header in [serde_json::json!({"alg": "XS999"}), serde_json::json!({"kid": "k"})] {
+        for header in [
+            serde_json::json!({"alg": "XS999"}),
+            serde_json::json!({"kid": "k"}),
+        ] {
             let unverifiable =
                 jwt_with_header(&header, &serde_json::json!({"exp": START_SECS + 3600}));
             let (status, body) = answer(&router, HOST, Some(&unverifiable)).await;
@@ -512,11 +522,31 @@ mod tests {
         let source = FakeSource::new(wall_clock());
         let router = router(source.clone());
         let cases = [
-            (403, "AccessDeniedException", "[req-1]: (AccessDeniedException): denied, fault: client\n"),
-            (404, "ResourceNotFoundException", "[req-1]: (ResourceNotFoundException): denied, fault: client\n"),
-            (429, "ThrottlingException", "[req-1]: (ThrottlingException): denied, fault: client\n"),
-            (500, "InternalServerException", "[req-1]: (InternalServerException): denied, fault: server\n"),
-            (503, "ServiceUnavailableException", "[req-1]: (ServiceUnavailableException): denied, fault: server\n"),
+            (
+                403,
+                "AccessDeniedException",
+                "[req-1]: (AccessDeniedException): denied, fault: client\n",
+            ),
+            (
+                404,
+                "ResourceNotFoundException",
+                "[req-1]: (ResourceNotFoundException): denied, fault: client\n",
+            ),
+            (
+                429,
+                "ThrottlingException",
+                "[req-1]: (ThrottlingException): denied, fault: client\n",
+            ),
+            (
+                500,
+                "InternalServerException",
+                "[req-1]: (InternalServerException): denied, fault: server\n",
+            ),
+            (
+                503,
+                "ServiceUnavailableException",
+                "[req-1]: (ServiceUnavailableException): denied, fault: server\n",
+            ),
         ];
         for (status, code, expected) in cases {
             source.fail_next(SourceError::EksAuth(EksAuthError::from_http(
@@ -615,10 +645,11 @@ mod tests {
         }
         assert_eq!(ok, 500);
 
-        let unlimited = CredentialsRouter::new("demo".parse().unwrap(), FakeSource::new(wall_clock()))
-            .clock(wall_clock())
-            .rate_limit(0, 0)
-            .into_router();
+        let unlimited =
+            CredentialsRouter::new("demo".parse().unwrap(), FakeSource::new(wall_clock()))
+                .clock(wall_clock())
+                .rate_limit(0, 0)
+                .into_router();
         for _ in 0..2000 {
             assert_eq!(answer(&unlimited, HOST, Some(&token)).await.0, 200);
         }
@@ -641,7 +672,11 @@ mod tests {
                 .body(Body::empty())
                 .unwrap();
             let (status, _, body) = send(&router, request).await;
-            assert_eq!((status.as_u16(), body.as_str()), (404, "404 page not found\n"), "{path}");
+            assert_eq!(
+                (status.as_u16(), body.as_str()),
+                (404, "404 page not found\n"),
+                "{path}"
+            );
         }
     }
 
@@ -671,15 +706,32 @@ mod tests {
         assert_eq!(answer(&router, "10.0.0.1", Some(&other)).await.0, 403);
 
         let text = metrics.encode();
-        assert!(text.contains("pod_identity_http_response{code=\"200\"} 1"), "{text}");
-        assert!(text.contains("pod_identity_http_response{code=\"400\"} 1"), "{text}");
-        assert!(text.contains("pod_identity_http_response{code=\"403\"} 1"), "{text}");
-        assert!(text.contains("pod_identity_http_request_duration_seconds_count 3"), "{text}");
+        assert!(
+            text.contains("pod_identity_http_response{code=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pod_identity_http_response{code=\"400\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pod_identity_http_response{code=\"403\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pod_identity_http_request_duration_seconds_count 3"),
+            "{text}"
+        );
 
         let logs = logs.text();
         assert!(logs.contains("10.1.2.3:4567"), "{logs}");
         assert!(logs.contains("InvalidTokenException"), "{logs}");
-        for secret in [token.as_str(), other.as_str(), SECRET_ACCESS_KEY, "session-token-1"] {
+        for secret in [
+            token.as_str(),
+            other.as_str(),
+            SECRET_ACCESS_KEY,
+            "session-token-1",
+        ] {
             assert!(!logs.contains(secret), "a secret reached the logs: {logs}");
         }
         // The token payload (between the dots) is not logged in pieces either.

@@ -168,7 +168,10 @@ impl<S: CredentialSource> AgentBuilder<S> {
                 max_retention: cache::DEFAULT_MAX_RETENTION,
                 renewal_qps: cache::DEFAULT_RENEWAL_QPS,
                 idle_timeout: cache::DEFAULT_IDLE_TIMEOUT,
-                rate: (handler::DEFAULT_REQUEST_RATE, handler::DEFAULT_REQUEST_BURST),
+                rate: (
+                    handler::DEFAULT_REQUEST_RATE,
+                    handler::DEFAULT_REQUEST_BURST,
+                ),
                 clock: SharedWallClock::default(),
                 metrics: Metrics::new(),
                 max_header_bytes: server::DEFAULT_MAX_HEADER_BYTES,

@@ -40,7 +40,8 @@ use prometheus_client::registry::{Registry, Unit};
 pub const METRICS_PATH: &str = "/metrics";
 
 /// The content type of the OpenMetrics text format.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What a credential lookup found in the cache (label `state` of `pod_identity_cache_state`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -323,7 +324,10 @@ mod tests {
             "pod_identity_http_request_duration_seconds_count 1",
             "# EOF",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
         assert!(!text.contains("_total"), "{text}");
     }
@@ -336,7 +340,10 @@ mod tests {
         metrics.record_response(500);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains("pod_identity_http_response{code=\"500\"} 1"), "{text}");
+        assert!(
+            text.contains("pod_identity_http_response{code=\"500\"} 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -344,11 +351,7 @@ mod tests {
         let metrics = Metrics::new();
         metrics.record_response(200);
         let response = metrics_router(metrics)
-            .oneshot(
-                http::Request::get("/metrics")
-                    .body(Body::empty())
-                    .unwrap(),
-            )
+            .oneshot(http::Request::get("/metrics").body(Body::empty()).unwrap())
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);

@@ -93,7 +93,10 @@ impl Probe {
     }
 
     /// A probe of `targets` with its own deadline.
-    pub fn with_deadline(targets: impl IntoIterator<Item = SocketAddr>, deadline: Duration) -> Self {
+    pub fn with_deadline(
+        targets: impl IntoIterator<Item = SocketAddr>,
+        deadline: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(ProbeInner {
                 targets: targets.into_iter().map(reachable).collect(),
@@ -236,7 +239,10 @@ mod tests {
         let a = serve(Router::new()).await;
         let b = serve(Router::new()).await;
         let probe = Probe::new([a, b]);
-        assert_eq!(probe_status(probe.clone(), HEALTHZ_PATH).await, StatusCode::OK);
+        assert_eq!(
+            probe_status(probe.clone(), HEALTHZ_PATH).await,
+            StatusCode::OK
+        );
         assert_eq!(probe_status(probe, READYZ_PATH).await, StatusCode::OK);
     }
 

@@ -40,8 +40,10 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time in-flight requests get to finish after shutdown starts.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
 /// Default probe address: localhost on the reference probe port.
-pub const DEFAULT_PROBE_ADDR: SocketAddr =
-    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), pod_identity_core::endpoint::PROBE_PORT);
+pub const DEFAULT_PROBE_ADDR: SocketAddr = SocketAddr::new(
+    IpAddr::V4(Ipv4Addr::LOCALHOST),
+    pod_identity_core::endpoint::PROBE_PORT,
+);
 /// Default metrics address: all interfaces on the reference metrics port.
 pub const DEFAULT_METRICS_ADDR: SocketAddr = SocketAddr::new(
     IpAddr::V4(Ipv4Addr::UNSPECIFIED),
@@ -115,7 +117,10 @@ impl ServerBuilder {
     pub fn new(credentials: Router) -> Self {
         Self {
             credentials,
-            bind_hosts: crate::DEFAULT_BIND_HOSTS.iter().map(|h| (*h).to_owned()).collect(),
+            bind_hosts: crate::DEFAULT_BIND_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
             port: pod_identity_core::endpoint::AGENT_PORT,
             probe_addr: Some(DEFAULT_PROBE_ADDR),
             metrics_addr: Some(DEFAULT_METRICS_ADDR),
@@ -218,24 +223,26 @@ impl ServerBuilder {
             .map(|l| (Role::Credentials, l, self.credentials.clone()))
             .collect::<Vec<_>>();
         if let Some(addr) = self.probe_addr {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError::Auxiliary {
-                    what: "probe",
-                    addr,
-                    source,
-                })?;
+            let listener =
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BindError::Auxiliary {
+                        what: "probe",
+                        addr,
+                        source,
+                    })?;
             tracing::info!(addr = %addr, "serving probes");
             servers.push((Role::Probe, listener, probe_router(probe.clone())));
         }
         if let Some(addr) = self.metrics_addr {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| BindError::Auxiliary {
-                    what: "metrics",
-                    addr,
-                    source,
-                })?;
+            let listener =
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BindError::Auxiliary {
+                        what: "metrics",
+                        addr,
+                        source,
+                    })?;
             tracing::info!(addr = %addr, "serving metrics");
             let router = metrics_router(self.metrics.clone()).merge(probe_router(probe.clone()));
             servers.push((Role::Metrics, listener, router));
@@ -407,7 +414,11 @@ async fn accept_loop(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(?role, open = connections.len(), "drain timeout passed; closing connections");
+        tracing::warn!(
+            ?role,
+            open = connections.len(),
+            "drain timeout passed; closing connections"
+        );
         connections.shutdown().await;
     }
 }
@@ -495,7 +506,11 @@ mod tests {
             let _ = stopped.await;
         }));
         for addr in addrs {
-            assert!(get(addr, "/v1/credentials").await.starts_with("HTTP/1.1 200"));
+            assert!(
+                get(addr, "/v1/credentials")
+                    .await
+                    .starts_with("HTTP/1.1 200")
+            );
         }
         stop.send(()).unwrap();
         serving.await.unwrap();
@@ -516,7 +531,10 @@ mod tests {
         assert!(server.credential_addrs()[0].ip().is_loopback());
 
         let none = local(hello()).bind_hosts(["192.0.2.1"]).bind().await;
-        assert!(matches!(none, Err(BindError::NoListener { .. })), "{none:?}");
+        assert!(
+            matches!(none, Err(BindError::NoListener { .. })),
+            "{none:?}"
+        );
         let empty = local(hello()).bind_hosts(Vec::<String>::new()).bind().await;
         assert!(matches!(empty, Err(BindError::NoHosts)));
     }
@@ -539,9 +557,16 @@ mod tests {
         }));
         assert!(get(probe, "/healthz").await.starts_with("HTTP/1.1 200"));
         assert!(get(probe, "/readyz").await.starts_with("HTTP/1.1 200"));
-        assert!(get(metrics_addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(
+            get(metrics_addr, "/readyz")
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
         let text = get(metrics_addr, "/metrics").await;
-        assert!(text.contains("pod_identity_http_response{code=\"200\"} 1"), "{text}");
+        assert!(
+            text.contains("pod_identity_http_response{code=\"200\"} 1"),
+            "{text}"
+        );
         stop.send(()).unwrap();
         serving.await.unwrap();
     }
@@ -587,13 +612,20 @@ mod tests {
         let addr = server.credential_addrs()[0];
         tokio::spawn(server.serve(std::future::pending()));
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        stream.write_all(b"GET /v1/credentials HTTP/1.1\r\n").await.unwrap();
+        stream
+            .write_all(b"GET /v1/credentials HTTP/1.1\r\n")
+            .await
+            .unwrap();
         // The server closes the connection (answering 408 or nothing) instead of waiting forever.
         let mut out = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
         assert!(read.is_ok(), "connection still open");
         let text = String::from_utf8_lossy(&out);
-        assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -646,10 +678,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_drain_gives_up_after_its_timeout() {
-        let router = Router::new().route(
-            "/v1/credentials",
-            any(|| std::future::pending::<&'static str>()),
-        );
+        let router =
+            Router::new().route("/v1/credentials", any(std::future::pending::<&'static str>));
         let server = local(router)
             .bind_hosts(["127.0.0.1"])
             .drain_timeout(Duration::from_millis(100))

@@ -31,7 +31,10 @@ pub(crate) fn wall_clock() -> SharedWallClock {
 
 /// An unsigned JWT with `claims`.
 pub(crate) fn jwt(claims: &serde_json::Value) -> String {
-    jwt_with_header(&serde_json::json!({"alg": "RS256", "kid": "test-key"}), claims)
+    jwt_with_header(
+        &serde_json::json!({"alg": "RS256", "kid": "test-key"}),
+        claims,
+    )
 }
 
 /// An unsigned JWT with `header` and `claims`.

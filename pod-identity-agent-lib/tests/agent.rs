@@ -1,4 +1,6 @@
 //! The assembled agent over real loopback sockets, with wiremock playing EKS Auth over HTTP.
+#![cfg(feature = "eks-auth")]
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -87,7 +89,13 @@ async fn source(eks: &MockServer, attempts: u32, attempt_timeout: Duration) -> E
     EksAuthSource::builder()
         .region("us-west-2")
         .endpoint_url(eks.uri())
-        .credentials_provider(Credentials::new("AKIDNODE", "node-secret", None, None, "test"))
+        .credentials_provider(Credentials::new(
+            "AKIDNODE",
+            "node-secret",
+            None,
+            None,
+            "test",
+        ))
         .max_attempts(attempts)
         .attempt_timeout(attempt_timeout)
         .build()
@@ -197,10 +205,13 @@ async fn serves_credentials_over_ipv4_and_ipv6_loopback_and_logs_no_secret() {
         .expect(1)
         .mount(&eks)
         .await;
-    let server = agent(source(&eks, 3, Duration::from_secs(1)).await, &["127.0.0.1", "[::1]"])
-        .bind()
-        .await
-        .unwrap();
+    let server = agent(
+        source(&eks, 3, Duration::from_secs(1)).await,
+        &["127.0.0.1", "[::1]"],
+    )
+    .bind()
+    .await
+    .unwrap();
     let agent = Agent::start(server).await;
     assert_eq!(agent.credential_addrs.len(), 2);
     assert!(agent.credential_addrs[1].is_ipv6());
@@ -219,15 +230,26 @@ async fn serves_credentials_over_ipv4_and_ipv6_loopback_and_logs_no_secret() {
     assert_eq!(http(agent.probe_addr, "/healthz", None).await.0, 200);
     let (status, metrics) = http(agent.metrics_addr, "/metrics", None).await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("pod_identity_http_response{code=\"200\"} 2"), "{metrics}");
-    assert!(metrics.contains("pod_identity_cache_state{state=\"hit\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("pod_identity_http_response{code=\"200\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pod_identity_cache_state{state=\"hit\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("pod_identity_cache_size 1"), "{metrics}");
     agent.shutdown().await;
 
     let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     assert!(logs.contains("credential request"), "{logs}");
     assert!(logs.contains("\"client\":\"127.0.0.1:"), "{logs}");
-    for secret in [token.as_str(), SECRET_ACCESS_KEY, "integration-session-token", "node-secret"] {
+    for secret in [
+        token.as_str(),
+        SECRET_ACCESS_KEY,
+        "integration-session-token",
+        "node-secret",
+    ] {
         assert!(!logs.contains(secret), "a secret reached the logs");
     }
 }
@@ -260,10 +282,13 @@ async fn each_eks_auth_error_keeps_its_status_and_reference_body() {
             .mount(&eks)
             .await;
     }
-    let server = agent(source(&eks, 1, Duration::from_secs(1)).await, &["127.0.0.1"])
-        .bind()
-        .await
-        .unwrap();
+    let server = agent(
+        source(&eks, 1, Duration::from_secs(1)).await,
+        &["127.0.0.1"],
+    )
+    .bind()
+    .await
+    .unwrap();
     let agent = Agent::start(server).await;
     let addr = agent.credential_addrs[0];
     for (status, code, fault) in cases {
@@ -290,13 +315,21 @@ async fn an_upstream_timeout_is_500_empty_brackets() {
         )
         .mount(&eks)
         .await;
-    let server = agent(source(&eks, 1, Duration::from_millis(200)).await, &["127.0.0.1"])
-        .bind()
-        .await
-        .unwrap();
+    let server = agent(
+        source(&eks, 1, Duration::from_millis(200)).await,
+        &["127.0.0.1"],
+    )
+    .bind()
+    .await
+    .unwrap();
     let agent = Agent::start(server).await;
     assert_eq!(
-        http(agent.credential_addrs[0], "/v1/credentials", Some(&token("slow"))).await,
+        http(
+            agent.credential_addrs[0],
+            "/v1/credentials",
+            Some(&token("slow"))
+        )
+        .await,
         (500, "[]\n".to_owned())
     );
     agent.shutdown().await;
@@ -311,14 +344,23 @@ async fn an_unbindable_host_is_skipped() {
         .mount(&eks)
         .await;
     // 192.0.2.1 (TEST-NET-1) is not an address of this machine.
-    let server = agent(source(&eks, 1, Duration::from_secs(1)).await, &["192.0.2.1", "127.0.0.1"])
-        .bind()
-        .await
-        .unwrap();
+    let server = agent(
+        source(&eks, 1, Duration::from_secs(1)).await,
+        &["192.0.2.1", "127.0.0.1"],
+    )
+    .bind()
+    .await
+    .unwrap();
     let agent = Agent::start(server).await;
     assert_eq!(agent.credential_addrs.len(), 1);
     assert_eq!(
-        http(agent.credential_addrs[0], "/v1/credentials", Some(&token("skip"))).await.0,
+        http(
+            agent.credential_addrs[0],
+            "/v1/credentials",
+            Some(&token("skip"))
+        )
+        .await
+        .0,
         200
     );
     assert_eq!(http(agent.probe_addr, "/readyz", None).await.0, 200);
@@ -337,10 +379,13 @@ async fn shutdown_drains_a_request_in_flight() {
         )
         .mount(&eks)
         .await;
-    let server = agent(source(&eks, 1, Duration::from_secs(5)).await, &["127.0.0.1"])
-        .bind()
-        .await
-        .unwrap();
+    let server = agent(
+        source(&eks, 1, Duration::from_secs(5)).await,
+        &["127.0.0.1"],
+    )
+    .bind()
+    .await
+    .unwrap();
     let agent = Agent::start(server).await;
     let addr = agent.credential_addrs[0];
     let token = token("drain");
@@ -386,10 +431,13 @@ async fn aws_configs_container_provider_fetches_from_the_agent() {
         .respond_with(ResponseTemplate::new(200).set_body_json(success_body("ASIAFROMSDK")))
         .mount(&eks)
         .await;
-    let server = agent(source(&eks, 1, Duration::from_secs(1)).await, &["127.0.0.1"])
-        .bind()
-        .await
-        .unwrap();
+    let server = agent(
+        source(&eks, 1, Duration::from_secs(1)).await,
+        &["127.0.0.1"],
+    )
+    .bind()
+    .await
+    .unwrap();
     let agent = Agent::start(server).await;
     let token_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token_file.path(), token("sdk")).unwrap();
@@ -399,7 +447,12 @@ async fn aws_configs_container_provider_fetches_from_the_agent() {
     let token_path = token_file.path().to_owned();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(exe)
-            .args(["--exact", "container_provider_child", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "container_provider_child",
+                "--ignored",
+                "--nocapture",
+            ])
             .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
             .env_remove("AWS_CONTAINER_AUTHORIZATION_TOKEN")
             .env("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri)
@@ -410,7 +463,14 @@ async fn aws_configs_container_provider_fetches_from_the_agent() {
     .unwrap()
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("ACCESS_KEY_ID=ASIAFROMSDK EXPIRES=true"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("ACCESS_KEY_ID=ASIAFROMSDK EXPIRES=true"),
+        "{stdout}"
+    );
     agent.shutdown().await;
 }

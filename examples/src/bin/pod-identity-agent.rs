@@ -145,7 +145,9 @@ async fn server(args: ServerArgs) -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     if args.rotate_credentials {
-        tracing::warn!("--rotate-credentials has no effect: the standard chain reloads credentials");
+        tracing::warn!(
+            "--rotate-credentials has no effect: the standard chain reloads credentials"
+        );
     }
 
     let mut source = EksAuthSource::builder().fips(args.fips);
@@ -303,9 +305,7 @@ mod tests {
     #[test]
     fn the_cluster_name_is_required_and_validated() {
         assert!(Cli::try_parse_from(["pod-identity-agent", "server"]).is_err());
-        assert!(
-            Cli::try_parse_from(["pod-identity-agent", "server", "-c", "-bad-name"]).is_err()
-        );
+        assert!(Cli::try_parse_from(["pod-identity-agent", "server", "-c", "-bad-name"]).is_err());
         assert_eq!(server_args(&["-c", "demo"]).cluster_name.as_str(), "demo");
     }
 
@@ -343,7 +343,10 @@ mod tests {
             "http://127.0.0.1:9000",
         ]);
         assert_eq!(args.bind_hosts, ["127.0.0.1"]);
-        assert_eq!((args.port, args.probe_port, args.metrics_port), (8080, 8081, 8082));
+        assert_eq!(
+            (args.port, args.probe_port, args.metrics_port),
+            (8080, 8081, 8082)
+        );
         assert_eq!(args.endpoint, "http://127.0.0.1:9000");
     }
 
@@ -412,7 +415,11 @@ mod tests {
             ("0s", 0.0),
             ("+2m", 120.0),
         ] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs_f64(secs)), "{text}");
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_secs_f64(secs)),
+                "{text}"
+            );
         }
         for bad in ["", "3", "h", "3x", "-1h", "1h-", "."] {
             assert!(parse_duration(bad).is_err(), "{bad}");

@@ -15,9 +15,9 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_eksauth::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_eksauth::config::retry::RetryConfig;
 use aws_sdk_eksauth::config::timeout::TimeoutConfig;
-use aws_sdk_eksauth::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_eksauth::config::{
     ConfigBag, Intercept, ProvideCredentials, Region, RuntimeComponents, SharedCredentialsProvider,
 };
@@ -27,12 +27,12 @@ use aws_sdk_eksauth::operation::assume_role_for_pod_identity::{
     AssumeRoleForPodIdentityError, AssumeRoleForPodIdentityOutput,
 };
 use aws_smithy_types::body::SdkBody;
+use pod_identity_core::EksAuthError;
 use pod_identity_core::SecretString;
 use pod_identity_core::eks_auth::{
     AssumeRoleForPodIdentityResponse, AssumedRoleUser, EksCredentials, PodIdentityAssociation,
     Subject,
 };
-use pod_identity_core::EksAuthError;
 
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
 
@@ -331,7 +331,9 @@ struct Opaque(String);
 #[error("EKS Auth answered without `{0}`")]
 struct MissingField(&'static str);
 
-fn convert(output: AssumeRoleForPodIdentityOutput) -> Result<AssumeRoleForPodIdentityResponse, SourceError> {
+fn convert(
+    output: AssumeRoleForPodIdentityOutput,
+) -> Result<AssumeRoleForPodIdentityResponse, SourceError> {
     let missing = |field| SourceError::unavailable(MissingField(field));
     let subject = output.subject.ok_or_else(|| missing("subject"))?;
     let association = output
@@ -428,7 +430,13 @@ mod tests {
         EksAuthSource::builder()
             .region("us-west-2")
             .endpoint_url(server.uri())
-            .credentials_provider(Credentials::new("AKIDTEST", "test-secret", None, None, "test"))
+            .credentials_provider(Credentials::new(
+                "AKIDTEST",
+                "test-secret",
+                None,
+                None,
+                "test",
+            ))
     }
 
     #[tokio::test]
@@ -448,7 +456,10 @@ mod tests {
         let issued = source.credentials(&request(&token)).await.unwrap();
         let credentials = issued.credentials();
         assert_eq!(credentials.access_key_id, "ASIAEXAMPLE");
-        assert_eq!(credentials.secret_access_key.expose_secret(), "secret-access-key");
+        assert_eq!(
+            credentials.secret_access_key.expose_secret(),
+            "secret-access-key"
+        );
         assert_eq!(credentials.token.expose_secret(), "session-token");
         assert_eq!(issued.account_id(), Some("111122223333"));
         assert_eq!(
@@ -506,10 +517,14 @@ mod tests {
 
     async fn error_for(status: u16, code: &str, via: Via) -> EksAuthError {
         let server = MockServer::start().await;
-        let mut response = ResponseTemplate::new(status).insert_header("x-amzn-requestid", "req-42");
+        let mut response =
+            ResponseTemplate::new(status).insert_header("x-amzn-requestid", "req-42");
         response = match via {
             Via::Header => response
-                .insert_header("x-amzn-errortype", format!("{code}:http://internal.amazon.com/"))
+                .insert_header(
+                    "x-amzn-errortype",
+                    format!("{code}:http://internal.amazon.com/"),
+                )
                 .set_body_json(serde_json::json!({"message": "it failed"})),
             Via::Type => response.set_body_json(serde_json::json!({
                 "__type": format!("com.amazonaws.eksauth#{code}"),
@@ -534,16 +549,66 @@ mod tests {
     #[tokio::test]
     async fn each_error_code_keeps_its_status_class_request_id_and_fault_from_every_source() {
         let cases = [
-            (400, "AccessDeniedException", ErrorClass::Irrecoverable, Fault::Client),
-            (400, "ExpiredTokenException", ErrorClass::Irrecoverable, Fault::Client),
-            (400, "InvalidTokenException", ErrorClass::Irrecoverable, Fault::Client),
-            (400, "InvalidParameterException", ErrorClass::Recoverable, Fault::Client),
-            (400, "InvalidRequestException", ErrorClass::Recoverable, Fault::Client),
-            (404, "ResourceNotFoundException", ErrorClass::Irrecoverable, Fault::Client),
-            (429, "ThrottlingException", ErrorClass::Recoverable, Fault::Client),
-            (500, "InternalServerException", ErrorClass::Recoverable, Fault::Server),
-            (503, "ServiceUnavailableException", ErrorClass::Recoverable, Fault::Server),
-            (418, "TeapotException", ErrorClass::Recoverable, Fault::Unknown),
+            (
+                400,
+                "AccessDeniedException",
+                ErrorClass::Irrecoverable,
+                Fault::Client,
+            ),
+            (
+                400,
+                "ExpiredTokenException",
+                ErrorClass::Irrecoverable,
+                Fault::Client,
+            ),
+            (
+                400,
+                "InvalidTokenException",
+                ErrorClass::Irrecoverable,
+                Fault::Client,
+            ),
+            (
+                400,
+                "InvalidParameterException",
+                ErrorClass::Recoverable,
+                Fault::Client,
+            ),
+            (
+                400,
+                "InvalidRequestException",
+                ErrorClass::Recoverable,
+                Fault::Client,
+            ),
+            (
+                404,
+                "ResourceNotFoundException",
+                ErrorClass::Irrecoverable,
+                Fault::Client,
+            ),
+            (
+                429,
+                "ThrottlingException",
+                ErrorClass::Recoverable,
+                Fault::Client,
+            ),
+            (
+                500,
+                "InternalServerException",
+                ErrorClass::Recoverable,
+                Fault::Server,
+            ),
+            (
+                503,
+                "ServiceUnavailableException",
+                ErrorClass::Recoverable,
+                Fault::Server,
+            ),
+            (
+                418,
+                "TeapotException",
+                ErrorClass::Recoverable,
+                Fault::Unknown,
+            ),
         ];
         for (status, code, class, fault) in cases {
             for via in [Via::Header, Via::Type, Via::Code] {
@@ -563,7 +628,9 @@ mod tests {
             }
         }
         assert_eq!(
-            error_for(404, "ResourceNotFoundException", Via::Header).await.code(),
+            error_for(404, "ResourceNotFoundException", Via::Header)
+                .await
+                .code(),
             &EksAuthErrorCode::ResourceNotFound
         );
     }
@@ -609,7 +676,10 @@ mod tests {
             .build()
             .await
             .unwrap();
-        let error = source.credentials(&request(&day_token("p"))).await.unwrap_err();
+        let error = source
+            .credentials(&request(&day_token("p")))
+            .await
+            .unwrap_err();
         assert!(matches!(error, SourceError::Timeout), "{error:?}");
         assert_eq!(error.to_agent_error().body(), "[]\n");
         assert_eq!(error.class(), ErrorClass::Recoverable);
@@ -623,7 +693,13 @@ mod tests {
         let source = EksAuthSource::builder()
             .region("us-west-2")
             .endpoint_url(format!("http://{addr}"))
-            .credentials_provider(Credentials::new("AKIDTEST", "test-secret", None, None, "test"))
+            .credentials_provider(Credentials::new(
+                "AKIDTEST",
+                "test-secret",
+                None,
+                None,
+                "test",
+            ))
             .max_attempts(1)
             .build()
             .await
@@ -651,17 +727,24 @@ mod tests {
             .mount(&server)
             .await;
         let source = builder(&server).max_attempts(1).build().await.unwrap();
-        let error = source.credentials(&request(&day_token("p"))).await.unwrap_err();
+        let error = source
+            .credentials(&request(&day_token("p")))
+            .await
+            .unwrap_err();
         assert!(matches!(error, SourceError::Unavailable(_)), "{error:?}");
         assert!(!format!("{error:?}").contains("secret-access-key"));
     }
 
     #[tokio::test]
     async fn a_region_is_required() {
-        let config = aws_config::SdkConfig::builder()
+        let config = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .build();
-        let error = EksAuthSource::builder().sdk_config(config).build().await.unwrap_err();
+        let error = EksAuthSource::builder()
+            .sdk_config(config)
+            .build()
+            .await
+            .unwrap_err();
         assert!(matches!(error, EksAuthSourceError::NoRegion));
     }
 
