@@ -664,7 +664,7 @@ mod tests {
         let big = "a".repeat(2048);
         assert_eq!(
             answer(&router, HOST, Some(&big)).await,
-            (431, "431 Request Header Fields Too Large\n".into())
+            (431, AgentError::HeadersTooLarge.body())
         );
         for path in ["/", "/v1/credential", "/v1/credentials/x", "/healthz"] {
             let request = http::Request::get(path)
