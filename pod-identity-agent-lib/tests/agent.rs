@@ -98,6 +98,8 @@ async fn source(eks: &MockServer, attempts: u32, attempt_timeout: Duration) -> E
         ))
         .max_attempts(attempts)
         .attempt_timeout(attempt_timeout)
+        // Generous: the machine may be busy; only the timeout test relies on timing out.
+        .connect_timeout(Duration::from_secs(5))
         .build()
         .await
         .unwrap()
@@ -206,7 +208,7 @@ async fn serves_credentials_over_ipv4_and_ipv6_loopback_and_logs_no_secret() {
         .mount(&eks)
         .await;
     let server = agent(
-        source(&eks, 3, Duration::from_secs(1)).await,
+        source(&eks, 3, Duration::from_secs(10)).await,
         &["127.0.0.1", "[::1]"],
     )
     .bind()
@@ -283,7 +285,7 @@ async fn each_eks_auth_error_keeps_its_status_and_reference_body() {
             .await;
     }
     let server = agent(
-        source(&eks, 1, Duration::from_secs(1)).await,
+        source(&eks, 1, Duration::from_secs(10)).await,
         &["127.0.0.1"],
     )
     .bind()
@@ -345,7 +347,7 @@ async fn an_unbindable_host_is_skipped() {
         .await;
     // 192.0.2.1 (TEST-NET-1) is not an address of this machine.
     let server = agent(
-        source(&eks, 1, Duration::from_secs(1)).await,
+        source(&eks, 1, Duration::from_secs(10)).await,
         &["192.0.2.1", "127.0.0.1"],
     )
     .bind()
@@ -432,7 +434,7 @@ async fn aws_configs_container_provider_fetches_from_the_agent() {
         .mount(&eks)
         .await;
     let server = agent(
-        source(&eks, 1, Duration::from_secs(1)).await,
+        source(&eks, 1, Duration::from_secs(10)).await,
         &["127.0.0.1"],
     )
     .bind()
