@@ -218,7 +218,16 @@ impl<S: CredentialSource> Handler<S> {
                 }
             });
         outcome.map_err(|error| {
-            tracing::warn!(error = %error, code = error.code(), "fetching credentials failed");
+            let request_id = match &error {
+                SourceError::EksAuth(error) => error.request_id(),
+                _ => None,
+            };
+            tracing::warn!(
+                error = %error,
+                code = error.code(),
+                request_id,
+                "fetching credentials failed"
+            );
             error.to_agent_error()
         })
     }

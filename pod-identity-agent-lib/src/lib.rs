@@ -15,16 +15,19 @@
 //! | [`probe`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`server`] | listeners, header limits, read timeouts, graceful shutdown |
 //!
-//! A minimal agent, with a custom source standing in for EKS Auth:
+//! The blocks composed by hand, with a custom source standing in for EKS Auth, and one request
+//! answered without a socket:
 //!
-//! ```no_run
+//! ```
 //! use std::time::{Duration, SystemTime};
 //!
+//! use axum::body::Body;
 //! use pod_identity_agent_lib::{
-//!     AgentBuilder, CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
-//!     server::shutdown_signal,
+//!     CredentialCache, CredentialRequest, CredentialSource, CredentialsRouter, HostAllowList,
+//!     IssuedCredentials, Metrics, SourceError,
 //! };
 //! use pod_identity_core::{ContainerCredentials, SecretString};
+//! use tower::ServiceExt;
 //!
 //! /// Hands every pod the same (fake) credentials.
 //! struct Fixed;
@@ -43,6 +46,40 @@
 //!         }))
 //!     }
 //! }
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let metrics = Metrics::new();
+//! let cache = CredentialCache::builder(Fixed).metrics(metrics.clone()).build();
+//! let router = CredentialsRouter::new("demo".parse().unwrap(), cache)
+//!     .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
+//!     .metrics(metrics.clone())
+//!     .into_router();
+//!
+//! // A token expiring in 2096 (the agent decodes it; EKS Auth would verify it).
+//! let token = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjQwMDAwMDAwMDB9.c2ln";
+//! let request = http::Request::get("/v1/credentials")
+//!     .header("host", "127.0.0.1:8080")
+//!     .header("authorization", token)
+//!     .body(Body::empty())
+//!     .unwrap();
+//! let response = router.oneshot(request).await.unwrap();
+//! assert_eq!(response.status(), 200);
+//! assert!(metrics.encode().contains(r#"pod_identity_http_response{code="200"} 1"#));
+//! # });
+//! ```
+//!
+//! Serving it: [`ServerBuilder`] binds the router (and the probe and metrics servers), or
+//! [`AgentBuilder`] does all of the above from one source:
+//!
+//! ```no_run
+//! # use pod_identity_agent_lib::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+//! # struct Fixed;
+//! # impl CredentialSource for Fixed {
+//! #     async fn credentials(&self, _: &CredentialRequest) -> Result<IssuedCredentials, SourceError> {
+//! #         Err(SourceError::Timeout)
+//! #     }
+//! # }
+//! use pod_identity_agent_lib::{AgentBuilder, server::shutdown_signal};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = AgentBuilder::new("demo".parse()?, Fixed)

@@ -118,3 +118,96 @@ impl RequestValidator {
         Ok(token)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pod_identity_core::TokenError;
+
+    use super::*;
+    use crate::test_support::{day_token, wall_clock};
+
+    #[test]
+    fn the_allow_list_strips_brackets_and_ports_and_compares_addresses() {
+        let list = HostAllowList::new(["[fd00:ec2::23]", "169.254.170.23", "localhost"]);
+        assert_eq!(
+            list.hosts(),
+            ["fd00:ec2::23", "169.254.170.23", "localhost"]
+        );
+        for host in [
+            "fd00:ec2::23",
+            "[fd00:ec2::23]:80",
+            "[fd00:ec2:0:0:0:0:0:23]",
+            "169.254.170.23:8080",
+            "LOCALHOST:80",
+        ] {
+            assert_eq!(list.check(host), Ok(()), "{host}");
+        }
+        for host in [
+            "169.254.170.2",
+            "[::ffff:169.254.170.23]",
+            "",
+            "evil.example",
+        ] {
+            assert!(
+                matches!(list.check(host), Err(AgentError::InvalidHost { .. })),
+                "{host}"
+            );
+        }
+        assert_eq!(
+            HostAllowList::reference().hosts(),
+            ["169.254.170.23", "fd00:ec2::23"]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_host_is_checked_before_the_token_and_time_comes_from_the_clock() {
+        let validator = RequestValidator::new(HostAllowList::reference()).with_clock(wall_clock());
+        assert!(matches!(
+            validator.validate(Some(b"10.0.0.1"), None),
+            Err(AgentError::InvalidHost { .. })
+        ));
+        assert_eq!(
+            validator.validate(None, Some(b"x")).unwrap_err().status(),
+            403,
+            "a missing Host is not allowed"
+        );
+        assert_eq!(
+            validator
+                .validate(Some(b"169.254.170.23"), None)
+                .unwrap_err(),
+            AgentError::Token(TokenError::Empty)
+        );
+        let token = day_token("p");
+        let decoded = validator
+            .validate(Some(b"169.254.170.23"), Some(token.as_bytes()))
+            .unwrap();
+        assert_eq!(decoded.expose_secret(), token);
+        // A day later (on the paused clock) the same token has expired.
+        tokio::time::advance(Duration::from_secs(86_400)).await;
+        assert_eq!(
+            validator.validate(Some(b"169.254.170.23"), Some(token.as_bytes())),
+            Err(AgentError::Token(TokenError::Expired))
+        );
+    }
+
+    #[test]
+    fn non_utf8_tokens_are_refused_as_unparseable() {
+        let validator = RequestValidator::new(HostAllowList::reference());
+        let error = validator
+            .validate(
+                Some(b"169.254.170.23"),
+                Some(&[0xff, 0xfe, b'.', b'a', b'.', b'b']),
+            )
+            .unwrap_err();
+        assert_eq!(error.status(), 400);
+        assert!(
+            error
+                .body()
+                .starts_with("Service account token cannot be parsed: "),
+            "{}",
+            error.body()
+        );
+    }
+}
