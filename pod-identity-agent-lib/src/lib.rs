@@ -113,6 +113,8 @@
 //!
 //! - `eks-auth` (default): [`EksAuthSource`], over `aws-sdk-eksauth` and `aws-config`.
 //! - `simulator`: a local EKS Auth simulator for tests and demos.
+//! - `node-network` (Linux only): [`node_network`], the link-local link and addresses pods reach
+//!   the agent on, set up over rtnetlink (the agent's `initialize`).
 //!
 //! # Logging
 //!
@@ -129,6 +131,8 @@ pub mod source;
 pub mod time;
 pub mod validation;
 
+#[cfg(feature = "node-network")]
+pub mod node_network;
 #[cfg(feature = "simulator")]
 pub mod simulator;
 
@@ -148,7 +152,9 @@ pub use probe::Probe;
 pub use server::{BindError, BoundServer, ServerBuilder};
 #[cfg(feature = "eks-auth")]
 pub use source::eks_auth::{EksAuthSource, EksAuthSourceBuilder};
-pub use source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+pub use source::{
+    CredentialRequest, CredentialSource, IssuedCredentials, SharedCredentialSource, SourceError,
+};
 pub use time::{SharedWallClock, WallClock};
 pub use validation::{HostAllowList, RequestValidator};
 
