@@ -41,6 +41,11 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) const BACKGROUND_RETRY_BASE: Duration = Duration::from_secs(10);
 /// Longest delay between background refresh attempts.
 pub(crate) const BACKGROUND_RETRY_CAP: Duration = Duration::from_secs(300);
+/// Longest single sleep of the refresh task. It then re-reads the wall clock, so a suspended
+/// machine or a stepped clock cannot make it oversleep a refresh by more than this.
+pub(crate) const MAX_SLEEP: Duration = Duration::from_secs(5 * 60);
+/// Shortest time between a fetch and the refresh it schedules.
+pub(crate) const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
 /// Shortest delay between background refresh attempts, even just before expiry.
 const BACKGROUND_RETRY_FLOOR: Duration = Duration::from_secs(1);
 
@@ -138,9 +143,11 @@ impl RefreshWindows {
         let planned = expiry
             .checked_sub(window.saturating_sub(into_window))
             .unwrap_or(now);
-        // Never refresh before half the lifetime has passed: a value that lives shorter than its
-        // window would otherwise be refetched in a loop.
-        planned.max(now + lifetime / 2)
+        // Never refresh before half the lifetime has passed, nor sooner than a floor: a value
+        // that lives shorter than its window would otherwise be refetched in a loop.
+        planned
+            .max(now + lifetime / 2)
+            .max(now + MIN_REFRESH_INTERVAL)
     }
 }
 
@@ -351,12 +358,8 @@ where
                         .checked_sub(self.settings.windows.mandatory)
                         .unwrap_or(entry.expiry);
                     if now < mandatory_from {
-                        if now >= entry.refresh_at && self.refresh_failed.load(Ordering::Relaxed) {
-                            Stats::bump(&self.stats.stale_serves);
-                            tracing::trace!(
-                                cache = self.settings.name,
-                                "serving cached credentials while refresh is failing"
-                            );
+                        if now >= entry.refresh_at {
+                            self.overdue_hit();
                         }
                         (Some(entry.value.clone()), false)
                     } else {
@@ -479,6 +482,20 @@ where
         self.wake.notify_one();
     }
 
+    /// A hit past the refresh point: count a stale serve if refreshing fails, and restart the
+    /// refresh task if it is gone (for example, its runtime shut down).
+    #[cold]
+    fn overdue_hit(self: &Arc<Self>) {
+        if self.refresh_failed.load(Ordering::Relaxed) {
+            Stats::bump(&self.stats.stale_serves);
+            tracing::trace!(
+                cache = self.settings.name,
+                "serving cached credentials while refresh is failing"
+            );
+        }
+        self.ensure_task();
+    }
+
     fn ensure_task(self: &Arc<Self>) {
         if self.task_started.load(Ordering::Relaxed)
             || self.task_started.swap(true, Ordering::AcqRel)
@@ -490,7 +507,7 @@ where
                 let weak = Arc::downgrade(self);
                 let wake = self.wake.clone();
                 let sleep = self.settings.sleep.clone();
-                handle.spawn(run_refresh_task(weak, wake, sleep));
+                handle.spawn(run_refresh_task(TaskAlive(weak), wake, sleep));
             }
             Err(_) => {
                 // No runtime to refresh on: values are then reloaded on expiry by callers.
@@ -579,14 +596,24 @@ where
     }
 }
 
-async fn run_refresh_task<T, E>(
-    cache: Weak<RefreshCache<T, E>>,
-    wake: Arc<Notify>,
-    sleep: SharedAsyncSleep,
-) where
+/// The task's handle on the cache; when the task ends (or its runtime drops it), the cache
+/// learns that it needs a new one.
+struct TaskAlive<T, E>(Weak<RefreshCache<T, E>>);
+
+impl<T, E> Drop for TaskAlive<T, E> {
+    fn drop(&mut self) {
+        if let Some(cache) = self.0.upgrade() {
+            cache.task_started.store(false, Ordering::Release);
+        }
+    }
+}
+
+async fn run_refresh_task<T, E>(alive: TaskAlive<T, E>, wake: Arc<Notify>, sleep: SharedAsyncSleep)
+where
     T: Expiring,
     E: Clone + fmt::Display + Send + Sync + 'static,
 {
+    let cache = &alive.0;
     let mut failures: u32 = 0;
     let mut retry_at: Option<SystemTime> = None;
     loop {
@@ -604,7 +631,7 @@ async fn run_refresh_task<T, E>(
                 continue;
             }
             Plan::At(at) => {
-                let delay = at.duration_since(now).unwrap_or_default();
+                let delay = at.duration_since(now).unwrap_or_default().min(MAX_SLEEP);
                 if !delay.is_zero() {
                     tokio::select! {
                         _ = sleep.sleep(delay) => {}
@@ -684,7 +711,10 @@ mod tests {
             w.refresh_at(now, now + 3 * MIN, 0.0),
             now + 90 * Duration::from_secs(1)
         );
-        assert_eq!(w.refresh_at(now, now, 0.0), now);
-        assert_eq!(w.refresh_at(now, now - MIN, 0.3), now);
+        assert_eq!(w.refresh_at(now, now, 0.0), now + MIN_REFRESH_INTERVAL);
+        assert_eq!(
+            w.refresh_at(now, now - MIN, 0.3),
+            now + MIN_REFRESH_INTERVAL
+        );
     }
 }

@@ -27,6 +27,7 @@ async fn refreshes_inside_the_advisory_window_without_blocking_callers() {
     // 6 h credentials: the advisory window is 60 min, the refresh lands in its first half,
     // so between 5 h and 5 h 30 min after the fetch. Nothing happens before.
     for step in [HOUR, 3 * HOUR, 59 * MINUTE] {
+        settle().await;
         clock.advance(step);
         settle().await;
         let served = ready_now(provider.credentials()).expect("a cache hit never waits");
@@ -40,6 +41,7 @@ async fn refreshes_inside_the_advisory_window_without_blocking_callers() {
 
     // Past the latest refresh point: the background task refreshes, callers keep being
     // answered at once, first with the old credentials, then with the new ones.
+    settle().await;
     clock.advance(31 * MINUTE);
     eventually("the background refresh", || async {
         let served = ready_now(provider.credentials()).expect("a cache hit never waits");
@@ -70,9 +72,11 @@ async fn short_lived_credentials_use_the_short_window() {
     let provider = provider(&server, &clock);
     provider.credentials().await.unwrap();
     // ≤ 20 min lifetime: 5 min window, refresh between 10 and 12.5 min.
+    settle().await;
     clock.advance(9 * MINUTE + 59 * SECOND);
     settle().await;
     assert_eq!(requests(&server).await, 1);
+    settle().await;
     clock.advance(2 * MINUTE + 32 * SECOND);
     eventually("the refresh", || async { requests(&server).await == 2 }).await;
 }
@@ -91,6 +95,7 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
 
     // The agent goes down before the refresh is due.
     agent_answer.set(ResponseTemplate::new(503).set_body_string("down"));
+    settle().await;
     clock.advance(5 * HOUR + 31 * MINUTE);
     eventually("a failed refresh", || async {
         provider.metrics().failures >= 1
@@ -103,6 +108,7 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
     assert!(provider.metrics().stale_serves >= 1);
 
     // The failed refresh is retried with backoff (10 s doubling, equal jitter).
+    settle().await;
     clock.advance(11 * SECOND);
     eventually("a retried refresh", || async {
         requests(&server).await > before
@@ -110,6 +116,7 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
     .await;
 
     // Still down in the last minute: callers still get the last good credentials.
+    settle().await;
     clock.advance(6 * HOUR - (5 * HOUR + 31 * MINUTE + 11 * SECOND) - 30 * SECOND);
     let served = tokio::time::timeout(Duration::from_secs(30), provider.credentials())
         .await
@@ -117,6 +124,7 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
     assert_eq!(served.unwrap().access_key_id(), "AKID1");
 
     // After the real expiry nothing valid is left: the outage becomes visible.
+    settle().await;
     clock.advance(31 * SECOND);
     let error = provider.credentials().await.unwrap_err();
     assert!(chain(&error).contains("503"), "{}", chain(&error));
@@ -202,6 +210,7 @@ async fn dropping_the_last_clone_ends_the_refresh_task() {
     })
     .await;
     // And nothing refreshes any more.
+    settle().await;
     clock.advance(6 * HOUR);
     settle().await;
     assert_eq!(requests(&server).await, 1);
@@ -218,6 +227,7 @@ async fn in_the_mandatory_window_a_caller_waits_for_the_fetch_in_flight() {
 
     // A slow agent: the refresh is in flight when we enter the last minute.
     agent_answer.set(ok("AKID2", t0 + 2 * HOUR).set_delay(Duration::from_millis(500)));
+    settle().await;
     clock.advance(9 * MINUTE + 30 * SECOND);
     eventually("the refresh to start", || async {
         requests(&server).await == 2
@@ -229,4 +239,37 @@ async fn in_the_mandatory_window_a_caller_waits_for_the_fetch_in_flight() {
         "AKID2",
         "waited for the in-flight refresh"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_task_restarts_when_its_runtime_went_away() {
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    let server = agent(Script::new([
+        ok("AKID1", t0 + 6 * HOUR),
+        ok("AKID2", t0 + 12 * HOUR),
+    ]))
+    .await;
+    let provider = provider(&server, &clock);
+    // First use on a short-lived runtime, as in a test harness or a CLI's helper runtime.
+    let first = provider.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(first.credentials()).unwrap();
+    })
+    .join()
+    .unwrap();
+
+    settle().await;
+    clock.advance(5 * HOUR + 31 * MINUTE);
+    // The hit past the refresh point starts a new task on this runtime, which refreshes.
+    let served = ready_now(provider.credentials()).expect("a hit never waits");
+    assert_eq!(served.unwrap().access_key_id(), "AKID1");
+    eventually("the refresh on the new runtime", || async {
+        provider.credentials().await.unwrap().access_key_id() == "AKID2"
+    })
+    .await;
 }

@@ -23,24 +23,28 @@ pub const HOUR: Duration = Duration::from_secs(3600);
 pub const MINUTE: Duration = Duration::from_secs(60);
 pub const SECOND: Duration = Duration::from_secs(1);
 
-/// A wall clock and sleep driven by hand. Sleeps no longer than `auto_below` complete at once
-/// and move the clock (HTTP backoff); longer sleeps wait for `advance`.
+/// A wall clock and sleep driven by hand. Sleeps shorter than [`INSTANT_BELOW`] (HTTP backoff,
+/// `Retry-After`) complete at once without moving the clock and are recorded; longer sleeps
+/// (the refresh schedule) wait for `advance`.
+///
+/// Advance only while the provider's tasks are idle (`settle` first): a sleep is relative to
+/// the moment it starts, so a jump while a task is between reading the clock and starting its
+/// sleep makes that sleep end later than the task planned.
 #[derive(Clone, Debug)]
 pub struct ManualClock {
     now: Arc<watch::Sender<SystemTime>>,
-    auto_below: Duration,
+    instant_sleeps: Arc<Mutex<Vec<Duration>>>,
 }
+
+/// Sleeps shorter than this complete at once.
+pub const INSTANT_BELOW: Duration = Duration::from_secs(5);
 
 impl ManualClock {
     pub fn new() -> Self {
-        Self::with_auto_advance(Duration::from_secs(6))
-    }
-
-    pub fn with_auto_advance(auto_below: Duration) -> Self {
         let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         Self {
             now: Arc::new(watch::channel(start).0),
-            auto_below,
+            instant_sleeps: Arc::default(),
         }
     }
 
@@ -50,6 +54,11 @@ impl ManualClock {
 
     pub fn advance(&self, by: Duration) {
         self.now.send_modify(|t| *t += by);
+    }
+
+    /// The short sleeps completed at once, in order.
+    pub fn instant_sleeps(&self) -> Vec<Duration> {
+        self.instant_sleeps.lock().expect("lock poisoned").clone()
     }
 }
 
@@ -61,8 +70,11 @@ impl TimeSource for ManualClock {
 
 impl AsyncSleep for ManualClock {
     fn sleep(&self, duration: Duration) -> Sleep {
-        if duration <= self.auto_below {
-            self.advance(duration);
+        if duration < INSTANT_BELOW {
+            self.instant_sleeps
+                .lock()
+                .expect("lock poisoned")
+                .push(duration);
             return Sleep::new(async {});
         }
         let deadline = self.now() + duration;
