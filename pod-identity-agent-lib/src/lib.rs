@@ -152,9 +152,7 @@ pub use probe::Probe;
 pub use server::{BindError, BoundServer, ServerBuilder};
 #[cfg(feature = "eks-auth")]
 pub use source::eks_auth::{EksAuthSource, EksAuthSourceBuilder};
-pub use source::{
-    CredentialRequest, CredentialSource, IssuedCredentials, SharedCredentialSource, SourceError,
-};
+pub use source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
 pub use time::{SharedWallClock, WallClock};
 pub use validation::{HostAllowList, RequestValidator};
 
