@@ -12,6 +12,7 @@ pub mod eks_auth;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -204,11 +205,114 @@ pub trait CredentialSource: Send + Sync + 'static {
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send;
 }
 
+/// A type-erased, cheaply cloned [`CredentialSource`], for choosing a source at run time.
+#[derive(Clone)]
+pub struct SharedCredentialSource(Arc<dyn DynCredentialSource>);
+
+impl fmt::Debug for SharedCredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedCredentialSource")
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedCredentialSource {
+    /// Wraps `source`.
+    pub fn new(source: impl CredentialSource) -> Self {
+        Self(Arc::new(source))
+    }
+}
+
+impl CredentialSource for SharedCredentialSource {
+    async fn credentials(
+        &self,
+        request: &CredentialRequest,
+    ) -> Result<IssuedCredentials, SourceError> {
+        self.0.credentials_boxed(request).await
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe form of [`CredentialSource`].
+trait DynCredentialSource: Send + Sync {
+    fn credentials_boxed<'a>(
+        &'a self,
+        request: &'a CredentialRequest,
+    ) -> BoxFuture<'a, Result<IssuedCredentials, SourceError>>;
+}
+
+impl<S: CredentialSource> DynCredentialSource for S {
+    fn credentials_boxed<'a>(
+        &'a self,
+        request: &'a CredentialRequest,
+    ) -> BoxFuture<'a, Result<IssuedCredentials, SourceError>> {
+        Box::pin(self.credentials(request))
+    }
+}
+
 impl<S: CredentialSource> CredentialSource for Arc<S> {
     fn credentials(
         &self,
         request: &CredentialRequest,
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send {
         (**self).credentials(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{FakeSource, day_token, request, wall_clock};
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_source_forwards_to_the_wrapped_one() {
+        let fake = FakeSource::new(wall_clock());
+        let shared = SharedCredentialSource::new(fake.clone());
+        let cloned = shared.clone();
+        let issued = cloned.credentials(&request(&day_token("p"))).await.unwrap();
+        assert_eq!(issued.credentials().access_key_id, "ASIAFAKE1");
+        fake.fail_next(SourceError::Timeout);
+        assert!(matches!(
+            shared.credentials(&request(&day_token("p"))).await,
+            Err(SourceError::Timeout)
+        ));
+        assert_eq!(fake.calls(), 2);
+    }
+
+    #[test]
+    fn errors_classify_and_render_as_the_reference() {
+        assert_eq!(SourceError::Timeout.class(), ErrorClass::Recoverable);
+        assert_eq!(SourceError::Timeout.to_agent_error().body(), "[]\n");
+        let expiring = SourceError::ExpiringCredentials {
+            remaining_millis: 14_999,
+        };
+        assert_eq!(expiring.to_agent_error().status(), 500);
+        assert_eq!(
+            expiring.to_agent_error().body(),
+            "fetched credentials are expired or will expire within the next 15.00 seconds\n"
+        );
+        let denied = SourceError::EksAuth(EksAuthError::from_http(
+            403,
+            Some("AccessDeniedException"),
+            None,
+            b"{}",
+        ));
+        assert_eq!(denied.class(), ErrorClass::Irrecoverable);
+        assert_eq!(denied.code(), "AccessDeniedException");
+    }
+
+    #[test]
+    fn remaining_time_is_signed_in_millis() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let issued = IssuedCredentials::new(crate::test_support::credentials(
+            1,
+            now + Duration::from_millis(1_500),
+        ));
+        assert_eq!(issued.remaining_millis(now), 1_500);
+        assert_eq!(issued.remaining(now), Duration::from_millis(1_500));
+        let later = now + Duration::from_secs(3);
+        assert_eq!(issued.remaining_millis(later), -1_500);
+        assert_eq!(issued.remaining(later), Duration::ZERO);
     }
 }
