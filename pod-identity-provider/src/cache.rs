@@ -161,7 +161,8 @@ pub struct Metrics {
     pub refreshes: u64,
     /// Loads that failed (after their retries).
     pub failures: u64,
-    /// Calls answered from the cache after a refresh had failed or was overdue.
+    /// Calls answered with cached credentials while refreshing them was failing, or inside the
+    /// mandatory window with no fetch in flight.
     pub stale_serves: u64,
     /// HTTP attempts retried inside a load (provider only).
     pub retries: u64,
@@ -451,7 +452,9 @@ where
             }
             Err(error) => {
                 Stats::bump(&self.stats.failures);
-                tracing::warn!(cache = self.settings.name, %error, "fetching credentials failed");
+                // Debug only: the loader logs its own failures at the level they deserve (an
+                // unconfigured provider in a chain is not worth a warning on every call).
+                tracing::debug!(cache = self.settings.name, %error, "loading credentials failed");
                 flight.last_error = Some(error.clone());
             }
         }

@@ -27,14 +27,15 @@
 //! | agent URI | `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (on `http://169.254.170.2`), else `AWS_CONTAINER_CREDENTIALS_FULL_URI` |
 //! | token | `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (re-read every fetch, trimmed, ≤ 64 KiB), else `AWS_CONTAINER_AUTHORIZATION_TOKEN` |
 //! | allowed hosts over `http` | loopback, `169.254.170.2`, `169.254.170.23`, `fd00:ec2::23`; host names must resolve only to those; `https` anywhere (feature `rustls`) |
-//! | proxy, redirects | never |
+//! | proxy, redirects | never (a redirect is an error) |
 //! | connect / read timeout | 2 s / 5 s per attempt |
 //! | attempts per fetch | 3, exponential backoff with full jitter (100 ms base, 2 s cap) |
-//! | retried | connection errors, timeouts, 5xx, 429 (`Retry-After` honoured up to 5 s), unparseable 200 |
+//! | retried | connection errors, timeouts, 5xx, 429 (`Retry-After` in seconds honoured up to 5 s), unparseable 200 |
 //! | not retried | other 4xx, a `{"Code": ..., "Message": ...}` error document |
 //! | advisory refresh window | remaining lifetime at fetch ≤ 20 min → 5 min; 20–90 min → 15 min; ≥ 90 min → 60 min; the refresh lands at a random point in the first half of the window |
 //! | mandatory window | 60 s: a caller may wait for a fetch already in flight |
 //! | failed background refresh | keep serving the last good credentials until they expire; retry after 10 s doubling to 5 min, equal jitter, always a few attempts before expiry |
+//! | agent error text in errors | at most 256 characters, control characters replaced, token redacted |
 //! | time source / sleep | system clock / tokio timer |
 //! | environment | the process environment ([`Env`]) |
 //!
@@ -52,8 +53,8 @@
 //!
 //! # Observability
 //!
-//! `tracing` events (target `pod_identity_provider`) for fetches, refreshes, retries, failures
-//! and stale serving; none carries a token or a secret key. [`PodIdentityCredentialsProvider::metrics`]
+//! `tracing` events (targets under `pod_identity_provider`) for fetches, refreshes (info),
+//! retries (info), failures (warn) and stale serving; none carries a token or a secret key. [`PodIdentityCredentialsProvider::metrics`]
 //! and [`RefreshAheadCache::metrics`] return counters.
 //!
 //! # Features
