@@ -35,6 +35,44 @@ enum Command {
     /// Requests to the credential path are validated, exchanged with EKS Auth
     /// AssumeRoleForPodIdentity, cached per token and renewed in the background.
     Server(ServerArgs),
+
+    /// Set up the node network: the link-local addresses pods reach the agent on.
+    ///
+    /// Creates a dummy link (pod-id-link0) carrying 169.254.170.23/32 and fd00:ec2::23/128, with
+    /// a route to each, over netlink; or, with --existing-link, puts the addresses on a link that
+    /// exists. Runs once per node boot in a privileged init container (needs CAP_NET_ADMIN);
+    /// running it again changes nothing. IPv6 turned off on the node is a warning, not a failure.
+    #[cfg(target_os = "linux")]
+    Initialize(InitializeArgs),
+}
+
+#[cfg(target_os = "linux")]
+#[derive(Debug, Args)]
+struct InitializeArgs {
+    /// Name of the dummy link to create.
+    #[arg(long, value_name = "NAME", default_value = pod_identity_agent_lib::node_network::DEFAULT_LINK_NAME)]
+    link_name: String,
+
+    /// Put the addresses on this existing link (such as lo) instead of creating a dummy link;
+    /// for kernels without the dummy link type.
+    #[arg(long, value_name = "NAME", conflicts_with = "link_name")]
+    existing_link: Option<String>,
+
+    /// IPv4 address of the agent (added as a /32).
+    #[arg(long, value_name = "ADDRESS", default_value = "169.254.170.23")]
+    ipv4_address: Ipv4Addr,
+
+    /// IPv6 address of the agent (added as a /128), with or without brackets.
+    #[arg(long, value_name = "ADDRESS", default_value = "fd00:ec2::23", value_parser = parse_ipv6)]
+    ipv6_address: std::net::Ipv6Addr,
+
+    /// Set up IPv4 only.
+    #[arg(long, conflicts_with = "ipv6_address")]
+    no_ipv6: bool,
+
+    /// Log level: trace, debug, info, warn or error (or a tracing filter directive).
+    #[arg(short = 'v', long, default_value = "info", value_name = "LEVEL", value_parser = parse_verbosity)]
+    verbosity: String,
 }
 
 #[derive(Debug, Args)]
@@ -135,6 +173,51 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server(args).await,
+        #[cfg(target_os = "linux")]
+        Command::Initialize(args) => initialize(args).await,
+    }
+}
+
+/// Sets up the node network with `pod_identity_agent_lib::node_network`.
+#[cfg(target_os = "linux")]
+async fn initialize(args: InitializeArgs) -> ExitCode {
+    use pod_identity_agent_lib::node_network::NodeNetwork;
+
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(EnvFilter::new(&args.verbosity))
+        .with_writer(std::io::stderr)
+        .init();
+    let plan = match args.existing_link {
+        Some(link) => NodeNetwork::new().existing_link(link),
+        None => NodeNetwork::new().link_name(args.link_name),
+    }
+    .ipv4_address(args.ipv4_address)
+    .ipv6_address((!args.no_ipv6).then_some(args.ipv6_address));
+    match plan.initialize().await {
+        Ok(done) => {
+            tracing::info!(
+                link = %done.link_name,
+                changes = done.changes.len(),
+                warnings = done.warnings.len(),
+                "node network ready"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            let cause = std::error::Error::source(&error).map(ToString::to_string);
+            tracing::error!(error = %error, cause, "cannot set up the node network");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// An IPv6 address, with or without brackets.
+#[cfg(target_os = "linux")]
+fn parse_ipv6(text: &str) -> Result<std::net::Ipv6Addr, String> {
+    match parse_ip(text)? {
+        IpAddr::V6(address) => Ok(address),
+        IpAddr::V4(_) => Err(format!("{text:?} is not an IPv6 address")),
     }
 }
 
@@ -270,9 +353,10 @@ mod tests {
     fn server_args(args: &[&str]) -> ServerArgs {
         let cli = Cli::try_parse_from(["pod-identity-agent", "server"].iter().chain(args))
             .unwrap_or_else(|e| panic!("{e}"));
-        match cli.command {
-            Command::Server(args) => args,
-        }
+        let Command::Server(args) = cli.command else {
+            panic!("not the server subcommand")
+        };
+        args
     }
 
     #[test]
@@ -400,6 +484,46 @@ mod tests {
         assert_eq!(args.instance_id.as_deref(), Some("i-0123"));
         assert_eq!(args.zone.as_deref(), Some("euw1-az1"));
         assert_eq!(args.verbosity, "debug");
+    }
+
+    #[cfg(target_os = "linux")]
+    fn initialize_args(args: &[&str]) -> InitializeArgs {
+        let cli = Cli::try_parse_from(["pod-identity-agent", "initialize"].iter().chain(args))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let Command::Initialize(args) = cli.command else {
+            panic!("not the initialize subcommand")
+        };
+        args
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn initialize_defaults_and_flags() {
+        let args = initialize_args(&[]);
+        assert_eq!(args.link_name, "pod-id-link0");
+        assert_eq!(args.existing_link, None);
+        assert_eq!(args.ipv4_address.to_string(), "169.254.170.23");
+        assert_eq!(args.ipv6_address.to_string(), "fd00:ec2::23");
+        assert!(!args.no_ipv6);
+
+        let args = initialize_args(&[
+            "--existing-link",
+            "lo",
+            "--ipv4-address",
+            "169.254.170.99",
+            "--ipv6-address",
+            "[fd00:ec2::99]",
+        ]);
+        assert_eq!(args.existing_link.as_deref(), Some("lo"));
+        assert_eq!(args.ipv6_address.to_string(), "fd00:ec2::99");
+        assert!(initialize_args(&["--no-ipv6"]).no_ipv6);
+
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["pod-identity-agent", "initialize"].iter().chain(args))
+        };
+        assert!(parse(&["--existing-link", "lo", "--link-name", "x"]).is_err());
+        assert!(parse(&["--no-ipv6", "--ipv6-address", "fd00::1"]).is_err());
+        assert!(parse(&["--ipv6-address", "169.254.170.23"]).is_err());
     }
 
     #[test]
