@@ -113,6 +113,8 @@
 //!
 //! - `eks-auth` (default): [`EksAuthSource`], over `aws-sdk-eksauth` and `aws-config`.
 //! - `simulator`: a local EKS Auth simulator for tests and demos.
+//! - `self-managed`: [`self_managed::SelfManagedSource`], for clusters outside EKS (local
+//!   token verification, a file of associations, STS `AssumeRole`); see its guide.
 //! - `node-network` (Linux only): [`node_network`], the link-local link and addresses pods reach
 //!   the agent on, set up over rtnetlink (the agent's `initialize`).
 //!
@@ -135,6 +137,8 @@ pub mod validation;
 pub mod node_network;
 #[cfg(feature = "simulator")]
 pub mod simulator;
+#[cfg(feature = "self-managed")]
+pub mod self_managed;
 
 #[cfg(test)]
 mod test_support;

@@ -1,0 +1,412 @@
+//! Pod Identity associations outside EKS: the [`AssociationStore`] trait and a file-backed store.
+//!
+//! [`FileAssociationStore`] reads a JSON file of associations in the EKS API's shape (core's
+//! [`Association`], camelCase field names), either a bare array or `{"associations": [...]}`:
+//!
+//! ```json
+//! {"associations": [{
+//!   "clusterName": "lab",
+//!   "namespace": "default",
+//!   "serviceAccount": "app",
+//!   "roleArn": "arn:aws:iam::111122223333:role/app",
+//!   "targetRoleArn": "arn:aws:iam::444455556666:role/app-data",
+//!   "disableSessionTags": false,
+//!   "externalId": "optional",
+//!   "policy": "{\"Version\":\"2012-10-17\",\"Statement\":[...]}"
+//! }]}
+//! ```
+//!
+//! As in EKS, one (cluster, namespace, service account) has at most one association, and a
+//! cluster at most 1000; a file that breaks either rule, or does not parse, is refused.
+//! The file is re-read every poll interval (default 10 s, on tokio's clock) and swapped in when
+//! its contents change; a refused edit is logged and the last good associations stay in force,
+//! so a typo in a ConfigMap never takes every pod's credentials away.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use pod_identity_core::association::MAX_ASSOCIATIONS_PER_CLUSTER;
+use pod_identity_core::{Association, ClusterName, Namespace, ServiceAccountName};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+/// How often [`FileAssociationStore`] re-reads its file by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Finds the association of a pod's service account.
+pub trait AssociationStore: Send + Sync + 'static {
+    /// The association of `service_account` in `namespace` of `cluster`, if there is one.
+    /// An error means the store could not answer (the agent answers 500 and retries later).
+    fn association(
+        &self,
+        cluster: &ClusterName,
+        namespace: &Namespace,
+        service_account: &ServiceAccountName,
+    ) -> impl Future<Output = Result<Option<Arc<Association>>, StoreError>> + Send;
+}
+
+impl<S: AssociationStore> AssociationStore for Arc<S> {
+    fn association(
+        &self,
+        cluster: &ClusterName,
+        namespace: &Namespace,
+        service_account: &ServiceAccountName,
+    ) -> impl Future<Output = Result<Option<Arc<Association>>, StoreError>> + Send {
+        (**self).association(cluster, namespace, service_account)
+    }
+}
+
+/// Why associations could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The file could not be read.
+    #[error("cannot read associations from {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The contents are not a valid set of associations.
+    #[error("invalid associations in {path}: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Another store could not answer.
+    #[error("association store unavailable: {0}")]
+    Unavailable(String),
+}
+
+type Key = (ClusterName, Namespace, ServiceAccountName);
+
+/// A validated set of associations, indexed by (cluster, namespace, service account).
+#[derive(Clone, Debug, Default)]
+pub struct Associations {
+    by_key: HashMap<Key, Arc<Association>>,
+}
+
+impl Associations {
+    /// Validates `list`: one association per (cluster, namespace, service account), at most
+    /// 1000 per cluster.
+    pub fn new(list: Vec<Association>) -> Result<Self, String> {
+        let mut by_key = HashMap::with_capacity(list.len());
+        let mut per_cluster: HashMap<ClusterName, usize> = HashMap::new();
+        for association in list {
+            let count = per_cluster
+                .entry(association.cluster_name.clone())
+                .or_default();
+            *count += 1;
+            if *count > MAX_ASSOCIATIONS_PER_CLUSTER {
+                return Err(format!(
+                    "more than {MAX_ASSOCIATIONS_PER_CLUSTER} associations for cluster {}",
+                    association.cluster_name
+                ));
+            }
+            let key = (
+                association.cluster_name.clone(),
+                association.namespace.clone(),
+                association.service_account.clone(),
+            );
+            if by_key.insert(key, Arc::new(association)).is_some() {
+                return Err("two associations for one cluster, namespace and service account"
+                    .to_owned());
+            }
+        }
+        Ok(Self { by_key })
+    }
+
+    /// Parses and validates a JSON document: an array of associations or
+    /// `{"associations": [...]}`.
+    pub fn from_json(document: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Document {
+            List(Vec<Association>),
+            Wrapped { associations: Vec<Association> },
+        }
+        // Untagged enums hide the field errors; try each shape for a useful message.
+        let Ok(Document::List(list) | Document::Wrapped { associations: list }) =
+            serde_json::from_slice::<Document>(document)
+        else {
+            let error = if document.trim_ascii_start().starts_with(b"[") {
+                serde_json::from_slice::<Vec<Association>>(document).err()
+            } else {
+                #[derive(Deserialize)]
+                struct Wrapped {
+                    #[allow(dead_code)] // Read only to report its errors.
+                    associations: Vec<Association>,
+                }
+                serde_json::from_slice::<Wrapped>(document).err()
+            };
+            return Err(error.map_or_else(
+                || "not a list of associations".to_owned(),
+                |e| e.to_string(),
+            ));
+        };
+        Self::new(list)
+    }
+
+    /// The association for the key, if any.
+    pub fn find(
+        &self,
+        cluster: &ClusterName,
+        namespace: &Namespace,
+        service_account: &ServiceAccountName,
+    ) -> Option<Arc<Association>> {
+        self.by_key
+            .get(&(cluster.clone(), namespace.clone(), service_account.clone()))
+            .cloned()
+    }
+
+    /// How many associations there are.
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+}
+
+impl AssociationStore for Associations {
+    async fn association(
+        &self,
+        cluster: &ClusterName,
+        namespace: &Namespace,
+        service_account: &ServiceAccountName,
+    ) -> Result<Option<Arc<Association>>, StoreError> {
+        Ok(self.find(cluster, namespace, service_account))
+    }
+}
+
+/// Associations read from a JSON file and reloaded when it changes; cheap to clone.
+#[derive(Clone)]
+pub struct FileAssociationStore {
+    inner: Arc<FileInner>,
+}
+
+struct FileInner {
+    path: PathBuf,
+    current: RwLock<Arc<Associations>>,
+    digest: std::sync::Mutex<[u8; 32]>,
+    /// Counts successful loads (the first is 1); tests and operators can wait on it.
+    generation: watch::Sender<u64>,
+    /// Counts refused edits.
+    rejected: watch::Sender<u64>,
+}
+
+impl fmt::Debug for FileAssociationStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileAssociationStore")
+            .field("path", &self.inner.path)
+            .field("associations", &self.current().len())
+            .field("generation", &*self.inner.generation.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl FileAssociationStore {
+    /// Reads `path` (an error if it is unreadable or invalid) and re-reads it every
+    /// [`DEFAULT_POLL_INTERVAL`]. Must be called within a tokio runtime.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        Self::open_with_interval(path, DEFAULT_POLL_INTERVAL).await
+    }
+
+    /// As [`open`](Self::open), polling every `interval` (zero: never reload).
+    pub async fn open_with_interval(
+        path: impl Into<PathBuf>,
+        interval: Duration,
+    ) -> Result<Self, StoreError> {
+        let path = path.into();
+        let contents = read(&path).await?;
+        let associations = Associations::from_json(&contents).map_err(|reason| {
+            StoreError::Invalid {
+                path: path.clone(),
+                reason,
+            }
+        })?;
+        tracing::info!(path = %path.display(), associations = associations.len(), "associations loaded");
+        let store = Self {
+            inner: Arc::new(FileInner {
+                path,
+                current: RwLock::new(Arc::new(associations)),
+                digest: std::sync::Mutex::new(Sha256::digest(&contents).into()),
+                generation: watch::Sender::new(1),
+                rejected: watch::Sender::new(0),
+            }),
+        };
+        if !interval.is_zero() {
+            tokio::spawn(poll(Arc::downgrade(&store.inner), interval));
+        }
+        Ok(store)
+    }
+
+    /// The associations in force.
+    pub fn current(&self) -> Arc<Associations> {
+        match self.inner.current.read() {
+            Ok(current) => Arc::clone(&current),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The number of successful loads so far; changes when an edit is taken.
+    pub fn generation(&self) -> watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    /// The number of refused edits so far.
+    pub fn rejected(&self) -> watch::Receiver<u64> {
+        self.inner.rejected.subscribe()
+    }
+
+    /// Re-reads the file now: takes it if it changed and is valid.
+    pub async fn reload(&self) -> Result<(), StoreError> {
+        self.inner.reload().await
+    }
+}
+
+impl FileInner {
+    async fn reload(&self) -> Result<(), StoreError> {
+        let contents = read(&self.path).await?;
+        let digest: [u8; 32] = Sha256::digest(&contents).into();
+        let unchanged = self
+            .digest
+            .lock()
+            .map(|last| *last == digest)
+            .unwrap_or(false);
+        if unchanged {
+            return Ok(());
+        }
+        let result = Associations::from_json(&contents);
+        if let Ok(mut last) = self.digest.lock() {
+            // Remember refused contents too, so one bad edit is logged once.
+            *last = digest;
+        }
+        match result {
+            Ok(associations) => {
+                tracing::info!(
+                    path = %self.path.display(),
+                    associations = associations.len(),
+                    "associations reloaded"
+                );
+                let associations = Arc::new(associations);
+                match self.current.write() {
+                    Ok(mut slot) => *slot = associations,
+                    Err(poisoned) => *poisoned.into_inner() = associations,
+                }
+                self.generation.send_modify(|g| *g += 1);
+                Ok(())
+            }
+            Err(reason) => {
+                self.rejected.send_modify(|r| *r += 1);
+                Err(StoreError::Invalid {
+                    path: self.path.clone(),
+                    reason,
+                })
+            }
+        }
+    }
+}
+
+async fn poll(inner: Weak<FileInner>, interval: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if let Err(error) = inner.reload().await {
+            tracing::error!(%error, "keeping the last good associations");
+        }
+    }
+}
+
+async fn read(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let owned = path.to_owned();
+    let read = tokio::task::spawn_blocking(move || std::fs::read(owned)).await;
+    let error = |reason: String| StoreError::Read {
+        path: path.to_owned(),
+        reason,
+    };
+    read.map_err(|e| error(e.to_string()))?
+        .map_err(|e| error(e.to_string()))
+}
+
+impl AssociationStore for FileAssociationStore {
+    async fn association(
+        &self,
+        cluster: &ClusterName,
+        namespace: &Namespace,
+        service_account: &ServiceAccountName,
+    ) -> Result<Option<Arc<Association>>, StoreError> {
+        Ok(self.current().find(cluster, namespace, service_account))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(ns: &str, sa: &str) -> serde_json::Value {
+        serde_json::json!({
+            "clusterName": "lab", "namespace": ns, "serviceAccount": sa,
+            "roleArn": "arn:aws:iam::111122223333:role/app"
+        })
+    }
+
+    #[test]
+    fn both_shapes_parse() {
+        let list = serde_json::json!([entry("default", "app")]).to_string();
+        let wrapped = serde_json::json!({"associations": [entry("default", "app")]}).to_string();
+        for doc in [list, wrapped] {
+            let set = Associations::from_json(doc.as_bytes()).unwrap();
+            let found = set
+                .find(
+                    &"lab".parse().unwrap(),
+                    &"default".parse().unwrap(),
+                    &"app".parse().unwrap(),
+                )
+                .unwrap();
+            assert_eq!(found.role_arn.as_str(), "arn:aws:iam::111122223333:role/app");
+            assert!(!found.disable_session_tags);
+        }
+    }
+
+    #[test]
+    fn duplicates_and_bad_fields_are_refused_with_a_reason() {
+        let dup = serde_json::json!([entry("default", "app"), entry("default", "app")]);
+        assert!(Associations::from_json(dup.to_string().as_bytes())
+            .unwrap_err()
+            .contains("two associations"));
+        let bad = serde_json::json!({"associations": [entry("Not_A_Namespace", "app")]});
+        let reason = Associations::from_json(bad.to_string().as_bytes()).unwrap_err();
+        assert!(reason.contains("namespace") || reason.contains("line"), "{reason}");
+        let bad_arn = serde_json::json!([{
+            "clusterName": "lab", "namespace": "default", "serviceAccount": "app", "roleArn": "nope"
+        }]);
+        assert!(Associations::from_json(bad_arn.to_string().as_bytes()).is_err());
+        assert!(Associations::from_json(b"{").is_err());
+    }
+
+    #[test]
+    fn at_most_a_thousand_per_cluster() {
+        let many: Vec<_> = (0..=MAX_ASSOCIATIONS_PER_CLUSTER)
+            .map(|i| entry("default", &format!("sa-{i}")))
+            .collect();
+        let reason =
+            Associations::from_json(serde_json::Value::from(many).to_string().as_bytes())
+                .unwrap_err();
+        assert!(reason.contains("1000"), "{reason}");
+    }
+}

@@ -1,0 +1,714 @@
+//! [`TokenVerifier`]: checks a service-account token's signature and claims locally.
+//!
+//! The keys are the cluster's JSON Web Key Set, found through the issuer's OIDC discovery
+//! document (`<issuer>/.well-known/openid-configuration`, then its `jwks_uri`), at a JWKS URL
+//! (such as a public bucket that hosts it), or in a file (such as a ConfigMap holding
+//! `kubectl get --raw /openid/v1/jwks`). They are cached; refreshed on a schedule (default
+//! hourly; EKS rotates every 7 days and Kubernetes publishes the next key before it signs with
+//! it) and when a token names a `kid` the cached set lacks, at most once per
+//! [`DEFAULT_MIN_REFRESH_INTERVAL`] so forged `kid`s cannot turn the agent into a load
+//! generator against the issuer. A failed refresh keeps the last good keys.
+//!
+//! The checks, in order (each failure is a [`VerifyError`], answered 400):
+//!
+//! 1. `alg` is `RS256`, `ES256`, `ES384` or `ES512` (what Kubernetes signs with);
+//! 2. a key with the token's `kid` whose type (and curve) fits `alg`, and whose own `alg` and
+//!    `use`, when present, are that `alg` and `sig`; RSA keys of 2048 to 8192 bits;
+//! 3. the signature over the first two segments;
+//! 4. `iss` equals the configured issuer;
+//! 5. `aud` contains the configured audience (default `pods.eks.amazonaws.com`);
+//! 6. `exp` is present and not passed, `nbf` not in the future, both with a leeway (default
+//!    30 s) for clock skew between the API server and the node;
+//! 7. `sub` is `system:serviceaccount:<namespace>:<name>` and `kubernetes.io` names the same
+//!    namespace and service account, and the pod (name and uid) the token is bound to.
+//!
+//! Claims are read by core's [`ServiceAccountToken`]; this module only adds the signature and
+//! the checks above. The cryptography is `aws-lc-rs`, the provider the SDK's HTTPS client
+//! already links, so verification adds no second crypto stack to the agent.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use pod_identity_core::endpoint::AUDIENCE;
+use pod_identity_core::{Namespace, ServiceAccountName, ServiceAccountToken};
+use serde::Deserialize;
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::time::SharedWallClock;
+
+/// How often the keys are re-read when nothing asks earlier.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// The least time between two refreshes caused by unknown `kid`s.
+pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// Allowed clock skew for `exp` and `nbf`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// Timeout of one discovery or JWKS request.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest discovery document or JWKS read.
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+
+/// The signing algorithms accepted (those Kubernetes uses for service-account tokens).
+pub const SUPPORTED_ALGORITHMS: [&str; 4] = ["RS256", "ES256", "ES384", "ES512"];
+
+/// Where the cluster's keys are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JwksLocation {
+    /// The issuer's OIDC discovery document and its `jwks_uri`.
+    Discovery,
+    /// A JWKS document at this URL.
+    Url(String),
+    /// A JWKS document in this file.
+    File(PathBuf),
+}
+
+/// Why a token was refused (answered 400), or why no keys could be read (answered 500).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// `alg` is not one of [`SUPPORTED_ALGORITHMS`].
+    #[error("token signing algorithm {alg:?} is not supported")]
+    UnsupportedAlgorithm {
+        /// The token's `alg`.
+        alg: String,
+    },
+    /// No key of the cluster has the token's `kid` (after a refresh).
+    #[error("token signing key {kid:?} is not one of the cluster's keys")]
+    UnknownKey {
+        /// The token's `kid` (a public key id, not a secret).
+        kid: Option<String>,
+    },
+    /// The key with the token's `kid` is not usable with its `alg`.
+    #[error("token signing key does not fit algorithm {alg}")]
+    KeyMismatch {
+        /// The token's `alg`.
+        alg: String,
+    },
+    /// The signature does not verify.
+    #[error("token signature is invalid")]
+    BadSignature,
+    /// `iss` is not the configured issuer.
+    #[error("token issuer is not trusted")]
+    Issuer,
+    /// `aud` lacks the configured audience.
+    #[error("token audience does not include {audience}")]
+    Audience {
+        /// The audience required.
+        audience: String,
+    },
+    /// `exp` is missing.
+    #[error("token has no expiry")]
+    NoExpiry,
+    /// `exp` has passed.
+    #[error("token is expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token is not valid yet")]
+    NotValidYet,
+    /// A Kubernetes claim is missing or inconsistent.
+    #[error("token lacks Kubernetes pod claims: {0}")]
+    PodClaims(&'static str),
+    /// The keys could not be fetched or read, and none are cached.
+    #[error("cannot read the cluster's signing keys: {0}")]
+    KeysUnavailable(String),
+}
+
+/// What a verified token says about its pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedPod {
+    /// The pod's namespace.
+    pub namespace: Namespace,
+    /// The pod's service account.
+    pub service_account: ServiceAccountName,
+    /// The pod's name.
+    pub pod_name: String,
+    /// The pod's uid.
+    pub pod_uid: String,
+}
+
+/// Verifies service-account tokens against the cluster's keys; cheap to clone.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+    location: JwksLocation,
+    http: reqwest::Client,
+    clock: SharedWallClock,
+    min_refresh_interval: Duration,
+    keys: RwLock<Arc<KeySet>>,
+    /// Serialises refreshes; holds when the last one started (tokio's clock).
+    refresh: AsyncMutex<Option<tokio::time::Instant>>,
+}
+
+impl fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("issuer", &self.inner.issuer)
+            .field("audience", &self.inner.audience)
+            .field("location", &self.inner.location)
+            .field("keys", &self.key_ids())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TokenVerifier`].
+#[derive(Debug)]
+pub struct TokenVerifierBuilder {
+    issuer: String,
+    audience: String,
+    leeway: Duration,
+    location: JwksLocation,
+    clock: SharedWallClock,
+    refresh_interval: Duration,
+    min_refresh_interval: Duration,
+    fetch_timeout: Duration,
+}
+
+impl TokenVerifierBuilder {
+    /// The audience tokens must carry (default `pods.eks.amazonaws.com`).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = audience.into();
+        self
+    }
+
+    /// Where the keys are (default: the issuer's discovery document).
+    pub fn jwks(mut self, location: JwksLocation) -> Self {
+        self.location = location;
+        self
+    }
+
+    /// Allowed clock skew for `exp` and `nbf` (default 30 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The wall clock for `exp` and `nbf`.
+    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// How often the keys are re-read (default 1 h; zero turns scheduled refreshes off).
+    pub fn refresh_interval(mut self, interval: Duration) -> Self {
+        self.refresh_interval = interval;
+        self
+    }
+
+    /// Least time between refreshes caused by unknown `kid`s (default 30 s).
+    pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
+        self.min_refresh_interval = interval;
+        self
+    }
+
+    /// Timeout of each discovery or JWKS request (default 5 s).
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.fetch_timeout = timeout;
+        self
+    }
+
+    /// Reads the keys once (an error if they cannot be read) and starts the scheduled refresh.
+    ///
+    /// Must be called within a tokio runtime.
+    pub async fn build(self) -> Result<TokenVerifier, VerifyError> {
+        let http = reqwest::Client::builder()
+            .timeout(self.fetch_timeout)
+            .build()
+            .map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?;
+        let inner = Arc::new(Inner {
+            issuer: self.issuer,
+            audience: self.audience,
+            leeway: self.leeway,
+            location: self.location,
+            http,
+            clock: self.clock,
+            min_refresh_interval: self.min_refresh_interval,
+            keys: RwLock::new(Arc::new(KeySet::default())),
+            refresh: AsyncMutex::new(None),
+        });
+        let verifier = TokenVerifier { inner };
+        verifier.refresh().await?;
+        if !self.refresh_interval.is_zero() {
+            tokio::spawn(scheduled_refresh(
+                Arc::downgrade(&verifier.inner),
+                self.refresh_interval,
+            ));
+        }
+        Ok(verifier)
+    }
+}
+
+/// Refreshes the keys every `interval` while the verifier lives.
+async fn scheduled_refresh(inner: Weak<Inner>, interval: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let verifier = TokenVerifier { inner };
+        if let Err(error) = verifier.refresh().await {
+            tracing::warn!(%error, "scheduled JWKS refresh failed; keeping the last keys");
+        }
+    }
+}
+
+impl TokenVerifier {
+    /// A builder for tokens issued by `issuer` (the cluster's `--service-account-issuer`).
+    pub fn builder(issuer: impl Into<String>) -> TokenVerifierBuilder {
+        TokenVerifierBuilder {
+            issuer: issuer.into(),
+            audience: AUDIENCE.to_owned(),
+            leeway: DEFAULT_LEEWAY,
+            location: JwksLocation::Discovery,
+            clock: SharedWallClock::default(),
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+            fetch_timeout: DEFAULT_FETCH_TIMEOUT,
+        }
+    }
+
+    /// The issuer tokens must name.
+    pub fn issuer(&self) -> &str {
+        &self.inner.issuer
+    }
+
+    /// The `kid`s of the cached keys, sorted.
+    pub fn key_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.keys().by_kid.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Verifies `token`'s signature and claims; on success, the pod it was issued to.
+    pub async fn verify(&self, token: &ServiceAccountToken) -> Result<VerifiedPod, VerifyError> {
+        let header = token.header();
+        let alg = Algorithm::parse(&header.alg).ok_or_else(|| VerifyError::UnsupportedAlgorithm {
+            alg: header.alg.clone(),
+        })?;
+        let kid = header.kid.as_deref();
+        let key = match self.keys().find(kid) {
+            Some(key) => key,
+            None => {
+                self.refresh_for_unknown_kid().await?;
+                self.keys().find(kid).ok_or_else(|| VerifyError::UnknownKey {
+                    kid: kid.map(str::to_owned),
+                })?
+            }
+        };
+        key.verify(alg, token.expose_secret())?;
+        self.check_claims(token)
+    }
+
+    fn keys(&self) -> Arc<KeySet> {
+        match self.inner.keys.read() {
+            Ok(keys) => Arc::clone(&keys),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn check_claims(&self, token: &ServiceAccountToken) -> Result<VerifiedPod, VerifyError> {
+        let claims = token.claims();
+        if claims.iss.as_deref() != Some(self.inner.issuer.as_str()) {
+            return Err(VerifyError::Issuer);
+        }
+        if !claims.has_audience(&self.inner.audience) {
+            return Err(VerifyError::Audience {
+                audience: self.inner.audience.clone(),
+            });
+        }
+        let now = self.inner.clock.now();
+        let exp = claims.expires_at().ok_or(VerifyError::NoExpiry)?;
+        if now >= exp + self.inner.leeway {
+            return Err(VerifyError::Expired);
+        }
+        if let Some(nbf) = claims.not_before()
+            && now + self.inner.leeway < nbf
+        {
+            return Err(VerifyError::NotValidYet);
+        }
+        let (namespace, service_account) = claims
+            .service_account()
+            .ok_or(VerifyError::PodClaims("sub is not a service account"))?;
+        let kubernetes = claims
+            .kubernetes
+            .as_ref()
+            .ok_or(VerifyError::PodClaims("no kubernetes.io claim"))?;
+        if kubernetes.namespace.as_deref() != Some(namespace.as_str()) {
+            return Err(VerifyError::PodClaims("namespace does not match sub"));
+        }
+        if kubernetes.service_account.as_ref().map(|sa| sa.name.as_str())
+            != Some(service_account.as_str())
+        {
+            return Err(VerifyError::PodClaims("service account does not match sub"));
+        }
+        let pod = kubernetes
+            .pod
+            .as_ref()
+            .filter(|pod| !pod.name.is_empty() && !pod.uid.is_empty())
+            .ok_or(VerifyError::PodClaims("no pod name and uid"))?;
+        Ok(VerifiedPod {
+            namespace,
+            service_account,
+            pod_name: pod.name.clone(),
+            pod_uid: pod.uid.clone(),
+        })
+    }
+
+    /// Refreshes for a `kid` not in the set, unless a refresh started within the minimum
+    /// interval (then the caller sees the set that refresh produced).
+    async fn refresh_for_unknown_kid(&self) -> Result<(), VerifyError> {
+        let mut last = self.inner.refresh.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.inner.min_refresh_interval) {
+            return Ok(());
+        }
+        *last = Some(tokio::time::Instant::now());
+        match self.load().await {
+            Ok(keys) => self.store(keys),
+            // Unknown kid and no fresh keys: the token stays unverifiable; the cached keys stay.
+            Err(error) => tracing::warn!(%error, "JWKS refresh for an unknown kid failed"),
+        }
+        Ok(())
+    }
+
+    /// Reads the keys now; on failure keeps the cached ones (and errors only if there are none).
+    pub async fn refresh(&self) -> Result<(), VerifyError> {
+        let mut last = self.inner.refresh.lock().await;
+        *last = Some(tokio::time::Instant::now());
+        match self.load().await {
+            Ok(keys) => {
+                self.store(keys);
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    fn store(&self, keys: KeySet) {
+        tracing::debug!(keys = ?keys.by_kid.keys().collect::<Vec<_>>(), "JWKS loaded");
+        let keys = Arc::new(keys);
+        match self.inner.keys.write() {
+            Ok(mut slot) => *slot = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
+    async fn load(&self) -> Result<KeySet, VerifyError> {
+        let document = match &self.inner.location {
+            JwksLocation::File(path) => {
+                let path = path.clone();
+                tokio::task::spawn_blocking(move || std::fs::read(&path))
+                    .await
+                    .map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?
+                    .map_err(|e| VerifyError::KeysUnavailable(format!("JWKS file: {e}")))?
+            }
+            JwksLocation::Url(url) => self.fetch(url).await?,
+            JwksLocation::Discovery => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    self.inner.issuer.trim_end_matches('/')
+                );
+                let discovery: Discovery = serde_json::from_slice(&self.fetch(&url).await?)
+                    .map_err(|e| {
+                        VerifyError::KeysUnavailable(format!("discovery document: {e}"))
+                    })?;
+                if discovery
+                    .issuer
+                    .as_deref()
+                    .is_some_and(|issuer| issuer != self.inner.issuer)
+                {
+                    return Err(VerifyError::KeysUnavailable(
+                        "the discovery document names another issuer".to_owned(),
+                    ));
+                }
+                self.fetch(&discovery.jwks_uri).await?
+            }
+        };
+        KeySet::parse(&document)
+    }
+
+    async fn fetch(&self, url: &str) -> Result<Vec<u8>, VerifyError> {
+        let unavailable = |e: reqwest::Error| VerifyError::KeysUnavailable(e.without_url().to_string());
+        let mut response = self
+            .inner
+            .http
+            .get(url)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !response.status().is_success() {
+            return Err(VerifyError::KeysUnavailable(format!(
+                "{url} answered {}",
+                response.status()
+            )));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(unavailable)? {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(VerifyError::KeysUnavailable(format!(
+                    "{url} answered more than {MAX_DOCUMENT_BYTES} bytes"
+                )));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: Option<String>,
+    jwks_uri: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Algorithm {
+    Rs256,
+    Es256,
+    Es384,
+    Es512,
+}
+
+impl Algorithm {
+    fn parse(alg: &str) -> Option<Self> {
+        match alg {
+            "RS256" => Some(Self::Rs256),
+            "ES256" => Some(Self::Es256),
+            "ES384" => Some(Self::Es384),
+            "ES512" => Some(Self::Es512),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+            Self::Es384 => "ES384",
+            Self::Es512 => "ES512",
+        }
+    }
+}
+
+/// One usable public key.
+#[derive(Debug)]
+struct Key {
+    alg: Option<String>,
+    material: KeyMaterial,
+}
+
+#[derive(Debug)]
+enum KeyMaterial {
+    Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// An uncompressed point, `0x04 || x || y`, on `curve`.
+    Ec { curve: Algorithm, point: Vec<u8> },
+}
+
+impl Key {
+    fn verify(&self, alg: Algorithm, raw_token: &str) -> Result<(), VerifyError> {
+        if self.alg.as_deref().is_some_and(|a| a != alg.as_str()) {
+            return Err(VerifyError::KeyMismatch {
+                alg: alg.as_str().to_owned(),
+            });
+        }
+        // decode() checked there are three segments.
+        let (signed, signature) = raw_token
+            .rsplit_once('.')
+            .ok_or(VerifyError::BadSignature)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| VerifyError::BadSignature)?;
+        let mismatch = || VerifyError::KeyMismatch {
+            alg: alg.as_str().to_owned(),
+        };
+        let verified = match (&self.material, alg) {
+            (KeyMaterial::Rsa { n, e }, Algorithm::Rs256) => RsaPublicKeyComponents { n, e }
+                .verify(
+                    &signature::RSA_PKCS1_2048_8192_SHA256,
+                    signed.as_bytes(),
+                    &signature,
+                ),
+            (KeyMaterial::Ec { curve, point }, _) if *curve == alg => {
+                let algorithm: &'static signature::EcdsaVerificationAlgorithm = match alg {
+                    Algorithm::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
+                    Algorithm::Es384 => &signature::ECDSA_P384_SHA384_FIXED,
+                    Algorithm::Es512 => &signature::ECDSA_P521_SHA512_FIXED,
+                    Algorithm::Rs256 => return Err(mismatch()),
+                };
+                UnparsedPublicKey::new(algorithm, point).verify(signed.as_bytes(), &signature)
+            }
+            _ => return Err(mismatch()),
+        };
+        verified.map_err(|_| VerifyError::BadSignature)
+    }
+}
+
+/// The usable keys of a JWKS, by `kid` (keys without one are matched by tokens without one).
+#[derive(Debug, Default)]
+struct KeySet {
+    by_kid: HashMap<String, Arc<Key>>,
+    without_kid: Option<Arc<Key>>,
+}
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+impl KeySet {
+    fn find(&self, kid: Option<&str>) -> Option<Arc<Key>> {
+        match kid {
+            Some(kid) => self.by_kid.get(kid).cloned(),
+            None => self.without_kid.clone(),
+        }
+    }
+
+    /// Parses a JWKS document; keys that are not RSA or EC signing keys, or are malformed, are
+    /// skipped (and logged), so one odd key does not take the others down.
+    fn parse(document: &[u8]) -> Result<Self, VerifyError> {
+        let set: JwkSet = serde_json::from_slice(document)
+            .map_err(|e| VerifyError::KeysUnavailable(format!("JWKS document: {e}")))?;
+        let mut keys = KeySet::default();
+        for value in set.keys {
+            let jwk = match serde_json::from_value::<Jwk>(value) {
+                Ok(jwk) => jwk,
+                Err(error) => {
+                    tracing::warn!(%error, "skipping a malformed JWK");
+                    continue;
+                }
+            };
+            let kid = jwk.kid.clone();
+            let key = match key_from(jwk) {
+                Ok(key) => Arc::new(key),
+                Err(reason) => {
+                    tracing::warn!(?kid, reason, "skipping an unusable JWK");
+                    continue;
+                }
+            };
+            match kid {
+                Some(kid) => {
+                    keys.by_kid.insert(kid, key);
+                }
+                None => keys.without_kid = Some(key),
+            }
+        }
+        Ok(keys)
+    }
+}
+
+fn key_from(jwk: Jwk) -> Result<Key, &'static str> {
+    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+        return Err("not a signing key");
+    }
+    let decode = |field: Option<String>| -> Result<Vec<u8>, &'static str> {
+        URL_SAFE_NO_PAD
+            .decode(field.ok_or("missing key parameter")?.trim_end_matches('='))
+            .map_err(|_| "key parameter is not base64url")
+    };
+    let material = match jwk.kty.as_str() {
+        "RSA" => {
+            // aws-lc wants the big-endian integers without leading zeros.
+            let strip = |bytes: Vec<u8>| {
+                let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+                bytes[start..].to_vec()
+            };
+            let n = strip(decode(jwk.n)?);
+            let e = strip(decode(jwk.e)?);
+            if n.is_empty() || e.is_empty() {
+                return Err("empty RSA parameter");
+            }
+            KeyMaterial::Rsa { n, e }
+        }
+        "EC" => {
+            let (curve, size) = match jwk.crv.as_deref() {
+                Some("P-256") => (Algorithm::Es256, 32),
+                Some("P-384") => (Algorithm::Es384, 48),
+                Some("P-521") => (Algorithm::Es512, 66),
+                _ => return Err("unsupported curve"),
+            };
+            let (x, y) = (decode(jwk.x)?, decode(jwk.y)?);
+            if x.len() != size || y.len() != size {
+                return Err("EC coordinate of the wrong length");
+            }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            KeyMaterial::Ec { curve, point }
+        }
+        _ => return Err("unsupported key type"),
+    };
+    Ok(Key {
+        alg: jwk.alg,
+        material,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn odd_keys_are_skipped_and_good_ones_kept() {
+        let document = serde_json::json!({"keys": [
+            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
+            {"kty": "EC", "kid": "short", "crv": "P-256", "x": "AQ", "y": "AQ"},
+            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "AQAB", "e": "AQAB"},
+            {"kty": "RSA", "kid": "good", "n": "AAEC", "e": "AQAB"},
+            {"kid": 7}
+        ]});
+        let keys = KeySet::parse(document.to_string().as_bytes()).unwrap();
+        assert_eq!(keys.by_kid.keys().collect::<Vec<_>>(), ["good"]);
+        let Some(key) = keys.find(Some("good")) else {
+            panic!("no key")
+        };
+        // Leading zeros are stripped.
+        assert!(matches!(&key.material, KeyMaterial::Rsa { n, .. } if n == &[1, 2]));
+    }
+
+    #[test]
+    fn a_document_without_keys_is_unavailable() {
+        assert!(matches!(
+            KeySet::parse(b"{\"nokeys\":[]}"),
+            Err(VerifyError::KeysUnavailable(_))
+        ));
+        assert!(KeySet::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn only_kubernetes_algorithms_are_supported() {
+        for alg in SUPPORTED_ALGORITHMS {
+            assert_eq!(Algorithm::parse(alg).map(Algorithm::as_str), Some(alg));
+        }
+        for alg in ["none", "HS256", "RS384", "PS256", "EdDSA", "rs256"] {
+            assert_eq!(Algorithm::parse(alg), None, "{alg}");
+        }
+    }
+}

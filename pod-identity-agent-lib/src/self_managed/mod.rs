@@ -1,0 +1,381 @@
+//! Pod Identity beyond EKS (feature `self-managed`): [`SelfManagedSource`].
+//!
+//! EKS Pod Identity needs EKS Auth, which only knows EKS clusters. This source gives the same
+//! agent, cache, handler and pod-side contract (the same env vars, token file and SDK
+//! behaviour; applications change nothing) to any Kubernetes cluster: EKS Anywhere,
+//! self-managed clusters on EC2, on-premises, kind or k3s on a laptop. Where EKS Auth verifies
+//! the token, finds the association and assumes the role, the agent does it itself:
+//!
+//! 1. **Verify the token locally** ([`TokenVerifier`]): the signature against the cluster's
+//!    JWKS, the issuer, the audience, `exp`/`nbf` with a small leeway, and the pod claims. A
+//!    forged, re-signed, expired, wrong-issuer or wrong-audience token is refused with 400
+//!    (`InvalidTokenException`, or `ExpiredTokenException`) and never reaches STS.
+//! 2. **Resolve the association** from an [`AssociationStore`]; [`FileAssociationStore`] reads
+//!    a JSON file (a ConfigMap) and reloads it when it changes, keeping the last good version
+//!    on a bad edit. No association: 404 `ResourceNotFoundException`.
+//! 3. **Assume the role** with STS `AssumeRole`, signed with the node's own credentials: the
+//!    six EKS session tags (transitive) unless disabled, the external id and session policy,
+//!    role chaining to a target role (see [`sts`](self::sts) for the details and the error
+//!    mapping).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use pod_identity_agent_lib::self_managed::{
+//!     FileAssociationStore, JwksLocation, SelfManagedSource, TokenVerifier,
+//! };
+//! use pod_identity_agent_lib::{AgentBuilder, server::shutdown_signal};
+//!
+//! let verifier = TokenVerifier::builder("https://issuer.example.com")
+//!     .jwks(JwksLocation::File("/etc/pod-identity/jwks.json".into()))
+//!     .build()
+//!     .await?;
+//! let store = FileAssociationStore::open("/etc/pod-identity/associations.json").await?;
+//! let source = SelfManagedSource::builder(verifier, store)
+//!     .region("eu-west-1")
+//!     .build()
+//!     .await?;
+//! AgentBuilder::new("lab".parse()?, source)
+//!     .bind()
+//!     .await?
+//!     .serve(shutdown_signal())
+//!     .await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Running it on a self-managed cluster
+//!
+//! The binary's `self-managed` subcommand assembles exactly this:
+//!
+//! ```text
+//! pod-identity-agent self-managed --cluster-name lab \
+//!     --issuer https://issuer.example.com --jwks-file /etc/pod-identity/jwks.json \
+//!     --associations /etc/pod-identity/associations.json --region eu-west-1
+//! ```
+//!
+//! 1. **The issuer and its keys.** `--issuer` is the API server's `--service-account-issuer`
+//!    (`kubectl get --raw /.well-known/openid-configuration`). Give the keys one of three ways:
+//!    nothing (discovery: `<issuer>/.well-known/openid-configuration`, then `jwks_uri`; for
+//!    issuers published publicly, as for IRSA on self-managed clusters), `--jwks-url`, or
+//!    `--jwks-file` with the output of `kubectl get --raw /openid/v1/jwks` in a ConfigMap
+//!    (update it when the API server's signing keys change; the file is re-read hourly and
+//!    whenever a token names an unknown key).
+//! 2. **Tokens for the pods.** The pods need what the EKS Pod Identity webhook gives them on
+//!    EKS: a projected service-account token with audience `pods.eks.amazonaws.com` mounted at
+//!    `/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/eks-pod-identity-token`, and
+//!    `AWS_CONTAINER_CREDENTIALS_FULL_URI=http://169.254.170.23/v1/credentials` plus
+//!    `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` pointing at it (a mutating webhook or the pod
+//!    spec). A different `--audience` works if the projected token carries it.
+//! 3. **The DaemonSet.** `hostNetwork: true`, the associations and JWKS mounted from
+//!    ConfigMaps, and the link-local address `169.254.170.23` (and `fd00:ec2::23` on IPv6)
+//!    on the node, as the EKS add-on's init container sets it up; or bind another host with
+//!    `--bind-hosts` and point the pods' `FULL_URI` at it (loopback, or https).
+//! 4. **The node's credentials.** The agent signs `AssumeRole` with the default chain: the
+//!    instance profile on EC2, IAM Roles Anywhere or a credentials file on-premises.
+//! 5. **Each association's role trusts the node's role**, with tags allowed:
+//!
+//! ```json
+//! {
+//!   "Version": "2012-10-17",
+//!   "Statement": [{
+//!     "Effect": "Allow",
+//!     "Principal": {"AWS": "arn:aws:iam::111122223333:role/node-role"},
+//!     "Action": ["sts:AssumeRole", "sts:TagSession"]
+//!   }]
+//! }
+//! ```
+//!
+//! A target role trusts the first role the same way (with an `sts:ExternalId` condition when
+//! the association sets one, or disables tags: see [`sts`](self::sts)).
+//!
+//! # What differs from EKS
+//!
+//! - **Trust.** On EKS the roles trust the service principal `pods.eks.amazonaws.com`; here
+//!   they trust the node's role, so anything that holds the node's credentials can assume
+//!   every associated role. Keep the node role's own permissions small, limit who can run
+//!   `hostNetwork` pods, and condition the trust policy on the session tags where it helps.
+//! - **Lifetime.** EKS issues 6 h credentials (59 min when chained). STS issues what the
+//!   role's `MaxSessionDuration` allows, 1 h by default, so the default here is 1 h;
+//!   raise [`SelfManagedSourceBuilder::session_duration`] after raising the role's maximum (up
+//!   to 12 h). Chained sessions are capped at 1 h by STS.
+//! - **`eks-cluster-arn` tag.** There is no EKS cluster; the tag holds the configured
+//!   [`cluster_arn`](SelfManagedSourceBuilder::cluster_arn), else
+//!   `arn:<partition>:eks:<region>:<role's account>:cluster/<name>`.
+//! - **Session name.** `eks-<cluster>-<pod>-<uuid>` like EKS's, cut to 64 characters.
+//! - **Associations** live in a file, not the EKS API; `associationArn`/`associationId` are
+//!   optional and only reported when set.
+//! - **Errors** speak the EKS Auth vocabulary (`[request-id]: (Code): message, fault: …`), so
+//!   the cache's classes and the metrics are the same.
+
+pub mod associations;
+pub mod jwks;
+pub mod sts;
+
+use std::fmt;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_sts::config::retry::RetryConfig;
+use aws_sdk_sts::config::timeout::TimeoutConfig;
+use aws_sdk_sts::config::{ProvideCredentials, Region, SharedCredentialsProvider};
+use pod_identity_core::{Arn, EksAuthError, EksAuthErrorCode};
+
+pub use associations::{AssociationStore, Associations, FileAssociationStore, StoreError};
+pub use jwks::{JwksLocation, TokenVerifier, TokenVerifierBuilder, VerifiedPod, VerifyError};
+
+use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+
+/// Default lifetime of issued credentials: 1 h, what a role allows unless raised.
+pub const DEFAULT_SESSION_DURATION: Duration = Duration::from_secs(60 * 60);
+/// Default per-attempt timeout of an STS call.
+pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default connect timeout of an STS call.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default attempts per STS call (the SDK's standard retry mode).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
+/// Issues credentials for pods of a cluster outside EKS: local token verification, an
+/// association store and STS `AssumeRole` (see the [module docs](self)).
+pub struct SelfManagedSource<A> {
+    verifier: TokenVerifier,
+    store: A,
+    roles: sts::RoleAssumer,
+}
+
+impl<A> fmt::Debug for SelfManagedSource<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SelfManagedSource")
+            .field("verifier", &self.verifier)
+            .field("session_duration", &self.roles.duration)
+            .field("cluster_arn", &self.roles.cluster_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a [`SelfManagedSource`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SelfManagedSourceError {
+    /// No region was given and none was found in the environment or profile.
+    #[error("no AWS region configured for STS")]
+    NoRegion,
+    /// The session duration is outside STS's 15 min to 12 h.
+    #[error("session duration {0:?} is outside STS's 15 minutes to 12 hours")]
+    SessionDuration(Duration),
+}
+
+impl<A: AssociationStore> SelfManagedSource<A> {
+    /// A builder verifying with `verifier` and resolving associations from `store`.
+    pub fn builder(verifier: TokenVerifier, store: A) -> SelfManagedSourceBuilder<A> {
+        SelfManagedSourceBuilder {
+            verifier,
+            store,
+            sdk_config: None,
+            region: None,
+            endpoint_url: None,
+            credentials_provider: None,
+            session_duration: DEFAULT_SESSION_DURATION,
+            cluster_arn: None,
+            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+        }
+    }
+
+    /// The token verifier.
+    pub fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+
+    /// The association store.
+    pub fn store(&self) -> &A {
+        &self.store
+    }
+}
+
+impl<A: AssociationStore> CredentialSource for SelfManagedSource<A> {
+    async fn credentials(
+        &self,
+        request: &CredentialRequest,
+    ) -> Result<IssuedCredentials, SourceError> {
+        let pod = self
+            .verifier
+            .verify(request.token())
+            .await
+            .map_err(|error| {
+                tracing::info!(%error, "refused a service-account token");
+                refused(error)
+            })?;
+        let cluster = request.cluster_name();
+        let association = self
+            .store
+            .association(cluster, &pod.namespace, &pod.service_account)
+            .await
+            .map_err(SourceError::unavailable)?
+            .ok_or_else(|| {
+                SourceError::EksAuth(EksAuthError::modeled(
+                    EksAuthErrorCode::ResourceNotFound,
+                    format!(
+                        "no Pod Identity association for service account {} in namespace {} of cluster {cluster}",
+                        pod.service_account, pod.namespace
+                    ),
+                ))
+            })?;
+        let pod = sts::Pod {
+            cluster_name: cluster,
+            verified: &pod,
+        };
+        self.roles.assume(&pod, &association).await
+    }
+}
+
+/// The agent's answer for a refused token: 400 with EKS Auth's codes; 500 when no keys could
+/// be read at all.
+fn refused(error: VerifyError) -> SourceError {
+    match error {
+        VerifyError::KeysUnavailable(_) => SourceError::unavailable(error),
+        VerifyError::Expired => SourceError::EksAuth(EksAuthError::modeled(
+            EksAuthErrorCode::ExpiredToken,
+            error.to_string(),
+        )),
+        other => SourceError::EksAuth(EksAuthError::modeled(
+            EksAuthErrorCode::InvalidToken,
+            other.to_string(),
+        )),
+    }
+}
+
+/// Builds a [`SelfManagedSource`].
+pub struct SelfManagedSourceBuilder<A> {
+    verifier: TokenVerifier,
+    store: A,
+    sdk_config: Option<SdkConfig>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    credentials_provider: Option<SharedCredentialsProvider>,
+    session_duration: Duration,
+    cluster_arn: Option<Arn>,
+    attempt_timeout: Duration,
+    connect_timeout: Duration,
+    max_attempts: u32,
+}
+
+impl<A> fmt::Debug for SelfManagedSourceBuilder<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The credentials provider is left out: it may hold static keys.
+        f.debug_struct("SelfManagedSourceBuilder")
+            .field("verifier", &self.verifier)
+            .field("region", &self.region)
+            .field("endpoint_url", &self.endpoint_url)
+            .field("session_duration", &self.session_duration)
+            .field("cluster_arn", &self.cluster_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
+    /// Starts from this SDK configuration instead of loading aws-config's defaults.
+    pub fn sdk_config(mut self, config: SdkConfig) -> Self {
+        self.sdk_config = Some(config);
+        self
+    }
+
+    /// The STS region (else the environment's or profile's).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// An STS endpoint URL instead of the regional one (a VPC endpoint, or a test server).
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Signs with these credentials instead of the default chain's.
+    pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
+        self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
+        self
+    }
+
+    /// Lifetime of issued credentials (default 1 h; 15 min to 12 h, and at most the role's
+    /// `MaxSessionDuration`; chained roles get at most 1 h).
+    pub fn session_duration(mut self, duration: Duration) -> Self {
+        self.session_duration = duration;
+        self
+    }
+
+    /// The `eks-cluster-arn` session tag's value (default
+    /// `arn:<partition>:eks:<region>:<role's account>:cluster/<name>`).
+    pub fn cluster_arn(mut self, arn: Arn) -> Self {
+        self.cluster_arn = Some(arn);
+        self
+    }
+
+    /// Per-attempt timeout of STS calls (default 3 s).
+    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
+        self.attempt_timeout = timeout;
+        self
+    }
+
+    /// Connect timeout of STS calls (default 1 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Attempts per STS call (default 3; at least 1).
+    pub fn max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// Loads aws-config's defaults (unless an `SdkConfig` was given) and builds the source.
+    pub async fn build(self) -> Result<SelfManagedSource<A>, SelfManagedSourceError> {
+        if !(sts::MIN_DURATION..=sts::MAX_DURATION).contains(&self.session_duration) {
+            return Err(SelfManagedSourceError::SessionDuration(
+                self.session_duration,
+            ));
+        }
+        let sdk_config = match self.sdk_config {
+            Some(config) => config,
+            None => {
+                let mut loader = aws_config::defaults(BehaviorVersion::latest());
+                if let Some(region) = &self.region {
+                    loader = loader.region(Region::new(region.clone()));
+                }
+                loader.load().await
+            }
+        };
+        let mut config = aws_sdk_sts::config::Builder::from(&sdk_config)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_attempt_timeout(self.attempt_timeout)
+                    .connect_timeout(self.connect_timeout)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts));
+        if let Some(region) = self.region {
+            config = config.region(Region::new(region));
+        }
+        if let Some(url) = self.endpoint_url {
+            config = config.endpoint_url(url);
+        }
+        if let Some(provider) = self.credentials_provider {
+            config.set_credentials_provider(Some(provider));
+        }
+        let config = config.build();
+        if config.region().is_none() {
+            return Err(SelfManagedSourceError::NoRegion);
+        }
+        Ok(SelfManagedSource {
+            verifier: self.verifier,
+            store: self.store,
+            roles: sts::RoleAssumer {
+                client: aws_sdk_sts::Client::from_conf(config),
+                duration: self.session_duration,
+                cluster_arn: self.cluster_arn,
+            },
+        })
+    }
+}
