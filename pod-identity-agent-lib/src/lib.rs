@@ -156,7 +156,9 @@ pub use probe::Probe;
 pub use server::{BindError, BoundServer, ServerBuilder};
 #[cfg(feature = "eks-auth")]
 pub use source::eks_auth::{EksAuthSource, EksAuthSourceBuilder};
-pub use source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+pub use source::{
+    CredentialRequest, CredentialSource, IssuedCredentials, SharedCredentialSource, SourceError,
+};
 pub use time::{SharedWallClock, WallClock};
 pub use validation::{HostAllowList, RequestValidator};
 
@@ -226,7 +228,8 @@ impl<S: CredentialSource> AgentBuilder<S> {
         }
     }
 
-    /// The hosts to bind; they are also the `Host` allow-list unless one is set.
+    /// The hosts to bind; they are also the `Host` allow-list unless one is set (see
+    /// [`HostAllowList::for_bind_hosts`]).
     pub fn bind_hosts(mut self, hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
         self.settings.bind_hosts = hosts.into_iter().map(Into::into).collect();
         self
@@ -351,7 +354,7 @@ impl Settings {
         let hosts = self
             .allowed_hosts
             .clone()
-            .unwrap_or_else(|| HostAllowList::new(&self.bind_hosts));
+            .unwrap_or_else(|| HostAllowList::for_bind_hosts(&self.bind_hosts));
         CredentialsRouter::new(self.cluster_name.clone(), cache)
             .allowed_hosts(hosts)
             .rate_limit(self.rate.0, self.rate.1)

@@ -37,6 +37,31 @@ impl HostAllowList {
         }
     }
 
+    /// The allow-list for an agent bound on `bind_hosts`: the hosts themselves, except that an
+    /// unspecified address (`0.0.0.0`, `::`), which no client addresses, stands for the
+    /// reference addresses.
+    pub fn for_bind_hosts(bind_hosts: impl IntoIterator<Item = impl AsRef<str>>) -> Self {
+        let mut hosts = Vec::new();
+        for host in bind_hosts {
+            let host = host_without_port(host.as_ref());
+            let unspecified = host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+            let expanded: Vec<&str> = if unspecified {
+                crate::DEFAULT_BIND_HOSTS
+                    .iter()
+                    .map(|h| host_without_port(h))
+                    .collect()
+            } else {
+                vec![host]
+            };
+            for host in expanded {
+                if !hosts.iter().any(|h: &String| h == host) {
+                    hosts.push(host.to_owned());
+                }
+            }
+        }
+        Self { hosts }
+    }
+
     /// The reference agent's fixed list: `169.254.170.23` and `fd00:ec2::23`.
     pub fn reference() -> Self {
         Self::new(crate::DEFAULT_BIND_HOSTS)
@@ -159,6 +184,17 @@ mod tests {
             HostAllowList::reference().hosts(),
             ["169.254.170.23", "fd00:ec2::23"]
         );
+    }
+
+    #[test]
+    fn unspecified_bind_hosts_allow_the_reference_addresses() {
+        let list = HostAllowList::for_bind_hosts(["0.0.0.0", "127.0.0.1", "[::]"]);
+        assert_eq!(
+            list.hosts(),
+            ["169.254.170.23", "fd00:ec2::23", "127.0.0.1"]
+        );
+        let list = HostAllowList::for_bind_hosts(["169.254.170.23", "[fd00:ec2::23]"]);
+        assert_eq!(list, HostAllowList::reference());
     }
 
     #[tokio::test(start_paused = true)]
