@@ -680,7 +680,77 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::task::{Context, Poll, Waker};
+
+    use aws_smithy_async::rt::sleep::TokioSleep;
+    use aws_smithy_async::time::StaticTimeSource;
+
     use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Value(SystemTime);
+
+    impl Expiring for Value {
+        fn expiry(&self) -> Option<SystemTime> {
+            Some(self.0)
+        }
+    }
+
+    fn start() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    fn cache_at(now: SystemTime) -> Arc<RefreshCache<Value, String>> {
+        Arc::new(RefreshCache::new(
+            Settings {
+                windows: RefreshWindows::new(),
+                time: SharedTimeSource::new(StaticTimeSource::new(now)),
+                sleep: SharedAsyncSleep::new(TokioSleep::new()),
+                default_lifetime: Duration::from_secs(900),
+                idle_after: None,
+                name: "test",
+            },
+            Arc::default(),
+        ))
+    }
+
+    fn poll_once<F: Future>(future: F) -> Poll<F::Output> {
+        let mut future = std::pin::pin!(future);
+        future
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_hit_takes_no_lock_even_while_a_fetch_is_in_flight() {
+        let cache = cache_at(start());
+        cache.store(Value(start() + 360 * MIN));
+        let _in_flight = cache.flight.try_lock().expect("nobody holds it yet");
+        let hit = poll_once(cache.get(|| async { Err::<Value, _>("must not load".to_owned()) }));
+        assert_eq!(hit, Poll::Ready(Ok(Value(start() + 360 * MIN))));
+    }
+
+    #[test]
+    fn background_retries_are_bounded_and_come_before_expiry() {
+        let cache = cache_at(start());
+        cache.store(Value(start() + 60 * MIN));
+        for failures in 1..20 {
+            let at = cache.retry_after(start(), failures).expect("still valid");
+            let delay = at.duration_since(start()).unwrap();
+            assert!(delay >= BACKGROUND_RETRY_BASE / 2, "{failures}: {delay:?}");
+            assert!(delay <= BACKGROUND_RETRY_CAP, "{failures}: {delay:?}");
+        }
+        // Near expiry the delay shrinks so a few attempts still fit.
+        let at = cache
+            .retry_after(start() + 59 * MIN, 10)
+            .expect("still valid");
+        assert!(at.duration_since(start() + 59 * MIN).unwrap() <= 30 * Duration::from_secs(1));
+        assert_eq!(
+            cache.retry_after(start() + 61 * MIN, 1),
+            None,
+            "expired: nothing to retry"
+        );
+    }
 
     const MIN: Duration = Duration::from_secs(60);
 

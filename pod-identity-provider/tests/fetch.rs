@@ -291,3 +291,42 @@ async fn errors_never_contain_the_token() {
         assert!(text.contains("redacted"), "{text}");
     }
 }
+
+#[tokio::test]
+async fn connect_timeout_applies() {
+    // A listener that never accepts, with its tiny backlog filled: further SYNs are dropped,
+    // so a connect hangs until the client's connect timeout.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(
+            Duration::from_millis(100),
+            tokio::net::TcpStream::connect(address),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+    }
+    let clock = ManualClock::new();
+    let provider = PodIdentityCredentialsProvider::builder()
+        .full_uri(format!("http://{address}/v1/credentials"))
+        .env(Env::from_vars::<_, &str, &str>([]))
+        .time_source(clock.clone())
+        .sleep_impl(clock.clone())
+        .connect_timeout(Duration::from_millis(200))
+        .read_timeout(Duration::from_secs(30))
+        .max_attempts(1)
+        .build();
+    let error = tokio::time::timeout(Duration::from_secs(10), provider.credentials())
+        .await
+        .expect("the connect timeout ends the attempt long before the read timeout")
+        .unwrap_err();
+    assert_eq!(kind(&error), ErrorKind::Transport);
+    assert!(chain(&error).contains("timed out"), "{}", chain(&error));
+    drop((listener, fillers));
+}
