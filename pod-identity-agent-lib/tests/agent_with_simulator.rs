@@ -1,0 +1,144 @@
+//! The agent against the SigV4-verifying EKS Auth simulator, over loopback.
+#![cfg(all(feature = "eks-auth", feature = "simulator"))]
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use aws_sdk_eksauth::config::Credentials;
+use pod_identity_agent_lib::simulator::{
+    EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
+};
+use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
+use pod_identity_agent_lib::{AgentBuilder, CredentialRequest, CredentialSource, EksAuthSource};
+use pod_identity_core::ServiceAccountToken;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
+    let simulator = EksAuthSimulator::builder()
+        .cluster_name("demo".parse().unwrap())
+        .node_credentials(NodeCredentials::new("AKIDNODE", "node-secret"))
+        .associate(
+            "default".parse().unwrap(),
+            "app".parse().unwrap(),
+            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
+        )
+        .build()
+        .unwrap();
+    let server = simulator
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    (simulator, server)
+}
+
+fn pod_token(service_account: &str, pod: &str) -> String {
+    let now = SystemWallClock::new().now();
+    mint_token(&PodToken::new(
+        "default".parse().unwrap(),
+        service_account.parse().unwrap(),
+        pod,
+        now,
+    ))
+    .expose_secret()
+    .to_owned()
+}
+
+fn source(
+    simulator: &EksAuthSimulator,
+    server: &SimulatorServer,
+) -> pod_identity_agent_lib::EksAuthSourceBuilder {
+    EksAuthSource::builder()
+        .region(simulator.region())
+        .endpoint_url(server.endpoint_url())
+        .credentials_provider(Credentials::new(
+            "AKIDNODE",
+            "node-secret",
+            None,
+            None,
+            "node",
+        ))
+        .attempt_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+}
+
+async fn http(addr: SocketAddr, token: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET /v1/credentials HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+#[tokio::test]
+async fn node_details_are_signed_with_the_body() {
+    let (simulator, server) = simulator().await;
+    let source = source(&simulator, &server)
+        .eks_node_name("ip-10-0-0-1.us-west-2.compute.internal")
+        .instance_id("i-0123456789abcdef0")
+        .zone("usw2-az1")
+        .build()
+        .await
+        .unwrap();
+    let token = pod_token("app", "app-1");
+    let request = CredentialRequest::new(
+        "demo".parse().unwrap(),
+        ServiceAccountToken::decode(&token).unwrap(),
+    );
+    // The simulator verifies the signature over the body the interceptor rewrote.
+    let issued = source.credentials(&request).await.unwrap();
+    assert!(issued.credentials().access_key_id.starts_with("ASIA"));
+    assert_eq!(issued.account_id(), Some("111122223333"));
+    assert_eq!(simulator.token_request_count(&token), 1);
+}
+
+#[tokio::test]
+async fn the_agent_serves_simulator_credentials_with_one_call_per_token() {
+    let (simulator, server) = simulator().await;
+    let source = source(&simulator, &server).build().await.unwrap();
+    let agent = AgentBuilder::new("demo".parse().unwrap(), source)
+        .bind_hosts(["127.0.0.1"])
+        .port(0)
+        .probe_addr(None)
+        .metrics_addr(None)
+        .bind()
+        .await
+        .unwrap();
+    let addr = agent.credential_addrs()[0];
+    let serving = tokio::spawn(agent.serve(std::future::pending()));
+
+    // Fifty pods' SDKs asking at once for one token: one EKS Auth call.
+    let token = pod_token("app", "burst");
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let token = token.clone();
+        requests.spawn(async move { http(addr, &token).await });
+    }
+    let mut bodies = Vec::new();
+    while let Some(answer) = requests.join_next().await {
+        let (status, body) = answer.unwrap();
+        assert_eq!(status, 200, "{body}");
+        bodies.push(body);
+    }
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "one set of credentials"
+    );
+    assert_eq!(simulator.token_request_count(&token), 1);
+    let access_key_id = bodies[0].split('"').nth(3).unwrap().to_owned();
+    assert!(simulator.session(&access_key_id).is_some());
+
+    // A service account without an association: EKS Auth's 404, with its request id.
+    let (status, body) = http(addr, &pod_token("other", "other-1")).await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("(ResourceNotFoundException)"), "{body}");
+    assert!(body.ends_with(", fault: client\n"), "{body}");
+    serving.abort();
+}
