@@ -14,8 +14,9 @@
 //! - **Renewal in the background**, ahead of expiry: after `min(max_retention, lifetime − lead)`
 //!   where the lead is 5 minutes or half the lifetime if shorter (max retention 3 h), started
 //!   at most `renewal_qps` per second (3). A recoverable failure keeps serving the current
-//!   credentials while more than 15 s remain and retries after 60–120 s (jitter); an
-//!   irrecoverable failure evicts. No renewal for a token that has expired or for an entry
+//!   credentials while more than 15 s remain and retries after 60–120 s (jitter), or at 15 s
+//!   before expiry if that comes first, evicting when that last retry fails; an irrecoverable
+//!   failure evicts. No renewal for a token that has expired or for an entry
 //!   nobody read within `idle_timeout` (7 h, longer than any credential lifetime, so a live pod
 //!   always reads in time): those entries are evicted instead (the reference renews for gone
 //!   pods until EKS Auth throttles it, #89, #171, #92).
