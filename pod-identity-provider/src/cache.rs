@@ -325,7 +325,7 @@ where
         let Some(idle_after) = self.settings.idle_after else {
             return false;
         };
-        let last = UNIX_EPOCH + Duration::from_secs(self.last_access.load(Ordering::Relaxed));
+        let last = UNIX_EPOCH + Duration::from_secs(self.last_access.load(Ordering::SeqCst));
         now.duration_since(last).unwrap_or_default() > idle_after
     }
 
@@ -336,9 +336,10 @@ where
         let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         // At most one store per second keeps the hit path free of contended writes.
         if self.last_access.load(Ordering::Relaxed) < secs {
-            self.last_access.store(secs, Ordering::Relaxed);
+            self.last_access.store(secs, Ordering::SeqCst);
         }
-        if self.parked.load(Ordering::Relaxed) && self.parked.swap(false, Ordering::AcqRel) {
+        // SeqCst pairs with `plan`: either it sees this access, or this call sees it parked.
+        if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
             self.wake.notify_one();
         }
     }
@@ -531,12 +532,17 @@ where
             return Plan::Park;
         }
         if self.is_idle(now) {
-            self.parked.store(true, Ordering::Release);
-            tracing::debug!(
-                cache = self.settings.name,
-                "nobody asked for a while; refresh paused"
-            );
-            return Plan::Park;
+            self.parked.store(true, Ordering::SeqCst);
+            // Check again: a caller may have come between the first check and parking, and
+            // seen `parked` still false.
+            if self.is_idle(now) {
+                tracing::debug!(
+                    cache = self.settings.name,
+                    "nobody asked for a while; refresh paused"
+                );
+                return Plan::Park;
+            }
+            self.parked.store(false, Ordering::SeqCst);
         }
         match retry_at {
             Some(at) if now >= entry.refresh_at => Plan::At(at),

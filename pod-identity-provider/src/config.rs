@@ -268,7 +268,7 @@ fn check_static_token(token: &SecretString, origin: Origin) -> Result<SecretStri
             format!("{origin}: the authorization token is empty"),
         ));
     }
-    if HeaderValue::from_str(trimmed).is_err() {
+    if !is_header_safe(trimmed) {
         return Err(Error::new(
             ErrorKind::InvalidConfiguration,
             format!(
@@ -278,6 +278,11 @@ fn check_static_token(token: &SecretString, origin: Origin) -> Result<SecretStri
         ));
     }
     Ok(SecretString::new(trimmed))
+}
+
+/// Tokens are JWTs: visible ASCII only. (`HeaderValue` alone would let non-ASCII bytes through.)
+fn is_header_safe(token: &str) -> bool {
+    token.is_ascii() && HeaderValue::from_str(token).is_ok()
 }
 
 impl TokenSource {
@@ -340,7 +345,7 @@ pub(crate) async fn read_token_file(path: &Path) -> Result<SecretString, Error> 
             format!("token file `{shown}` is empty"),
         ));
     }
-    if HeaderValue::from_str(trimmed).is_err() {
+    if !is_header_safe(trimmed) {
         return Err(Error::new(
             ErrorKind::InvalidConfiguration,
             format!(
