@@ -117,8 +117,9 @@ impl Associations {
                 association.service_account.clone(),
             );
             if by_key.insert(key, Arc::new(association)).is_some() {
-                return Err("two associations for one cluster, namespace and service account"
-                    .to_owned());
+                return Err(
+                    "two associations for one cluster, namespace and service account".to_owned(),
+                );
             }
         }
         Ok(Self { by_key })
@@ -229,12 +230,11 @@ impl FileAssociationStore {
     ) -> Result<Self, StoreError> {
         let path = path.into();
         let contents = read(&path).await?;
-        let associations = Associations::from_json(&contents).map_err(|reason| {
-            StoreError::Invalid {
+        let associations =
+            Associations::from_json(&contents).map_err(|reason| StoreError::Invalid {
                 path: path.clone(),
                 reason,
-            }
-        })?;
+            })?;
         tracing::info!(path = %path.display(), associations = associations.len(), "associations loaded");
         let store = Self {
             inner: Arc::new(FileInner {
@@ -378,7 +378,10 @@ mod tests {
                     &"app".parse().unwrap(),
                 )
                 .unwrap();
-            assert_eq!(found.role_arn.as_str(), "arn:aws:iam::111122223333:role/app");
+            assert_eq!(
+                found.role_arn.as_str(),
+                "arn:aws:iam::111122223333:role/app"
+            );
             assert!(!found.disable_session_tags);
         }
     }
@@ -386,12 +389,17 @@ mod tests {
     #[test]
     fn duplicates_and_bad_fields_are_refused_with_a_reason() {
         let dup = serde_json::json!([entry("default", "app"), entry("default", "app")]);
-        assert!(Associations::from_json(dup.to_string().as_bytes())
-            .unwrap_err()
-            .contains("two associations"));
+        assert!(
+            Associations::from_json(dup.to_string().as_bytes())
+                .unwrap_err()
+                .contains("two associations")
+        );
         let bad = serde_json::json!({"associations": [entry("Not_A_Namespace", "app")]});
         let reason = Associations::from_json(bad.to_string().as_bytes()).unwrap_err();
-        assert!(reason.contains("namespace") || reason.contains("line"), "{reason}");
+        assert!(
+            reason.contains("namespace") || reason.contains("line"),
+            "{reason}"
+        );
         let bad_arn = serde_json::json!([{
             "clusterName": "lab", "namespace": "default", "serviceAccount": "app", "roleArn": "nope"
         }]);
@@ -404,9 +412,8 @@ mod tests {
         let many: Vec<_> = (0..=MAX_ASSOCIATIONS_PER_CLUSTER)
             .map(|i| entry("default", &format!("sa-{i}")))
             .collect();
-        let reason =
-            Associations::from_json(serde_json::Value::from(many).to_string().as_bytes())
-                .unwrap_err();
+        let reason = Associations::from_json(serde_json::Value::from(many).to_string().as_bytes())
+            .unwrap_err();
         assert!(reason.contains("1000"), "{reason}");
     }
 }

@@ -295,17 +295,20 @@ impl TokenVerifier {
     /// Verifies `token`'s signature and claims; on success, the pod it was issued to.
     pub async fn verify(&self, token: &ServiceAccountToken) -> Result<VerifiedPod, VerifyError> {
         let header = token.header();
-        let alg = Algorithm::parse(&header.alg).ok_or_else(|| VerifyError::UnsupportedAlgorithm {
-            alg: header.alg.clone(),
-        })?;
+        let alg =
+            Algorithm::parse(&header.alg).ok_or_else(|| VerifyError::UnsupportedAlgorithm {
+                alg: header.alg.clone(),
+            })?;
         let kid = header.kid.as_deref();
         let key = match self.keys().find(kid) {
             Some(key) => key,
             None => {
                 self.refresh_for_unknown_kid().await?;
-                self.keys().find(kid).ok_or_else(|| VerifyError::UnknownKey {
-                    kid: kid.map(str::to_owned),
-                })?
+                self.keys()
+                    .find(kid)
+                    .ok_or_else(|| VerifyError::UnknownKey {
+                        kid: kid.map(str::to_owned),
+                    })?
             }
         };
         key.verify(alg, token.expose_secret())?;
@@ -349,7 +352,10 @@ impl TokenVerifier {
         if kubernetes.namespace.as_deref() != Some(namespace.as_str()) {
             return Err(VerifyError::PodClaims("namespace does not match sub"));
         }
-        if kubernetes.service_account.as_ref().map(|sa| sa.name.as_str())
+        if kubernetes
+            .service_account
+            .as_ref()
+            .map(|sa| sa.name.as_str())
             != Some(service_account.as_str())
         {
             return Err(VerifyError::PodClaims("service account does not match sub"));
@@ -440,7 +446,8 @@ impl TokenVerifier {
     }
 
     async fn fetch(&self, url: &str) -> Result<Vec<u8>, VerifyError> {
-        let unavailable = |e: reqwest::Error| VerifyError::KeysUnavailable(e.without_url().to_string());
+        let unavailable =
+            |e: reqwest::Error| VerifyError::KeysUnavailable(e.without_url().to_string());
         let mut response = self
             .inner
             .http
@@ -512,9 +519,15 @@ struct Key {
 
 #[derive(Debug)]
 enum KeyMaterial {
-    Rsa { n: Vec<u8>, e: Vec<u8> },
+    Rsa {
+        n: Vec<u8>,
+        e: Vec<u8>,
+    },
     /// An uncompressed point, `0x04 || x || y`, on `curve`.
-    Ec { curve: Algorithm, point: Vec<u8> },
+    Ec {
+        curve: Algorithm,
+        point: Vec<u8>,
+    },
 }
 
 impl Key {

@@ -90,9 +90,7 @@ impl RoleAssumer {
             .role_session_name(&session_name);
         if !association.disable_session_tags {
             for (key, value) in session_tags(&identity) {
-                first = first
-                    .tags(tag(key, &value)?)
-                    .transitive_tag_keys(key);
+                first = first.tags(tag(key, &value)?).transitive_tag_keys(key);
             }
         }
         if chained {
@@ -276,9 +274,13 @@ fn map_sdk_error(
 ) -> SourceError {
     match error {
         SdkError::ServiceError(context) => {
-            let status = context.raw().status().as_u16();
+            let raw = context.raw();
+            let status = raw.status().as_u16();
             let error = context.err();
-            let request_id = error.request_id().map(str::to_owned);
+            let request_id = error
+                .request_id()
+                .or_else(|| raw.headers().get("x-amzn-requestid"))
+                .map(str::to_owned);
             let mapped = map_sts_error(
                 status,
                 error.code().unwrap_or("UnknownError"),
@@ -318,9 +320,7 @@ pub(crate) fn map_sts_error(status: u16, code: &str, message: &str) -> EksAuthEr
             EksAuthError::new(EksAuthErrorCode::Unknown(code.to_owned()), 500, message)
                 .with_fault(Fault::Server)
         }
-        _ if status == 503 => {
-            EksAuthError::modeled(EksAuthErrorCode::ServiceUnavailable, message)
-        }
+        _ if status == 503 => EksAuthError::modeled(EksAuthErrorCode::ServiceUnavailable, message),
         _ if status >= 500 => EksAuthError::modeled(EksAuthErrorCode::InternalServer, message),
         _ => EksAuthError::new(EksAuthErrorCode::Unknown(code.to_owned()), status, message),
     }
@@ -341,7 +341,10 @@ mod tests {
         assert!(name.starts_with("eks-a-very-long-cluster-name-for-testing-web-7d9f"));
         let short = session_name(&"lab".parse().unwrap(), "p", "u");
         assert_eq!(short, "eks-lab-p-u");
-        assert_eq!(session_name(&"lab".parse().unwrap(), "a b/c", "u"), "eks-lab-a-b-c-u");
+        assert_eq!(
+            session_name(&"lab".parse().unwrap(), "a b/c", "u"),
+            "eks-lab-a-b-c-u"
+        );
     }
 
     #[test]
@@ -356,16 +359,76 @@ mod tests {
     #[test]
     fn sts_errors_keep_the_agents_statuses_and_classes() {
         let cases = [
-            (403, "AccessDenied", "AccessDeniedException", 400, ErrorClass::Irrecoverable),
-            (400, "MalformedPolicyDocument", "InvalidParameterException", 400, ErrorClass::Recoverable),
-            (400, "PackedPolicyTooLarge", "InvalidParameterException", 400, ErrorClass::Recoverable),
-            (400, "ValidationError", "InvalidParameterException", 400, ErrorClass::Recoverable),
-            (400, "Throttling", "ThrottlingException", 429, ErrorClass::Recoverable),
-            (400, "ExpiredToken", "ExpiredToken", 500, ErrorClass::Recoverable),
-            (403, "InvalidClientTokenId", "InvalidClientTokenId", 500, ErrorClass::Recoverable),
-            (403, "RegionDisabledException", "RegionDisabledException", 500, ErrorClass::Recoverable),
-            (500, "InternalFailure", "InternalServerException", 500, ErrorClass::Recoverable),
-            (503, "ServiceUnavailable", "ServiceUnavailableException", 503, ErrorClass::Recoverable),
+            (
+                403,
+                "AccessDenied",
+                "AccessDeniedException",
+                400,
+                ErrorClass::Irrecoverable,
+            ),
+            (
+                400,
+                "MalformedPolicyDocument",
+                "InvalidParameterException",
+                400,
+                ErrorClass::Recoverable,
+            ),
+            (
+                400,
+                "PackedPolicyTooLarge",
+                "InvalidParameterException",
+                400,
+                ErrorClass::Recoverable,
+            ),
+            (
+                400,
+                "ValidationError",
+                "InvalidParameterException",
+                400,
+                ErrorClass::Recoverable,
+            ),
+            (
+                400,
+                "Throttling",
+                "ThrottlingException",
+                429,
+                ErrorClass::Recoverable,
+            ),
+            (
+                400,
+                "ExpiredToken",
+                "ExpiredToken",
+                500,
+                ErrorClass::Recoverable,
+            ),
+            (
+                403,
+                "InvalidClientTokenId",
+                "InvalidClientTokenId",
+                500,
+                ErrorClass::Recoverable,
+            ),
+            (
+                403,
+                "RegionDisabledException",
+                "RegionDisabledException",
+                500,
+                ErrorClass::Recoverable,
+            ),
+            (
+                500,
+                "InternalFailure",
+                "InternalServerException",
+                500,
+                ErrorClass::Recoverable,
+            ),
+            (
+                503,
+                "ServiceUnavailable",
+                "ServiceUnavailableException",
+                503,
+                ErrorClass::Recoverable,
+            ),
             (409, "Odd", "Odd", 409, ErrorClass::Recoverable),
         ];
         for (sts_status, sts_code, code, status, class) in cases {
@@ -373,7 +436,10 @@ mod tests {
             assert_eq!(error.code().as_str(), code, "{sts_code}");
             assert_eq!(error.status(), status, "{sts_code}");
             assert_eq!(error.class(), class, "{sts_code}");
-            assert_eq!(error.message(), format!("STS AssumeRole failed ({sts_code}): why"));
+            assert_eq!(
+                error.message(),
+                format!("STS AssumeRole failed ({sts_code}): why")
+            );
         }
     }
 }
