@@ -547,15 +547,16 @@ fn loopback(port: u16) -> Result<SocketAddr, BoxError> {
 
 /// `1.5s`, `250ms`, `6h`, as a person writes them.
 fn human(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs >= 3600.0 && d.as_secs() % 3600 == 0 {
-        format!("{}h", d.as_secs() / 3600)
-    } else if secs >= 60.0 && d.as_secs() % 60 == 0 && d.subsec_nanos() == 0 {
-        format!("{}m", d.as_secs() / 60)
-    } else if secs >= 1.0 && d.subsec_millis() == 0 {
-        format!("{}s", d.as_secs())
-    } else if secs >= 1.0 {
-        format!("{secs:.1}s")
+    let whole = d.subsec_millis() == 0;
+    let secs = d.as_secs();
+    if whole && secs >= 3600 && secs.is_multiple_of(3600) {
+        format!("{}h", secs / 3600)
+    } else if whole && secs >= 60 && secs.is_multiple_of(60) {
+        format!("{}m", secs / 60)
+    } else if whole && secs >= 1 {
+        format!("{secs}s")
+    } else if secs >= 1 {
+        format!("{:.1}s", d.as_secs_f64())
     } else {
         format!("{}ms", d.as_millis())
     }
@@ -749,6 +750,15 @@ mod tests {
         );
         assert!(long.mandatory_window() < Duration::from_secs(60) - Duration::from_secs(29) / 2);
         assert_eq!(expected_refresh(Duration::from_secs(6 * 3600)), None);
+    }
+
+    #[test]
+    fn durations_print_as_people_write_them() {
+        assert_eq!(human(Duration::from_secs(6 * 3600)), "6h");
+        assert_eq!(human(Duration::from_secs(120)), "2m");
+        assert_eq!(human(Duration::from_secs(18)), "18s");
+        assert_eq!(human(Duration::from_millis(8_950)), "9.0s");
+        assert_eq!(human(Duration::from_millis(250)), "250ms");
     }
 
     #[test]
