@@ -1,5 +1,7 @@
 //! Runs the `demo` binary as a user would and checks what it prints.
 
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};

@@ -12,6 +12,8 @@
 //! and that a `GetCallerIdentity` signed with them verified (the STS target answered the
 //! assumed-role ARN of exactly that session).
 
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
+
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
