@@ -310,6 +310,11 @@ where
         self.settings.time.now()
     }
 
+    /// The injected sleep.
+    pub(crate) fn sleep(&self) -> &SharedAsyncSleep {
+        &self.settings.sleep
+    }
+
     /// The cached value if it has not expired, without waiting or fetching.
     pub(crate) fn peek(&self) -> Option<T> {
         let now = self.now();

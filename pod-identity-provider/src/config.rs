@@ -23,7 +23,8 @@
 //! `169.254.170.23` and `fd00:ec2::23`; IPv4-mapped IPv6 addresses are refused. A host name is
 //! resolved and every address must be allowed; the request then goes to those addresses only.
 //! `https` may reach any host and needs the `rustls` feature. A failed resolution is not
-//! remembered: the next call tries again.
+//! remembered: the next call tries again. Once a configuration passes (variables read, host
+//! resolved and checked), it is kept for the life of the provider.
 //!
 //! # Token file
 //!

@@ -12,6 +12,7 @@
 //! - a partition nobody asked for in `idle_after` (default 30 min) stops refreshing; the next
 //!   caller wakes it (and loads on the request path only if its identity expired meanwhile);
 //! - identities without an expiry are treated as valid for 15 minutes, as in the lazy cache;
+//! - a load (cold or background) that takes longer than `load_timeout` (default 30 s) fails;
 //! - background refreshes call the resolver with the runtime components of the last cold load
 //!   and an empty `ConfigBag` (credentials providers do not read the bag).
 //!
@@ -54,6 +55,10 @@ use crate::cache::{
 
 /// Default time after which a partition nobody asked for stops refreshing: 30 minutes.
 pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Longest a resolver may take to load an identity: 30 seconds. Longer than the lazy cache's
+/// 5 s so that [`PodIdentityCredentialsProvider`](crate::PodIdentityCredentialsProvider)'s
+/// retries (up to 3 attempts of 2 s connect + 5 s read) fit.
+pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lifetime assumed for an identity without an expiry: 15 minutes (as the lazy cache).
 pub const DEFAULT_IDENTITY_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
@@ -73,6 +78,7 @@ struct Inner {
     partitions: ArcSwap<HashMap<IdentityCachePartition, Arc<PartitionCache>>>,
     windows: RefreshWindows,
     idle_after: Duration,
+    load_timeout: Duration,
     time: Option<SharedTimeSource>,
     sleep: Option<SharedAsyncSleep>,
     stats: Arc<Stats>,
@@ -149,6 +155,7 @@ impl ResolveCachedIdentity for RefreshAheadCache {
         config_bag: &'a ConfigBag,
     ) -> IdentityFuture<'a> {
         let partition = self.partition(resolver.cache_partition(), runtime_components);
+        let load_timeout = self.inner.load_timeout;
         IdentityFuture::new(async move {
             let cache = partition.clone();
             partition
@@ -158,15 +165,19 @@ impl ResolveCachedIdentity for RefreshAheadCache {
                         Some(components) => cache.set_refresher(Box::new(ResolverRefresh {
                             resolver: resolver.clone(),
                             components,
+                            sleep: cache.sleep().clone(),
+                            load_timeout,
                         })),
                         None => tracing::debug!(
                             "could not copy the runtime components; refreshing on the request path"
                         ),
                     }
-                    resolver
-                        .resolve_identity(runtime_components, config_bag)
-                        .await
-                        .map_err(SharedError::from)
+                    bounded(
+                        resolver.resolve_identity(runtime_components, config_bag),
+                        cache.sleep(),
+                        load_timeout,
+                    )
+                    .await
                 })
                 .await
                 .map_err(BoxError::from)
@@ -212,18 +223,38 @@ impl ResolveCachedIdentity for PassThrough {
 struct ResolverRefresh {
     resolver: SharedIdentityResolver,
     components: RuntimeComponents,
+    sleep: SharedAsyncSleep,
+    load_timeout: Duration,
+}
+
+/// Runs a resolver future for at most `timeout`: a hung resolver must not hold the load (and
+/// everyone waiting for it) forever.
+async fn bounded(
+    load: IdentityFuture<'_>,
+    sleep: &SharedAsyncSleep,
+    timeout: Duration,
+) -> Result<Identity, SharedError> {
+    tokio::select! {
+        result = load => result.map_err(SharedError::from),
+        _ = sleep.sleep(timeout) => Err(SharedError::from(BoxError::from(format!(
+            "identity resolver timed out after {timeout:?}"
+        )))),
+    }
 }
 
 impl Refresh<Identity, SharedError> for ResolverRefresh {
     fn refresh(&self) -> BoxFuture<'static, Result<Identity, SharedError>> {
         let resolver = self.resolver.clone();
         let components = self.components.clone();
+        let (sleep, load_timeout) = (self.sleep.clone(), self.load_timeout);
         Box::pin(async move {
             let bag = ConfigBag::base();
-            resolver
-                .resolve_identity(&components, &bag)
-                .await
-                .map_err(SharedError::from)
+            bounded(
+                resolver.resolve_identity(&components, &bag),
+                &sleep,
+                load_timeout,
+            )
+            .await
         })
     }
 }
@@ -261,6 +292,7 @@ impl StdError for SharedError {
 pub struct RefreshAheadCacheBuilder {
     windows: Option<RefreshWindows>,
     idle_after: Option<Duration>,
+    load_timeout: Option<Duration>,
     time: Option<SharedTimeSource>,
     sleep: Option<SharedAsyncSleep>,
 }
@@ -275,6 +307,12 @@ impl RefreshAheadCacheBuilder {
     /// A partition nobody asked for in this long stops refreshing. Default: 30 minutes.
     pub fn idle_after(mut self, idle_after: Duration) -> Self {
         self.idle_after = Some(idle_after);
+        self
+    }
+
+    /// Longest a resolver may take to load an identity. Default: 30 seconds.
+    pub fn load_timeout(mut self, timeout: Duration) -> Self {
+        self.load_timeout = Some(timeout);
         self
     }
 
@@ -297,6 +335,7 @@ impl RefreshAheadCacheBuilder {
                 partitions: ArcSwap::from_pointee(HashMap::new()),
                 windows: self.windows.unwrap_or_default(),
                 idle_after: self.idle_after.unwrap_or(DEFAULT_IDLE_AFTER),
+                load_timeout: self.load_timeout.unwrap_or(DEFAULT_LOAD_TIMEOUT),
                 time: self.time,
                 sleep: self.sleep,
                 stats: Arc::new(Stats::default()),

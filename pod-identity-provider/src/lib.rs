@@ -19,6 +19,8 @@
 //! `IdentityCache::no_cache()`, because it caches by itself. To take the SDK's lazy identity
 //! cache off the request path too, add [`RefreshAheadCache`]:
 //! `.identity_cache(RefreshAheadCache::new())`. It works for any credentials provider.
+//! (Behind the SDK's default lazy cache, its 5 s load timeout bounds a cold fetch, cutting the
+//! provider's retries short; `RefreshAheadCache` allows 30 s.)
 //!
 //! # What it does, and the defaults
 //!

@@ -256,3 +256,31 @@ async fn dropping_the_cache_ends_its_tasks_even_when_components_hold_it() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_resolver_times_out() {
+    let clock = ManualClock::new();
+    let cache = RefreshAheadCache::builder().load_timeout(MINUTE).build();
+    let mut hung = Counting::new(&clock, HOUR);
+    hung.delay = Duration::from_secs(3600);
+    let resolver = SharedIdentityResolver::new(hung);
+    let load = {
+        let (cache, clock) = (cache.clone(), clock.clone());
+        tokio::spawn(async move {
+            let rc = components(&clock, None);
+            let bag = ConfigBag::base();
+            cache
+                .resolve_cached_identity(resolver, &rc, &bag)
+                .await
+                .map(|_| ())
+        })
+    };
+    settle().await;
+    clock.advance(MINUTE);
+    let error = tokio::time::timeout(Duration::from_secs(10), load)
+        .await
+        .expect("the load timeout ends the load")
+        .unwrap()
+        .unwrap_err();
+    assert!(error.to_string().contains("timed out"), "{error}");
+}
