@@ -475,28 +475,34 @@ async fn forged_and_wrong_tokens_are_refused_with_400_and_never_reach_sts() {
         format!("{header}.{forged_claims}.{signature}")
     };
 
-    let cases: Vec<(&str, String, &str)> = vec![
-        ("re-signed by another key with a known kid", attacker.sign(&good), "InvalidTokenException"),
-        ("claims changed after signing", tampered, "InvalidTokenException"),
-        ("signature stripped", format!("{signed}."), "InvalidTokenException"),
-        ("alg none", rsa.sign_with_header(&json!({"alg": "none", "kid": "rsa-1"}), &good), "InvalidTokenException"),
-        ("alg HS256 (key confusion)", rsa.sign_with_header(&json!({"alg": "HS256", "kid": "rsa-1"}), &good), "InvalidTokenException"),
-        ("ES256 header on an RSA key", rsa.sign_with_header(&json!({"alg": "ES256", "kid": "rsa-1"}), &good), "InvalidTokenException"),
-        ("RS256 header on an EC key", es256.sign_with_header(&json!({"alg": "RS256", "kid": "ec-256"}), &good), "InvalidTokenException"),
-        ("unknown kid", Signer::ec("ES256", "who").sign(&good), "InvalidTokenException"),
-        ("no kid", rsa.sign_with_header(&json!({"alg": "RS256"}), &good), "InvalidTokenException"),
-        ("wrong issuer", rsa.sign(&with(json!({"iss": "https://evil.example.com"}))), "InvalidTokenException"),
-        ("no issuer", rsa.sign(&with(json!({"iss": null}))), "InvalidTokenException"),
-        ("wrong audience", rsa.sign(&with(json!({"aud": ["sts.amazonaws.com"]}))), "InvalidTokenException"),
-        ("no expiry", rsa.sign(&with(json!({"exp": null}))), "InvalidTokenException"),
-        ("expired beyond the leeway", rsa.sign(&with(json!({"exp": START - 31}))), "ExpiredTokenException"),
-        ("not valid yet beyond the leeway", rsa.sign(&with(json!({"nbf": START + 120}))), "InvalidTokenException"),
-        ("no kubernetes.io", rsa.sign(&with(json!({"kubernetes.io": null}))), "InvalidTokenException"),
-        ("no pod", rsa.sign(&with(json!({"kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "app", "uid": "u"}}}))), "InvalidTokenException"),
-        ("namespace differs from sub", rsa.sign(&with(json!({"sub": "system:serviceaccount:other:app"}))), "InvalidTokenException"),
-        ("not a service account", rsa.sign(&with(json!({"sub": "admin"}))), "InvalidTokenException"),
+    let cases: Vec<(&str, String, &str, &str)> = vec![
+        ("re-signed by another key with a known kid", attacker.sign(&good), "InvalidTokenException", "BadSignature"),
+        ("claims changed after signing", tampered, "InvalidTokenException", "BadSignature"),
+        ("signature stripped", format!("{signed}."), "InvalidTokenException", "BadSignature"),
+        ("alg none", rsa.sign_with_header(&json!({"alg": "none", "kid": "rsa-1"}), &good), "InvalidTokenException", "UnsupportedAlgorithm"),
+        ("alg HS256 (key confusion)", rsa.sign_with_header(&json!({"alg": "HS256", "kid": "rsa-1"}), &good), "InvalidTokenException", "UnsupportedAlgorithm"),
+        ("ES256 header on an RSA key", rsa.sign_with_header(&json!({"alg": "ES256", "kid": "rsa-1"}), &good), "InvalidTokenException", "KeyMismatch"),
+        ("RS256 header on an EC key", es256.sign_with_header(&json!({"alg": "RS256", "kid": "ec-256"}), &good), "InvalidTokenException", "KeyMismatch"),
+        ("unknown kid", Signer::ec("ES256", "who").sign(&good), "InvalidTokenException", "UnknownKey"),
+        ("no kid", rsa.sign_with_header(&json!({"alg": "RS256"}), &good), "InvalidTokenException", "UnknownKey"),
+        ("wrong issuer", rsa.sign(&with(json!({"iss": "https://evil.example.com"}))), "InvalidTokenException", "Issuer"),
+        ("no issuer", rsa.sign(&with(json!({"iss": null}))), "InvalidTokenException", "Issuer"),
+        ("wrong audience", rsa.sign(&with(json!({"aud": ["sts.amazonaws.com"]}))), "InvalidTokenException", "Audience"),
+        ("no expiry", rsa.sign(&with(json!({"exp": null}))), "InvalidTokenException", "NoExpiry"),
+        ("expired beyond the leeway", rsa.sign(&with(json!({"exp": START - 31}))), "ExpiredTokenException", "Expired"),
+        ("not valid yet beyond the leeway", rsa.sign(&with(json!({"nbf": START + 120}))), "InvalidTokenException", "NotValidYet"),
+        ("no kubernetes.io", rsa.sign(&with(json!({"kubernetes.io": null}))), "InvalidTokenException", "PodClaims"),
+        ("no pod", rsa.sign(&with(json!({"kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "app", "uid": "u"}}}))), "InvalidTokenException", "PodClaims"),
+        ("namespace differs from sub", rsa.sign(&with(json!({"sub": "system:serviceaccount:other:app"}))), "InvalidTokenException", "PodClaims"),
+        ("not a service account", rsa.sign(&with(json!({"sub": "admin"}))), "InvalidTokenException", "PodClaims"),
     ];
-    for (case, token, code) in &cases {
+    for (case, token, code, reason) in &cases {
+        let decoded = ServiceAccountToken::decode(token).unwrap();
+        let refused = source.verifier().verify(&decoded).await.unwrap_err();
+        assert!(
+            format!("{refused:?}").starts_with(reason),
+            "{case}: {refused:?}"
+        );
         let error = source.credentials(&request(token)).await.unwrap_err();
         let SourceError::EksAuth(error) = &error else {
             panic!("{case}: {error:?}");

@@ -389,7 +389,7 @@ impl TokenVerifier {
         Ok(())
     }
 
-    /// Reads the keys now; on failure keeps the cached ones (and errors only if there are none).
+    /// Reads the keys now. On failure the cached keys stay in use and the error is returned.
     pub async fn refresh(&self) -> Result<(), VerifyError> {
         let mut last = self.inner.refresh.lock().await;
         *last = Some(tokio::time::Instant::now());

@@ -15,7 +15,7 @@
 //!    on a bad edit. No association: 404 `ResourceNotFoundException`.
 //! 3. **Assume the role** with STS `AssumeRole`, signed with the node's own credentials: the
 //!    six EKS session tags (transitive) unless disabled, the external id and session policy,
-//!    role chaining to a target role (see [`sts`](self::sts) for the details and the error
+//!    role chaining to a target role (see [`sts`] for the details and the error
 //!    mapping).
 //!
 //! ```no_run
@@ -86,7 +86,7 @@
 //! ```
 //!
 //! A target role trusts the first role the same way (with an `sts:ExternalId` condition when
-//! the association sets one, or disables tags: see [`sts`](self::sts)).
+//! the association sets one, or disables tags: see [`sts`]).
 //!
 //! # What differs from EKS
 //!
