@@ -19,6 +19,21 @@ pub use builder::{Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAUL
 /// Build one with [`PodIdentityCredentialsProvider::builder`]; see the [crate docs](crate) for
 /// the defaults. Cloning is cheap and clones share one cache and one background refresh task,
 /// which ends when the last clone is dropped.
+///
+/// In a chain: without Pod Identity configured it answers `not_loaded` and the chain moves on.
+///
+/// ```
+/// use aws_config::environment::EnvironmentVariableCredentialsProvider;
+/// use aws_config::meta::credentials::CredentialsProviderChain;
+/// use pod_identity_provider::PodIdentityCredentialsProvider;
+///
+/// let chain = CredentialsProviderChain::first_try(
+///     "PodIdentity",
+///     PodIdentityCredentialsProvider::builder().build(),
+/// )
+/// .or_else("Environment", EnvironmentVariableCredentialsProvider::new());
+/// # let _ = chain;
+/// ```
 #[derive(Clone, Debug)]
 pub struct PodIdentityCredentialsProvider {
     cache: Arc<RefreshCache<Credentials, Error>>,
