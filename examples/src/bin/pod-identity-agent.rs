@@ -44,6 +44,57 @@ enum Command {
     /// running it again changes nothing. IPv6 turned off on the node is a warning, not a failure.
     #[cfg(target_os = "linux")]
     Initialize(InitializeArgs),
+
+    /// Serve credentials on a cluster outside EKS (self-managed, EKS Anywhere, kind, k3s).
+    ///
+    /// Tokens are verified locally against the cluster's JWKS (--jwks-file, --jwks-url, or the
+    /// issuer's discovery document when neither is given), associations are read from
+    /// --associations (JSON, reloaded when it changes) and roles are assumed with STS AssumeRole
+    /// signed by the node's credentials. Takes every flag of `server`; there --endpoint and
+    /// --fips apply to STS, and --eks-node-name, --instance-id and --zone have no effect. See
+    /// the pod_identity_agent_lib::self_managed docs for the DaemonSet and the trust policy.
+    SelfManaged(SelfManagedArgs),
+}
+
+#[derive(Debug, Args)]
+struct SelfManagedArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+
+    /// The cluster's service-account issuer (the API server's --service-account-issuer);
+    /// tokens must carry it as `iss`.
+    #[arg(long, value_name = "URL")]
+    issuer: String,
+
+    /// URL of the cluster's JWKS (default: `jwks_uri` of the issuer's discovery document).
+    #[arg(long, value_name = "URL", conflicts_with = "jwks_file")]
+    jwks_url: Option<String>,
+
+    /// File holding the cluster's JWKS (`kubectl get --raw /openid/v1/jwks`).
+    #[arg(long, value_name = "FILE")]
+    jwks_file: Option<std::path::PathBuf>,
+
+    /// JSON file of Pod Identity associations (EKS API field names), reloaded when it changes.
+    #[arg(long, value_name = "FILE")]
+    associations: std::path::PathBuf,
+
+    /// Audience the pods' tokens must carry.
+    #[arg(long, default_value = pod_identity_core::endpoint::AUDIENCE)]
+    audience: String,
+
+    /// Lifetime of issued credentials, 15m to 12h and at most the role's MaxSessionDuration
+    /// (chained roles: at most 1h).
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    session_duration: Duration,
+
+    /// Value of the eks-cluster-arn session tag (default:
+    /// arn:<partition>:eks:<region>:<role's account>:cluster/<cluster name>).
+    #[arg(long, value_name = "ARN")]
+    cluster_arn: Option<pod_identity_core::Arn>,
+
+    /// How often the associations file is checked for changes.
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    associations_poll_interval: Duration,
 }
 
 #[cfg(target_os = "linux")]
@@ -173,6 +224,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Server(args) => server(args).await,
+        Command::SelfManaged(args) => self_managed(args).await,
         #[cfg(target_os = "linux")]
         Command::Initialize(args) => initialize(args).await,
     }
@@ -258,6 +310,80 @@ async fn server(args: ServerArgs) -> ExitCode {
         }
     };
 
+    serve(&args, source).await
+}
+
+/// Runs the agent with `pod_identity_agent_lib::self_managed::SelfManagedSource`.
+async fn self_managed(args: SelfManagedArgs) -> ExitCode {
+    use pod_identity_agent_lib::self_managed::{
+        FileAssociationStore, JwksLocation, SelfManagedSource, TokenVerifier,
+    };
+
+    let server = &args.server;
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(EnvFilter::new(&server.verbosity))
+        .with_writer(std::io::stderr)
+        .init();
+    if server.eks_node_name.is_some() || server.instance_id.is_some() || server.zone.is_some() {
+        tracing::warn!("--eks-node-name, --instance-id and --zone have no effect without EKS Auth");
+    }
+    let location = match (&args.jwks_url, &args.jwks_file) {
+        (Some(url), _) => JwksLocation::Url(url.clone()),
+        (None, Some(file)) => JwksLocation::File(file.clone()),
+        (None, None) => JwksLocation::Discovery,
+    };
+    let verifier = match TokenVerifier::builder(&args.issuer)
+        .audience(&args.audience)
+        .jwks(location)
+        .build()
+        .await
+    {
+        Ok(verifier) => verifier,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot read the cluster's signing keys");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = match FileAssociationStore::open_with_interval(
+        &args.associations,
+        args.associations_poll_interval,
+    )
+    .await
+    {
+        Ok(store) => store,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot read the associations");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut source = SelfManagedSource::builder(verifier, store)
+        .session_duration(args.session_duration)
+        .fips(server.fips);
+    if let Some(region) = &server.region {
+        source = source.region(region);
+    }
+    if !server.endpoint.is_empty() {
+        tracing::info!(endpoint = %server.endpoint, "overriding the STS endpoint");
+        source = source.endpoint_url(&server.endpoint);
+    }
+    if let Some(arn) = &args.cluster_arn {
+        source = source.cluster_arn(arn.clone());
+    }
+    match source.build().await {
+        Ok(source) => serve(server, source).await,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot configure STS");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Assembles the agent around `source` with the server flags and serves until a signal.
+async fn serve<S: pod_identity_agent_lib::CredentialSource>(
+    args: &ServerArgs,
+    source: S,
+) -> ExitCode {
     let agent = AgentBuilder::new(args.cluster_name.clone(), source)
         .bind_hosts(args.bind_hosts.clone())
         .port(args.port)
@@ -584,5 +710,51 @@ mod tests {
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
+    }
+
+    #[test]
+    fn self_managed_takes_the_server_flags_and_its_own() {
+        let base = [
+            "pod-identity-agent",
+            "self-managed",
+            "-c",
+            "lab",
+            "--issuer",
+            "https://issuer.example.com",
+            "--associations",
+            "/etc/pod-identity/associations.json",
+        ];
+        let parse = |extra: &[&str]| Cli::try_parse_from(base.iter().chain(extra));
+        let cli = parse(&[
+            "--jwks-file",
+            "/etc/pod-identity/jwks.json",
+            "--bind-hosts",
+            "127.0.0.1",
+            "--port",
+            "8080",
+            "--session-duration",
+            "2h",
+            "--cluster-arn",
+            "arn:aws:eks:eu-west-1:111122223333:cluster/lab",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let Command::SelfManaged(args) = cli.command else {
+            panic!("not self-managed");
+        };
+        assert_eq!(args.server.cluster_name.as_str(), "lab");
+        assert_eq!(
+            (args.server.port, args.server.bind_hosts.as_slice()),
+            (8080, &["127.0.0.1".to_owned()][..])
+        );
+        assert_eq!(args.issuer, "https://issuer.example.com");
+        assert_eq!(args.audience, "pods.eks.amazonaws.com");
+        assert_eq!(args.session_duration, Duration::from_secs(7200));
+        assert_eq!(args.associations_poll_interval, Duration::from_secs(10));
+        assert!(args.jwks_url.is_none() && args.jwks_file.is_some());
+        assert!(args.cluster_arn.is_some());
+        // One key location at most; the issuer and the associations are required.
+        assert!(parse(&["--jwks-file", "a", "--jwks-url", "http://b"]).is_err());
+        assert!(Cli::try_parse_from(&base[..6]).is_err());
+        assert!(parse(&["--cluster-arn", "not-an-arn"]).is_err());
     }
 }

@@ -173,6 +173,7 @@ impl<A: AssociationStore> SelfManagedSource<A> {
             sdk_config: None,
             region: None,
             endpoint_url: None,
+            fips: false,
             credentials_provider: None,
             session_duration: DEFAULT_SESSION_DURATION,
             cluster_arn: None,
@@ -252,6 +253,7 @@ pub struct SelfManagedSourceBuilder<A> {
     sdk_config: Option<SdkConfig>,
     region: Option<String>,
     endpoint_url: Option<String>,
+    fips: bool,
     credentials_provider: Option<SharedCredentialsProvider>,
     session_duration: Duration,
     cluster_arn: Option<Arn>,
@@ -289,6 +291,12 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
     /// An STS endpoint URL instead of the regional one (a VPC endpoint, or a test server).
     pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
         self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Uses STS's FIPS endpoint (`sts-fips.{region}.amazonaws.com`).
+    pub fn fips(mut self, fips: bool) -> Self {
+        self.fips = fips;
         self
     }
 
@@ -360,6 +368,9 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
         }
         if let Some(url) = self.endpoint_url {
             config = config.endpoint_url(url);
+        }
+        if self.fips {
+            config = config.use_fips(true);
         }
         if let Some(provider) = self.credentials_provider {
             config.set_credentials_provider(Some(provider));
