@@ -83,9 +83,9 @@ impl Stack {
         ));
         std::fs::write(&token_file, token.expose_secret()).unwrap();
 
-        let source = EksAuthSource::builder()
-            .region(simulator.region())
-            .endpoint_url(&sim_url)
+        let node_config = aws_config::defaults(BehaviorVersion::latest())
+            .empty_test_environment()
+            .region(Region::new(simulator.region().to_owned()))
             .credentials_provider(Credentials::new(
                 node.access_key_id(),
                 node.secret_access_key().expose_secret(),
@@ -93,6 +93,11 @@ impl Stack {
                 None,
                 "interop-node",
             ))
+            .load()
+            .await;
+        let source = EksAuthSource::builder()
+            .sdk_config(node_config)
+            .endpoint_url(&sim_url)
             .build()
             .await
             .unwrap();

