@@ -16,6 +16,8 @@
 //! }]}
 //! ```
 //!
+//! `clusterName` may be left out (a ConfigMap per cluster need not repeat it): such an entry
+//! applies to whatever cluster the agent serves, and an entry naming the cluster wins over it.
 //! As in EKS, one (cluster, namespace, service account) has at most one association, and a
 //! cluster at most 1000; a file that breaks either rule, or does not parse, is refused.
 //! The file is re-read every poll interval (default 10 s, on tokio's clock) and swapped in when
@@ -86,7 +88,11 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-type Key = (ClusterName, Namespace, ServiceAccountName);
+/// `None` for entries without `clusterName` (any cluster).
+type Key = (Option<ClusterName>, Namespace, ServiceAccountName);
+
+/// Stands in for a missing `clusterName` while parsing (replaced by the request's cluster).
+const ANY_CLUSTER: &str = "any-cluster";
 
 /// A validated set of associations, indexed by (cluster, namespace, service account).
 #[derive(Clone, Debug, Default)]
@@ -98,21 +104,25 @@ impl Associations {
     /// Validates `list`: one association per (cluster, namespace, service account), at most
     /// 1000 per cluster.
     pub fn new(list: Vec<Association>) -> Result<Self, String> {
-        let mut by_key = HashMap::with_capacity(list.len());
-        let mut per_cluster: HashMap<ClusterName, usize> = HashMap::new();
-        for association in list {
-            let count = per_cluster
-                .entry(association.cluster_name.clone())
-                .or_default();
+        Self::with_clusters(list.into_iter().map(|a| (true, a)))
+    }
+
+    /// As [`new`](Self::new); entries paired with `false` apply to any cluster.
+    fn with_clusters(list: impl Iterator<Item = (bool, Association)>) -> Result<Self, String> {
+        let mut by_key = HashMap::new();
+        let mut per_cluster: HashMap<Option<ClusterName>, usize> = HashMap::new();
+        for (named, association) in list {
+            let cluster = named.then(|| association.cluster_name.clone());
+            let count = per_cluster.entry(cluster.clone()).or_default();
             *count += 1;
             if *count > MAX_ASSOCIATIONS_PER_CLUSTER {
                 return Err(format!(
                     "more than {MAX_ASSOCIATIONS_PER_CLUSTER} associations for cluster {}",
-                    association.cluster_name
+                    cluster.as_ref().map_or("(any)", ClusterName::as_str)
                 ));
             }
             let key = (
-                association.cluster_name.clone(),
+                cluster,
                 association.namespace.clone(),
                 association.service_account.clone(),
             );
@@ -126,34 +136,36 @@ impl Associations {
     }
 
     /// Parses and validates a JSON document: an array of associations or
-    /// `{"associations": [...]}`.
+    /// `{"associations": [...]}`; entries without `clusterName` apply to any cluster.
     pub fn from_json(document: &[u8]) -> Result<Self, String> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Document {
-            List(Vec<Association>),
-            Wrapped { associations: Vec<Association> },
+            List(Vec<serde_json::Map<String, serde_json::Value>>),
+            Wrapped {
+                associations: Vec<serde_json::Map<String, serde_json::Value>>,
+            },
         }
-        // Untagged enums hide the field errors; try each shape for a useful message.
-        let Ok(Document::List(list) | Document::Wrapped { associations: list }) =
-            serde_json::from_slice::<Document>(document)
-        else {
-            let error = if document.trim_ascii_start().starts_with(b"[") {
-                serde_json::from_slice::<Vec<Association>>(document).err()
-            } else {
-                #[derive(Deserialize)]
-                struct Wrapped {
-                    #[allow(dead_code)] // Read only to report its errors.
-                    associations: Vec<Association>,
+        let (Document::List(list) | Document::Wrapped { associations: list }) =
+            serde_json::from_slice::<Document>(document).map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    "expected a list of associations or {\"associations\": [...]}".to_owned()
                 }
-                serde_json::from_slice::<Wrapped>(document).err()
-            };
-            return Err(error.map_or_else(
-                || "not a list of associations".to_owned(),
-                |e| e.to_string(),
-            ));
-        };
-        Self::new(list)
+                _ => e.to_string(),
+            })?;
+        let mut entries = Vec::with_capacity(list.len());
+        for (index, mut entry) in list.into_iter().enumerate() {
+            let named = entry
+                .get("clusterName")
+                .is_some_and(|name| !name.is_null());
+            if !named {
+                entry.insert("clusterName".to_owned(), ANY_CLUSTER.into());
+            }
+            let association = serde_json::from_value::<Association>(entry.into())
+                .map_err(|e| format!("association {index}: {e}"))?;
+            entries.push((named, association));
+        }
+        Self::with_clusters(entries.into_iter())
     }
 
     /// The association for the key, if any.
@@ -163,9 +175,14 @@ impl Associations {
         namespace: &Namespace,
         service_account: &ServiceAccountName,
     ) -> Option<Arc<Association>> {
-        self.by_key
-            .get(&(cluster.clone(), namespace.clone(), service_account.clone()))
-            .cloned()
+        let mut key = (Some(cluster.clone()), namespace.clone(), service_account.clone());
+        if let Some(found) = self.by_key.get(&key) {
+            return Some(Arc::clone(found));
+        }
+        key.0 = None;
+        let mut found = Association::clone(self.by_key.get(&key)?);
+        found.cluster_name = cluster.clone();
+        Some(Arc::new(found))
     }
 
     /// How many associations there are.
@@ -405,6 +422,30 @@ mod tests {
         }]);
         assert!(Associations::from_json(bad_arn.to_string().as_bytes()).is_err());
         assert!(Associations::from_json(b"{").is_err());
+    }
+
+    #[test]
+    fn entries_without_a_cluster_apply_to_any_and_named_ones_win() {
+        let mut named = entry("default", "app");
+        named["roleArn"] = "arn:aws:iam::111122223333:role/named".into();
+        let mut any = entry("default", "app");
+        any.as_object_mut().unwrap().remove("clusterName");
+        let doc = serde_json::json!([named, any]).to_string();
+        let set = Associations::from_json(doc.as_bytes()).unwrap();
+        let find = |cluster: &str| {
+            set.find(
+                &cluster.parse().unwrap(),
+                &"default".parse().unwrap(),
+                &"app".parse().unwrap(),
+            )
+            .unwrap()
+        };
+        assert_eq!(find("lab").role_arn.role_name(), Some("named"));
+        let other = find("other");
+        assert_eq!(other.role_arn.role_name(), Some("app"));
+        assert_eq!(other.cluster_name.as_str(), "other");
+        let dup = serde_json::json!([any, any]).to_string();
+        assert!(Associations::from_json(dup.as_bytes()).is_err());
     }
 
     #[test]
