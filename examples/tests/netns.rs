@@ -3,7 +3,8 @@
 //! As root (CI runs as root), the test makes a namespace with `ip netns add`, runs
 //! `pod-identity-agent initialize` in it (with `--existing-link lo` where the kernel has no
 //! `dummy` link type), starts the EKS Auth simulator on the namespace's loopback and the agent
-//! bound to `169.254.170.23:80` and `[fd00:ec2::23]:80`, then resolves credentials in the same
+//! bound to `169.254.170.23:80` and `[fd00:ec2::23]:80` (both commands with the arguments the
+//! DaemonSet in `deploy/manifests/eks.yaml` gives them), then resolves credentials in the same
 //! namespace with `PodIdentityCredentialsProvider` and with botocore, given exactly the
 //! environment EKS injects into a pod. The namespace has no link to the outside, so nothing
 //! leaves it; it is deleted at the end, also when the test fails.
@@ -135,17 +136,38 @@ fn workspace_root() -> &'static Path {
         .expect("examples/ is inside the workspace")
 }
 
-/// `initialize` in the namespace: a dummy link where the kernel has the type, else `lo`.
-fn initialize(ns: &Netns) -> Vec<&'static str> {
-    let run = |extra: &[&str]| -> Output {
+/// The arguments of the DaemonSet container that runs `subcommand`, read from the plain EKS
+/// manifest (generated from the Helm chart), so the test runs what the DaemonSet runs.
+fn daemonset_args(subcommand: &str) -> Vec<String> {
+    let path = workspace_root().join("deploy/manifests/eks.yaml");
+    let manifest = std::fs::read_to_string(&path).expect("read deploy/manifests/eks.yaml");
+    let mut lines = manifest.lines().map(str::trim);
+    let start = format!("- {subcommand}");
+    assert!(
+        lines.by_ref().any(|line| line == start),
+        "no container runs `{subcommand}` in {}",
+        path.display()
+    );
+    let mut args = vec![subcommand.to_owned()];
+    args.extend(lines.map_while(|line| line.strip_prefix("- --").map(|flag| format!("--{flag}"))));
+    args
+}
+
+/// `initialize` in the namespace, as the DaemonSet's init container runs it; with
+/// `--existing-link lo` instead of the dummy link where the kernel lacks the type.
+fn initialize(ns: &Netns) -> Vec<String> {
+    let run = |args: &[String]| -> Output {
         ns.command(AGENT)
-            .arg("initialize")
-            .args(extra)
+            .args(args)
             .output()
             .expect("run the agent")
     };
-    let mut flags: Vec<&'static str> = Vec::new();
-    let out = run(&flags);
+    let mut args = daemonset_args("initialize");
+    assert!(
+        args.contains(&"--link-name=pod-id-link0".to_owned()),
+        "{args:?}"
+    );
+    let out = run(&args);
     if !out.status.success() {
         let log = text(&out.stderr);
         assert!(log.contains("EOPNOTSUPP"), "initialize failed: {log}");
@@ -153,8 +175,12 @@ fn initialize(ns: &Netns) -> Vec<&'static str> {
             "this kernel has no dummy link type (initialize said so: EOPNOTSUPP); \
              using initialize --existing-link lo"
         );
-        flags = vec!["--existing-link", "lo"];
-        let out = run(&flags);
+        for arg in &mut args {
+            if arg.starts_with("--link-name=") {
+                *arg = "--existing-link=lo".to_owned();
+            }
+        }
+        let out = run(&args);
         assert!(
             out.status.success(),
             "initialize --existing-link lo: {}",
@@ -162,14 +188,14 @@ fn initialize(ns: &Netns) -> Vec<&'static str> {
         );
     }
     // Idempotent: a second run succeeds and changes nothing.
-    let again = run(&flags);
+    let again = run(&args);
     let log = text(&again.stderr);
     assert!(again.status.success(), "second initialize: {log}");
     assert!(
         log.contains(r#""changes":0"#),
         "second initialize changed something: {log}"
     );
-    flags
+    args
 }
 
 async fn wait_for_listeners() {
@@ -230,8 +256,8 @@ fn pods_get_credentials_on_the_real_link_local_addresses() {
     };
     // The simulator listens on the namespace's loopback.
     ns.ip(&["link", "set", "lo", "up"]);
-    let flags = initialize(&ns);
-    println!("initialize {flags:?} set up the addresses");
+    let args = initialize(&ns);
+    println!("{args:?} set up the addresses");
 
     let dir = tempfile::tempdir().expect("temp dir");
     let token_file = dir.path().join("eks-pod-identity-token");
@@ -264,7 +290,8 @@ fn pods_get_credentials_on_the_real_link_local_addresses() {
 async fn resolve_in_namespace(ns: &Netns, token_file: &Path, dir: &Path) {
     let node = NodeCredentials::new("AKIDNODEEXAMPLE", "node-secret-example");
     let simulator = EksAuthSimulator::builder()
-        .cluster_name("demo".parse().expect("cluster"))
+        // The cluster of deploy/values/eks.yaml.
+        .cluster_name("my-cluster".parse().expect("cluster"))
         .node_credentials(node)
         .associate(
             "default".parse().expect("namespace"),
@@ -278,17 +305,15 @@ async fn resolve_in_namespace(ns: &Netns, token_file: &Path, dir: &Path) {
         .await
         .expect("serve the simulator");
 
+    // The DaemonSet's command, with EKS Auth played by the simulator.
+    let args = daemonset_args("server");
+    assert!(args.contains(&"--port=80".to_owned()), "{args:?}");
     let log = dir.join("agent.log");
     let child = ns
         .command(AGENT)
-        .args(["server", "--cluster-name", "demo", "--endpoint"])
-        .arg(server.endpoint_url())
-        .args([
-            "--region",
-            simulator.region(),
-            "--metrics-address",
-            "127.0.0.1",
-        ])
+        .args(&args)
+        .arg(format!("--endpoint={}", server.endpoint_url()))
+        .env("AWS_REGION", simulator.region())
         .env("AWS_ACCESS_KEY_ID", "AKIDNODEEXAMPLE")
         .env("AWS_SECRET_ACCESS_KEY", "node-secret-example")
         .env("AWS_EC2_METADATA_DISABLED", "true")
