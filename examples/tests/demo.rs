@@ -69,8 +69,8 @@ fn the_demo_runs_every_hop_refreshes_ahead_and_prints_no_secret() {
         assert!(secret.len() >= 40);
         assert!(!text.contains(secret), "a secret was printed:\n{text}");
     }
-    // No JWT at all (its header starts `{"alg"`).
-    assert!(!text.contains("eyJ"), "a JWT was printed:\n{text}");
+    // No JWT at all (its header, `{"alg":"RS256"`, encodes to `eyJhbGci`).
+    assert!(!text.contains("eyJhbGci"), "a JWT was printed:\n{text}");
 }
 
 #[test]
