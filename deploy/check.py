@@ -19,6 +19,13 @@ CHART = DEPLOY / "chart" / "pod-identity-agent"
 RELEASE, NAMESPACE = "pod-identity-agent", "kube-system"
 # The oldest Kubernetes the chart supports and the newest the schemas know.
 KUBERNETES_VERSIONS = ["1.25.0", "1.37.0"]
+# Values that render, beyond the files in deploy/values/.
+RENDERED = {
+    "self-managed with JWKS discovery": {
+        "clusterName": "c", "region": "r", "mode": "self-managed",
+        "selfManaged": {"issuer": "https://x"},
+    },
+}
 # Plain manifests: which values file each one is rendered from.
 MANIFESTS = {
     "eks.yaml": "eks.yaml",
@@ -36,14 +43,9 @@ REFUSED = [
     ),
     (
         {"clusterName": "c", "region": "r", "mode": "self-managed",
-         "selfManaged": {"issuer": "https://x"}},
-        "exactly one of selfManaged.jwks.url and selfManaged.jwks.configMap",
-    ),
-    (
-        {"clusterName": "c", "region": "r", "mode": "self-managed",
          "selfManaged": {"issuer": "https://x", "jwks": {"url": "https://x/jwks",
                                                          "configMap": {"name": "jwks"}}}},
-        "exactly one of selfManaged.jwks.url and selfManaged.jwks.configMap",
+        "at most one of selfManaged.jwks.url and selfManaged.jwks.configMap",
     ),
     (
         {"clusterName": "c", "region": "r", "metrics": {"serviceMonitor": {"enabled": True}}},
@@ -127,6 +129,16 @@ def main(update):
             fail(f"render with values/{values.name}: {error}")
             continue
         validate(f"chart with values/{values.name}", rendered[values.name])
+
+    for name, values in RENDERED.items():
+        try:
+            text = render(values)
+        except helm_python.errors.HelmError as error:
+            fail(f"render {name}: {error}")
+            continue
+        if "--jwks-url" in text or "--jwks-file" in text:
+            fail(f"render {name}: passes a JWKS location")
+        validate(f"chart, {name}", text)
 
     # Values that cannot work are refused at render time, with a message that says why.
     for values, message in REFUSED:

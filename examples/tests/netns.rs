@@ -136,11 +136,12 @@ fn workspace_root() -> &'static Path {
         .expect("examples/ is inside the workspace")
 }
 
-/// The arguments of the DaemonSet container that runs `subcommand`, read from the plain EKS
-/// manifest (generated from the Helm chart), so the test runs what the DaemonSet runs.
-fn daemonset_args(subcommand: &str) -> Vec<String> {
-    let path = workspace_root().join("deploy/manifests/eks.yaml");
-    let manifest = std::fs::read_to_string(&path).expect("read deploy/manifests/eks.yaml");
+/// The arguments of the DaemonSet container that runs `subcommand`, read from a plain manifest
+/// in `deploy/manifests/` (generated from the Helm chart), so tests run what the DaemonSet runs.
+fn daemonset_args(manifest: &str, subcommand: &str) -> Vec<String> {
+    let path = workspace_root().join("deploy/manifests").join(manifest);
+    let manifest =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let mut lines = manifest.lines().map(str::trim);
     let start = format!("- {subcommand}");
     assert!(
@@ -162,7 +163,7 @@ fn initialize(ns: &Netns) -> Vec<String> {
             .output()
             .expect("run the agent")
     };
-    let mut args = daemonset_args("initialize");
+    let mut args = daemonset_args("eks.yaml", "initialize");
     assert!(
         args.contains(&"--link-name=pod-id-link0".to_owned()),
         "{args:?}"
@@ -249,6 +250,39 @@ fn botocore_access_key(ns: &Netns, uri: &str, token_file: &Path, home: &Path) ->
     Some(key.to_owned())
 }
 
+/// Every command line of the plain manifests is one the agent accepts (no root needed): clap
+/// refuses an unknown flag or a bad value before it reaches the trailing `--help`.
+#[test]
+fn the_daemonset_command_lines_parse() {
+    for (manifest, subcommands) in [
+        ("eks.yaml", &["initialize", "server"][..]),
+        ("self-managed.yaml", &["initialize", "self-managed"][..]),
+    ] {
+        for subcommand in subcommands {
+            let args = daemonset_args(manifest, subcommand);
+            assert!(args.len() > 3, "{manifest}: {args:?}");
+            let out = Command::new(AGENT)
+                .args(&args)
+                .arg("--help")
+                .output()
+                .expect("run the agent");
+            assert!(
+                out.status.success(),
+                "{manifest}: the agent refuses {args:?}: {}",
+                text(&out.stderr)
+            );
+        }
+    }
+    let out = Command::new(AGENT)
+        .args(["server", "--cluster-name=x", "--no-such-flag", "--help"])
+        .output()
+        .expect("run the agent");
+    assert!(
+        !out.status.success(),
+        "an unknown flag before --help must fail"
+    );
+}
+
 #[test]
 fn pods_get_credentials_on_the_real_link_local_addresses() {
     let Some(ns) = Netns::create_or_skip() else {
@@ -306,7 +340,7 @@ async fn resolve_in_namespace(ns: &Netns, token_file: &Path, dir: &Path) {
         .expect("serve the simulator");
 
     // The DaemonSet's command, with EKS Auth played by the simulator.
-    let args = daemonset_args("server");
+    let args = daemonset_args("eks.yaml", "server");
     assert!(args.contains(&"--port=80".to_owned()), "{args:?}");
     let log = dir.join("agent.log");
     let child = ns

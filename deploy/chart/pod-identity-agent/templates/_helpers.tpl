@@ -63,8 +63,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- $url := .Values.selfManaged.jwks.url }}
 {{- $cm := or .Values.selfManaged.jwks.configMap.create .Values.selfManaged.jwks.configMap.name }}
-{{- if eq (empty $url) (empty $cm) }}
-{{- fail "self-managed mode needs exactly one of selfManaged.jwks.url and selfManaged.jwks.configMap (create or name)" }}
+{{- if and $url $cm }}
+{{- fail "self-managed mode takes at most one of selfManaged.jwks.url and selfManaged.jwks.configMap (neither: the issuer's discovery document)" }}
 {{- end }}
 {{- end }}
 {{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
