@@ -135,10 +135,10 @@ pub mod validation;
 
 #[cfg(feature = "node-network")]
 pub mod node_network;
-#[cfg(feature = "simulator")]
-pub mod simulator;
 #[cfg(feature = "self-managed")]
 pub mod self_managed;
+#[cfg(feature = "simulator")]
+pub mod simulator;
 
 #[cfg(test)]
 mod test_support;
