@@ -252,7 +252,7 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
         Some(after) => {
             step(4, "refresh ahead of expiry, off the request path");
             println!(
-                "    credentials live {}; the provider refreshes them in the background in ~{}, \
+                "    credentials live {}; the provider refreshes them in the background within {}, \
                  while a caller reads credentials every {} ms",
                 human(cli.lifetime),
                 human(after),
