@@ -8,7 +8,8 @@
 //! 1. the link: a `dummy` link named `pod-id-link0` is created if it does not exist, or, with
 //!    [`NodeNetwork::existing_link`], a link that already exists (`lo`, say) is used instead;
 //! 2. the link is brought up;
-//! 3. `169.254.170.23/32` and `fd00:ec2::23/128` are added to it;
+//! 3. `169.254.170.23/32` and `fd00:ec2::23/128` are added to it (the IPv6 one without duplicate
+//!    address detection, so the agent can bind it at once);
 //! 4. a route to each address through the link goes in the main table (scope link), as the
 //!    reference agent's `initialize` does.
 //!
@@ -44,7 +45,7 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
@@ -457,13 +458,16 @@ impl Setup<'_> {
         if present {
             return Ok(());
         }
-        match self
+        let mut request = self
             .handle
             .address()
-            .add(self.done.link_index, address, prefix)
-            .execute()
-            .await
-        {
+            .add(self.done.link_index, address, prefix);
+        if address.is_ipv6() {
+            // Node-local, never on the wire: skip duplicate address detection, which would keep
+            // the address tentative (unbindable) for a while on links that do it.
+            request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        match request.execute().await {
             Ok(()) => {}
             Err(error) if errno(&error) == Some(EEXIST) => return Ok(()),
             Err(error) => return Err(NodeNetworkError::netlink(operation(), error)),

@@ -247,6 +247,14 @@ fn a_veth_link_works_and_routes_stay_on_it() {
     );
     assert_in_place(&ns, "pia0");
     assert!(ns.addresses("pia1").is_empty(), "the peer was touched");
+    // Bindable at once: no duplicate address detection holding the IPv6 address tentative.
+    let tentative: Vec<_> = ns.ip_json(&["-6", "addr", "show", "dev", "pia0", "tentative"]);
+    assert!(
+        tentative.iter().all(|l| l["addr_info"]
+            .as_array()
+            .is_none_or(|a| a.iter().all(|a| a["local"] != "fd00:ec2::23"))),
+        "fd00:ec2::23 is tentative: {tentative:?}"
+    );
     assert_eq!(ns.initialize(&plan).expect("again").changes, []);
 }
 
