@@ -542,6 +542,12 @@ async fn a_rotated_key_is_fetched_on_its_first_unknown_kid() {
     ));
     assert_eq!(jwks_fetches(&issuer).await, 2);
 
+    // While the issuer is down an unknown kid is "try again" (500), not "forged" (400).
+    issuer.reset().await;
+    let error = verifier.verify(&token).await.unwrap_err();
+    assert!(matches!(error, VerifyError::KeysUnavailable(_)), "{error:?}");
+    assert_eq!(verifier.key_ids(), ["rsa-1"], "the cached keys stay");
+
     // The cluster publishes the new key next to the old one.
     issuer.reset().await;
     mount_issuer(&issuer, &jwks(&[rsa, rotated_rsa()])).await;

@@ -18,6 +18,8 @@
 //!
 //! `clusterName` may be left out (a ConfigMap per cluster need not repeat it): such an entry
 //! applies to whatever cluster the agent serves, and an entry naming the cluster wins over it.
+//! EKS accepts a `policy` only with `disableSessionTags`; here both may be set, but the session
+//! policy and the tags share STS's packed-size limit (`PackedPolicyTooLarge`, answered 400).
 //! As in EKS, one (cluster, namespace, service account) has at most one association, and a
 //! cluster at most 1000; a file that breaks either rule, or does not parse, is refused.
 //! The file is re-read every poll interval (default 10 s, on tokio's clock) and swapped in when
@@ -155,9 +157,7 @@ impl Associations {
             })?;
         let mut entries = Vec::with_capacity(list.len());
         for (index, mut entry) in list.into_iter().enumerate() {
-            let named = entry
-                .get("clusterName")
-                .is_some_and(|name| !name.is_null());
+            let named = entry.get("clusterName").is_some_and(|name| !name.is_null());
             if !named {
                 entry.insert("clusterName".to_owned(), ANY_CLUSTER.into());
             }
@@ -175,7 +175,11 @@ impl Associations {
         namespace: &Namespace,
         service_account: &ServiceAccountName,
     ) -> Option<Arc<Association>> {
-        let mut key = (Some(cluster.clone()), namespace.clone(), service_account.clone());
+        let mut key = (
+            Some(cluster.clone()),
+            namespace.clone(),
+            service_account.clone(),
+        );
         if let Some(found) = self.by_key.get(&key) {
             return Some(Arc::clone(found));
         }
@@ -446,6 +450,27 @@ mod tests {
         assert_eq!(other.cluster_name.as_str(), "other");
         let dup = serde_json::json!([any, any]).to_string();
         assert!(Associations::from_json(dup.as_bytes()).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_document_never_panics(document in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = Associations::from_json(&document);
+        }
+
+        #[test]
+        fn parsing_near_valid_entries_never_panics(
+            ns in "[a-zA-Z0-9._-]{0,70}",
+            sa in "[a-z0-9.-]{0,70}",
+            role in "[a-z0-9:/-]{0,60}",
+            cluster in proptest::option::of("[A-Za-z0-9_-]{0,20}"),
+        ) {
+            let mut entry = serde_json::json!({"namespace": ns, "serviceAccount": sa, "roleArn": role});
+            if let Some(cluster) = cluster {
+                entry["clusterName"] = cluster.into();
+            }
+            let _ = Associations::from_json(serde_json::json!([entry]).to_string().as_bytes());
+        }
     }
 
     #[test]

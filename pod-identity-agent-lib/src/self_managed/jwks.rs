@@ -6,8 +6,13 @@
 //! `kubectl get --raw /openid/v1/jwks`). They are cached; refreshed on a schedule (default
 //! hourly; EKS rotates every 7 days and Kubernetes publishes the next key before it signs with
 //! it) and when a token names a `kid` the cached set lacks, at most once per
-//! [`DEFAULT_MIN_REFRESH_INTERVAL`] so forged `kid`s cannot turn the agent into a load
-//! generator against the issuer. A failed refresh keeps the last good keys.
+//! [`DEFAULT_MIN_REFRESH_INTERVAL`] (counting every load, the first included) so forged `kid`s
+//! cannot turn the agent into a load generator against the issuer. A failed refresh keeps the
+//! last good keys.
+//!
+//! The keys are fetched without credentials: an issuer published for OIDC federation, or a
+//! file. The API server's own `/openid/v1/jwks` needs the agent's service-account token and
+//! the cluster CA, which this module does not send; copy its output into a ConfigMap instead.
 //!
 //! The checks, in order (each failure is a [`VerifyError`], answered 400):
 //!
@@ -374,7 +379,8 @@ impl TokenVerifier {
     }
 
     /// Refreshes for a `kid` not in the set, unless a refresh started within the minimum
-    /// interval (then the caller sees the set that refresh produced).
+    /// interval (then the caller sees the set that refresh produced). A failed refresh is
+    /// [`VerifyError::KeysUnavailable`].
     async fn refresh_for_unknown_kid(&self) -> Result<(), VerifyError> {
         let mut last = self.inner.refresh.lock().await;
         if last.is_some_and(|at| at.elapsed() < self.inner.min_refresh_interval) {
@@ -382,11 +388,17 @@ impl TokenVerifier {
         }
         *last = Some(tokio::time::Instant::now());
         match self.load().await {
-            Ok(keys) => self.store(keys),
-            // Unknown kid and no fresh keys: the token stays unverifiable; the cached keys stay.
-            Err(error) => tracing::warn!(%error, "JWKS refresh for an unknown kid failed"),
+            Ok(keys) => {
+                self.store(keys);
+                Ok(())
+            }
+            // The key may be a real new one: answer "try again" (500), not "forged" (400). The
+            // cached keys stay in use.
+            Err(error) => {
+                tracing::warn!(%error, "JWKS refresh for an unknown kid failed");
+                Err(error)
+            }
         }
-        Ok(())
     }
 
     /// Reads the keys now. On failure the cached keys stay in use and the error is returned.
@@ -713,6 +725,35 @@ mod tests {
             Err(VerifyError::KeysUnavailable(_))
         ));
         assert!(KeySet::parse(b"not json").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_any_document_never_panics(document in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = KeySet::parse(&document);
+        }
+
+        #[test]
+        fn any_jwk_fields_and_signature_never_panic(
+            kty in "(RSA|EC|oct|)",
+            crv in "(P-256|P-384|P-521|x)",
+            a in "[A-Za-z0-9_=-]{0,120}",
+            b in "[A-Za-z0-9_=-]{0,120}",
+            signature in "[A-Za-z0-9_=.-]{0,200}",
+        ) {
+            let document = serde_json::json!({"keys": [
+                {"kty": kty, "kid": "k", "crv": crv, "n": a, "e": b, "x": a, "y": b}
+            ]});
+            if let Ok(keys) = KeySet::parse(document.to_string().as_bytes())
+                && let Some(key) = keys.find(Some("k"))
+            {
+                for alg in SUPPORTED_ALGORITHMS {
+                    let alg = Algorithm::parse(alg).expect("a supported algorithm");
+                    let token = format!("e30.e30.{signature}");
+                    proptest::prop_assert!(key.verify(alg, &token).is_err());
+                }
+            }
+        }
     }
 
     #[test]
