@@ -97,7 +97,9 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
         .build()
         .await
         .unwrap();
-    let store = FileAssociationStore::open(&associations_file).await.unwrap();
+    let store = FileAssociationStore::open(&associations_file)
+        .await
+        .unwrap();
     let source = SelfManagedSource::builder(verifier, store)
         .region("eu-west-1")
         .endpoint_url(sts.uri())
@@ -155,7 +157,10 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
     assert_eq!(credentials.access_key_id(), "ASIASELFMANAGED");
     assert_eq!(credentials.secret_access_key(), "self-managed-secret");
     assert_eq!(credentials.session_token(), Some("self-managed-session"));
-    assert_eq!(credentials.account_id().map(|a| a.as_str()), Some("111122223333"));
+    assert_eq!(
+        credentials.account_id().map(|a| a.as_str()),
+        Some("111122223333")
+    );
     assert_eq!(
         credentials.expiry().map(epoch_secs),
         Some(epoch_secs(now) + 3600)

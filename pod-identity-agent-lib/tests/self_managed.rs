@@ -545,7 +545,10 @@ async fn a_rotated_key_is_fetched_on_its_first_unknown_kid() {
     // While the issuer is down an unknown kid is "try again" (500), not "forged" (400).
     issuer.reset().await;
     let error = verifier.verify(&token).await.unwrap_err();
-    assert!(matches!(error, VerifyError::KeysUnavailable(_)), "{error:?}");
+    assert!(
+        matches!(error, VerifyError::KeysUnavailable(_)),
+        "{error:?}"
+    );
     assert_eq!(verifier.key_ids(), ["rsa-1"], "the cached keys stay");
 
     // The cluster publishes the new key next to the old one.
