@@ -1,0 +1,243 @@
+//! Scenario 1: the provider's cache hit, ours against aws-config's container provider behind the
+//! SDK's lazy identity cache, both fed by the same agent.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::ecs::EcsCredentialsProvider;
+use aws_config::Region;
+use aws_credential_types::provider::ProvideCredentials as _;
+use pod_identity_provider::{Env, PodIdentityCredentialsProvider, RefreshAheadCache};
+use tokio::runtime::Runtime;
+
+use crate::clock::stopwatch;
+use crate::fixture::{BoxError, EcsEnvironment, LocalAgent, pod_token};
+use crate::report::Row;
+use crate::sdk::{CachedPath, ecs_provider};
+use crate::stats::{human, per_second};
+
+/// Everyone of the scenario, warm.
+#[derive(Debug)]
+pub struct Parties {
+    /// The agent both sides fetch from.
+    pub agent: LocalAgent,
+    /// Our provider, called directly (`provide_credentials`).
+    pub ours: PodIdentityCredentialsProvider,
+    /// aws-config's `EcsCredentialsProvider` behind `IdentityCache::lazy()`.
+    pub sdk_lazy: CachedPath,
+    /// A real `aws-sdk-sts` client's identity path: `EcsCredentialsProvider`, default cache.
+    pub client_sdk: CachedPath,
+    /// A real `aws-sdk-sts` client's identity path: our provider behind `RefreshAheadCache`.
+    pub client_ours: CachedPath,
+}
+
+impl Parties {
+    /// Starts the agent on the port `EcsCredentialsProvider` expects, builds every side and
+    /// warms each cache with one call.
+    pub async fn start(env: &EcsEnvironment) -> Result<Self, BoxError> {
+        let agent = LocalAgent::start(env.port, |b| b).await?;
+        let token = pod_token(0);
+        std::fs::write(&env.token_file, token.expose_secret())?;
+        let ours = PodIdentityCredentialsProvider::builder()
+            .full_uri(agent.full_uri())
+            .token(token.clone())
+            .env(Env::from_vars(Vec::<(String, String)>::new()))
+            .build();
+        let sdk_lazy = CachedPath::lazy(ecs_provider())?;
+        let sdk_config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-west-2"))
+            .credentials_provider(EcsCredentialsProvider::builder().build())
+            .load()
+            .await;
+        let client_sdk = CachedPath::of_client(&sdk_config).await?;
+        let ours_config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-west-2"))
+            .credentials_provider(ours.clone())
+            .identity_cache(RefreshAheadCache::new())
+            .load()
+            .await;
+        let client_ours = CachedPath::of_client(&ours_config).await?;
+        ours.provide_credentials().await?;
+        sdk_lazy.resolve().await?;
+        client_sdk.resolve().await?;
+        client_ours.resolve().await?;
+        Ok(Self {
+            agent,
+            ours,
+            sdk_lazy,
+            client_sdk,
+            client_ours,
+        })
+    }
+}
+
+/// Settings of the measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Calls per single-task sample (the best of 5 samples counts).
+    pub calls: u64,
+    /// Tasks of the contention run (on 2 worker threads).
+    pub tasks: usize,
+    /// Length of each contention run.
+    pub duration: Duration,
+}
+
+impl Settings {
+    /// The full run.
+    pub const FULL: Self = Self {
+        calls: 200_000,
+        tasks: 128,
+        duration: Duration::from_secs(3),
+    };
+    /// A smoke run.
+    pub const QUICK: Self = Self {
+        calls: 1_000,
+        tasks: 128,
+        duration: Duration::from_millis(100),
+    };
+}
+
+/// Time per call on one task: the best of 5 samples of `calls` calls.
+pub async fn per_call<F, Fut, T, E>(calls: u64, call: F) -> Result<Duration, E>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let started = stopwatch();
+        for _ in 0..calls {
+            std::hint::black_box(call().await?);
+        }
+        best = best.min(started.elapsed() / u32::try_from(calls).unwrap_or(u32::MAX));
+    }
+    Ok(best)
+}
+
+/// Calls per second from `tasks` tasks on `runtime` (2 workers) for `duration`. Each task yields
+/// every 16 calls so that all of them take turns.
+pub fn throughput<F, Fut, T, E>(
+    runtime: &Runtime,
+    tasks: usize,
+    duration: Duration,
+    call: Arc<F>,
+) -> Result<f64, E>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, E>> + Send,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = Arc::new(AtomicU64::new(0));
+    let started = stopwatch();
+    let handles = (0..tasks)
+        .map(|_| {
+            let (call, stop, total) = (call.clone(), stop.clone(), total.clone());
+            runtime.spawn(async move {
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..16 {
+                        std::hint::black_box(call().await?);
+                    }
+                    done += 16;
+                    tokio::task::yield_now().await;
+                }
+                total.fetch_add(done, Ordering::Relaxed);
+                Ok::<(), E>(())
+            })
+        })
+        .collect::<Vec<_>>();
+    std::thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let mut first_error = None;
+    for handle in handles {
+        if let Ok(Err(error)) = runtime.block_on(handle) {
+            first_error.get_or_insert(error);
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    Ok(total.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Runs the scenario on a fresh 2-worker runtime and returns its rows.
+pub fn run(env: &EcsEnvironment, settings: Settings) -> Result<Vec<Row>, BoxError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let parties = Arc::new(runtime.block_on(Parties::start(env))?);
+    let p = parties.clone();
+    let ours = runtime.block_on(per_call(settings.calls, || p.ours.provide_credentials()))?;
+    let sdk = runtime.block_on(per_call(settings.calls, || p.sdk_lazy.resolve()))?;
+    let client_ours = runtime.block_on(per_call(settings.calls, || p.client_ours.resolve()))?;
+    let client_sdk = runtime.block_on(per_call(settings.calls, || p.client_sdk.resolve()))?;
+
+    let (tasks, duration) = (settings.tasks, settings.duration);
+    let p = parties.clone();
+    let ours_rate = throughput(&runtime, tasks, duration, Arc::new(move || {
+        let p = p.clone();
+        async move { p.ours.provide_credentials().await.map(drop) }
+    }))?;
+    let p = parties.clone();
+    let sdk_rate = throughput(&runtime, tasks, duration, Arc::new(move || {
+        let p = p.clone();
+        async move { p.sdk_lazy.resolve().await.map(drop) }
+    }))
+    .map_err(|e| -> BoxError { e.to_string().into() })?;
+    let p = parties.clone();
+    let client_ours_rate = throughput(&runtime, tasks, duration, Arc::new(move || {
+        let p = p.clone();
+        async move { p.client_ours.resolve().await.map(drop) }
+    }))
+    .map_err(|e| -> BoxError { e.to_string().into() })?;
+    let p = parties.clone();
+    let client_sdk_rate = throughput(&runtime, tasks, duration, Arc::new(move || {
+        let p = p.clone();
+        async move { p.client_sdk.resolve().await.map(drop) }
+    }))
+    .map_err(|e| -> BoxError { e.to_string().into() })?;
+    drop(parties);
+
+    let s = "1 provider cache hit";
+    let ratio = |ours: Duration, theirs: Duration| theirs.as_secs_f64() / ours.as_secs_f64().max(1e-12);
+    Ok(vec![
+        Row::compared(
+            s,
+            "time per call, 1 task: our provider vs `EcsCredentialsProvider` + `IdentityCache::lazy()` (`resolve_cached_identity`)",
+            human(ours),
+            human(sdk),
+            ratio(ours, sdk),
+            Some(5.0),
+        ),
+        Row::compared(
+            s,
+            &format!("calls/s, 2 threads × {tasks} tasks: same two"),
+            per_second(ours_rate),
+            per_second(sdk_rate),
+            ours_rate / sdk_rate,
+            Some(10.0),
+        ),
+        Row::compared(
+            s,
+            "time per call, 1 task, a real `aws-sdk-sts` client's identity path: ours + `RefreshAheadCache` vs ECS + default lazy cache",
+            human(client_ours),
+            human(client_sdk),
+            ratio(client_ours, client_sdk),
+            Some(5.0),
+        ),
+        Row::compared(
+            s,
+            &format!("calls/s, 2 threads × {tasks} tasks, real client's identity path: same two"),
+            per_second(client_ours_rate),
+            per_second(client_sdk_rate),
+            client_ours_rate / client_sdk_rate,
+            Some(10.0),
+        ),
+    ])
+}
