@@ -56,6 +56,8 @@ pub const MIN_REMAINING: Duration = Duration::from_secs(15);
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How long before expiry a renewal is due at the latest (or half the lifetime if shorter).
 const RENEWAL_LEAD: Duration = Duration::from_secs(5 * 60);
+/// How long before the entry stops being served a renewal is due at the latest.
+const RENEWAL_MARGIN: Duration = Duration::from_secs(5);
 
 type Outcome = Result<IssuedCredentials, SourceError>;
 
@@ -423,10 +425,18 @@ impl<S: CredentialSource> Shared<S> {
     }
 
     /// When fresh credentials are renewed: ahead of expiry, at most `max_retention` from now.
+    ///
+    /// The renewal is due while the entry is still served (more than `min_remaining` left, plus
+    /// a margin), so a request never finds it stale and starts a second upstream call beside the
+    /// renewal. Credentials that are servable only briefly renew at half their servable time.
     fn renewal_delay(&self, issued: &IssuedCredentials) -> Duration {
         let lifetime = issued.remaining(self.clock.now());
-        let lead = RENEWAL_LEAD.min(lifetime / 2);
-        self.config.max_retention.min(lifetime - lead)
+        let servable = lifetime.saturating_sub(self.config.min_remaining);
+        let lead = RENEWAL_LEAD
+            .min(lifetime / 2)
+            .max(self.config.min_remaining + RENEWAL_MARGIN);
+        let delay = lifetime.saturating_sub(lead).max(servable / 2);
+        self.config.max_retention.min(delay)
     }
 
     fn evict(&self, state: &mut State, key: &TokenDigest, why: Eviction) {
@@ -832,6 +842,18 @@ mod tests {
         assert_eq!(source.calls(), 1);
         advance(Duration::from_secs(1)).await;
         assert_eq!(source.calls(), 2);
+
+        // Very short lifetimes renew while the entry is still served (more than 15 s left):
+        // 30 s credentials at 10 s, not at half-life when a request would find them stale.
+        let brief = FakeSource::new(wall_clock());
+        brief.set_lifetime(Duration::from_secs(30));
+        let brief_cache = builder(&brief).build();
+        key_id(&brief_cache, &day_token("r")).await;
+        advance(Duration::from_secs(10) - Duration::from_millis(1)).await;
+        assert_eq!(brief.calls(), 1);
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(brief.calls(), 2, "renewed 20 s before expiry");
+        assert_eq!(key_id(&brief_cache, &day_token("r")).await, "ASIAFAKE2");
 
         // Lifetimes under 10 minutes renew at half their life.
         let short = FakeSource::new(wall_clock());

@@ -12,7 +12,7 @@
 //!    (full URI and token file through the builder, not the environment) and makes a signed
 //!    `aws-sdk-sts` `GetCallerIdentity` call to the simulator's STS target, which verifies the
 //!    SigV4 signature and answers the assumed-role identity.
-//! 4. Credentials live `--lifetime` (18 s; EKS Auth grants 6 h), so the provider refreshes them
+//! 4. Credentials live `--lifetime` (30 s; EKS Auth grants 6 h), so the provider refreshes them
 //!    in the background within seconds. A caller loop keeps reading credentials meanwhile; the
 //!    provider's counters show that no caller ever waited for a fetch, and a second signed call
 //!    shows the renewed credentials verify.
@@ -80,7 +80,7 @@ struct Cli {
     /// Lifetime of the credentials the simulator issues (EKS Auth: 6h). Short, so that the
     /// provider's background refresh happens during the demo. More than 15s: the agent never
     /// hands out credentials with 15 s or less left. Examples: 18s, 45s, 2m, 6h.
-    #[arg(long, default_value = "18s", value_parser = parse_lifetime, value_name = "DURATION")]
+    #[arg(long, default_value = "30s", value_parser = parse_lifetime, value_name = "DURATION")]
     lifetime: Duration,
 
     /// Leave the simulator and the agent running until Ctrl-C, and print the environment a
@@ -294,7 +294,7 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
             step(4, "refresh ahead of expiry: skipped");
             println!(
                 "    with --lifetime {} the first refresh is not due for a long time; run with \
-                 --lifetime 18s to watch it",
+                 --lifetime 30s to watch it",
                 human(cli.lifetime)
             );
             false
