@@ -132,11 +132,11 @@ impl RequestValidator {
     ) -> Result<ServiceAccountToken, AgentError> {
         let host = host.map(String::from_utf8_lossy).unwrap_or_default();
         self.hosts.check(&host)?;
-        // Non-UTF-8 bytes cannot form a JWT; lossy decoding keeps the reference's texts.
-        let raw = authorization
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        let token = ServiceAccountToken::decode(&raw).map_err(AgentError::Token)?;
+        // Decoded from the bytes: the reference's texts (byte offsets included), and a token
+        // that is not UTF-8 is refused rather than forwarded (and cached) in a lossy form that
+        // other bytes could map to as well.
+        let token = ServiceAccountToken::decode_bytes(authorization.unwrap_or_default())
+            .map_err(AgentError::Token)?;
         token
             .validate_time(self.clock.now())
             .map_err(AgentError::Token)?;

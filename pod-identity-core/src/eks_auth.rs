@@ -40,7 +40,7 @@ use crate::arn::{Arn, dns_suffix, partition_for_region};
 use crate::association::ClusterName;
 use crate::container_credentials::ContainerCredentials;
 use crate::secret::SecretString;
-use crate::time::{format_epoch_seconds, parse_epoch_seconds};
+use crate::time::{MAX_RFC3339_EPOCH_SECS, format_epoch_seconds, parse_epoch_seconds, to_epoch};
 
 /// SigV4 signing name.
 pub const SIGNING_NAME: &str = "eks-auth";
@@ -309,6 +309,9 @@ impl AssumeRoleForPodIdentityResponse {
         let missing = |name: &str| bad(format!("response credentials have no {name}"));
         let expiration = creds.expiration.ok_or_else(|| missing("expiration"))?;
         let expiration = parse_epoch_seconds(expiration.get())
+            // Past year 9999 the agent could not write it in RFC 3339 for the SDKs (Go's
+            // encoder refuses it too), so such a response is unusable.
+            .filter(|t| to_epoch(*t).0 <= MAX_RFC3339_EPOCH_SECS)
             .ok_or_else(|| bad("response credentials have an invalid expiration".to_owned()))?;
         let subject = wire.subject.unwrap_or_default();
         let association = wire.pod_identity_association.unwrap_or_default();
@@ -809,6 +812,26 @@ mod tests {
             assert_eq!(err.class(), ErrorClass::Recoverable);
             assert!(!err.to_string().contains("\"s\""));
         }
+    }
+
+    #[test]
+    fn an_expiration_past_year_9999_is_malformed() {
+        // Found by fuzzing: milliseconds where seconds belong; the agent would serve an
+        // `Expiration` no SDK parses.
+        let body = |expiration: &str| {
+            format!(
+                r#"{{"credentials":{{"accessKeyId":"a","secretAccessKey":"s","sessionToken":"t","expiration":{expiration}}}}}"#
+            )
+        };
+        let err = AssumeRoleForPodIdentityResponse::from_json(body("1700000000111").as_bytes())
+            .unwrap_err();
+        assert_eq!(err.code().as_str(), "SerializationException");
+        let last =
+            AssumeRoleForPodIdentityResponse::from_json(body("253402300799").as_bytes()).unwrap();
+        assert_eq!(
+            crate::time::format_rfc3339(last.credentials.expiration),
+            "9999-12-31T23:59:59Z"
+        );
     }
 
     #[test]

@@ -72,6 +72,11 @@ pub fn from_epoch(secs: i64, nanos: u32) -> Option<SystemTime> {
     }
 }
 
+/// The last second RFC 3339 can write: `9999-12-31T23:59:59Z`, as epoch seconds. Later
+/// times have no RFC 3339 form (the SDKs cannot parse them, Go's encoder refuses them), so
+/// credentials expiring later are malformed.
+pub const MAX_RFC3339_EPOCH_SECS: i64 = 253_402_300_799;
+
 /// Formats `t` as Go's `time.RFC3339Nano` does in UTC: `2023-11-14T22:13:20Z`,
 /// `1996-03-27T07:45:23.123456789Z`, `2024-01-01T00:00:00.5Z`.
 pub fn format_rfc3339(t: SystemTime) -> String {

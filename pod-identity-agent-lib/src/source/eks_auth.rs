@@ -301,13 +301,20 @@ fn map_sdk_error(
     match error {
         SdkError::ServiceError(context) => {
             let raw = context.raw();
+            let status = raw.status().as_u16();
+            // The SDK reports a success body it cannot read as a service error with the
+            // response's (2xx) status; passed on, the pod would get a 200 with an error text.
+            // Only error statuses are EKS Auth's errors; anything else is an unreadable answer.
+            if !(400..=599).contains(&status) {
+                return SourceError::unavailable(UnreadableAnswer(status));
+            }
             let header = |name: &str| raw.headers().get(name);
             let request_id = context
                 .err()
                 .request_id()
                 .or_else(|| header("x-amzn-requestid"));
             SourceError::EksAuth(EksAuthError::from_http(
-                raw.status().as_u16(),
+                status,
                 header("x-amzn-errortype"),
                 request_id,
                 raw.body().bytes().unwrap_or_default(),
@@ -326,6 +333,10 @@ fn map_sdk_error(
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Opaque(String);
+
+#[derive(Debug, thiserror::Error)]
+#[error("EKS Auth answered {0} with a body that is not a response")]
+struct UnreadableAnswer(u16);
 
 #[derive(Debug, thiserror::Error)]
 #[error("EKS Auth answered without `{0}`")]
@@ -350,8 +361,15 @@ fn convert(
     {
         return Err(missing("credentials"));
     }
+    // A missing `expiration` reaches here as the SDK's default (the epoch); one past year 9999
+    // could not be written for the pod's SDK.
     let expiration = SystemTime::try_from(credentials.expiration)
-        .map_err(|_| missing("credentials.expiration"))?;
+        .ok()
+        .filter(|t| {
+            let secs = pod_identity_core::time::to_epoch(*t).0;
+            secs > 0 && secs <= pod_identity_core::time::MAX_RFC3339_EPOCH_SECS
+        })
+        .ok_or_else(|| missing("credentials.expiration"))?;
     Ok(AssumeRoleForPodIdentityResponse {
         subject: Subject {
             namespace: subject.namespace,

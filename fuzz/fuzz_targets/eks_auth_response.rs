@@ -1,0 +1,53 @@
+//! EKS Auth `AssumeRoleForPodIdentity` bodies (responses the agent reads, requests the
+//! simulator reads): never panic, and what is accepted round-trips and renders.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pod_identity_core::eks_auth::{
+    AssumeRoleForPodIdentityRequest, AssumeRoleForPodIdentityResponse,
+};
+use pod_identity_core::{ClusterName, ContainerCredentials};
+
+fuzz_target!(|data: &[u8]| {
+    match AssumeRoleForPodIdentityResponse::from_json(data) {
+        Ok(response) => {
+            let json = response.to_json();
+            let again = AssumeRoleForPodIdentityResponse::from_json(&json)
+                .expect("our own rendering parses");
+            assert!(again == response, "the response does not round-trip");
+            let _ = response.account_id();
+            let container = response.to_container_credentials();
+            let rendered = container.to_json();
+            if !container.access_key_id.is_empty()
+                && !container.secret_access_key.is_empty()
+                && !container.token.is_empty()
+                && container.account_id.as_deref() != Some("")
+            {
+                ContainerCredentials::from_json(rendered.as_bytes())
+                    .expect("the agent's answer parses");
+            }
+            let secret = response.credentials.secret_access_key.expose_secret();
+            if secret.len() >= 12 {
+                assert!(
+                    !format!("{response:?}").contains(secret),
+                    "Debug shows a secret"
+                );
+            }
+        }
+        Err(error) => {
+            // A body that is not a response is a recoverable server-side problem.
+            assert_eq!(error.status(), 500);
+            let _ = error.agent_body();
+        }
+    }
+    let cluster: ClusterName = "demo".parse().expect("a valid cluster name");
+    if let Ok(request) = AssumeRoleForPodIdentityRequest::from_json(cluster, data) {
+        let again = AssumeRoleForPodIdentityRequest::from_json(
+            "demo".parse().expect("a valid cluster name"),
+            &request.to_json(),
+        )
+        .expect("our own request parses");
+        assert_eq!(again.token, request.token);
+        let _ = request.path();
+    }
+});
