@@ -1,0 +1,381 @@
+//! Isolation: no pod ever gets another pod's credentials. Tokens that differ in one byte, two
+//! pods of one service account, a replayed token after its association was deleted, and
+//! tokens evicted from a full cache, against the SigV4-verifying simulator over loopback.
+//!
+//! Every credential served is traced back to the simulator session it came from, whose token
+//! digest must be that of the token presented.
+#![cfg(all(feature = "eks-auth", feature = "simulator"))]
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_eksauth::config::Credentials;
+use pod_identity_agent_lib::simulator::{
+    EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
+};
+use pod_identity_agent_lib::time::{SharedWallClock, SystemWallClock, WallClock};
+use pod_identity_agent_lib::{
+    AgentBuilder, CredentialCache, CredentialRequest, CredentialSource, CredentialsRouter,
+    EksAuthSource, HostAllowList, IssuedCredentials, Metrics, ServerBuilder, SourceError,
+};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn token(service_account: &str, pod: &str) -> String {
+    mint_token(&PodToken::new(
+        "default".parse().unwrap(),
+        service_account.parse().unwrap(),
+        pod,
+        SystemWallClock::new().now(),
+    ))
+    .expose_secret()
+    .to_owned()
+}
+
+fn hex_digest(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A simulator for cluster `demo` with the given service accounts of `default` associated.
+async fn simulator(service_accounts: &[&str]) -> (EksAuthSimulator, SimulatorServer) {
+    let mut builder = EksAuthSimulator::builder()
+        .cluster_name("demo".parse().unwrap())
+        .node_credentials(NodeCredentials::new("AKIDNODE", "node-secret"));
+    for sa in service_accounts {
+        builder = builder.associate(
+            "default".parse().unwrap(),
+            sa.parse().unwrap(),
+            format!("arn:aws:iam::111122223333:role/{sa}")
+                .parse()
+                .unwrap(),
+        );
+    }
+    let simulator = builder.build().unwrap();
+    let server = simulator
+        .serve("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    (simulator, server)
+}
+
+async fn source(server: &SimulatorServer) -> EksAuthSource {
+    EksAuthSource::builder()
+        .region("us-west-2")
+        .endpoint_url(server.endpoint_url())
+        .credentials_provider(Credentials::new(
+            "AKIDNODE",
+            "node-secret",
+            None,
+            None,
+            "node",
+        ))
+        .max_attempts(1)
+        .attempt_timeout(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Serves `router` on 127.0.0.1; the task ends with the test.
+async fn serve(router: axum::Router) -> SocketAddr {
+    let server = ServerBuilder::new(router)
+        .bind_hosts(["127.0.0.1"])
+        .port(0)
+        .probe_addr(None)
+        .metrics_addr(None)
+        .bind()
+        .await
+        .unwrap();
+    let addr = server.credential_addrs()[0];
+    tokio::spawn(server.serve(std::future::pending()));
+    addr
+}
+
+async fn agent(source: EksAuthSource) -> SocketAddr {
+    serve(
+        AgentBuilder::new("demo".parse().unwrap(), source)
+            .bind_hosts(["127.0.0.1"])
+            .into_router(),
+    )
+    .await
+}
+
+async fn http(addr: SocketAddr, token: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/credentials HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    (
+        status,
+        response.split_once("\r\n\r\n").unwrap().1.to_owned(),
+    )
+}
+
+fn access_key(body: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(body).unwrap();
+    value["AccessKeyId"].as_str().unwrap().to_owned()
+}
+
+/// The credentials served for `token` were issued for exactly that token.
+fn assert_issued_for(simulator: &EksAuthSimulator, body: &str, token: &str) -> String {
+    let key = access_key(body);
+    let session = simulator
+        .session(&key)
+        .unwrap_or_else(|| panic!("{key} was not issued by this simulator"));
+    assert_eq!(
+        session.token_digest,
+        hex_digest(token),
+        "credentials of another token"
+    );
+    let served: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        served["SecretAccessKey"].as_str().unwrap(),
+        session.secret_access_key.expose_secret()
+    );
+    assert_eq!(
+        served["Token"].as_str().unwrap(),
+        session.session_token.expose_secret()
+    );
+    key
+}
+
+#[tokio::test]
+async fn tokens_differing_in_one_byte_never_share_credentials() {
+    let (simulator, server) = simulator(&["app"]).await;
+    let addr = agent(source(&server).await).await;
+    let original = token("app", "one-byte");
+    let (status, body) = http(addr, &original).await;
+    assert_eq!(status, 200, "{body}");
+    let original_key = assert_issued_for(&simulator, &body, &original);
+
+    // One character changed at positions spread over all three segments. Each variant is
+    // refused (it no longer decodes) or gets credentials of its own, never the original's.
+    let bytes = original.as_bytes();
+    let mut keys = HashSet::from([original_key.clone()]);
+    let mut served_variants = 0;
+    for position in (0..bytes.len())
+        .step_by(bytes.len() / 40 + 1)
+        .chain([bytes.len() - 1])
+    {
+        if bytes[position] == b'.' {
+            continue;
+        }
+        let mut variant = bytes.to_vec();
+        variant[position] = if bytes[position] == b'A' { b'B' } else { b'A' };
+        let variant = String::from_utf8(variant).unwrap();
+        let (status, body) = http(addr, &variant).await;
+        match status {
+            200 => {
+                let key = assert_issued_for(&simulator, &body, &variant);
+                assert!(keys.insert(key), "a variant got credentials already served");
+                served_variants += 1;
+            }
+            400 => assert!(!body.contains("ASIA"), "{body}"),
+            other => panic!("position {position}: {other} {body}"),
+        }
+    }
+    // Signature bytes are not checked by the agent or the simulator, so those variants got
+    // their own credentials.
+    assert!(served_variants >= 1);
+    // The original is still served its own (cached) credentials.
+    let (_, body) = http(addr, &original).await;
+    assert_eq!(access_key(&body), original_key);
+}
+
+#[tokio::test]
+async fn two_pods_of_one_service_account_keep_their_own_credentials_under_concurrency() {
+    let (simulator, server) = simulator(&["app"]).await;
+    let addr = agent(source(&server).await).await;
+    let pods: Vec<(String, String)> = (0..4)
+        .map(|i| {
+            let pod = format!("twin-{i}");
+            (pod.clone(), token("app", &pod))
+        })
+        .collect();
+    let mut requests = tokio::task::JoinSet::new();
+    for round in 0..25 {
+        for (pod, token) in &pods {
+            let (pod, token) = (pod.clone(), token.clone());
+            requests.spawn(async move { (round, pod, token.clone(), http(addr, &token).await) });
+        }
+    }
+    let mut per_pod: HashMap<String, HashSet<String>> = HashMap::new();
+    while let Some(answer) = requests.join_next().await {
+        let (_, pod, token, (status, body)) = answer.unwrap();
+        assert_eq!(status, 200, "{body}");
+        let key = assert_issued_for(&simulator, &body, &token);
+        assert_eq!(simulator.session(&key).unwrap().pod_name, pod);
+        per_pod.entry(pod).or_default().insert(key);
+    }
+    // One set of credentials per pod (single flight), different for every pod.
+    assert!(per_pod.values().all(|keys| keys.len() == 1), "{per_pod:?}");
+    let all: HashSet<_> = per_pod.values().flatten().collect();
+    assert_eq!(all.len(), pods.len());
+    assert_eq!(simulator.request_count(), pods.len() as u64);
+}
+
+/// EKS Auth before and after an association is deleted: two simulators of one cluster, the
+/// second without the association.
+struct Switching {
+    before: EksAuthSource,
+    after: EksAuthSource,
+    deleted: Arc<AtomicBool>,
+}
+
+impl CredentialSource for Switching {
+    async fn credentials(
+        &self,
+        request: &CredentialRequest,
+    ) -> Result<IssuedCredentials, SourceError> {
+        if self.deleted.load(Ordering::SeqCst) {
+            self.after.credentials(request).await
+        } else {
+            self.before.credentials(request).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_replayed_token_of_a_deleted_association_gets_nothing_once_renewal_sees_it() {
+    let (before, before_server) = simulator(&["app", "other"]).await;
+    let (after, after_server) = simulator(&["other"]).await;
+    let deleted = Arc::new(AtomicBool::new(false));
+    let metrics = Metrics::new();
+    let clock = SharedWallClock::default();
+    // Renew every 300 ms so the deletion is seen within the test.
+    let cache = CredentialCache::builder(Switching {
+        before: source(&before_server).await,
+        after: source(&after_server).await,
+        deleted: deleted.clone(),
+    })
+    .max_retention(Duration::from_millis(300))
+    .retry_interval(Duration::from_millis(300), Duration::from_millis(100))
+    .renewal_qps(0)
+    .clock(clock.clone())
+    .metrics(metrics.clone())
+    .build();
+    let addr = serve(
+        CredentialsRouter::new("demo".parse().unwrap(), cache.clone())
+            .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
+            .clock(clock)
+            .into_router(),
+    )
+    .await;
+
+    let app = token("app", "deleted-pod");
+    let other = token("other", "kept-pod");
+    let (status, body) = http(addr, &app).await;
+    assert_eq!(status, 200, "{body}");
+    let app_key = assert_issued_for(&before, &body, &app);
+    let (status, body) = http(addr, &other).await;
+    assert_eq!(status, 200, "{body}");
+    assert_issued_for(&before, &body, &other);
+
+    deleted.store(true, Ordering::SeqCst);
+    // Until the next renewal the credentials already issued are served (they stay valid at
+    // AWS too); from then on the token gets EKS Auth's 404, never old or foreign credentials.
+    let mut refused = false;
+    for _ in 0..200 {
+        let (status, body) = http(addr, &app).await;
+        match status {
+            200 => assert_eq!(access_key(&body), app_key),
+            404 => {
+                assert!(body.contains("(ResourceNotFoundException)"), "{body}");
+                refused = true;
+                break;
+            }
+            other => panic!("{other}: {body}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the deletion was never seen");
+    for _ in 0..5 {
+        let (status, body) = http(addr, &app).await;
+        assert_eq!(status, 404, "{body}");
+        assert!(!body.contains(&app_key));
+    }
+    assert!(
+        metrics.encode().contains(
+            "pod_identity_cache_errors{type=\"NonRecoverable\",code=\"ResourceNotFoundException\"}"
+        ),
+        "{}",
+        metrics.encode()
+    );
+    // The other pod, still associated, is renewed from the new EKS Auth and served.
+    let mut renewed = false;
+    for _ in 0..200 {
+        let (status, body) = http(addr, &other).await;
+        assert_eq!(status, 200, "{body}");
+        if after.session(&access_key(&body)).is_some() {
+            assert_issued_for(&after, &body, &other);
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(renewed);
+    assert_eq!(cache.len(), 1, "only the associated pod is cached");
+}
+
+#[tokio::test]
+async fn a_full_cache_forgets_evicted_tokens_and_never_serves_their_credentials_again() {
+    let (simulator, server) = simulator(&["app"]).await;
+    let metrics = Metrics::new();
+    let clock = SharedWallClock::default();
+    let cache = CredentialCache::builder(source(&server).await)
+        .max_entries(5)
+        .clock(clock.clone())
+        .metrics(metrics.clone())
+        .build();
+    let addr = serve(
+        CredentialsRouter::new("demo".parse().unwrap(), cache.clone())
+            .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
+            .clock(clock)
+            .into_router(),
+    )
+    .await;
+    let tokens: Vec<String> = (0..20)
+        .map(|i| token("app", &format!("evict-{i}")))
+        .collect();
+    let mut first_keys = Vec::new();
+    for token in &tokens {
+        let (status, body) = http(addr, token).await;
+        assert_eq!(status, 200, "{body}");
+        first_keys.push(assert_issued_for(&simulator, &body, token));
+        assert!(cache.len() <= 5);
+    }
+    assert_eq!(cache.len(), 5);
+    assert!(
+        metrics
+            .encode()
+            .contains("pod_identity_cache_state{state=\"evicted\"} 15")
+    );
+    // An evicted token is a miss: EKS Auth is asked again and new credentials are issued.
+    let (_, body) = http(addr, &tokens[0]).await;
+    let again = assert_issued_for(&simulator, &body, &tokens[0]);
+    assert_ne!(again, first_keys[0]);
+    assert_eq!(simulator.token_request_count(&tokens[0]), 2);
+    // A token still cached is a hit.
+    let (_, body) = http(addr, &tokens[19]).await;
+    assert_eq!(access_key(&body), first_keys[19]);
+    assert_eq!(simulator.token_request_count(&tokens[19]), 1);
+}
