@@ -215,9 +215,27 @@ struct ServerArgs {
     #[arg(long)]
     rotate_credentials: bool,
 
-    /// Log level: trace, debug, info, warn or error (or a tracing filter directive).
+    /// Log level: trace, debug, info, warn or error (or a tracing filter directive). The AWS
+    /// SDK's signing and wire logs stay at debug at most: at trace they print signed requests
+    /// and bodies (tokens, session tokens, credentials).
     #[arg(short = 'v', long, default_value = "info", value_name = "LEVEL", value_parser = parse_verbosity)]
     verbosity: String,
+}
+
+/// SDK crates whose `trace` events print secrets: aws-sigv4 (before 1.4) the canonical request
+/// with `x-amz-security-token`, aws-smithy-runtime every request and response with its body.
+const SECRET_LOGGING_CRATES: [&str; 2] = ["aws_sigv4", "aws_smithy_runtime"];
+
+/// The filter for `--verbosity`, with [`SECRET_LOGGING_CRATES`] capped at `debug` whatever it
+/// asks for.
+fn log_filter(verbosity: &str) -> EnvFilter {
+    let mut filter = EnvFilter::new(verbosity);
+    for target in SECRET_LOGGING_CRATES {
+        if let Ok(cap) = format!("{target}=debug").parse() {
+            filter = filter.add_directive(cap);
+        }
+    }
+    filter
 }
 
 #[tokio::main]
@@ -238,7 +256,7 @@ async fn initialize(args: InitializeArgs) -> ExitCode {
 
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(EnvFilter::new(&args.verbosity))
+        .with_env_filter(log_filter(&args.verbosity))
         .with_writer(std::io::stderr)
         .init();
     let plan = match args.existing_link {
@@ -277,7 +295,7 @@ fn parse_ipv6(text: &str) -> Result<std::net::Ipv6Addr, String> {
 async fn server(args: ServerArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(EnvFilter::new(&args.verbosity))
+        .with_env_filter(log_filter(&args.verbosity))
         .with_writer(std::io::stderr)
         .init();
     if args.rotate_credentials {
@@ -323,7 +341,7 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
     let server = &args.server;
     tracing_subscriber::fmt()
         .json()
-        .with_env_filter(EnvFilter::new(&server.verbosity))
+        .with_env_filter(log_filter(&server.verbosity))
         .with_writer(std::io::stderr)
         .init();
     if server.eks_node_name.is_some() || server.instance_id.is_some() || server.zone.is_some() {
