@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pod_identity_core::time::{format_rfc3339, parse_rfc3339};
-use pod_identity_core::{ContainerCredentials, ResponseError};
+use pod_identity_core::{ContainerCredentials, ResponseError, SecretString};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
@@ -16,11 +16,17 @@ fuzz_target!(|data: &[u8]| {
     match ContainerCredentials::from_json(data) {
         Ok(credentials) => {
             let debug = format!("{credentials:?}");
+            // What the other (public) fields print by themselves, to tell a secret that is also
+            // part of, say, the access key id from one that leaked.
+            let mut blank = credentials.clone();
+            blank.secret_access_key = SecretString::default();
+            blank.token = SecretString::default();
+            let baseline = format!("{blank:?}");
             for secret in [
                 credentials.secret_access_key.expose_secret(),
                 credentials.token.expose_secret(),
             ] {
-                if secret.len() >= 12 {
+                if secret.len() >= 12 && !baseline.contains(secret) {
                     assert!(!debug.contains(secret), "Debug shows a secret");
                 }
             }
