@@ -517,6 +517,32 @@ async fn thousands_of_idle_connections_are_bounded_in_time_and_do_not_stop_other
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_left_idle_after_a_request_is_closed() {
+    let agent = Agent::start().await;
+    let mut stream = TcpStream::connect(agent.addr).await.unwrap();
+    stream
+        .write_all(
+            format!(
+                "GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {}\r\n\r\n",
+                good_token()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    // Then nothing: the agent must not keep the descriptor forever.
+    let mut rest = Vec::new();
+    let closed =
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle keep-alive connection stays open");
+    agent.assert_serves().await;
+    agent.shutdown().await;
+}
+
+#[tokio::test]
 async fn pipelined_requests_are_answered_in_order() {
     let agent = Agent::start().await;
     let token = good_token();
