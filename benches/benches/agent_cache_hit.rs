@@ -43,7 +43,16 @@ fn main() {
         .bind_hosts(["127.0.0.1"])
         .rate_limit(0, 0)
         .into_router();
-    let body = runtime.block_on(async { body_of(router.clone().oneshot(request(token)).await.expect("infallible")).await });
+    let body = runtime.block_on(async {
+        body_of(
+            router
+                .clone()
+                .oneshot(request(token))
+                .await
+                .expect("infallible"),
+        )
+        .await
+    });
     let bare = tower::service_fn(move |_request: http::Request<Body>| {
         let body = body.clone();
         async move {
@@ -69,7 +78,11 @@ fn main() {
     group.bench_function("ours/router", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let response = router.clone().oneshot(request(token)).await.expect("infallible");
+                let response = router
+                    .clone()
+                    .oneshot(request(token))
+                    .await
+                    .expect("infallible");
                 black_box(body_of(response).await)
             })
         });
@@ -77,7 +90,11 @@ fn main() {
     group.bench_function("bare/service", |b| {
         b.iter(|| {
             runtime.block_on(async {
-                let response = bare.clone().oneshot(request(token)).await.expect("infallible");
+                let response = bare
+                    .clone()
+                    .oneshot(request(token))
+                    .await
+                    .expect("infallible");
                 black_box(body_of(response).await)
             })
         });

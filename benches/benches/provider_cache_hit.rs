@@ -39,6 +39,11 @@ fn main() {
             })
         });
     });
+    // Diagnostic: the provider's cached value read synchronously (no future, no allocation),
+    // what a hit could cost if `provide_credentials` answered hits with a ready future.
+    group.bench_function("ours/peek (diagnostic)", |b| {
+        b.iter(|| black_box(p.ours.fallback_on_interrupt().expect("cached credentials")));
+    });
     group.bench_function("sdk/ecs+lazy", |b| {
         b.iter_custom(|iters| {
             runtime.block_on(async {

@@ -44,7 +44,9 @@ fn main() {
     group.finish();
 
     let mut group = criterion.benchmark_group("eks_auth_response");
-    group.bench_function("serialize/core", |b| b.iter(|| black_box(&response).to_json()));
+    group.bench_function("serialize/core", |b| {
+        b.iter(|| black_box(&response).to_json());
+    });
     group.bench_function("serialize/serde_json", |b| {
         b.iter(|| serde_write_eks_auth(black_box(&response)).expect("serializes"));
     });

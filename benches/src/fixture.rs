@@ -110,7 +110,9 @@ pub fn free_port() -> std::io::Result<u16> {
 
 /// The benchmark cluster's name.
 pub fn cluster() -> ClusterName {
-    CLUSTER.parse().unwrap_or_else(|_| unreachable!("{CLUSTER} is a cluster name"))
+    CLUSTER
+        .parse()
+        .unwrap_or_else(|_| unreachable!("{CLUSTER} is a cluster name"))
 }
 
 /// A simulator for the benchmark cluster with one association (`default/bench-app`).

@@ -83,7 +83,10 @@ impl Table {
 
 impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "| scenario | metric | ours | alternative | ratio | goal |")?;
+        writeln!(
+            f,
+            "| scenario | metric | ours | alternative | ratio | goal |"
+        )?;
         writeln!(f, "|---|---|---:|---:|---:|---|")?;
         for r in &self.rows {
             writeln!(

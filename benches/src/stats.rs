@@ -9,7 +9,8 @@ pub struct Latencies(Vec<u64>);
 impl Latencies {
     /// Records one latency.
     pub fn push(&mut self, latency: Duration) {
-        self.0.push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+        self.0
+            .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// Adds another set.
@@ -64,7 +65,7 @@ pub fn per_second(rate: f64) -> String {
     let digits = whole.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

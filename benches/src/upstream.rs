@@ -21,7 +21,7 @@ pub struct CountingSource {
     clock: SharedWallClock,
     latency: Duration,
     calls: Arc<AtomicU64>,
-    per_pod: Arc<Mutex<HashMap<String, u64>>>,
+    per_pod: Option<Arc<Mutex<HashMap<String, u64>>>>,
 }
 
 impl CountingSource {
@@ -31,8 +31,14 @@ impl CountingSource {
             clock,
             latency,
             calls: Arc::default(),
-            per_pod: Arc::default(),
+            per_pod: Some(Arc::default()),
         }
+    }
+
+    /// The same source without the per-pod counts (whose memory would count as the cache's).
+    pub fn without_per_pod_counts(mut self) -> Self {
+        self.per_pod = None;
+        self
     }
 
     /// Calls so far.
@@ -42,10 +48,12 @@ impl CountingSource {
 
     /// Calls so far, per pod name (from the token's `kubernetes.io` claims).
     pub fn calls_per_pod(&self) -> HashMap<String, u64> {
-        self.per_pod
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.per_pod.as_ref().map_or_else(HashMap::new, |per_pod| {
+            per_pod
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+        })
     }
 }
 
@@ -55,20 +63,21 @@ impl CredentialSource for CountingSource {
         request: &CredentialRequest,
     ) -> Result<IssuedCredentials, SourceError> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
-        let pod = request
-            .token()
-            .claims()
-            .kubernetes
-            .as_ref()
-            .and_then(|k| k.pod.as_ref())
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        *self
-            .per_pod
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(pod)
-            .or_default() += 1;
+        if let Some(per_pod) = &self.per_pod {
+            let pod = request
+                .token()
+                .claims()
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.pod.as_ref())
+                .map(|p| p.name.clone())
+                .unwrap_or_default();
+            *per_pod
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(pod)
+                .or_default() += 1;
+        }
         if !self.latency.is_zero() {
             tokio::time::sleep(self.latency).await;
         }

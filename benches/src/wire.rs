@@ -15,7 +15,10 @@ use crate::fixture::BoxError;
 
 /// A session token of the size STS issues (about 600 characters of base64).
 fn session_token() -> String {
-    format!("IQoJb3JpZ2luX2Vj{}", "EJr//////////wEaCXVzLXdlc3QtMiJHMEUCIQ".repeat(15))
+    format!(
+        "IQoJb3JpZ2luX2Vj{}",
+        "EJr//////////wEaCXVzLXdlc3QtMiJHMEUCIQ".repeat(15)
+    )
 }
 
 const EXPIRATION: Duration = Duration::from_secs(1_800_000_000);
@@ -288,7 +291,9 @@ mod tests {
         let response = eks_auth_response();
         let theirs = serde_parse_eks_auth(&response.to_json()).unwrap();
         assert_eq!(theirs, response);
-        let ours = AssumeRoleForPodIdentityResponse::from_json(&serde_write_eks_auth(&response).unwrap()).unwrap();
+        let ours =
+            AssumeRoleForPodIdentityResponse::from_json(&serde_write_eks_auth(&response).unwrap())
+                .unwrap();
         assert_eq!(ours, response);
     }
 }

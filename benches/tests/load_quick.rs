@@ -11,8 +11,14 @@ fn every_scenario_runs_and_prints_the_table() {
         .expect("the harness runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.starts_with("| scenario | metric | ours | alternative | ratio | goal |"), "{stdout}");
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.starts_with("| scenario | metric | ours | alternative | ratio | goal |"),
+        "{stdout}"
+    );
     for scenario in [
         "1 provider cache hit",
         "2 across a refresh",

@@ -67,27 +67,47 @@ fn run(quick: bool, selected: &dyn Fn(&str) -> bool) -> Result<Table, BoxError> 
     // Memory first, while the process is fresh.
     if selected("memory") {
         progress("memory");
-        let settings = if quick { memory::Settings::QUICK } else { memory::Settings::FULL };
+        let settings = if quick {
+            memory::Settings::QUICK
+        } else {
+            memory::Settings::FULL
+        };
         table.extend(memory::run(settings)?);
     }
     if selected("provider") {
         progress("provider");
-        let settings = if quick { provider::Settings::QUICK } else { provider::Settings::FULL };
+        let settings = if quick {
+            provider::Settings::QUICK
+        } else {
+            provider::Settings::FULL
+        };
         table.extend(provider::run(&env, settings)?);
     }
     if selected("refresh") {
         progress("refresh");
-        let settings = if quick { refresh::Settings::QUICK } else { refresh::Settings::FULL };
+        let settings = if quick {
+            refresh::Settings::QUICK
+        } else {
+            refresh::Settings::FULL
+        };
         table.extend(refresh::run(&env, settings)?);
     }
     if selected("serving") {
         progress("serving");
-        let settings = if quick { serving::Settings::quick() } else { serving::Settings::full() };
+        let settings = if quick {
+            serving::Settings::quick()
+        } else {
+            serving::Settings::full()
+        };
         table.extend(serving::run(&settings)?);
     }
     if selected("bursts") {
         progress("bursts");
-        let settings = if quick { bursts::Settings::QUICK } else { bursts::Settings::FULL };
+        let settings = if quick {
+            bursts::Settings::QUICK
+        } else {
+            bursts::Settings::FULL
+        };
         table.extend(bursts::run(settings)?);
     }
     if selected("wire") {

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 
 use pod_identity_agent_lib::time::TokioWallClock;
 use pod_identity_agent_lib::{CredentialCache, CredentialRequest, SharedWallClock};
-use pod_identity_core::ServiceAccountToken;
 use pod_identity_core::SecretString;
+use pod_identity_core::ServiceAccountToken;
 
 use crate::clock::{stopwatch, system_now};
 use crate::fixture::{BoxError, LocalAgent, cluster, pod_token};
@@ -119,12 +119,17 @@ pub fn day(settings: Settings) -> Result<Day, BoxError> {
         let start = system_now();
         let clock = SharedWallClock::new(TokioWallClock::starting_at(start));
         let source = CountingSource::new(clock.clone(), UPSTREAM_LATENCY);
-        let cache = CredentialCache::builder(source.clone()).clock(clock).build();
+        let cache = CredentialCache::builder(source.clone())
+            .clock(clock)
+            .build();
         let mut pods = Vec::new();
         for pod in 0..settings.pods {
             // Tokens that outlive the day (kubelet would rotate them; a new token is a new entry).
             let token = mint_long_token(pod, start)?;
-            let request = CredentialRequest::new(cluster(), ServiceAccountToken::decode(token.expose_secret())?);
+            let request = CredentialRequest::new(
+                cluster(),
+                ServiceAccountToken::decode(token.expose_secret())?,
+            );
             let cache = cache.clone();
             pods.push(tokio::spawn(async move {
                 let (mut reads, mut waited) = (0u64, 0u64);
@@ -193,7 +198,9 @@ pub fn run(settings: Settings) -> Result<Vec<Row>, BoxError> {
     Ok(vec![
         Row::plain(
             s,
-            &format!("(a) {n} concurrent requests, one token: upstream calls; all served in (errors)"),
+            &format!(
+                "(a) {n} concurrent requests, one token: upstream calls; all served in (errors)"
+            ),
             format!("{}; {} ({})", a.upstream, human(a.all_served), a.errors),
             "1; ≥ 50 ms (upstream latency)".to_owned(),
             format!("1 call {}", verdict(a.upstream == 1 && a.errors == 0)),
@@ -203,7 +210,10 @@ pub fn run(settings: Settings) -> Result<Vec<Row>, BoxError> {
             &format!("(b) {n} distinct tokens at once: upstream calls; all served in (errors)"),
             format!("{}; {} ({})", b.upstream, human(b.all_served), b.errors),
             format!("{n}; ≥ 50 ms"),
-            format!("{n} calls {}", verdict(b.upstream == n as u64 && b.errors == 0)),
+            format!(
+                "{n} calls {}",
+                verdict(b.upstream == n as u64 && b.errors == 0)
+            ),
         ),
         Row::plain(
             s,
@@ -213,8 +223,15 @@ pub fn run(settings: Settings) -> Result<Vec<Row>, BoxError> {
                 settings.day.as_secs() / 3600,
                 settings.read_every.as_secs()
             ),
-            format!("{} ({}–{}); {} of {}", c.upstream, c.per_pod.0, c.per_pod.1, c.waited_reads, c.reads),
-            format!("{} ({} per pod: one per 3 h renewal period); 0", c.periods * settings.pods as u64, c.periods),
+            format!(
+                "{} ({}–{}); {} of {}",
+                c.upstream, c.per_pod.0, c.per_pod.1, c.waited_reads, c.reads
+            ),
+            format!(
+                "{} ({} per pod: one per 3 h renewal period); 0",
+                c.periods * settings.pods as u64,
+                c.periods
+            ),
             format!(
                 "one per token per period {}",
                 verdict(c.per_pod == (c.periods, c.periods) && c.waited_reads == 0)

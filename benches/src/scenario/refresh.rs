@@ -11,8 +11,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_credential_types::provider::ProvideCredentials as _;
 use aws_config::identity::IdentityCache;
+use aws_credential_types::provider::ProvideCredentials as _;
 use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
 use aws_smithy_async::time::SharedTimeSource;
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
@@ -128,7 +128,8 @@ pub async fn run_once(
             clock.set(expiry - Duration::from_secs(16), settings.phase_b_speed);
         }
         for i in 0..per_phase {
-            let at = tokio::time::Instant::from_std(from + real.mul_f64(i as f64 / per_phase as f64));
+            let at =
+                tokio::time::Instant::from_std(from + real.mul_f64(i as f64 / per_phase as f64));
             // Both sides at the same moment, each on its own task.
             let ours = ours.clone();
             let ours_call = tokio::spawn(async move {
@@ -176,8 +177,14 @@ pub fn run(env: &EcsEnvironment, settings: Settings) -> Result<Vec<Row>, BoxErro
     let s = "2 across a refresh";
     let n = settings.callers;
     let mut rows = Vec::new();
-    for (label, mut o) in [("agent answering in 200 ms", healthy), ("agent failing (500)", failing)] {
-        let (ow, sw) = (o.ours.latencies.above(WAITED), o.sdk.latencies.above(WAITED));
+    for (label, mut o) in [
+        ("agent answering in 200 ms", healthy),
+        ("agent failing (500)", failing),
+    ] {
+        let (ow, sw) = (
+            o.ours.latencies.above(WAITED),
+            o.sdk.latencies.above(WAITED),
+        );
         rows.push(Row::plain(
             s,
             &format!("{label}: callers of {n} that waited > 1 ms (worst wait)"),

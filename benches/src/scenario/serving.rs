@@ -73,9 +73,19 @@ fn measure(
     connections: usize,
     settings: &Settings,
 ) -> Result<Point, BoxError> {
-    load.block_on(closed_loop(addr, request.into(), connections, settings.warmup))?;
+    load.block_on(closed_loop(
+        addr,
+        request.into(),
+        connections,
+        settings.warmup,
+    ))?;
     let cpu = cpu_time("bench-server");
-    let run = load.block_on(closed_loop(addr, request.into(), connections, settings.duration))?;
+    let run = load.block_on(closed_loop(
+        addr,
+        request.into(),
+        connections,
+        settings.duration,
+    ))?;
     let server_cpu = cpu_time("bench-server").saturating_sub(cpu);
     Ok(Point { run, server_cpu })
 }
@@ -112,11 +122,13 @@ fn rows_for(connections: usize, mut ours: Point, mut ceiling: Point) -> Vec<Row>
     let s = "3 agent cache-hit serving";
     let (ours_rate, ceiling_rate) = (ours.run.rate(), ceiling.run.rate());
     let share = ours_rate / ceiling_rate;
-    let (ours_p99, ceiling_p99) = (ours.run.latencies.quantile(0.99), ceiling.run.latencies.quantile(0.99));
+    let (ours_p99, ceiling_p99) = (
+        ours.run.latencies.quantile(0.99),
+        ceiling.run.latencies.quantile(0.99),
+    );
     let p99_ratio = ours_p99.as_secs_f64() / ceiling_p99.as_secs_f64().max(1e-12);
-    let cpu_per_request = |p: &Point| {
-        human(p.server_cpu.div_f64(p.run.latencies.len().max(1) as f64))
-    };
+    let cpu_per_request =
+        |p: &Point| human(p.server_cpu.div_f64(p.run.latencies.len().max(1) as f64));
     let utilisation = |p: &Point| p.server_cpu.as_secs_f64() / p.run.elapsed.as_secs_f64() * 100.0;
     vec![
         Row::plain(
@@ -124,7 +136,11 @@ fn rows_for(connections: usize, mut ours: Point, mut ceiling: Point) -> Vec<Row>
             &format!("c={connections}: requests/s (errors)"),
             format!("{} ({})", per_second(ours_rate), ours.run.errors),
             format!("{} ({})", per_second(ceiling_rate), ceiling.run.errors),
-            format!("≥ 80% of ceiling: {:.0}% {}", share * 100.0, verdict(share >= 0.8)),
+            format!(
+                "≥ 80% of ceiling: {:.0}% {}",
+                share * 100.0,
+                verdict(share >= 0.8)
+            ),
         ),
         Row::plain(
             s,
@@ -141,13 +157,20 @@ fn rows_for(connections: usize, mut ours: Point, mut ceiling: Point) -> Vec<Row>
                 human(ceiling_p99),
                 human(ceiling.run.latencies.quantile(0.999))
             ),
-            format!("p99 ≤ 2× ceiling: {p99_ratio:.2}× {}", verdict(p99_ratio <= 2.0)),
+            format!(
+                "p99 ≤ 2× ceiling: {p99_ratio:.2}× {}",
+                verdict(p99_ratio <= 2.0)
+            ),
         ),
         Row::plain(
             s,
             &format!("c={connections}: server CPU per request (server threads' CPU use)"),
             format!("{} ({:.0}%)", cpu_per_request(&ours), utilisation(&ours)),
-            format!("{} ({:.0}%)", cpu_per_request(&ceiling), utilisation(&ceiling)),
+            format!(
+                "{} ({:.0}%)",
+                cpu_per_request(&ceiling),
+                utilisation(&ceiling)
+            ),
             String::new(),
         ),
     ]

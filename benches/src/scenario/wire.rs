@@ -50,11 +50,15 @@ pub fn run(n: u32) -> Result<Vec<Row>, BoxError> {
         Ok(())
     })?;
     let ours_parse_cc = per_call(n, || {
-        black_box(ContainerCredentials::from_json(black_box(&credentials_json))?);
+        black_box(ContainerCredentials::from_json(black_box(
+            &credentials_json,
+        ))?);
         Ok(())
     })?;
     let serde_parse_cc = per_call(n, || {
-        black_box(serde_parse_container_credentials(black_box(&credentials_json))?);
+        black_box(serde_parse_container_credentials(black_box(
+            &credentials_json,
+        ))?);
         Ok(())
     })?;
     let ours_write_eks = per_call(n, || {
@@ -66,7 +70,9 @@ pub fn run(n: u32) -> Result<Vec<Row>, BoxError> {
         Ok(())
     })?;
     let ours_parse_eks = per_call(n, || {
-        black_box(AssumeRoleForPodIdentityResponse::from_json(black_box(&response_json))?);
+        black_box(AssumeRoleForPodIdentityResponse::from_json(black_box(
+            &response_json,
+        ))?);
         Ok(())
     })?;
     let serde_parse_eks = per_call(n, || {
@@ -86,9 +92,25 @@ pub fn run(n: u32) -> Result<Vec<Row>, BoxError> {
         )
     };
     Ok(vec![
-        row("container credentials: serialize (core `write_json` vs serde_json derive)", ours_write_cc, serde_write_cc),
-        row("container credentials: parse (core `from_json`, lenient, vs serde_json derive)", ours_parse_cc, serde_parse_cc),
-        row("EKS Auth response: serialize (core `to_json` vs serde_json derive)", ours_write_eks, serde_write_eks),
-        row("EKS Auth response: parse (core `from_json` vs serde_json derive)", ours_parse_eks, serde_parse_eks),
+        row(
+            "container credentials: serialize (core `write_json` vs serde_json derive)",
+            ours_write_cc,
+            serde_write_cc,
+        ),
+        row(
+            "container credentials: parse (core `from_json`, lenient, vs serde_json derive)",
+            ours_parse_cc,
+            serde_parse_cc,
+        ),
+        row(
+            "EKS Auth response: serialize (core `to_json` vs serde_json derive)",
+            ours_write_eks,
+            serde_write_eks,
+        ),
+        row(
+            "EKS Auth response: parse (core `from_json` vs serde_json derive)",
+            ours_parse_eks,
+            serde_parse_eks,
+        ),
     ])
 }
