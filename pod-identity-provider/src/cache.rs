@@ -268,6 +268,16 @@ impl<T, E> Drop for RefreshCache<T, E> {
     }
 }
 
+/// What a call finds in the cache.
+enum Lookup<T> {
+    /// A valid value outside the mandatory window.
+    Hit(T),
+    /// A valid value inside the mandatory window.
+    Mandatory,
+    /// Nothing valid.
+    Miss,
+}
+
 /// What the background task does next.
 enum Plan {
     /// Nothing to refresh (empty, expired or idle): wait to be woken.
@@ -356,35 +366,50 @@ where
         Fut: Future<Output = Result<T, E>>,
     {
         let now = self.now();
-        let (hit, in_mandatory) = {
-            let current = self.current.load();
-            match current.as_deref() {
-                Some(entry) if now < entry.expiry => {
-                    let mandatory_from = entry
-                        .expiry
-                        .checked_sub(self.settings.windows.mandatory)
-                        .unwrap_or(entry.expiry);
-                    if now < mandatory_from {
-                        if now >= entry.refresh_at {
-                            self.overdue_hit();
-                        }
-                        (Some(entry.value.clone()), false)
-                    } else {
-                        (None, true)
-                    }
-                }
-                _ => (None, false),
-            }
-        };
+        let lookup = self.lookup(now);
         // After the read, so a woken refresh never races the value this call returns.
         self.touch(now);
-        if let Some(value) = hit {
-            return Ok(value);
-        }
-        if in_mandatory && let Some(value) = self.mandatory(now).await {
-            return Ok(value);
+        match lookup {
+            Lookup::Hit(value) => return Ok(value),
+            Lookup::Mandatory => {
+                if let Some(value) = self.mandatory(now).await {
+                    return Ok(value);
+                }
+            }
+            Lookup::Miss => {}
         }
         self.cold(cold).await
+    }
+
+    /// The cache-hit path on its own, for callers that can answer without a future: a clock
+    /// read, an atomic load and a clone of the value. `None` when [`get`](Self::get) would
+    /// have to wait or fetch.
+    pub(crate) fn try_hit(self: &Arc<Self>) -> Option<T> {
+        let now = self.now();
+        let Lookup::Hit(value) = self.lookup(now) else {
+            return None;
+        };
+        self.touch(now);
+        Some(value)
+    }
+
+    /// What the cache holds for a call at `now`, without waiting, locking or allocating.
+    fn lookup(self: &Arc<Self>, now: SystemTime) -> Lookup<T> {
+        let current = self.current.load();
+        let Some(entry) = current.as_deref().filter(|e| now < e.expiry) else {
+            return Lookup::Miss;
+        };
+        let mandatory_from = entry
+            .expiry
+            .checked_sub(self.settings.windows.mandatory)
+            .unwrap_or(entry.expiry);
+        if now >= mandatory_from {
+            return Lookup::Mandatory;
+        }
+        if now >= entry.refresh_at {
+            self.overdue_hit();
+        }
+        Lookup::Hit(entry.value.clone())
     }
 
     /// In the mandatory window: wait for a fetch already in flight, at most until expiry.

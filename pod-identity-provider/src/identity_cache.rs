@@ -155,6 +155,10 @@ impl ResolveCachedIdentity for RefreshAheadCache {
         config_bag: &'a ConfigBag,
     ) -> IdentityFuture<'a> {
         let partition = self.partition(resolver.cache_partition(), runtime_components);
+        // A warm hit answers with a ready future: `new` would box one on every call.
+        if let Some(identity) = partition.try_hit() {
+            return IdentityFuture::ready(Ok(identity));
+        }
         let load_timeout = self.inner.load_timeout;
         IdentityFuture::new(async move {
             let cache = partition.clone();

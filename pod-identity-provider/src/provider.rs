@@ -97,7 +97,11 @@ impl ProvideCredentials for PodIdentityCredentialsProvider {
     where
         Self: 'a,
     {
-        future::ProvideCredentials::new(self.credentials())
+        // A warm hit answers with a ready future: `new` would box one on every call.
+        match self.cache.try_hit() {
+            Some(credentials) => future::ProvideCredentials::ready(Ok(credentials)),
+            None => future::ProvideCredentials::new(self.credentials()),
+        }
     }
 
     fn fallback_on_interrupt(&self) -> Option<Credentials> {

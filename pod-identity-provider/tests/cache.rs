@@ -273,3 +273,21 @@ async fn the_refresh_task_restarts_when_its_runtime_went_away() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_warm_hit_through_the_sdk_trait_is_a_ready_future() {
+    use aws_credential_types::provider::ProvideCredentials;
+
+    let clock = ManualClock::new();
+    let server = agent(ok("AKID", clock.now() + 6 * HOUR)).await;
+    let provider = provider(&server, &clock);
+    // Cold: the trait has to hand out a (boxed) future that fetches.
+    let cold = provider.provide_credentials();
+    assert!(format!("{cold:?}").contains("Later"), "{cold:?}");
+    cold.await.unwrap();
+    // Warm: an already-completed future, no box.
+    let warm = provider.provide_credentials();
+    let shown = format!("{warm:?}");
+    assert!(shown.contains("Now {"), "{shown}");
+    assert_eq!(warm.await.unwrap().access_key_id(), "AKID");
+}
