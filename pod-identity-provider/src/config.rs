@@ -262,18 +262,27 @@ fn invalid_uri(origin: Origin, error: EndpointError) -> Error {
 /// Trims the token and checks it can travel in an HTTP header. The error names where the token
 /// came from, never the token.
 fn check_static_token(token: &SecretString, origin: Origin) -> Result<SecretString, Error> {
-    let trimmed = token.expose_secret().trim();
+    checked_token(
+        token.expose_secret(),
+        format_args!("{origin}: the authorization token"),
+    )
+}
+
+/// The trimmed token, or an error that says `{subject} is empty` or `{subject} contains bytes
+/// not allowed ...`. `subject` names the token's origin, never the token.
+fn checked_token(raw: &str, subject: fmt::Arguments<'_>) -> Result<SecretString, Error> {
+    let trimmed = raw.trim();
     if trimmed.is_empty() {
         return Err(Error::new(
             ErrorKind::InvalidConfiguration,
-            format!("{origin}: the authorization token is empty"),
+            format!("{subject} is empty"),
         ));
     }
     if !is_header_safe(trimmed) {
         return Err(Error::new(
             ErrorKind::InvalidConfiguration,
             format!(
-                "{origin}: the authorization token contains bytes not allowed in an HTTP header \
+                "{subject} contains bytes not allowed in an HTTP header \
                  (control characters or non-ASCII)"
             ),
         ));
@@ -339,23 +348,7 @@ pub(crate) async fn read_token_file(path: &Path) -> Result<SecretString, Error> 
             ));
         }
     };
-    let trimmed = text.expose_secret().trim();
-    if trimmed.is_empty() {
-        return Err(Error::new(
-            ErrorKind::InvalidConfiguration,
-            format!("token file `{shown}` is empty"),
-        ));
-    }
-    if !is_header_safe(trimmed) {
-        return Err(Error::new(
-            ErrorKind::InvalidConfiguration,
-            format!(
-                "token file `{shown}` contains bytes not allowed in an HTTP header \
-                 (control characters or non-ASCII)"
-            ),
-        ));
-    }
-    Ok(SecretString::new(trimmed))
+    checked_token(text.expose_secret(), format_args!("token file `{shown}`"))
 }
 
 #[cfg(test)]
