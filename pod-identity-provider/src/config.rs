@@ -195,7 +195,7 @@ impl AgentConfig {
             Origin::Var(ENV_RELATIVE_URI) => FullUri::from_relative(raw.trim()),
             _ => FullUri::parse(raw.trim()),
         };
-        let uri = parsed.map_err(|e| invalid_uri(origin, e))?;
+        let uri = parsed.map_err(|e| invalid_uri(origin, &e))?;
         if uri.url().scheme() == "https" && !cfg!(feature = "rustls") {
             return Err(Error::new(
                 ErrorKind::InvalidConfiguration,
@@ -246,16 +246,17 @@ impl AgentConfig {
         let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
         self.uri
             .check_resolved(&ips)
-            .map_err(|e| invalid_uri(self.uri_origin, e))?;
+            .map_err(|e| invalid_uri(self.uri_origin, &e))?;
         Ok(Some((host, addrs)))
     }
 }
 
-fn invalid_uri(origin: Origin, error: EndpointError) -> Error {
-    Error::with_source(
+/// Names the setting and the reason. The reason is in the text (log lines print only the text),
+/// so the [`EndpointError`] is not also the source: the chain would say it twice.
+fn invalid_uri(origin: Origin, error: &EndpointError) -> Error {
+    Error::new(
         ErrorKind::InvalidConfiguration,
         format!("{origin}: {error}"),
-        error,
     )
 }
 
@@ -408,6 +409,20 @@ mod tests {
         let text = e.to_string();
         assert!(text.contains(ENV_AUTHORIZATION_TOKEN), "{text}");
         assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[test]
+    fn a_refused_uri_names_the_variable_and_the_reason_once() {
+        let e = config(&[(ENV_FULL_URI, "http://10.0.0.1/creds")]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidConfiguration);
+        let mut chain = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(next) = source {
+            chain = format!("{chain}: {next}");
+            source = next.source();
+        }
+        assert!(chain.starts_with(ENV_FULL_URI), "{chain}");
+        assert_eq!(chain.matches("is not allowed").count(), 1, "{chain}");
     }
 
     #[test]
