@@ -30,7 +30,7 @@
 //! | token | `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE` (re-read every fetch, trimmed, ≤ 64 KiB), else `AWS_CONTAINER_AUTHORIZATION_TOKEN` |
 //! | allowed hosts over `http` | loopback, `169.254.170.2`, `169.254.170.23`, `fd00:ec2::23`; host names must resolve only to those; `https` anywhere (feature `rustls`) |
 //! | proxy, redirects | never (a redirect is an error) |
-//! | connect / read timeout | 2 s / 5 s per attempt |
+//! | connect / read timeout | 2 s / 5 s per attempt (at most one day each) |
 //! | attempts per fetch | 3, exponential backoff with full jitter (100 ms base, 2 s cap) |
 //! | retried | connection errors, timeouts, 5xx, 429 (`Retry-After` in seconds honoured up to 5 s), unparseable 200 |
 //! | not retried | other 4xx, a `{"Code": ..., "Message": ...}` error document |

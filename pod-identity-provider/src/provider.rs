@@ -12,7 +12,9 @@ use crate::error::Error;
 
 mod builder;
 
-pub use builder::{Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_READ_TIMEOUT};
+pub use builder::{
+    Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_READ_TIMEOUT, MAX_TIMEOUT,
+};
 
 /// An aws-config credentials provider for EKS Pod Identity with a lock-free, refresh-ahead cache.
 ///

@@ -183,6 +183,20 @@ async fn read_timeout_applies_and_is_retried() {
 }
 
 #[tokio::test]
+async fn timeouts_at_the_limit_of_duration_do_not_panic() {
+    let clock = ManualClock::new();
+    let server = agent(ok("AKID", clock.now() + 6 * HOUR)).await;
+    let provider = builder(&server, &clock)
+        .connect_timeout(Duration::MAX)
+        .read_timeout(Duration::MAX)
+        .build();
+    assert_eq!(
+        provider.credentials().await.unwrap().access_key_id(),
+        "AKID"
+    );
+}
+
+#[tokio::test]
 async fn connection_refused_is_retried_then_reported() {
     let clock = ManualClock::new();
     // Bind and drop to get a loopback port nobody listens on.

@@ -21,6 +21,10 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default attempts per fetch: 3.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
+/// Longest connect or read timeout used; longer ones are clamped to it, because the HTTP stack
+/// panics on deadlines past what its clock can represent (`Duration::MAX`).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Expiry assumed for credentials the agent sends without one (it always sends one).
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
@@ -85,13 +89,13 @@ impl Builder {
         self
     }
 
-    /// Connect timeout per attempt. Default: 2 s.
+    /// Connect timeout per attempt. Default: 2 s; at most [`MAX_TIMEOUT`] (one day).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = Some(timeout);
         self
     }
 
-    /// Read timeout per attempt. Default: 5 s. An attempt never takes longer than the connect
+    /// Read timeout per attempt. Default: 5 s; at most [`MAX_TIMEOUT`] (one day). An attempt never takes longer than the connect
     /// timeout plus the read timeout.
     pub fn read_timeout(mut self, timeout: Duration) -> Self {
         self.read_timeout = Some(timeout);
@@ -146,8 +150,14 @@ impl Builder {
             name: "pod-identity",
         };
         let http = HttpSettings {
-            connect_timeout: self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-            read_timeout: self.read_timeout.unwrap_or(DEFAULT_READ_TIMEOUT),
+            connect_timeout: self
+                .connect_timeout
+                .unwrap_or(DEFAULT_CONNECT_TIMEOUT)
+                .min(MAX_TIMEOUT),
+            read_timeout: self
+                .read_timeout
+                .unwrap_or(DEFAULT_READ_TIMEOUT)
+                .min(MAX_TIMEOUT),
             max_attempts: self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             client: self.http_client,
         };
