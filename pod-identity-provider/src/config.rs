@@ -134,22 +134,12 @@ pub(crate) struct Overrides {
     pub(crate) token: Option<SecretString>,
 }
 
-/// Where the token comes from.
-#[derive(Clone)]
+/// Where the token comes from. `Debug` redacts a static token ([`SecretString`]).
+#[derive(Clone, Debug)]
 pub(crate) enum TokenSource {
     None,
     Static(SecretString),
     File(PathBuf),
-}
-
-impl fmt::Debug for TokenSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::None => f.write_str("None"),
-            Self::Static(_) => f.write_str("Static(** redacted **)"),
-            Self::File(path) => f.debug_tuple("File").field(path).finish(),
-        }
-    }
 }
 
 /// A settings source named in error messages.

@@ -50,10 +50,7 @@ impl fmt::Debug for Builder {
         f.debug_struct("Builder")
             .field("full_uri", &self.overrides.full_uri)
             .field("token_file", &self.overrides.token_file)
-            .field(
-                "token",
-                &self.overrides.token.as_ref().map(|_| "** redacted **"),
-            )
+            .field("token", &self.overrides.token)
             .field("env", &self.env)
             .field("connect_timeout", &self.connect_timeout)
             .field("read_timeout", &self.read_timeout)
