@@ -40,6 +40,7 @@
 //! | agent error text in errors | at most 256 characters, control characters replaced, token redacted |
 //! | time source / sleep | system clock / tokio timer |
 //! | environment | the process environment ([`Env`]) |
+//! | [`RefreshAheadCache`] | the same windows and background retries; a partition nobody asked for in 30 min stops refreshing; a load times out after 30 s; an identity without an expiry lives 15 min; time and sleep from the SDK client |
 //!
 //! Configuration is read on first use and the outcome is remembered only when it succeeds: a
 //! missing variable or a failed DNS resolution is tried again on the next call. See

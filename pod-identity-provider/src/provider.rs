@@ -1,4 +1,10 @@
 //! [`PodIdentityCredentialsProvider`]: the credentials provider.
+//!
+//! Contract: `credentials()` answers from the cache while it holds unexpired credentials outside
+//! the mandatory window (a clock read, an atomic load and an `Arc` clone: no lock, no
+//! allocation, no I/O); otherwise it joins or starts the one fetch in flight. Through
+//! `ProvideCredentials` a hit is a ready future. Unconfigured → `not_loaded`; configured but
+//! wrong → `invalid_configuration`; anything else → `provider_error` (see [`crate::error`]).
 
 use std::sync::Arc;
 use std::time::SystemTime;
