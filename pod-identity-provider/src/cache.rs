@@ -312,6 +312,11 @@ where
         self.refresher.store(Some(Arc::new(refresher)));
     }
 
+    /// The counters this cache (and its loader) update.
+    pub(crate) fn metrics(&self) -> Metrics {
+        self.stats.snapshot()
+    }
+
     pub(crate) fn has_refresher(&self) -> bool {
         self.refresher.load().is_some()
     }

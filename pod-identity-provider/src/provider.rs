@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{self, ProvideCredentials, future};
 
-use crate::cache::{Expiring, Metrics, Refresh, RefreshCache, Stats};
+use crate::cache::{Expiring, Metrics, Refresh, RefreshCache};
 use crate::client::AgentClient;
 use crate::error::Error;
 
@@ -46,7 +46,6 @@ pub use builder::{
 pub struct PodIdentityCredentialsProvider {
     cache: Arc<RefreshCache<Credentials, Error>>,
     client: Arc<AgentClient>,
-    stats: Arc<Stats>,
 }
 
 impl Expiring for Credentials {
@@ -71,17 +70,12 @@ impl PodIdentityCredentialsProvider {
         Builder::default()
     }
 
-    pub(crate) fn from_parts(
-        cache: RefreshCache<Credentials, Error>,
-        client: AgentClient,
-        stats: Arc<Stats>,
-    ) -> Self {
+    pub(crate) fn from_parts(cache: RefreshCache<Credentials, Error>, client: AgentClient) -> Self {
         let client = Arc::new(client);
         cache.set_refresher(Box::new(ClientRefresh(client.clone())));
         Self {
             cache: Arc::new(cache),
             client,
-            stats,
         }
     }
 
@@ -96,7 +90,7 @@ impl PodIdentityCredentialsProvider {
 
     /// Counters since the provider was built (shared by all clones).
     pub fn metrics(&self) -> Metrics {
-        self.stats.snapshot()
+        self.cache.metrics()
     }
 }
 

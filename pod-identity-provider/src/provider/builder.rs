@@ -165,7 +165,7 @@ impl Builder {
             sleep,
             stats.clone(),
         );
-        let cache = RefreshCache::new(settings, stats.clone());
-        PodIdentityCredentialsProvider::from_parts(cache, client, stats)
+        let cache = RefreshCache::new(settings, stats);
+        PodIdentityCredentialsProvider::from_parts(cache, client)
     }
 }
