@@ -225,15 +225,12 @@ struct Entry<T> {
     refresh_at: SystemTime,
 }
 
-struct Flight<E> {
-    /// The outcome of the last completed flight if it failed, shared with those who waited.
-    last_error: Option<E>,
-}
-
 /// The refresh-ahead cache engine.
 pub(crate) struct RefreshCache<T, E> {
     current: ArcSwapOption<Entry<T>>,
-    flight: Mutex<Flight<E>>,
+    /// The single-flight lock. It holds the error of the last completed flight if that flight
+    /// failed, shared with those who waited for it.
+    flight: Mutex<Option<E>>,
     /// Completed flights; a waiter that sees it move knows a flight ended while it queued.
     flights: AtomicU64,
     refresher: ArcSwapOption<Box<dyn Refresh<T, E>>>,
@@ -294,7 +291,7 @@ where
     pub(crate) fn new(settings: Settings, stats: Arc<Stats>) -> Self {
         Self {
             current: ArcSwapOption::empty(),
-            flight: Mutex::new(Flight { last_error: None }),
+            flight: Mutex::new(None),
             flights: AtomicU64::new(0),
             refresher: ArcSwapOption::empty(),
             wake: Arc::new(Notify::new()),
@@ -462,7 +459,7 @@ where
     {
         self.ensure_task();
         let seen = self.flights.load(Ordering::Acquire);
-        let mut flight = self.flight.lock().await;
+        let mut last_error = self.flight.lock().await;
         let now = self.now();
         if let Some(entry) = self.current.load_full()
             && now < entry.expiry
@@ -470,7 +467,7 @@ where
             return Ok(entry.value.clone());
         }
         if self.flights.load(Ordering::Acquire) != seen
-            && let Some(error) = &flight.last_error
+            && let Some(error) = &*last_error
         {
             return Err(error.clone());
         }
@@ -483,7 +480,7 @@ where
         self.flights.fetch_add(1, Ordering::Release);
         match &result {
             Ok(value) => {
-                flight.last_error = None;
+                *last_error = None;
                 self.store(value.clone());
             }
             Err(error) => {
@@ -491,7 +488,7 @@ where
                 // Debug only: the loader logs its own failures at the level they deserve (an
                 // unconfigured provider in a chain is not worth a warning on every call).
                 tracing::debug!(cache = self.settings.name, %error, "loading credentials failed");
-                flight.last_error = Some(error.clone());
+                *last_error = Some(error.clone());
             }
         }
         result
@@ -590,7 +587,7 @@ where
         let Some(refresher) = self.refresher.load_full() else {
             return Ok(());
         };
-        let mut flight = self.flight.lock().await;
+        let mut last_error = self.flight.lock().await;
         let now = self.now();
         if let Some(entry) = self.current.load_full()
             && now < entry.refresh_at
@@ -607,7 +604,7 @@ where
         self.flights.fetch_add(1, Ordering::Release);
         match result {
             Ok(value) => {
-                flight.last_error = None;
+                *last_error = None;
                 Stats::bump(&self.stats.refreshes);
                 self.store(value);
                 tracing::info!(
@@ -619,7 +616,7 @@ where
             Err(error) => {
                 Stats::bump(&self.stats.failures);
                 self.refresh_failed.store(true, Ordering::Relaxed);
-                flight.last_error = Some(error.clone());
+                *last_error = Some(error.clone());
                 Err(error)
             }
         }
