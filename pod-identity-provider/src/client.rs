@@ -324,13 +324,12 @@ pub(crate) fn sanitize(body: &[u8], token: Option<&SecretString>) -> String {
             text = text.replace(segment, "** redacted **");
         }
     }
-    let mut out: String = text
+    let mut chars = text
         .trim()
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_ERROR_TEXT)
-        .collect();
-    if text.trim().chars().count() > MAX_ERROR_TEXT {
+        .map(|c| if c.is_control() { ' ' } else { c });
+    let mut out: String = chars.by_ref().take(MAX_ERROR_TEXT).collect();
+    if chars.next().is_some() {
         out.push('…');
     }
     if out.is_empty() {
