@@ -406,6 +406,8 @@ where
             .checked_sub(self.settings.windows.mandatory)
             .unwrap_or(entry.expiry);
         if now >= mandatory_from {
+            // A refresh task whose runtime went away must be back before expiry.
+            self.ensure_task();
             return Lookup::Mandatory;
         }
         if now >= entry.refresh_at {

@@ -274,6 +274,38 @@ async fn the_refresh_task_restarts_when_its_runtime_went_away() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_the_mandatory_window_restarts_a_refresh_task_that_went_away() {
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    let server = agent(Script::new([
+        ok("AKID1", t0 + 6 * HOUR),
+        ok("AKID2", t0 + 12 * HOUR),
+    ]))
+    .await;
+    let provider = provider(&server, &clock);
+    let first = provider.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(first.credentials()).unwrap();
+    })
+    .join()
+    .unwrap();
+
+    // The first call after the runtime is gone comes in the last minute before expiry: it is
+    // answered (old or new credentials) and a refresh follows.
+    settle().await;
+    clock.advance(6 * HOUR - 30 * SECOND);
+    provider.credentials().await.unwrap();
+    eventually("the refresh on the new runtime", || async {
+        provider.credentials().await.unwrap().access_key_id() == "AKID2"
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_warm_hit_through_the_sdk_trait_is_a_ready_future() {
     use aws_credential_types::provider::ProvideCredentials;
