@@ -414,14 +414,7 @@ impl<S: CredentialSource> Shared<S> {
     }
 
     fn check_remaining(&self, issued: IssuedCredentials) -> Outcome {
-        let remaining = issued.remaining(self.clock.now());
-        if remaining > self.config.min_remaining {
-            Ok(issued)
-        } else {
-            Err(SourceError::ExpiringCredentials {
-                remaining_millis: issued.remaining_millis(self.clock.now()),
-            })
-        }
+        issued.servable(self.clock.now(), self.config.min_remaining)
     }
 
     /// When fresh credentials are renewed: ahead of expiry, at most `max_retention` from now.

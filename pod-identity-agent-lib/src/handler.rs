@@ -207,16 +207,7 @@ impl<S: CredentialSource> Handler<S> {
         let outcome = tokio::time::timeout(self.request_timeout, self.source.credentials(&request))
             .await
             .unwrap_or(Err(SourceError::Timeout))
-            .and_then(|issued| {
-                let remaining = issued.remaining(self.clock.now());
-                if remaining > crate::cache::MIN_REMAINING {
-                    Ok(issued)
-                } else {
-                    Err(SourceError::ExpiringCredentials {
-                        remaining_millis: issued.remaining_millis(self.clock.now()),
-                    })
-                }
-            });
+            .and_then(|issued| issued.servable(self.clock.now(), crate::cache::MIN_REMAINING));
         outcome.map_err(|error| {
             let request_id = match &error {
                 SourceError::EksAuth(error) => error.request_id(),

@@ -58,8 +58,14 @@ impl CredentialRequest {
 }
 
 /// Credentials issued for a pod.
+///
+/// Cloning is cheap and copies no secret: clones share one allocation (a cache hit hands out a
+/// clone), and the secret key and session token are zeroized when the last clone is dropped.
 #[derive(Clone, PartialEq, Eq)]
-pub struct IssuedCredentials {
+pub struct IssuedCredentials(Arc<Issued>);
+
+#[derive(Clone, PartialEq, Eq)]
+struct Issued {
     credentials: ContainerCredentials,
     association: Option<PodIdentityAssociation>,
 }
@@ -67,8 +73,8 @@ pub struct IssuedCredentials {
 impl fmt::Debug for IssuedCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IssuedCredentials")
-            .field("credentials", &self.credentials)
-            .field("association", &self.association)
+            .field("credentials", &self.0.credentials)
+            .field("association", &self.0.association)
             .finish()
     }
 }
@@ -76,36 +82,36 @@ impl fmt::Debug for IssuedCredentials {
 impl IssuedCredentials {
     /// Credentials without association details.
     pub fn new(credentials: ContainerCredentials) -> Self {
-        Self {
+        Self(Arc::new(Issued {
             credentials,
             association: None,
-        }
+        }))
     }
 
     /// Records the association the credentials were issued for.
     pub fn with_association(mut self, association: PodIdentityAssociation) -> Self {
-        self.association = Some(association);
+        Arc::make_mut(&mut self.0).association = Some(association);
         self
     }
 
     /// What the agent serves.
     pub fn credentials(&self) -> &ContainerCredentials {
-        &self.credentials
+        &self.0.credentials
     }
 
     /// When the credentials expire.
     pub fn expiration(&self) -> SystemTime {
-        self.credentials.expiration
+        self.0.credentials.expiration
     }
 
     /// The account of the assumed role, when known.
     pub fn account_id(&self) -> Option<&str> {
-        self.credentials.account_id.as_deref()
+        self.0.credentials.account_id.as_deref()
     }
 
     /// The association the credentials were issued for, when known.
     pub fn association(&self) -> Option<&PodIdentityAssociation> {
-        self.association.as_ref()
+        self.0.association.as_ref()
     }
 
     /// Time left until expiry at `now` (zero once expired).
@@ -119,6 +125,22 @@ impl IssuedCredentials {
         match self.expiration().duration_since(now) {
             Ok(left) => millis(left),
             Err(past) => -millis(past.duration()),
+        }
+    }
+
+    /// These credentials if more than `min_remaining` is left at `now`, else
+    /// [`SourceError::ExpiringCredentials`].
+    pub(crate) fn servable(
+        self,
+        now: SystemTime,
+        min_remaining: Duration,
+    ) -> Result<Self, SourceError> {
+        if self.remaining(now) > min_remaining {
+            Ok(self)
+        } else {
+            Err(SourceError::ExpiringCredentials {
+                remaining_millis: self.remaining_millis(now),
+            })
         }
     }
 }
@@ -300,6 +322,17 @@ mod tests {
         ));
         assert_eq!(denied.class(), ErrorClass::Irrecoverable);
         assert_eq!(denied.code(), "AccessDeniedException");
+    }
+
+    #[test]
+    fn clones_share_the_credentials_instead_of_copying_the_secrets() {
+        let issued = IssuedCredentials::new(crate::test_support::credentials(
+            1,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+        ));
+        let hit = issued.clone();
+        assert!(std::ptr::eq(issued.credentials(), hit.credentials()));
+        assert_eq!(issued, hit);
     }
 
     #[test]
