@@ -535,8 +535,7 @@ async fn a_keep_alive_connection_left_idle_after_a_request_is_closed() {
     assert_eq!(&head, b"HTTP/1.1 200");
     // Then nothing: the agent must not keep the descriptor forever.
     let mut rest = Vec::new();
-    let closed =
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "an idle keep-alive connection stays open");
     agent.assert_serves().await;
     agent.shutdown().await;
