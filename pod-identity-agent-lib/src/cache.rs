@@ -408,8 +408,10 @@ impl<S: CredentialSource> Shared<S> {
             self.evict(state, key, Eviction::Stale);
         }
         match state.flights.get(key) {
-            Some(flight) => Lookup::InFlight(flight.clone()),
-            None => Lookup::Miss,
+            // A flight whose sender is gone never ran (its runtime shut down first): fetch anew
+            // rather than answer every later request for the token with its abort.
+            Some(flight) if flight.has_changed().is_ok() => Lookup::InFlight(flight.clone()),
+            _ => Lookup::Miss,
         }
     }
 
@@ -557,7 +559,10 @@ impl<S: CredentialSource> Shared<S> {
                             .try_into()
                             .unwrap_or(u64::MAX),
                     );
-                    let retry = self.config.retry_interval + Duration::from_millis(jitter_ms);
+                    let retry = self
+                        .config
+                        .retry_interval
+                        .saturating_add(Duration::from_millis(jitter_ms));
                     let stale_in = remaining - self.config.min_remaining;
                     state.schedule(renewal.key, Instant::now() + retry.min(stale_in));
                 }
@@ -892,6 +897,52 @@ mod tests {
         // Recovered: the next request fetches anew.
         source.fail_always(None);
         assert_eq!(key_id(&cache, &token).await, "ASIAFAKE6");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_interval_longer_than_the_credentials_retries_at_the_last_moment() {
+        let source = FakeSource::new(wall_clock());
+        source.set_lifetime(HOUR);
+        let cache = builder(&source)
+            .retry_interval(Duration::MAX, Duration::from_secs(1))
+            .build();
+        let token = day_token("p");
+        key_id(&cache, &token).await;
+        source.fail_next(SourceError::Timeout);
+        advance(55 * MINUTE).await;
+        assert_eq!(source.calls(), 2);
+        advance(5 * MINUTE - Duration::from_secs(15)).await;
+        assert_eq!(source.calls(), 3, "retried 15 s before expiry");
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE3");
+    }
+
+    #[test]
+    fn a_flight_whose_call_never_ran_does_not_block_its_token() {
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        let token = day_token("p");
+        let first = runtime();
+        let pending = request(&token);
+        first.block_on(async {
+            // Polled once: the flight is registered and its call spawned, but not run.
+            tokio::select! {
+                biased;
+                _ = cache.get(&pending) => panic!("answered before the call ran"),
+                () = std::future::ready(()) => {}
+            }
+        });
+        // The runtime goes away with the call's task never polled.
+        drop(first);
+        assert_eq!(source.calls(), 0);
+        runtime().block_on(async {
+            assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
+        });
     }
 
     #[tokio::test(start_paused = true)]
