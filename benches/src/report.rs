@@ -17,6 +17,8 @@ pub struct Row {
     pub ratio: String,
     /// The goal, and whether it is met.
     pub goal: String,
+    /// The command that reproduces the row.
+    pub command: String,
 }
 
 impl Row {
@@ -40,6 +42,7 @@ impl Row {
             alternative,
             ratio: format!("{better_factor:.2}×"),
             goal,
+            command: String::new(),
         }
     }
 
@@ -58,6 +61,7 @@ impl Row {
             alternative,
             ratio: String::new(),
             goal,
+            command: String::new(),
         }
     }
 }
@@ -75,9 +79,12 @@ pub struct Table {
 }
 
 impl Table {
-    /// Appends rows.
-    pub fn extend(&mut self, rows: impl IntoIterator<Item = Row>) {
-        self.rows.extend(rows);
+    /// Appends rows, each reproduced by `command`.
+    pub fn extend(&mut self, command: &str, rows: impl IntoIterator<Item = Row>) {
+        self.rows.extend(rows.into_iter().map(|mut row| {
+            row.command = command.to_owned();
+            row
+        }));
     }
 }
 

@@ -16,7 +16,7 @@ fn every_scenario_runs_and_prints_the_table() {
         "stdout:\n{stdout}\nstderr:\n{stderr}"
     );
     assert!(
-        stdout.starts_with("| scenario | metric | ours | alternative | ratio | goal |"),
+        stdout.starts_with("| scenario | metric | ours | alternative | ratio | goal | command |"),
         "{stdout}"
     );
     for scenario in [

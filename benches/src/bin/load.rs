@@ -56,6 +56,12 @@ fn usage(problem: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// The command reproducing one scenario's rows.
+fn command(scenario: &str, quick: bool) -> String {
+    let quick = if quick { " --quick" } else { "" };
+    format!("load{quick} --only {scenario}")
+}
+
 fn run(quick: bool, selected: &dyn Fn(&str) -> bool) -> Result<Table, BoxError> {
     // aws-config's container provider reads only the process environment: this may run the
     // harness again as a child with it set, and exit with the child's status.
@@ -72,7 +78,7 @@ fn run(quick: bool, selected: &dyn Fn(&str) -> bool) -> Result<Table, BoxError> 
         } else {
             memory::Settings::FULL
         };
-        table.extend(memory::run(settings)?);
+        table.extend(&command("memory", quick), memory::run(settings)?);
     }
     if selected("provider") {
         progress("provider");
@@ -81,7 +87,7 @@ fn run(quick: bool, selected: &dyn Fn(&str) -> bool) -> Result<Table, BoxError> 
         } else {
             provider::Settings::FULL
         };
-        table.extend(provider::run(&env, settings)?);
+        table.extend(&command("provider", quick), provider::run(&env, settings)?);
     }
     if selected("refresh") {
         progress("refresh");
@@ -90,7 +96,7 @@ fn run(quick: bool, selected: &dyn Fn(&str) -> bool) -> Result<Table, BoxError> 
         } else {
             refresh::Settings::FULL
         };
-        table.extend(refresh::run(&env, settings)?);
+        table.extend(&command("refresh", quick), refresh::run(&env, settings)?);
     }
     if selected("serving") {
         progress("serving");
@@ -99,7 +105,7 @@ fn run(quick: bool, selected: &dyn Fn(&str) -> bool) -> Result<Table, BoxError> 
         } else {
             serving::Settings::full()
         };
-        table.extend(serving::run(&settings)?);
+        table.extend(&command("serving", quick), serving::run(&settings)?);
     }
     if selected("bursts") {
         progress("bursts");
@@ -108,11 +114,14 @@ fn run(quick: bool, selected: &dyn Fn(&str) -> bool) -> Result<Table, BoxError> 
         } else {
             bursts::Settings::FULL
         };
-        table.extend(bursts::run(settings)?);
+        table.extend(&command("bursts", quick), bursts::run(settings)?);
     }
     if selected("wire") {
         progress("wire");
-        table.extend(wire::run(if quick { 100 } else { 200_000 })?);
+        table.extend(
+            &command("wire", quick),
+            wire::run(if quick { 100 } else { 200_000 })?,
+        );
     }
     Ok(table)
 }
