@@ -76,6 +76,9 @@ pub enum ProbeError {
         #[source]
         source: hyper::Error,
     },
+    /// A listener check ended without a result.
+    #[error("a listener check ended without a result")]
+    Aborted,
     /// A listener answered with an unexpected status.
     #[error("listener {addr} answered {status}, expected 404")]
     UnexpectedStatus {
@@ -119,11 +122,9 @@ impl Probe {
         }
         let all = async {
             while let Some(joined) = checks.join_next().await {
-                match joined {
-                    Ok(result) => result?,
-                    // A check task only ends early by panicking inside hyper; surface as a failure.
-                    Err(join) => std::panic::resume_unwind(join.into_panic()),
-                }
+                // A check task ends without a result only by panicking or by its runtime
+                // shutting down: a failure of the probe, not of the probe server.
+                joined.map_err(|_| ProbeError::Aborted)??;
             }
             Ok(())
         };
@@ -291,6 +292,23 @@ mod tests {
             probe_status(probe, READYZ_PATH).await,
             StatusCode::REQUEST_TIMEOUT
         );
+    }
+
+    #[tokio::test]
+    async fn a_check_cut_off_by_the_deadline_closes_its_connection() {
+        use tokio::io::AsyncReadExt;
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let probe = Probe::with_deadline([addr], Duration::from_millis(200));
+        let (status, accepted) = tokio::join!(probe_status(probe, HEALTHZ_PATH), listener.accept());
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+        // The probe's request arrives, then the probe hangs up (a hang guard, not a timing check).
+        let mut stream = accepted.unwrap().0;
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut seen));
+        assert!(read.await.is_ok(), "the probe left its connection open");
+        assert!(seen.starts_with(b"GET / HTTP/1.1"));
     }
 
     #[test]
