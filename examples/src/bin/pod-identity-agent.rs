@@ -453,6 +453,9 @@ fn parse_ip(text: &str) -> Result<IpAddr, String> {
         .map_err(|_| format!("{text:?} is not an IP address"))
 }
 
+/// The longest Go duration, `math.MaxInt64` nanoseconds, in seconds.
+const GO_MAX_DURATION_SECS: f64 = 9_223_372_036.854_775;
+
 /// A Go duration (`time.ParseDuration`): an optionally signed sequence of decimal numbers with
 /// units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`, such as `3h`, `1h30m`, `1.5s`; or `0`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -485,6 +488,11 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         };
         total += number * seconds_per_unit;
         rest = &rest[unit_len..];
+    }
+    // Go's limit (int64 nanoseconds, about 292 years). Without it, an interval such as
+    // 3000000000000000h parsed and then overflowed `Instant::now() + interval` (a panic).
+    if total > GO_MAX_DURATION_SECS {
+        return Err(invalid());
     }
     Duration::try_from_secs_f64(total).map_err(|_| invalid())
 }
@@ -690,7 +698,22 @@ mod tests {
                 "{text}"
             );
         }
-        for bad in ["", "3", "h", "3x", "-1h", "1h-", "."] {
+        assert_eq!(
+            parse_duration("2562047h"),
+            Ok(Duration::from_secs(2_562_047 * 3600))
+        );
+        // Past Go's ~292 years (and past what `Instant + Duration` can hold).
+        for bad in [
+            "",
+            "3",
+            "h",
+            "3x",
+            "-1h",
+            "1h-",
+            ".",
+            "2562048h",
+            "5124095576030431h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
