@@ -340,7 +340,11 @@ impl FileInner {
 }
 
 async fn poll(inner: Weak<FileInner>, interval: Duration) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // An interval too long to add to now is one that never comes.
+    let Some(first) = tokio::time::Instant::now().checked_add(interval) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval_at(first, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;

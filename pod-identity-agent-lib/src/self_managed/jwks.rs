@@ -256,7 +256,11 @@ impl TokenVerifierBuilder {
 
 /// Refreshes the keys every `interval` while the verifier lives.
 async fn scheduled_refresh(inner: Weak<Inner>, interval: Duration) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    // An interval too long to add to now is one that never comes.
+    let Some(first) = tokio::time::Instant::now().checked_add(interval) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval_at(first, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
