@@ -92,14 +92,14 @@ impl fmt::Display for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "| scenario | metric | ours | alternative | ratio | goal |"
+            "| scenario | metric | ours | alternative | ratio | goal | command |"
         )?;
-        writeln!(f, "|---|---|---:|---:|---:|---|")?;
+        writeln!(f, "|---|---|---:|---:|---:|---|---|")?;
         for r in &self.rows {
             writeln!(
                 f,
-                "| {} | {} | {} | {} | {} | {} |",
-                r.scenario, r.metric, r.ours, r.alternative, r.ratio, r.goal
+                "| {} | {} | {} | {} | {} | {} | `{}` |",
+                r.scenario, r.metric, r.ours, r.alternative, r.ratio, r.goal, r.command
             )?;
         }
         Ok(())
