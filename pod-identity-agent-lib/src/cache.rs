@@ -541,7 +541,7 @@ impl<S: CredentialSource> Shared<S> {
                 self.metrics.record_cache_error(recoverable, error.code());
                 let remaining = entry.issued.remaining(self.clock.now());
                 tracing::warn!(
-                    error = %error,
+                    error = %crate::ErrorChain(&error),
                     recoverable,
                     association_id = entry.issued.association().map(|a| a.association_id.as_str()),
                     "renewing credentials failed"

@@ -214,7 +214,7 @@ impl<S: CredentialSource> Handler<S> {
                 _ => None,
             };
             tracing::warn!(
-                error = %error,
+                error = %crate::ErrorChain(&error),
                 code = error.code(),
                 request_id,
                 "fetching credentials failed"
@@ -580,6 +580,22 @@ mod tests {
         assert_eq!(
             answer(&router, HOST, Some(&day_token("b"))).await,
             (500, "[]\n".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_source_is_logged_with_its_cause() {
+        let (logs, _guard) = capture_logs();
+        let source = FakeSource::new(wall_clock());
+        let router = router(source.clone());
+        source.fail_next(SourceError::unavailable(std::io::Error::other(
+            "dns error: no such host",
+        )));
+        assert_eq!(answer(&router, HOST, Some(&day_token("a"))).await.0, 500);
+        let logs = logs.text();
+        assert!(
+            logs.contains("credential source unavailable: dns error: no such host"),
+            "{logs}"
         );
     }
 

@@ -143,6 +143,7 @@ pub mod simulator;
 #[cfg(test)]
 mod test_support;
 
+use std::error::Error as StdError;
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -362,5 +363,21 @@ impl Settings {
             .metrics(self.metrics.clone())
             .max_header_bytes(self.max_header_bytes)
             .into_router()
+    }
+}
+
+/// Displays an error with its causes, `error: cause: cause`, for log lines: errors' own
+/// `Display` leaves the source out, and without it a log says that a call failed but not why.
+pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn StdError + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
     }
 }

@@ -142,7 +142,7 @@ impl Probe {
                 StatusCode::REQUEST_TIMEOUT.into_response()
             }
             Err(error) => {
-                tracing::warn!(error = %error, "probe failed");
+                tracing::warn!(error = %crate::ErrorChain(&error), "probe failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Internal Server Error occurred",

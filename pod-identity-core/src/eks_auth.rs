@@ -40,7 +40,10 @@ use crate::arn::{Arn, dns_suffix, partition_for_region};
 use crate::association::ClusterName;
 use crate::container_credentials::ContainerCredentials;
 use crate::secret::SecretString;
-use crate::time::{MAX_RFC3339_EPOCH_SECS, format_epoch_seconds, parse_epoch_seconds, to_epoch};
+use crate::time::{
+    MAX_RFC3339_EPOCH_SECS, MIN_RFC3339_EPOCH_SECS, format_epoch_seconds, parse_epoch_seconds,
+    to_epoch,
+};
 
 /// SigV4 signing name.
 pub const SIGNING_NAME: &str = "eks-auth";
@@ -309,9 +312,9 @@ impl AssumeRoleForPodIdentityResponse {
         let missing = |name: &str| bad(format!("response credentials have no {name}"));
         let expiration = creds.expiration.ok_or_else(|| missing("expiration"))?;
         let expiration = parse_epoch_seconds(expiration.get())
-            // Past year 9999 the agent could not write it in RFC 3339 for the SDKs (Go's
-            // encoder refuses it too), so such a response is unusable.
-            .filter(|t| to_epoch(*t).0 <= MAX_RFC3339_EPOCH_SECS)
+            // Outside years 0000-9999 the agent could not write it in RFC 3339 for the SDKs
+            // (Go's encoder refuses it too), so such a response is unusable.
+            .filter(|t| (MIN_RFC3339_EPOCH_SECS..=MAX_RFC3339_EPOCH_SECS).contains(&to_epoch(*t).0))
             .ok_or_else(|| bad("response credentials have an invalid expiration".to_owned()))?;
         let subject = wire.subject.unwrap_or_default();
         let association = wire.pod_identity_association.unwrap_or_default();
@@ -815,7 +818,7 @@ mod tests {
     }
 
     #[test]
-    fn an_expiration_past_year_9999_is_malformed() {
+    fn an_expiration_outside_years_0000_to_9999_is_malformed() {
         // Found by fuzzing: milliseconds where seconds belong; the agent would serve an
         // `Expiration` no SDK parses.
         let body = |expiration: &str| {
@@ -831,6 +834,15 @@ mod tests {
         assert_eq!(
             crate::time::format_rfc3339(last.credentials.expiration),
             "9999-12-31T23:59:59Z"
+        );
+        let err = AssumeRoleForPodIdentityResponse::from_json(body("-1699999998100").as_bytes())
+            .unwrap_err();
+        assert_eq!(err.code().as_str(), "SerializationException");
+        let first =
+            AssumeRoleForPodIdentityResponse::from_json(body("-62167219200").as_bytes()).unwrap();
+        assert_eq!(
+            crate::time::format_rfc3339(first.credentials.expiration),
+            "0000-01-01T00:00:00Z"
         );
     }
 

@@ -72,6 +72,10 @@ pub fn from_epoch(secs: i64, nanos: u32) -> Option<SystemTime> {
     }
 }
 
+/// The first second RFC 3339 can write: `0000-01-01T00:00:00Z`, as epoch seconds. Earlier
+/// times have no RFC 3339 form (the SDKs cannot parse them, Go's encoder refuses them).
+pub const MIN_RFC3339_EPOCH_SECS: i64 = -62_167_219_200;
+
 /// The last second RFC 3339 can write: `9999-12-31T23:59:59Z`, as epoch seconds. Later
 /// times have no RFC 3339 form (the SDKs cannot parse them, Go's encoder refuses them), so
 /// credentials expiring later are malformed.
