@@ -223,27 +223,11 @@ impl ServerBuilder {
             .map(|l| (Role::Credentials, l, self.credentials.clone()))
             .collect::<Vec<_>>();
         if let Some(addr) = self.probe_addr {
-            let listener =
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| BindError::Auxiliary {
-                        what: "probe",
-                        addr,
-                        source,
-                    })?;
-            tracing::info!(addr = %addr, "serving probes");
+            let listener = bind_auxiliary("probe", addr).await?;
             servers.push((Role::Probe, listener, probe_router(probe.clone())));
         }
         if let Some(addr) = self.metrics_addr {
-            let listener =
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| BindError::Auxiliary {
-                        what: "metrics",
-                        addr,
-                        source,
-                    })?;
-            tracing::info!(addr = %addr, "serving metrics");
+            let listener = bind_auxiliary("metrics", addr).await?;
             let router = metrics_router(self.metrics.clone()).merge(probe_router(probe.clone()));
             servers.push((Role::Metrics, listener, router));
         }
@@ -359,6 +343,15 @@ pub async fn shutdown_signal() {
         () = interrupt => tracing::info!("received SIGINT"),
         () = terminate => tracing::info!("received SIGTERM"),
     }
+}
+
+/// Binds the probe or metrics server, which unlike a credential host is not skipped.
+async fn bind_auxiliary(what: &'static str, addr: SocketAddr) -> Result<TcpListener, BindError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError::Auxiliary { what, addr, source })?;
+    tracing::info!(addr = %addr, "serving {what}");
+    Ok(listener)
 }
 
 async fn bind_host(host: &str, port: u16) -> io::Result<Vec<TcpListener>> {
