@@ -106,7 +106,6 @@ struct Config {
     max_entries: usize,
     max_retention: Duration,
     idle_timeout: Duration,
-    min_remaining: Duration,
     retry_interval: Duration,
     retry_jitter: Duration,
 }
@@ -181,7 +180,6 @@ impl<S: CredentialSource> CredentialCache<S> {
                 max_entries: DEFAULT_MAX_ENTRIES,
                 max_retention: DEFAULT_MAX_RETENTION,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
-                min_remaining: MIN_REMAINING,
                 retry_interval: DEFAULT_RETRY_INTERVAL,
                 retry_jitter: DEFAULT_RETRY_INTERVAL,
             },
@@ -399,7 +397,7 @@ impl<S> Shared<S> {
 impl<S: CredentialSource> Shared<S> {
     fn lookup(&self, state: &mut State, key: &TokenDigest) -> Lookup {
         if let Some(entry) = state.entries.get_mut(key) {
-            if entry.issued.remaining(self.clock.now()) > self.config.min_remaining {
+            if entry.issued.remaining(self.clock.now()) > MIN_REMAINING {
                 entry.last_read = Instant::now();
                 let issued = entry.issued.clone();
                 state.touch(*key);
@@ -416,20 +414,20 @@ impl<S: CredentialSource> Shared<S> {
     }
 
     fn check_remaining(&self, issued: IssuedCredentials) -> Outcome {
-        issued.servable(self.clock.now(), self.config.min_remaining)
+        issued.servable(self.clock.now())
     }
 
     /// When fresh credentials are renewed: ahead of expiry, at most `max_retention` from now.
     ///
-    /// The renewal is due while the entry is still served (more than `min_remaining` left, plus
+    /// The renewal is due while the entry is still served (more than [`MIN_REMAINING`] left, plus
     /// a margin), so a request never finds it stale and starts a second upstream call beside the
     /// renewal. Credentials that are servable only briefly renew at half their servable time.
     fn renewal_delay(&self, issued: &IssuedCredentials) -> Duration {
         let lifetime = issued.remaining(self.clock.now());
-        let servable = lifetime.saturating_sub(self.config.min_remaining);
+        let servable = lifetime.saturating_sub(MIN_REMAINING);
         let lead = RENEWAL_LEAD
             .min(lifetime / 2)
-            .max(self.config.min_remaining + RENEWAL_MARGIN);
+            .max(MIN_REMAINING + RENEWAL_MARGIN);
         let delay = lifetime.saturating_sub(lead).max(servable / 2);
         self.config.max_retention.min(delay)
     }
@@ -548,7 +546,7 @@ impl<S: CredentialSource> Shared<S> {
                 );
                 if !recoverable {
                     self.evict(&mut state, &renewal.key, Eviction::Irrecoverable);
-                } else if remaining <= self.config.min_remaining {
+                } else if remaining <= MIN_REMAINING {
                     self.evict(&mut state, &renewal.key, Eviction::Stale);
                 } else {
                     let jitter_ms = fastrand::u64(
@@ -563,7 +561,7 @@ impl<S: CredentialSource> Shared<S> {
                         .config
                         .retry_interval
                         .saturating_add(Duration::from_millis(jitter_ms));
-                    let stale_in = remaining - self.config.min_remaining;
+                    let stale_in = remaining - MIN_REMAINING;
                     state.schedule(renewal.key, Instant::now() + retry.min(stale_in));
                 }
             }

@@ -207,7 +207,7 @@ impl<S: CredentialSource> Handler<S> {
         let outcome = tokio::time::timeout(self.request_timeout, self.source.credentials(&request))
             .await
             .unwrap_or(Err(SourceError::Timeout))
-            .and_then(|issued| issued.servable(self.clock.now(), crate::cache::MIN_REMAINING));
+            .and_then(|issued| issued.servable(self.clock.now()));
         outcome.map_err(|error| {
             let request_id = match &error {
                 SourceError::EksAuth(error) => error.request_id(),

@@ -128,14 +128,10 @@ impl IssuedCredentials {
         }
     }
 
-    /// These credentials if more than `min_remaining` is left at `now`, else
-    /// [`SourceError::ExpiringCredentials`].
-    pub(crate) fn servable(
-        self,
-        now: SystemTime,
-        min_remaining: Duration,
-    ) -> Result<Self, SourceError> {
-        if self.remaining(now) > min_remaining {
+    /// These credentials if more than [`MIN_REMAINING`](crate::cache::MIN_REMAINING) is left
+    /// at `now`, else [`SourceError::ExpiringCredentials`].
+    pub(crate) fn servable(self, now: SystemTime) -> Result<Self, SourceError> {
+        if self.remaining(now) > crate::cache::MIN_REMAINING {
             Ok(self)
         } else {
             Err(SourceError::ExpiringCredentials {
