@@ -1154,10 +1154,13 @@ mod tests {
         let source = FakeSource::new(wall_clock());
         let cache = builder(&source).build();
         key_id(&cache, &day_token("p")).await;
+        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        assert_eq!(tasks(), 1, "the renewal task runs");
         let weak = Arc::downgrade(&cache.shared);
         drop(cache);
         settle().await;
         assert!(weak.upgrade().is_none());
+        assert_eq!(tasks(), 0, "the renewal task ended");
         advance(3 * HOUR).await;
         assert_eq!(source.calls(), 1);
     }
