@@ -1154,7 +1154,11 @@ mod tests {
         let source = FakeSource::new(wall_clock());
         let cache = builder(&source).build();
         key_id(&cache, &day_token("p")).await;
-        let tasks = || tokio::runtime::Handle::current().metrics().num_alive_tasks();
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
         assert_eq!(tasks(), 1, "the renewal task runs");
         let weak = Arc::downgrade(&cache.shared);
         drop(cache);
