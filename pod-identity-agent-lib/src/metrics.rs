@@ -9,6 +9,10 @@
 //! | `pod_identity_cache_state` | `state` = `hit`, `miss`, `evicted` | cache lookups and evictions |
 //! | `pod_identity_cache_errors` | `type` = `Recoverable`/`NonRecoverable`, `code` | failed renewals |
 //!
+//! The `code` label takes the error code the upstream sent. So that a misbehaving upstream
+//! cannot grow the series without bound, at most [`MAX_ERROR_CODES`] distinct codes get a series
+//! of their own; codes after those, and codes that are not plain identifiers, count as `Other`.
+//!
 //! The reference exposes them through the Prometheus Go client as plain series without a
 //! `_total` suffix; to keep those exact series names they are exposed as OpenMetrics `unknown`
 //! (untyped) metrics whose values only grow. Added by this crate:
@@ -20,8 +24,9 @@
 //!
 //! [`Metrics`] is a cheap handle; clones share the same series.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,6 +43,12 @@ use prometheus_client::registry::{Registry, Unit};
 
 /// The path the metrics are served on.
 pub const METRICS_PATH: &str = "/metrics";
+
+/// Most distinct `code` labels of `pod_identity_cache_errors`; later codes count as `Other`.
+pub const MAX_ERROR_CODES: usize = 64;
+
+/// Longest error code kept as a label; longer ones count as `Other`.
+const MAX_ERROR_CODE_LEN: usize = 128;
 
 /// The content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -76,6 +87,8 @@ struct Inner {
     http_response: Family<CodeLabel, MonotonicCounter>,
     cache_state: Family<StateLabel, MonotonicCounter>,
     cache_errors: Family<ErrorLabels, MonotonicCounter>,
+    /// The codes that have a `pod_identity_cache_errors` series of their own.
+    error_codes: Mutex<HashSet<String>>,
     request_duration: Histogram,
     cache_size: Gauge,
 }
@@ -116,6 +129,7 @@ impl Metrics {
                 http_response,
                 cache_state,
                 cache_errors,
+                error_codes: Mutex::default(),
                 request_duration,
                 cache_size,
             }),
@@ -173,13 +187,35 @@ impl Metrics {
         } else {
             "NonRecoverable"
         };
+        let code = self.error_code_label(code);
         self.inner
             .cache_errors
-            .get_or_create(&ErrorLabels {
-                r#type: kind,
-                code: code.to_owned(),
-            })
+            .get_or_create(&ErrorLabels { r#type: kind, code })
             .inc();
+    }
+
+    /// `code` if it may have a series of its own, else `Other`.
+    fn error_code_label(&self, code: &str) -> String {
+        const OTHER: &str = "Other";
+        let plain = !code.is_empty()
+            && code.len() <= MAX_ERROR_CODE_LEN
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+        if !plain {
+            return OTHER.to_owned();
+        }
+        let mut seen = self
+            .inner
+            .error_codes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if seen.contains(code) || seen.len() < MAX_ERROR_CODES {
+            seen.insert(code.to_owned());
+            code.to_owned()
+        } else {
+            OTHER.to_owned()
+        }
     }
 
     /// Sets the number of entries in the credential cache.
@@ -293,6 +329,27 @@ mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
     use tower::ServiceExt;
+
+    #[test]
+    fn error_codes_cannot_grow_the_series_without_bound() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_ERROR_CODES + 10 {
+            metrics.record_cache_error(true, &format!("Code{i}"));
+        }
+        metrics.record_cache_error(true, "Code0");
+        metrics.record_cache_error(true, "bad code\n{}");
+        let text = metrics.encode();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("pod_identity_cache_errors{"))
+            .count();
+        assert_eq!(series, MAX_ERROR_CODES + 1, "{text}");
+        assert!(text.contains("code=\"Code0\"} 2"), "{text}");
+        assert!(
+            text.contains("pod_identity_cache_errors{type=\"Recoverable\",code=\"Other\"} 11"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn reference_series_keep_their_names_and_labels() {
