@@ -35,7 +35,7 @@
 //! | retried | connection errors, timeouts, 5xx, 429 (`Retry-After` in seconds honoured up to 5 s), unparseable 200 |
 //! | not retried | other 4xx, a `{"Code": ..., "Message": ...}` error document |
 //! | advisory refresh window | remaining lifetime at fetch ≤ 20 min → 5 min; 20–90 min → 15 min; ≥ 90 min → 60 min; the refresh lands at a random point in the first half of the window |
-//! | mandatory window | 60 s: a caller may wait for a fetch already in flight |
+//! | mandatory window | 60 s before expiry: callers are still answered at once with the cached credentials (a stale serve) and a refresh is made sure to be under way; no caller ever waits while unexpired credentials exist, not even for a fetch in flight |
 //! | failed background refresh | keep serving the last good credentials until they expire; retry after 10 s doubling to 5 min, equal jitter, always a few attempts before expiry |
 //! | agent error text in errors | at most 256 characters, control characters replaced, token redacted |
 //! | time source / sleep | system clock / tokio timer |

@@ -1,8 +1,9 @@
 //! [`PodIdentityCredentialsProvider`]: the credentials provider.
 //!
-//! Contract: `credentials()` answers from the cache while it holds unexpired credentials outside
-//! the mandatory window (a clock read, an atomic load and an `Arc` clone: no lock, no
-//! allocation, no I/O); otherwise it joins or starts the one fetch in flight. Through
+//! Contract: `credentials()` answers from the cache while it holds unexpired credentials (a clock
+//! read, an atomic load and an `Arc` clone: no lock, no allocation, no I/O), even in the last
+//! 60 s before expiry and while a refresh is in flight or failing; otherwise it joins or starts
+//! the one fetch in flight. Through
 //! `ProvideCredentials` a hit is a ready future. Unconfigured → `not_loaded`; configured but
 //! wrong → `invalid_configuration`; anything else → `provider_error` (see [`crate::error`]).
 
@@ -81,8 +82,8 @@ impl PodIdentityCredentialsProvider {
 
     /// Credentials, from the cache when valid ones are held, otherwise fetched from the agent.
     ///
-    /// Never waits while unexpired credentials are cached (except within the last 60 s, for a
-    /// fetch already in flight). The credentials carry their real expiry and the account id.
+    /// Never waits while unexpired credentials are cached, not even for a refresh in flight.
+    /// The credentials carry their real expiry and the account id.
     pub async fn credentials(&self) -> provider::Result {
         let client = &self.client;
         self.cache.get(|| client.fetch()).await.map_err(Into::into)

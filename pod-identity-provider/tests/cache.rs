@@ -217,7 +217,7 @@ async fn dropping_the_last_clone_ends_the_refresh_task() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_the_mandatory_window_a_caller_waits_for_the_fetch_in_flight() {
+async fn in_the_mandatory_window_a_caller_is_answered_at_once_while_the_refresh_is_in_flight() {
     let clock = ManualClock::new();
     let t0 = clock.now();
     let agent_answer = Switch::new(ok("AKID1", t0 + 10 * MINUTE));
@@ -233,12 +233,65 @@ async fn in_the_mandatory_window_a_caller_waits_for_the_fetch_in_flight() {
         requests(&server).await == 2
     })
     .await;
-    let served = provider.credentials().await.unwrap();
-    assert_eq!(
-        served.access_key_id(),
-        "AKID2",
-        "waited for the in-flight refresh"
-    );
+    // The old credentials are valid for 30 s more: no waiting for the refresh in flight.
+    let served = ready_now(provider.credentials()).expect("never waits while valid");
+    assert_eq!(served.unwrap().access_key_id(), "AKID1");
+    assert!(provider.metrics().stale_serves >= 1, "counted as stale");
+    eventually("the refreshed credentials", || async {
+        let served = ready_now(provider.credentials()).expect("never waits while valid");
+        served.unwrap().access_key_id() == "AKID2"
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_agent_never_makes_a_caller_wait() {
+    let clock = ManualClock::new();
+    let t0 = clock.now();
+    let agent_answer = Switch::new(ok("AKID1", t0 + 10 * MINUTE));
+    let server = agent(agent_answer.clone()).await;
+    let provider = provider(&server, &clock);
+    provider.credentials().await.unwrap();
+
+    // The agent fails, slowly: every attempt of a refresh is in flight for 200 ms.
+    agent_answer.set(status(500, "down").set_delay(Duration::from_millis(200)));
+    settle().await;
+    // Past the refresh point and inside the mandatory window (30 s left).
+    clock.advance(9 * MINUTE + 30 * SECOND);
+    let mut calls_during_a_flight = 0;
+    for failures_seen in 0u64..3 {
+        // Call continuously while the background refresh (3 attempts) runs and fails; the
+        // first one with no failure seen yet, the later ones after failures.
+        let mut flight_seen = false;
+        for _ in 0..2000 {
+            let failures = provider.metrics().failures;
+            let in_flight = requests(&server).await as u64 > 1 + 3 * failures_seen;
+            let served = ready_now(provider.credentials()).expect("a failing agent never blocks");
+            assert_eq!(served.unwrap().access_key_id(), "AKID1");
+            if failures > failures_seen {
+                break;
+            }
+            if in_flight {
+                flight_seen = true;
+                calls_during_a_flight += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(
+            flight_seen,
+            "refresh {failures_seen} was never seen in flight"
+        );
+        eventually("the failed refresh", || async {
+            provider.metrics().failures == failures_seen + 1
+        })
+        .await;
+        // The background retry comes after 5–10 s (capped by half the time left).
+        settle().await;
+        clock.advance(10 * SECOND);
+    }
+    assert!(calls_during_a_flight > 0);
+    assert!(provider.metrics().stale_serves >= calls_during_a_flight);
+    assert_eq!(provider.metrics().refreshes, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
