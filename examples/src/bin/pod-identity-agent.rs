@@ -89,7 +89,7 @@ struct SelfManagedArgs {
     session_duration: Duration,
 
     /// Value of the eks-cluster-arn session tag (default:
-    /// arn:<partition>:eks:<region>:<role's account>:cluster/<cluster name>).
+    /// `arn:PARTITION:eks:REGION:ROLE_ACCOUNT:cluster/CLUSTER_NAME`).
     #[arg(long, value_name = "ARN")]
     cluster_arn: Option<pod_identity_core::Arn>,
 
