@@ -123,6 +123,13 @@
 //! Everything logs through `tracing` (install a JSON subscriber in the binary). Credential
 //! requests log the client address, status and latency; no log line, error or `Debug` output
 //! holds a token or a secret.
+//!
+//! The AWS SDK crates underneath are another matter: at `TRACE`, `aws-sigv4` logs the signed
+//! request (with the node's session token) and `aws-smithy-runtime` logs EKS Auth requests and
+//! responses with their bodies (pod tokens, secret keys, session tokens). A program embedding
+//! [`EksAuthSource`] or the self-managed source must cap both, whatever verbosity it is asked
+//! for, for example with the filter directives `aws_sigv4=debug,aws_smithy_runtime=debug` (the
+//! `pod-identity-agent` binary does).
 
 pub mod cache;
 pub mod handler;
