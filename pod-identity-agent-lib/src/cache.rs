@@ -2,9 +2,12 @@
 //!
 //! [`CredentialCache`] wraps a [`CredentialSource`] and is one itself. Contract:
 //!
-//! - **Keys** are the SHA-256 digest of the token; the raw token is never an index key. The
-//!   request (with its token) is kept only to renew, and is dropped (zeroizing the token) when
-//!   its entry is evicted.
+//! - **Keys** are the SHA-256 digest of the token; the raw token is never an index key. Each
+//!   entry keeps only what renewal needs: the raw token (zeroized when the entry is evicted),
+//!   its `exp` and `nbf`, and the cluster name; renewal decodes the token again.
+//! - **Hits without decoding**: [`CredentialCache::cached`] answers for the raw `Authorization`
+//!   bytes by their digest, checking the token's times on the kept `exp`/`nbf`, so the
+//!   handler decodes a token only on a miss.
 //! - **Bounded**: at most `max_entries` entries (2000); when full, the least recently *used*
 //!   entry goes, where reads count as use (the reference's LRU ignores reads).
 //! - **Strict single flight**: concurrent requests for one token make exactly one upstream call
@@ -33,7 +36,9 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use pod_identity_core::ErrorClass;
+use std::time::SystemTime;
+
+use pod_identity_core::{ClusterName, ErrorClass, SecretString, ServiceAccountToken, TokenError};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -41,6 +46,7 @@ use tokio::time::Instant;
 use crate::metrics::{CacheState, Metrics};
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
 use crate::time::{RateLimiter, SharedWallClock};
+use crate::validation::TokenTimes;
 
 /// Default largest number of cached credentials (the reference's).
 pub const DEFAULT_MAX_ENTRIES: usize = 2000;
@@ -210,6 +216,33 @@ impl<S: CredentialSource> CredentialCache<S> {
         self.len() == 0
     }
 
+    /// The cached credentials for the raw token bytes `raw_token`, looked up by their digest
+    /// without decoding them: `None` when nothing servable is cached (then decode and
+    /// [`get`](Self::get)), `Some(Err(_))` when the kept token's `exp`/`nbf` fail at `now` (the
+    /// error [`ServiceAccountToken::validate_time`] gives; the entry is left as it is), else a
+    /// hit, counted and used as by `get`.
+    pub fn cached(
+        &self,
+        raw_token: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<IssuedCredentials, TokenError>> {
+        if !self.is_enabled() {
+            return None;
+        }
+        let shared = &self.shared;
+        let key = TokenDigest::of_bytes(raw_token);
+        let mut state = shared.lock();
+        let entry = state.entries.get(&key)?;
+        if let Err(error) = entry.kept.times.validate(now) {
+            return Some(Err(error));
+        }
+        // A stale entry is left to `get`, which evicts it and fetches.
+        let issued = shared.hit(&mut state, &key)?;
+        drop(state);
+        shared.metrics.record_cache_state(CacheState::Hit);
+        Some(Ok(issued))
+    }
+
     /// Cached credentials for `request`, or one upstream call shared by every concurrent
     /// request for the same token.
     pub async fn get(&self, request: &CredentialRequest) -> Result<IssuedCredentials, SourceError> {
@@ -230,7 +263,7 @@ impl<S: CredentialSource> CredentialCache<S> {
                     shared.metrics.record_cache_state(CacheState::Miss);
                     let (done, flight) = watch::channel(None);
                     state.flights.insert(key, flight.clone());
-                    tokio::spawn(fetch(shared.clone(), key, Arc::new(request.clone()), done));
+                    tokio::spawn(fetch(shared.clone(), key, request.clone(), done));
                     flight
                 }
             }
@@ -252,15 +285,15 @@ impl<S: CredentialSource> CredentialCache<S> {
         call.await.unwrap_or_else(|_| Err(aborted()))
     }
 
-    /// A weak handle to the request kept for renewing `token`'s entry (tests check eviction
+    /// A weak handle to the token kept for renewing `request`'s entry (tests check eviction
     /// drops it).
     #[cfg(test)]
-    fn kept_request(&self, request: &CredentialRequest) -> Option<Weak<CredentialRequest>> {
+    fn kept_request(&self, request: &CredentialRequest) -> Option<Weak<Kept>> {
         let state = self.shared.lock();
         state
             .entries
             .get(&TokenDigest::of(request))
-            .map(|e| Arc::downgrade(&e.request))
+            .map(|e| Arc::downgrade(&e.kept))
     }
 }
 
@@ -270,6 +303,14 @@ impl<S: CredentialSource> CredentialSource for CredentialCache<S> {
         request: &CredentialRequest,
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send {
         self.get(request)
+    }
+
+    fn cached(
+        &self,
+        raw_token: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<IssuedCredentials, TokenError>> {
+        CredentialCache::cached(self, raw_token, now)
     }
 }
 
@@ -288,7 +329,13 @@ struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
     fn of(request: &CredentialRequest) -> Self {
-        Self(Sha256::digest(request.token().expose_secret().as_bytes()).into())
+        Self::of_bytes(request.token().expose_secret().as_bytes())
+    }
+
+    /// The digest of raw `Authorization` bytes: a token decodes only from valid UTF-8, kept
+    /// verbatim, so these are the bytes [`of`](Self::of) digests for the same header.
+    fn of_bytes(raw_token: &[u8]) -> Self {
+        Self(Sha256::digest(raw_token).into())
     }
 }
 
@@ -357,13 +404,38 @@ impl State {
 }
 
 struct Entry {
-    /// Kept to renew; dropping it zeroizes the token.
-    request: Arc<CredentialRequest>,
+    /// Kept to renew; dropping the last handle zeroizes the token.
+    kept: Arc<Kept>,
     issued: IssuedCredentials,
     generation: u64,
     last_read: Instant,
     used: u64,
     renewal: Option<(Instant, u64)>,
+}
+
+/// What renewal needs of a request: the raw token (decoded again to renew; renewals are rare,
+/// and the decoded claims would double the entry), and the claims the time check reads.
+struct Kept {
+    cluster_name: ClusterName,
+    token: SecretString,
+    times: TokenTimes,
+}
+
+impl Kept {
+    fn of(request: &CredentialRequest) -> Self {
+        Self {
+            cluster_name: request.cluster_name().clone(),
+            token: request.token().secret().clone(),
+            times: TokenTimes::of(request.token()),
+        }
+    }
+
+    /// The request to renew with. Decoding is deterministic, so a token that decoded when it
+    /// was cached decodes now.
+    fn request(&self) -> Result<CredentialRequest, TokenError> {
+        let token = ServiceAccountToken::decode(self.token.expose_secret())?;
+        Ok(CredentialRequest::new(self.cluster_name.clone(), token))
+    }
 }
 
 enum Lookup {
@@ -376,7 +448,7 @@ enum Lookup {
 struct Renewal {
     key: TokenDigest,
     generation: u64,
-    request: Arc<CredentialRequest>,
+    kept: Arc<Kept>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -386,6 +458,8 @@ enum Eviction {
     Irrecoverable,
     TokenExpired,
     Idle,
+    /// The kept token no longer decodes (cannot happen: decoding is deterministic).
+    Undecodable,
 }
 
 impl<S> Shared<S> {
@@ -395,14 +469,23 @@ impl<S> Shared<S> {
 }
 
 impl<S: CredentialSource> Shared<S> {
+    /// The entry's credentials if servable (more than [`MIN_REMAINING`] left), marked used.
+    fn hit(&self, state: &mut State, key: &TokenDigest) -> Option<IssuedCredentials> {
+        let entry = state.entries.get_mut(key)?;
+        if entry.issued.remaining(self.clock.now()) <= MIN_REMAINING {
+            return None;
+        }
+        entry.last_read = Instant::now();
+        let issued = entry.issued.clone();
+        state.touch(*key);
+        Some(issued)
+    }
+
     fn lookup(&self, state: &mut State, key: &TokenDigest) -> Lookup {
-        if let Some(entry) = state.entries.get_mut(key) {
-            if entry.issued.remaining(self.clock.now()) > MIN_REMAINING {
-                entry.last_read = Instant::now();
-                let issued = entry.issued.clone();
-                state.touch(*key);
-                return Lookup::Hit(issued);
-            }
+        if let Some(issued) = self.hit(state, key) {
+            return Lookup::Hit(issued);
+        }
+        if state.entries.contains_key(key) {
             self.evict(state, key, Eviction::Stale);
         }
         match state.flights.get(key) {
@@ -448,7 +531,7 @@ impl<S: CredentialSource> Shared<S> {
         self: &Arc<Self>,
         state: &mut State,
         key: TokenDigest,
-        request: Arc<CredentialRequest>,
+        kept: Kept,
         issued: IssuedCredentials,
     ) {
         self.evict(state, &key, Eviction::Stale);
@@ -464,7 +547,7 @@ impl<S: CredentialSource> Shared<S> {
         state.entries.insert(
             key,
             Entry {
-                request,
+                kept: Arc::new(kept),
                 issued,
                 generation,
                 last_read: Instant::now(),
@@ -496,12 +579,7 @@ impl<S: CredentialSource> Shared<S> {
             return Some(Err(now));
         };
         entry.renewal = None;
-        let why = if entry
-            .request
-            .token()
-            .validate_time(self.clock.now())
-            .is_err()
-        {
+        let why = if entry.kept.times.validate(self.clock.now()).is_err() {
             Some(Eviction::TokenExpired)
         } else if now.saturating_duration_since(entry.last_read) >= self.config.idle_timeout {
             Some(Eviction::Idle)
@@ -511,13 +589,26 @@ impl<S: CredentialSource> Shared<S> {
         let renewal = Renewal {
             key,
             generation: entry.generation,
-            request: entry.request.clone(),
+            kept: entry.kept.clone(),
         };
         if let Some(why) = why {
             self.evict(&mut state, &key, why);
             return Some(Err(now));
         }
         Some(Ok(renewal))
+    }
+
+    /// Evicts a renewal's entry whose kept token no longer decodes.
+    fn abandon_renewal(&self, renewal: &Renewal) {
+        let mut state = self.lock();
+        if state
+            .entries
+            .get(&renewal.key)
+            .is_some_and(|entry| entry.generation == renewal.generation)
+        {
+            self.evict(&mut state, &renewal.key, Eviction::Undecodable);
+        }
+        self.wake.notify_one();
     }
 
     fn finish_renewal(&self, renewal: &Renewal, outcome: Outcome) {
@@ -574,7 +665,7 @@ impl<S: CredentialSource> Shared<S> {
 async fn fetch<S: CredentialSource>(
     shared: Arc<Shared<S>>,
     key: TokenDigest,
-    request: Arc<CredentialRequest>,
+    request: CredentialRequest,
     done: watch::Sender<Option<Outcome>>,
 ) {
     // Ends the flight even if the source panics, so the next request tries again.
@@ -602,7 +693,7 @@ async fn fetch<S: CredentialSource>(
         state.flights.remove(&key);
         end_flight.armed = false;
         if let Ok(issued) = &outcome {
-            shared.insert(&mut state, key, request, issued.clone());
+            shared.insert(&mut state, key, Kept::of(&request), issued.clone());
         }
     }
     let _ = done.send(Some(outcome));
@@ -624,7 +715,12 @@ async fn renew_due<S: CredentialSource>(cache: Weak<Shared<S>>, wake: Arc<Notify
                     limiter.until_ready().await;
                 }
                 tokio::spawn(async move {
-                    let outcome = shared.source.credentials(&renewal.request).await;
+                    let Ok(request) = renewal.kept.request() else {
+                        shared.abandon_renewal(&renewal);
+                        return;
+                    };
+                    let outcome = shared.source.credentials(&request).await;
+                    drop(request);
                     let outcome = outcome.and_then(|issued| shared.check_remaining(issued));
                     shared.finish_renewal(&renewal, outcome);
                 });

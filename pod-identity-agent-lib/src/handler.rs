@@ -72,7 +72,8 @@ pub fn error_response(error: &AgentError) -> Response {
         .into_response()
 }
 
-/// Renders issued credentials: 200 with core's byte-exact JSON.
+/// Renders issued credentials: 200 with core's byte-exact JSON (rendered once per issued
+/// credentials, [`IssuedCredentials::json_body`]).
 pub fn credentials_response(issued: &IssuedCredentials) -> Response {
     (
         StatusCode::OK,
@@ -80,7 +81,7 @@ pub fn credentials_response(issued: &IssuedCredentials) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        issued.credentials().to_json(),
+        issued.json_body(),
     )
         .into_response()
 }
@@ -202,12 +203,29 @@ impl<S: CredentialSource> Handler<S> {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .map(HeaderValue::as_bytes);
-        let token = self.validator.validate(host, authorization)?;
+        self.validator.check_host(host)?;
+        // A cached answer for exactly these bytes skips decoding (they decoded when cached, and
+        // decode the same): the source checks the token's times on the claims it kept and
+        // answers from its entry. Missing or empty tokens take the normal path to their 400.
+        if let Some(raw) = authorization.filter(|raw| !raw.is_empty())
+            && let Some(answer) = self.source.cached(raw, self.clock.now())
+        {
+            let issued = answer.map_err(AgentError::Token)?;
+            return Self::servable(issued.servable(self.clock.now()));
+        }
+        let token = self.validator.validate_token(authorization)?;
         let request = CredentialRequest::new(self.cluster_name.clone(), token);
         let outcome = tokio::time::timeout(self.request_timeout, self.source.credentials(&request))
             .await
             .unwrap_or(Err(SourceError::Timeout))
             .and_then(|issued| issued.servable(self.clock.now()));
+        Self::servable(outcome)
+    }
+
+    /// Logs a failed outcome and renders it as the agent's error.
+    fn servable(
+        outcome: Result<IssuedCredentials, SourceError>,
+    ) -> Result<IssuedCredentials, AgentError> {
         outcome.map_err(|error| {
             let request_id = match &error {
                 SourceError::EksAuth(error) => error.request_id(),
@@ -340,6 +358,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+    use crate::CredentialCache;
     use crate::test_support::{
         FakeSource, SECRET_ACCESS_KEY, START_SECS, capture_logs, day_token, jwt, jwt_with_header,
         token, wall_clock,
@@ -392,6 +411,138 @@ mod tests {
             )
         );
         assert_eq!(source.calls(), 1);
+    }
+
+    fn cached_router(cache: &CredentialCache<FakeSource>, metrics: &Metrics) -> Router {
+        CredentialsRouter::new("demo".parse().unwrap(), cache.clone())
+            .clock(wall_clock())
+            .metrics(metrics.clone())
+            .rate_limit(0, 0)
+            .into_router()
+    }
+
+    fn cache_of(source: &FakeSource, metrics: &Metrics) -> CredentialCache<FakeSource> {
+        CredentialCache::builder(source.clone())
+            .clock(wall_clock())
+            .metrics(metrics.clone())
+            .build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hit_is_served_from_the_entry_with_the_same_bytes_and_checks() {
+        let source = FakeSource::new(wall_clock());
+        let metrics = Metrics::new();
+        let cache = cache_of(&source, &metrics);
+        let router = cached_router(&cache, &metrics);
+        let token = day_token("p");
+        let first = send(&router, get(HOST, Some(&token))).await;
+        let second = send(&router, get(HOST, Some(&token))).await;
+        assert_eq!(first.0, StatusCode::OK);
+        assert_eq!(first, second, "status, headers and body");
+        assert_eq!(source.calls(), 1);
+        let text = metrics.encode();
+        assert!(
+            text.contains("pod_identity_cache_state{state=\"hit\"} 1"),
+            "{text}"
+        );
+        // The host is still checked first, and an empty token still has its own answer.
+        assert_eq!(answer(&router, "10.0.0.1", Some(&token)).await.0, 403);
+        assert_eq!(
+            answer(&router, HOST, Some("")).await,
+            (400, "Service account token cannot be empty\n".into())
+        );
+        assert_eq!(
+            answer(&router, HOST, None).await,
+            (400, "Service account token cannot be empty\n".into())
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_token_with_a_cached_entry_gets_the_reference_400() {
+        let source = FakeSource::new(wall_clock());
+        let metrics = Metrics::new();
+        let cache = cache_of(&source, &metrics);
+        let router = cached_router(&cache, &metrics);
+        // The token expires in an hour; the credentials last 6 h and renew at 3 h.
+        let token = token("p", Duration::from_secs(3600));
+        assert_eq!(answer(&router, HOST, Some(&token)).await.0, 200);
+        tokio::time::advance(Duration::from_secs(3599)).await;
+        assert_eq!(answer(&router, HOST, Some(&token)).await.0, 200, "a hit");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(cache.len(), 1, "the entry is still cached");
+        assert_eq!(
+            answer(&router, HOST, Some(&token)).await,
+            (
+                400,
+                "Service account token failed basic claim validations: token is expired\n".into()
+            )
+        );
+        assert_eq!(source.calls(), 1);
+        let text = metrics.encode();
+        assert!(
+            text.contains("pod_identity_cache_state{state=\"hit\"} 1"),
+            "the refused request is no hit: {text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_not_yet_valid_token_with_a_cached_entry_gets_the_reference_400() {
+        let source = FakeSource::new(wall_clock());
+        let metrics = Metrics::new();
+        let cache = cache_of(&source, &metrics);
+        let router = cached_router(&cache, &metrics);
+        // Valid from a minute from now: the handler would refuse it, so it is cached directly.
+        let later = jwt(&serde_json::json!({
+            "exp": START_SECS + 86_400,
+            "nbf": START_SECS + 60,
+        }));
+        cache
+            .get(&crate::test_support::request(&later))
+            .await
+            .unwrap();
+        assert_eq!(
+            answer(&router, HOST, Some(&later)).await,
+            (
+                400,
+                "Service account token failed basic claim validations: token is not valid yet\n"
+                    .into()
+            )
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(answer(&router, HOST, Some(&later)).await.0, 200);
+        assert_eq!(source.calls(), 1, "served from the entry once valid");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_one_byte_different_is_never_another_tokens_hit() {
+        let source = FakeSource::new(wall_clock());
+        let metrics = Metrics::new();
+        let cache = cache_of(&source, &metrics);
+        let router = cached_router(&cache, &metrics);
+        let token = day_token("p");
+        let (_, _, body) = send(&router, get(HOST, Some(&token))).await;
+        assert!(body.contains("ASIAFAKE1"), "{body}");
+        // Same header and claims, one byte of the signature changed: a miss, its own entry.
+        let mut other = token.clone().into_bytes();
+        let last = other.len() - 1;
+        other[last] ^= 1;
+        let other = String::from_utf8(other).unwrap();
+        let (status, _, body) = send(&router, get(HOST, Some(&other))).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("ASIAFAKE2"), "{body}");
+        assert_eq!((source.calls(), cache.len()), (2, 2));
+        // One byte off in the header: not a JWT, refused as before, whatever is cached.
+        let broken = format!("!{}", &token[1..]);
+        let (status, body) = answer(&router, HOST, Some(&broken)).await;
+        assert_eq!(status, 400);
+        assert!(
+            body.starts_with("Service account token cannot be parsed: "),
+            "{body}"
+        );
+        // A prefix of a cached token is not it either.
+        let prefix = &token[..token.len() - 1];
+        assert!(answer(&router, HOST, Some(prefix)).await.0 == 200);
+        assert_eq!(source.calls(), 3);
     }
 
     #[tokio::test(start_paused = true)]

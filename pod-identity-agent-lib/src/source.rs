@@ -16,9 +16,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::body::Bytes;
 use pod_identity_core::eks_auth::{AssumeRoleForPodIdentityResponse, PodIdentityAssociation};
 use pod_identity_core::{
-    AgentError, ClusterName, ContainerCredentials, EksAuthError, ErrorClass, ServiceAccountToken,
+    AgentError, ClusterName, ContainerCredentials, EksAuthError, ErrorClass, SecretString,
+    ServiceAccountToken, TokenError,
 };
 
 /// A validated request for credentials.
@@ -61,6 +63,8 @@ impl CredentialRequest {
 ///
 /// Cloning is cheap and copies no secret: clones share one allocation (a cache hit hands out a
 /// clone), and the secret key and session token are zeroized when the last clone is dropped.
+/// The JSON the agent serves is rendered once, when the credentials are issued
+/// ([`json_body`](Self::json_body)), and zeroized with them.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCredentials(Arc<Issued>);
 
@@ -68,6 +72,18 @@ pub struct IssuedCredentials(Arc<Issued>);
 struct Issued {
     credentials: ContainerCredentials,
     association: Option<PodIdentityAssociation>,
+    /// `credentials.to_json()`, rendered once (it holds the secrets, hence the type).
+    json: SecretString,
+}
+
+/// Lends the rendered JSON to a [`Bytes`] without copying it; the buffer lives (and is
+/// zeroized) with the credentials.
+struct JsonOwner(IssuedCredentials);
+
+impl AsRef<[u8]> for JsonOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.0.json.expose_secret().as_bytes()
+    }
 }
 
 impl fmt::Debug for IssuedCredentials {
@@ -82,9 +98,11 @@ impl fmt::Debug for IssuedCredentials {
 impl IssuedCredentials {
     /// Credentials without association details.
     pub fn new(credentials: ContainerCredentials) -> Self {
+        let json = SecretString::new(credentials.to_json());
         Self(Arc::new(Issued {
             credentials,
             association: None,
+            json,
         }))
     }
 
@@ -97,6 +115,12 @@ impl IssuedCredentials {
     /// What the agent serves.
     pub fn credentials(&self) -> &ContainerCredentials {
         &self.0.credentials
+    }
+
+    /// The served JSON (core's byte-exact [`ContainerCredentials::to_json`]), rendered when the
+    /// credentials were issued: every response shares the one buffer.
+    pub fn json_body(&self) -> Bytes {
+        Bytes::from_owner(JsonOwner(self.clone()))
     }
 
     /// When the credentials expire.
@@ -221,6 +245,23 @@ pub trait CredentialSource: Send + Sync + 'static {
         &self,
         request: &CredentialRequest,
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send;
+
+    /// The fast path of a cache: the answer it holds for exactly these raw `Authorization`
+    /// bytes, without decoding them, or `None` to take the normal path (decode, validate,
+    /// [`credentials`](Self::credentials)).
+    ///
+    /// A source answers only for bytes it was asked for before through `credentials` (so they
+    /// decoded then, and decode the same now), after checking the token's `exp` and `nbf` at
+    /// `now` as [`ServiceAccountToken::validate_time`] does: `Some(Err(_))` is that check's
+    /// error. The default (no cache) is `None`.
+    fn cached(
+        &self,
+        raw_token: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<IssuedCredentials, TokenError>> {
+        let _ = (raw_token, now);
+        None
+    }
 }
 
 /// A type-erased, cheaply cloned [`CredentialSource`], for choosing a source at run time.
@@ -248,6 +289,14 @@ impl CredentialSource for SharedCredentialSource {
     ) -> Result<IssuedCredentials, SourceError> {
         self.0.credentials_boxed(request).await
     }
+
+    fn cached(
+        &self,
+        raw_token: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<IssuedCredentials, TokenError>> {
+        self.0.cached_dyn(raw_token, now)
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -258,6 +307,12 @@ trait DynCredentialSource: Send + Sync {
         &'a self,
         request: &'a CredentialRequest,
     ) -> BoxFuture<'a, Result<IssuedCredentials, SourceError>>;
+
+    fn cached_dyn(
+        &self,
+        raw_token: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<IssuedCredentials, TokenError>>;
 }
 
 impl<S: CredentialSource> DynCredentialSource for S {
@@ -267,6 +322,14 @@ impl<S: CredentialSource> DynCredentialSource for S {
     ) -> BoxFuture<'a, Result<IssuedCredentials, SourceError>> {
         Box::pin(self.credentials(request))
     }
+
+    fn cached_dyn(
+        &self,
+        raw_token: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<IssuedCredentials, TokenError>> {
+        self.cached(raw_token, now)
+    }
 }
 
 impl<S: CredentialSource> CredentialSource for Arc<S> {
@@ -275,6 +338,14 @@ impl<S: CredentialSource> CredentialSource for Arc<S> {
         request: &CredentialRequest,
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send {
         (**self).credentials(request)
+    }
+
+    fn cached(
+        &self,
+        raw_token: &[u8],
+        now: SystemTime,
+    ) -> Option<Result<IssuedCredentials, TokenError>> {
+        (**self).cached(raw_token, now)
     }
 }
 
@@ -329,6 +400,21 @@ mod tests {
         let hit = issued.clone();
         assert!(std::ptr::eq(issued.credentials(), hit.credentials()));
         assert_eq!(issued, hit);
+    }
+
+    #[test]
+    fn the_json_is_rendered_once_and_shared_by_every_body() {
+        let issued = IssuedCredentials::new(crate::test_support::credentials(
+            1,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000),
+        ));
+        let copy = issued.clone();
+        let (first, second) = (issued.json_body(), copy.json_body());
+        assert_eq!(&first[..], issued.credentials().to_json().as_bytes());
+        assert_eq!(first.as_ptr(), second.as_ptr(), "one buffer, not copies");
+        // The body keeps the credentials (and their buffer) alive on its own.
+        drop(issued);
+        assert_eq!(first, second);
     }
 
     #[test]
