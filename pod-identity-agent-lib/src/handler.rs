@@ -20,6 +20,17 @@
 //! bursts of 500 by default ([`RequestRateLimitLayer`]; 0 turns it off). Every credential
 //! response is counted in `pod_identity_http_response{code}`, timed in the latency histogram,
 //! and logged with the client address, never with the token.
+//!
+//! Logging follows the reference's levels: it logs every request at `info` (`handling new request
+//! request from <client>`) and a cache hit at `trace`; here one `info` line per request, after
+//! the answer (client, method, status, latency; its fields borrow, nothing is allocated for
+//! them), and the served answer at `debug`. With no subscriber at `info` the line costs a
+//! level check.
+//!
+//! A cache hit is answered without decoding the token: after the `Host` check, the source's
+//! [`CredentialSource::cached`] looks the raw header bytes up by their digest and checks the
+//! token's `exp`/`nbf` on the claims it kept, and the response is the JSON rendered when the
+//! credentials were issued. Statuses, bodies and the order of checks are those of a miss.
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
@@ -64,17 +64,34 @@ impl CredentialRequest {
 /// Cloning is cheap and copies no secret: clones share one allocation (a cache hit hands out a
 /// clone), and the secret key and session token are zeroized when the last clone is dropped.
 /// The JSON the agent serves is rendered once, when the credentials are issued
-/// ([`json_body`](Self::json_body)), and zeroized with them.
+/// ([`json_body`](Self::json_body)), and zeroized with them. It is also what is kept: the
+/// structured form ([`credentials`](Self::credentials)) is read back from it on first use, so
+/// a cached entry holds its secrets once, not twice.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCredentials(Arc<Issued>);
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 struct Issued {
-    credentials: ContainerCredentials,
-    association: Option<PodIdentityAssociation>,
     /// `credentials.to_json()`, rendered once (it holds the secrets, hence the type).
     json: SecretString,
+    expiration: SystemTime,
+    association: Option<PodIdentityAssociation>,
+    /// The structured credentials: read back from `json` on first use, or kept from the start
+    /// if `json` does not read back as them (core's reader takes what its writer writes, so
+    /// this is a safeguard).
+    credentials: OnceLock<ContainerCredentials>,
 }
+
+impl PartialEq for Issued {
+    fn eq(&self, other: &Self) -> bool {
+        // The JSON determines the credentials (it reads back as them).
+        self.json == other.json
+            && self.expiration == other.expiration
+            && self.association == other.association
+    }
+}
+
+impl Eq for Issued {}
 
 /// Lends the rendered JSON to a [`Bytes`] without copying it; the buffer lives (and is
 /// zeroized) with the credentials.
@@ -89,7 +106,7 @@ impl AsRef<[u8]> for JsonOwner {
 impl fmt::Debug for IssuedCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IssuedCredentials")
-            .field("credentials", &self.0.credentials)
+            .field("credentials", self.credentials())
             .field("association", &self.0.association)
             .finish()
     }
@@ -99,10 +116,18 @@ impl IssuedCredentials {
     /// Credentials without association details.
     pub fn new(credentials: ContainerCredentials) -> Self {
         let json = SecretString::new(credentials.to_json());
+        let expiration = credentials.expiration;
+        let kept = OnceLock::new();
+        let reads_back = ContainerCredentials::from_json(json.expose_secret().as_bytes())
+            .is_ok_and(|back| back == credentials);
+        if !reads_back {
+            let _ = kept.set(credentials);
+        }
         Self(Arc::new(Issued {
-            credentials,
-            association: None,
             json,
+            expiration,
+            association: None,
+            credentials: kept,
         }))
     }
 
@@ -112,9 +137,19 @@ impl IssuedCredentials {
         self
     }
 
-    /// What the agent serves.
+    /// What the agent serves (read back from the rendered JSON on first use).
     pub fn credentials(&self) -> &ContainerCredentials {
-        &self.0.credentials
+        self.0.credentials.get_or_init(|| {
+            ContainerCredentials::from_json(self.0.json.expose_secret().as_bytes())
+                // Unreachable: `new` keeps the credentials when the JSON does not read back.
+                .unwrap_or_else(|_| ContainerCredentials {
+                    access_key_id: String::new(),
+                    secret_access_key: SecretString::default(),
+                    token: SecretString::default(),
+                    account_id: None,
+                    expiration: self.0.expiration,
+                })
+        })
     }
 
     /// The served JSON (core's byte-exact [`ContainerCredentials::to_json`]), rendered when the
@@ -125,12 +160,12 @@ impl IssuedCredentials {
 
     /// When the credentials expire.
     pub fn expiration(&self) -> SystemTime {
-        self.0.credentials.expiration
+        self.0.expiration
     }
 
     /// The account of the assumed role, when known.
     pub fn account_id(&self) -> Option<&str> {
-        self.0.credentials.account_id.as_deref()
+        self.credentials().account_id.as_deref()
     }
 
     /// The association the credentials were issued for, when known.
@@ -415,6 +450,32 @@ mod tests {
         // The body keeps the credentials (and their buffer) alive on its own.
         drop(issued);
         assert_eq!(first, second);
+    }
+
+    #[test]
+    fn the_structured_credentials_read_back_from_the_json_exactly() {
+        let expiration = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_700_000_000_123_456_789);
+        let mut odd = crate::test_support::credentials(7, expiration);
+        odd.access_key_id = "ASIA<&>\u{2028}\"é\\".into();
+        odd.token = SecretString::new("tok\n\u{1F600}\u{0}");
+        for credentials in [
+            crate::test_support::credentials(1, expiration),
+            odd.clone(),
+            ContainerCredentials {
+                account_id: None,
+                ..odd
+            },
+        ] {
+            let issued = IssuedCredentials::new(credentials.clone());
+            assert!(
+                issued.0.credentials.get().is_none(),
+                "only the JSON is kept: {credentials:?}"
+            );
+            assert_eq!(issued.expiration(), credentials.expiration);
+            assert_eq!(issued.credentials(), &credentials);
+            assert_eq!(issued.account_id(), credentials.account_id.as_deref());
+            assert_eq!(&issued.json_body()[..], credentials.to_json().as_bytes());
+        }
     }
 
     #[test]
