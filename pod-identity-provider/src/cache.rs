@@ -3,7 +3,14 @@
 //! # Contract
 //!
 //! - The current value sits in an [`ArcSwapOption`]: a cache hit is an atomic load and a clone of
-//!   the value (an `Arc` clone for [`Credentials`]); it takes no lock.
+//!   the value (an `Arc` clone for [`Credentials`]); it takes no lock. Each entry holds 8 equal
+//!   copies of the credentials, each with its own reference count, and a thread clones the copy
+//!   of its shard (handed out round robin on a thread's first hit): two threads hitting at once
+//!   then write different cache lines instead of bouncing one reference count between cores.
+//!   The copies are made once per fetch (a few hundred bytes each) and, like the original, are
+//!   zeroed when dropped. The hit path writes no other shared memory: `arc-swap`'s load does
+//!   not touch the entry's reference count, the counters are bumped only off the fast path, and
+//!   the idle clock of a [`RefreshAheadCache`] partition is stored at most once a second.
 //! - A background task, spawned on the first load, refreshes ahead of expiry. The point is chosen
 //!   at fetch time from the remaining lifetime ([`RefreshWindows`]): the advisory window opens
 //!   `window` before expiry and the refresh lands at a random point in the first half of that
@@ -36,7 +43,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -212,6 +219,27 @@ impl Stats {
 pub(crate) trait Expiring: Clone + Send + Sync + 'static {
     /// The real expiry, if the value has one.
     fn expiry(&self) -> Option<SystemTime>;
+
+    /// An equal copy that shares no reference count with `self`, so that threads cloning
+    /// different copies write different cache lines. A plain clone when the value cannot be
+    /// copied deeply.
+    fn replicate(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// Copies of the cached value per entry; a thread clones the copy of its shard. A hit clones
+/// the value (for [`Credentials`](aws_credential_types::Credentials), an `Arc` increment, and
+/// a decrement when the caller drops it): with one shared copy, threads on different cores
+/// bounce the cache line of that one reference count between them on every hit.
+const SHARDS: usize = 8;
+
+/// Hands out shards round robin to threads as they first hit a cache.
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
 }
 
 /// Fetches a fresh value off the request path. Must not hold a strong reference to the cache.
@@ -234,7 +262,8 @@ pub(crate) struct Settings {
 }
 
 struct Entry<T> {
-    value: T,
+    /// The value, and equal copies of it with their own reference counts ([`SHARDS`]).
+    values: [T; SHARDS],
     expiry: SystemTime,
     refresh_at: SystemTime,
     /// Start of the mandatory window.
@@ -260,6 +289,13 @@ pub(crate) struct RefreshCache<T, E> {
     last_access: AtomicU64,
     settings: Settings,
     stats: Arc<Stats>,
+}
+
+impl<T> Entry<T> {
+    /// The copy of the value for this thread.
+    fn value(&self) -> &T {
+        &self.values[SHARD.with(|shard| *shard)]
+    }
 }
 
 impl<T, E> fmt::Debug for RefreshCache<T, E> {
@@ -340,7 +376,7 @@ where
         current
             .as_ref()
             .filter(|e| now < e.expiry)
-            .map(|e| e.value.clone())
+            .map(|e| e.value().clone())
     }
 
     /// Whether nobody has asked for `idle_after`.
@@ -401,7 +437,7 @@ where
         if now >= entry.refresh_at || now >= entry.mandatory_from {
             self.overdue_hit(now, entry);
         }
-        Some(entry.value.clone())
+        Some(entry.value().clone())
     }
 
     /// Nothing valid is cached: one flight loads, everyone else waits for it.
@@ -417,7 +453,7 @@ where
         if let Some(entry) = self.current.load_full()
             && now < entry.expiry
         {
-            return Ok(entry.value.clone());
+            return Ok(entry.value().clone());
         }
         if self.flights.load(Ordering::Acquire) != seen
             && let Some(error) = &*last_error
@@ -434,7 +470,7 @@ where
         match &result {
             Ok(value) => {
                 *last_error = None;
-                self.store(value.clone());
+                self.store(value);
             }
             Err(error) => {
                 Stats::bump(&self.stats.failures);
@@ -447,7 +483,7 @@ where
         result
     }
 
-    fn store(&self, value: T) {
+    fn store(&self, value: &T) {
         let now = self.now();
         let expiry = value
             .expiry()
@@ -465,8 +501,15 @@ where
         let mandatory_from = expiry
             .checked_sub(self.settings.windows.mandatory)
             .unwrap_or(expiry);
+        let values = std::array::from_fn(|shard| {
+            if shard == 0 {
+                value.clone()
+            } else {
+                value.replicate()
+            }
+        });
         self.current.store(Some(Arc::new(Entry {
-            value,
+            values,
             expiry,
             refresh_at,
             mandatory_from,
@@ -573,7 +616,7 @@ where
             Ok(value) => {
                 *last_error = None;
                 Stats::bump(&self.stats.refreshes);
-                self.store(value);
+                self.store(&value);
                 tracing::info!(
                     cache = self.settings.name,
                     "refreshed credentials ahead of expiry"
@@ -729,7 +772,7 @@ mod tests {
     #[test]
     fn a_hit_takes_no_lock_even_while_a_fetch_is_in_flight() {
         let cache = cache_at(start());
-        cache.store(Value(start() + 360 * MIN));
+        cache.store(&Value(start() + 360 * MIN));
         let _in_flight = cache.flight.try_lock().expect("nobody holds it yet");
         let hit = poll_once(cache.get(|| async { Err::<Value, _>("must not load".to_owned()) }));
         assert_eq!(hit, Poll::Ready(Ok(Value(start() + 360 * MIN))));
@@ -738,7 +781,7 @@ mod tests {
     #[test]
     fn background_retries_are_bounded_and_come_before_expiry() {
         let cache = cache_at(start());
-        cache.store(Value(start() + 60 * MIN));
+        cache.store(&Value(start() + 60 * MIN));
         for failures in 1..20 {
             let at = cache.retry_after(start(), failures).expect("still valid");
             let delay = at.duration_since(start()).unwrap();

@@ -53,6 +53,14 @@ impl Expiring for Credentials {
     fn expiry(&self) -> Option<SystemTime> {
         Credentials::expiry(self)
     }
+
+    fn replicate(&self) -> Self {
+        let mut copy = self.clone();
+        // `expiry_mut` goes through `Arc::make_mut`: the shared inner value is copied, so the
+        // copy has its own reference count; every field, property and the provider name stay.
+        let _ = copy.expiry_mut();
+        copy
+    }
 }
 
 /// The background loader: shares the client, never the cache.
@@ -109,5 +117,48 @@ impl ProvideCredentials for PodIdentityCredentialsProvider {
 
     fn fallback_on_interrupt(&self) -> Option<Credentials> {
         self.cache.peek()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use aws_credential_types::attributes::AccountId;
+    use aws_credential_types::credential_feature::AwsCredentialFeature;
+
+    use super::*;
+
+    #[test]
+    fn a_replica_is_equal_but_has_its_own_reference_count() {
+        let mut original = Credentials::builder()
+            .access_key_id("AKID")
+            .secret_access_key("secret")
+            .session_token("token")
+            .expiry(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+            .account_id(AccountId::from("123456789012"))
+            .provider_name("pod-identity")
+            .build();
+        original
+            .get_property_mut_or_default::<Vec<AwsCredentialFeature>>()
+            .push(AwsCredentialFeature::CredentialsHttp);
+        let replica = original.replicate();
+        assert_eq!(replica, original);
+        assert_eq!(replica.account_id(), original.account_id());
+        assert_eq!(
+            replica.get_property::<Vec<AwsCredentialFeature>>(),
+            Some(&vec![AwsCredentialFeature::CredentialsHttp])
+        );
+        assert_eq!(format!("{replica:?}"), format!("{original:?}"));
+        // The replica holds no reference to the original's inner value: were it a plain clone,
+        // `expiry_mut` below would have to copy that value instead of writing in place.
+        let mut original = original;
+        let address = original.access_key_id().as_ptr();
+        *original.expiry_mut() = None;
+        assert_eq!(
+            original.access_key_id().as_ptr(),
+            address,
+            "the original was not shared with the replica"
+        );
     }
 }
