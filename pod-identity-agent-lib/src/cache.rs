@@ -7,7 +7,11 @@
 //!   its `exp` and `nbf`, and the cluster name; renewal decodes the token again.
 //! - **Hits without decoding**: [`CredentialCache::cached`] answers for the raw `Authorization`
 //!   bytes by their digest, checking the token's times on the kept `exp`/`nbf`, so the
-//!   handler decodes a token only on a miss.
+//!   handler decodes a token only on a miss. To spare hits the SHA-256 of a 1 KiB token too,
+//!   a side index maps a randomly seeded 64-bit hash (foldhash) of each kept token to its
+//!   digest; a candidate found there counts only if the kept token equals the request's bytes
+//!   exactly (compared in constant time), which implies equal digests. Anything else (no
+//!   candidate, a hash collision) falls back to the digest.
 //! - **Bounded**: at most `max_entries` entries (2000); when full, the least recently *used*
 //!   entry goes, where reads count as use (the reference's LRU ignores reads).
 //! - **Strict single flight**: concurrent requests for one token make exactly one upstream call
@@ -33,6 +37,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -172,6 +177,7 @@ impl<S: CredentialSource> CredentialCacheBuilder<S> {
                 metrics: self.metrics,
                 state: Mutex::new(State::default()),
                 wake: Arc::new(Notify::new()),
+                prehash: foldhash::quality::RandomState::default(),
             }),
         }
     }
@@ -230,8 +236,24 @@ impl<S: CredentialSource> CredentialCache<S> {
             return None;
         }
         let shared = &self.shared;
-        let key = TokenDigest::of_bytes(raw_token);
+        let prehash = shared.prehash.hash_one(raw_token);
         let mut state = shared.lock();
+        let key = match state.by_prehash.get(&prehash) {
+            Some(key)
+                if state
+                    .entries
+                    .get(key)
+                    .is_some_and(|entry| entry.kept.is(raw_token)) =>
+            {
+                *key
+            }
+            _ => {
+                drop(state);
+                let key = TokenDigest::of_bytes(raw_token);
+                state = shared.lock();
+                key
+            }
+        };
         let entry = state.entries.get(&key)?;
         if let Err(error) = entry.kept.times.validate(now) {
             return Some(Err(error));
@@ -347,6 +369,8 @@ struct Shared<S> {
     limiter: Option<RateLimiter>,
     state: Mutex<State>,
     wake: Arc<Notify>,
+    /// Seeds the side index's hash of kept tokens.
+    prehash: foldhash::quality::RandomState,
 }
 
 impl<S> Drop for Shared<S> {
@@ -364,6 +388,9 @@ struct State {
     /// Renewal times.
     schedule: BTreeMap<(Instant, u64), TokenDigest>,
     flights: HashMap<TokenDigest, watch::Receiver<Option<Outcome>>>,
+    /// Side index: the seeded 64-bit hash of an entry's kept token → its digest (on a
+    /// collision, the latest entry; the others are found by digest).
+    by_prehash: HashMap<u64, TokenDigest>,
     counter: u64,
     renewing_started: bool,
 }
@@ -395,6 +422,9 @@ impl State {
 
     fn remove(&mut self, key: &TokenDigest) -> Option<Entry> {
         let entry = self.entries.remove(key)?;
+        if self.by_prehash.get(&entry.prehash) == Some(key) {
+            self.by_prehash.remove(&entry.prehash);
+        }
         self.recency.remove(&entry.used);
         if let Some(at) = entry.renewal {
             self.schedule.remove(&at);
@@ -406,6 +436,8 @@ impl State {
 struct Entry {
     /// Kept to renew; dropping the last handle zeroizes the token.
     kept: Arc<Kept>,
+    /// The kept token's hash in `by_prehash`.
+    prehash: u64,
     issued: IssuedCredentials,
     generation: u64,
     last_read: Instant,
@@ -428,6 +460,17 @@ impl Kept {
             token: request.token().secret().clone(),
             times: TokenTimes::of(request.token()),
         }
+    }
+
+    /// Whether the kept token is exactly `raw_token` (in constant time for equal lengths).
+    fn is(&self, raw_token: &[u8]) -> bool {
+        let kept = self.token.expose_secret().as_bytes();
+        kept.len() == raw_token.len()
+            && kept
+                .iter()
+                .zip(raw_token)
+                .fold(0_u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
     }
 
     /// The request to renew with. Decoding is deterministic, so a token that decoded when it
@@ -544,10 +587,13 @@ impl<S: CredentialSource> Shared<S> {
         let renew_at = Instant::now() + self.renewal_delay(&issued);
         let generation = state.next();
         let used = state.next();
+        let prehash = self.prehash.hash_one(kept.token.expose_secret().as_bytes());
+        state.by_prehash.insert(prehash, key);
         state.entries.insert(
             key,
             Entry {
                 kept: Arc::new(kept),
+                prehash,
                 issued,
                 generation,
                 last_read: Instant::now(),
@@ -1176,6 +1222,49 @@ mod tests {
             kept.upgrade().is_none(),
             "evicted: the token was dropped (and zeroized)"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hits_by_raw_bytes_need_exact_bytes_and_survive_side_index_collisions() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        let now = || wall_clock().now();
+        let (a, b) = (day_token("a"), day_token("b"));
+        key_id(&cache, &a).await;
+        key_id(&cache, &b).await;
+        let hit = |token: &str| {
+            cache
+                .cached(token.as_bytes(), now())
+                .map(|answer| answer.unwrap().credentials().access_key_id.clone())
+        };
+        assert_eq!(hit(&a).as_deref(), Some("ASIAFAKE1"));
+        assert_eq!(hit(&b).as_deref(), Some("ASIAFAKE2"));
+        let mut near = a.clone().into_bytes();
+        *near.last_mut().unwrap() ^= 1;
+        assert!(cache.cached(&near, now()).is_none(), "one byte off: a miss");
+        assert!(cache.cached(&a.as_bytes()[1..], now()).is_none());
+
+        // A side-index collision: `b`'s hash made to point at `a`'s entry. `b` is still found
+        // (by digest) and `a`'s entry is never served for it.
+        let (a_key, b_key) = (TokenDigest::of(&request(&a)), TokenDigest::of(&request(&b)));
+        {
+            let mut state = cache.shared.lock();
+            let b_hash = state.entries[&b_key].prehash;
+            state.by_prehash.insert(b_hash, a_key);
+        }
+        assert_eq!(hit(&b).as_deref(), Some("ASIAFAKE2"));
+        assert_eq!(hit(&a).as_deref(), Some("ASIAFAKE1"));
+        // Evicting `b` leaves the index entry that is not its own.
+        {
+            let mut state = cache.shared.lock();
+            let b_hash = state.entries[&b_key].prehash;
+            state.remove(&b_key);
+            assert!(state.by_prehash.get(&b_hash) == Some(&a_key));
+            let a_hash = state.entries[&a_key].prehash;
+            state.remove(&a_key);
+            assert!(!state.by_prehash.contains_key(&a_hash));
+        }
+        assert!(hit(&a).is_none() && hit(&b).is_none());
     }
 
     #[tokio::test(start_paused = true)]
