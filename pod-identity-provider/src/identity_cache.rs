@@ -154,11 +154,20 @@ impl ResolveCachedIdentity for RefreshAheadCache {
         runtime_components: &'a RuntimeComponents,
         config_bag: &'a ConfigBag,
     ) -> IdentityFuture<'a> {
-        let partition = self.partition(resolver.cache_partition(), runtime_components);
-        // A warm hit answers with a ready future: `new` would box one on every call.
-        if let Some(identity) = partition.try_hit() {
+        let key = resolver.cache_partition();
+        // A warm hit answers with a ready future (`new` would box one on every call), and
+        // borrows its partition from the map: cloning the partition's `Arc` would write one
+        // reference count shared by every thread on every hit.
+        if let Some(identity) = self
+            .inner
+            .partitions
+            .load()
+            .get(&key)
+            .and_then(|partition| partition.try_hit())
+        {
             return IdentityFuture::ready(Ok(identity));
         }
+        let partition = self.partition(key, runtime_components);
         let load_timeout = self.inner.load_timeout;
         IdentityFuture::new(async move {
             let cache = partition.clone();
