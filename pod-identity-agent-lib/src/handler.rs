@@ -295,7 +295,7 @@ async fn observe(State(metrics): State<Metrics>, request: Request, next: Next) -
         client = client.map(tracing::field::display),
         %method,
         status,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "credential request"
     );
     response
