@@ -29,8 +29,26 @@
 //!   pods until EKS Auth throttles it, #89, #171, #92).
 //! - **Never stale**: credentials with 15 s or less left are not served; fetched ones are an
 //!   error ([`SourceError::ExpiringCredentials`]).
+//! - **Upstream protection** against hostile pods (every pod on the node can send any token):
+//!   - an irrecoverable answer for a token (forged, expired, no association, access denied) is
+//!     kept for `refused_ttl` (5 s) by token digest, at most 4096 tokens, and repeats are
+//!     answered from it without an upstream call (`pod_identity_refused_tokens_served_total`);
+//!   - each client address (the pod's IP, from [`CredentialRequest::client`]) has a budget of
+//!     misses, upstream calls it starts: 10 at once, then 1 per second (`client_miss_budget`);
+//!     beyond it the request gets 429 (`pod_identity_requests_limited_total{reason="client_misses"}`).
+//!     Joining a call already in flight and hits cost nothing, so a pod's first request and its
+//!     token rotations are far inside it, while unique forged tokens cannot turn into more than
+//!     `burst + rate × seconds` upstream calls. Host-network pods share the node's address and
+//!     its budget;
+//!   - at most `max_concurrent_fetches` (64) request-path calls run at once; more wait their
+//!     turn, within the handler's request timeout;
+//!   - every upstream call, renewals included, is cut off after `fetch_timeout` (30 s) as a
+//!     timeout, so a hung source cannot hold a token's flight forever;
+//!   - a renewal answered `ThrottlingException` pauses all renewals, 2 s at first, doubling up
+//!     to 2 minutes, until a renewal succeeds.
 //! - `max_entries` 0 or `max_retention` 0 turns caching off (as in the reference): every request
-//!   calls the source, still in its own task.
+//!   calls the source, still in its own task, with the time limit and the concurrency bound but
+//!   no refused-token memory or miss budget.
 //!
 //! Time comes from tokio's clock (schedules) and the injected [`WallClock`](crate::time::WallClock)
 //! (expirations), so tests run on paused time.
@@ -43,14 +61,16 @@ use std::time::Duration;
 
 use std::time::SystemTime;
 
-use pod_identity_core::{ClusterName, ErrorClass, SecretString, ServiceAccountToken, TokenError};
+use pod_identity_core::{
+    ClusterName, EksAuthErrorCode, ErrorClass, SecretString, ServiceAccountToken, TokenError,
+};
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::metrics::{CacheState, Metrics};
+use crate::metrics::{CacheState, Limited, Metrics};
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
-use crate::time::{RateLimiter, SharedWallClock};
+use crate::time::{ClientRateLimiter, RateLimiter, SharedWallClock};
 use crate::validation::TokenTimes;
 
 /// Default largest number of cached credentials (the reference's).
@@ -69,6 +89,23 @@ pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 const RENEWAL_LEAD: Duration = Duration::from_secs(5 * 60);
 /// How long before the entry stops being served a renewal is due at the latest.
 const RENEWAL_MARGIN: Duration = Duration::from_secs(5);
+/// Default upstream calls a client address may start at once (the miss budget's burst).
+pub const DEFAULT_CLIENT_MISS_BURST: u32 = 10;
+/// Default upstream calls per second a client address may start once its burst is spent.
+pub const DEFAULT_CLIENT_MISS_RATE: u32 = 1;
+/// Default most request-path upstream calls at once.
+pub const DEFAULT_MAX_CONCURRENT_FETCHES: usize = 64;
+/// Default longest upstream call.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+/// First pause of renewals after a throttled renewal.
+const THROTTLE_PAUSE: Duration = Duration::from_secs(2);
+/// Longest pause of renewals after throttled renewals.
+const MAX_THROTTLE_PAUSE: Duration = Duration::from_secs(120);
+
+mod refused;
+
+use refused::Refused;
+pub use refused::{DEFAULT_REFUSED_TTL, MAX_REFUSED};
 
 type Outcome = Result<IssuedCredentials, SourceError>;
 
@@ -99,6 +136,8 @@ pub struct CredentialCacheBuilder<S> {
     source: S,
     config: Config,
     renewal_qps: u32,
+    client_miss_budget: (u32, u32),
+    max_concurrent_fetches: usize,
     clock: SharedWallClock,
     metrics: Metrics,
 }
@@ -108,6 +147,8 @@ impl<S> fmt::Debug for CredentialCacheBuilder<S> {
         f.debug_struct("CredentialCacheBuilder")
             .field("config", &self.config)
             .field("renewal_qps", &self.renewal_qps)
+            .field("client_miss_budget", &self.client_miss_budget)
+            .field("max_concurrent_fetches", &self.max_concurrent_fetches)
             .finish_non_exhaustive()
     }
 }
@@ -119,6 +160,8 @@ struct Config {
     idle_timeout: Duration,
     retry_interval: Duration,
     retry_jitter: Duration,
+    refused_ttl: Duration,
+    fetch_timeout: Duration,
 }
 
 impl<S: CredentialSource> CredentialCacheBuilder<S> {
@@ -154,6 +197,32 @@ impl<S: CredentialSource> CredentialCacheBuilder<S> {
         self
     }
 
+    /// How long an irrecoverable answer for a token is repeated without an upstream call
+    /// (zero turns this off).
+    pub fn refused_ttl(mut self, ttl: Duration) -> Self {
+        self.config.refused_ttl = ttl;
+        self
+    }
+
+    /// Upstream calls one client address may start: `burst` at once, then `per_second`; a
+    /// rate of 0 turns the budget off. Requests without a client address are not held to it.
+    pub fn client_miss_budget(mut self, per_second: u32, burst: u32) -> Self {
+        self.client_miss_budget = (per_second, burst);
+        self
+    }
+
+    /// Most request-path upstream calls at once (at least 1); more wait their turn.
+    pub fn max_concurrent_fetches(mut self, fetches: usize) -> Self {
+        self.max_concurrent_fetches = fetches.max(1);
+        self
+    }
+
+    /// Longest upstream call, renewals included; a call cut off counts as a timeout.
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.config.fetch_timeout = timeout;
+        self
+    }
+
     /// The wall clock for expirations.
     pub fn clock(mut self, clock: SharedWallClock) -> Self {
         self.clock = clock;
@@ -172,6 +241,11 @@ impl<S: CredentialSource> CredentialCacheBuilder<S> {
             shared: Arc::new(Shared {
                 source: self.source,
                 limiter: RateLimiter::new(self.renewal_qps, self.renewal_qps),
+                miss_budget: ClientRateLimiter::new(
+                    self.client_miss_budget.0,
+                    self.client_miss_budget.1,
+                ),
+                fetches: Arc::new(Semaphore::new(self.max_concurrent_fetches)),
                 config: self.config,
                 clock: self.clock,
                 metrics: self.metrics,
@@ -194,8 +268,12 @@ impl<S: CredentialSource> CredentialCache<S> {
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 retry_interval: DEFAULT_RETRY_INTERVAL,
                 retry_jitter: DEFAULT_RETRY_INTERVAL,
+                refused_ttl: DEFAULT_REFUSED_TTL,
+                fetch_timeout: DEFAULT_FETCH_TIMEOUT,
             },
             renewal_qps: DEFAULT_RENEWAL_QPS,
+            client_miss_budget: (DEFAULT_CLIENT_MISS_RATE, DEFAULT_CLIENT_MISS_BURST),
+            max_concurrent_fetches: DEFAULT_MAX_CONCURRENT_FETCHES,
             clock: SharedWallClock::default(),
             metrics: Metrics::default(),
         }
@@ -281,7 +359,17 @@ impl<S: CredentialSource> CredentialCache<S> {
                     return Ok(issued);
                 }
                 Lookup::InFlight(flight) => flight,
+                Lookup::Refused(error) => {
+                    shared.metrics.record_refused_token_served();
+                    return Err(error);
+                }
                 Lookup::Miss => {
+                    if let (Some(budget), Some(client)) = (&shared.miss_budget, request.client())
+                        && !budget.check(client)
+                    {
+                        shared.metrics.record_limited(Limited::ClientMisses);
+                        return Err(SourceError::ClientMissBudget);
+                    }
                     shared.metrics.record_cache_state(CacheState::Miss);
                     let (done, flight) = watch::channel(None);
                     state.flights.insert(key, flight.clone());
@@ -301,7 +389,7 @@ impl<S: CredentialSource> CredentialCache<S> {
         let request = request.clone();
         // Spawned so that a client going away does not cancel the upstream call.
         let call = tokio::spawn(async move {
-            let outcome = shared.source.credentials(&request).await;
+            let outcome = shared.fetch_bounded(&request).await;
             outcome.and_then(|issued| shared.check_remaining(issued))
         });
         call.await.unwrap_or_else(|_| Err(aborted()))
@@ -367,6 +455,10 @@ struct Shared<S> {
     clock: SharedWallClock,
     metrics: Metrics,
     limiter: Option<RateLimiter>,
+    /// Upstream calls each client address may start.
+    miss_budget: Option<ClientRateLimiter>,
+    /// Request-path upstream calls running at once.
+    fetches: Arc<Semaphore>,
     state: Mutex<State>,
     wake: Arc<Notify>,
     /// Seeds the side index's hash of kept tokens.
@@ -391,6 +483,12 @@ struct State {
     /// Side index: the seeded 64-bit hash of an entry's kept token → its digest (on a
     /// collision, the latest entry; the others are found by digest).
     by_prehash: HashMap<u64, TokenDigest>,
+    /// Tokens the upstream refused for good a moment ago.
+    refused: Refused,
+    /// Renewals wait until then after a throttled renewal.
+    renewals_paused_until: Option<Instant>,
+    /// The next pause after a throttled renewal.
+    throttle_pause: Duration,
     counter: u64,
     renewing_started: bool,
 }
@@ -484,6 +582,8 @@ impl Kept {
 enum Lookup {
     Hit(IssuedCredentials),
     InFlight(watch::Receiver<Option<Outcome>>),
+    /// The upstream refused this token for good a moment ago.
+    Refused(SourceError),
     Miss,
 }
 
@@ -535,12 +635,35 @@ impl<S: CredentialSource> Shared<S> {
             // A flight whose sender is gone never ran (its runtime shut down first): fetch anew
             // rather than answer every later request for the token with its abort.
             Some(flight) if flight.has_changed().is_ok() => Lookup::InFlight(flight.clone()),
-            _ => Lookup::Miss,
+            _ => match state.refused.get(key, Instant::now()) {
+                Some(error) => Lookup::Refused(error),
+                None => Lookup::Miss,
+            },
         }
     }
 
     fn check_remaining(&self, issued: IssuedCredentials) -> Outcome {
         issued.servable(self.clock.now())
+    }
+
+    /// One request-path upstream call: waits for a place among the concurrent fetches, and
+    /// gives up (as a timeout) after the fetch timeout, waiting included.
+    async fn fetch_bounded(&self, request: &CredentialRequest) -> Outcome {
+        let call = async {
+            // The semaphore is never closed.
+            let _place = self.fetches.acquire().await;
+            self.source.credentials(request).await
+        };
+        tokio::time::timeout(self.config.fetch_timeout, call)
+            .await
+            .unwrap_or(Err(SourceError::Timeout))
+    }
+
+    /// One renewal's upstream call, given up (as a timeout) after the fetch timeout.
+    async fn renew_bounded(&self, request: &CredentialRequest) -> Outcome {
+        tokio::time::timeout(self.config.fetch_timeout, self.source.credentials(request))
+            .await
+            .unwrap_or(Err(SourceError::Timeout))
     }
 
     /// When fresh credentials are renewed: ahead of expiry, at most `max_retention` from now.
@@ -620,6 +743,11 @@ impl<S: CredentialSource> Shared<S> {
         if at > now {
             return Some(Err(at));
         }
+        if let Some(until) = state.renewals_paused_until
+            && until > now
+        {
+            return Some(Err(until));
+        }
         state.schedule.remove(&(at, seq));
         let Some(entry) = state.entries.get_mut(&key) else {
             return Some(Err(now));
@@ -644,6 +772,25 @@ impl<S: CredentialSource> Shared<S> {
         Some(Ok(renewal))
     }
 
+    /// Puts a renewal back on the schedule, at the end of the pause, if renewals are paused.
+    fn defer_if_paused(&self, renewal: &Renewal) -> bool {
+        let mut state = self.lock();
+        let Some(until) = state
+            .renewals_paused_until
+            .filter(|until| *until > Instant::now())
+        else {
+            return false;
+        };
+        if state
+            .entries
+            .get(&renewal.key)
+            .is_some_and(|entry| entry.generation == renewal.generation)
+        {
+            state.schedule(renewal.key, until);
+        }
+        true
+    }
+
     /// Evicts a renewal's entry whose kept token no longer decodes.
     fn abandon_renewal(&self, renewal: &Renewal) {
         let mut state = self.lock();
@@ -659,6 +806,16 @@ impl<S: CredentialSource> Shared<S> {
 
     fn finish_renewal(&self, renewal: &Renewal, outcome: Outcome) {
         let mut state = self.lock();
+        match &outcome {
+            Ok(_) => state.throttle_pause = THROTTLE_PAUSE,
+            Err(error) if is_throttling(error) => {
+                let pause = state.throttle_pause.max(THROTTLE_PAUSE);
+                state.renewals_paused_until = Some(Instant::now() + pause);
+                state.throttle_pause = (pause * 2).min(MAX_THROTTLE_PAUSE);
+                tracing::warn!(pause = ?pause, "the upstream throttles renewals; pausing them");
+            }
+            Err(_) => {}
+        }
         let Some(entry) = state.entries.get_mut(&renewal.key) else {
             return;
         };
@@ -707,6 +864,11 @@ impl<S: CredentialSource> Shared<S> {
     }
 }
 
+/// Whether the upstream answered that it throttles us.
+fn is_throttling(error: &SourceError) -> bool {
+    matches!(error, SourceError::EksAuth(error) if *error.code() == EksAuthErrorCode::Throttling)
+}
+
 /// The single upstream call of a flight.
 async fn fetch<S: CredentialSource>(
     shared: Arc<Shared<S>>,
@@ -732,14 +894,27 @@ async fn fetch<S: CredentialSource>(
         key,
         armed: true,
     };
-    let outcome = shared.source.credentials(&request).await;
+    let outcome = shared.fetch_bounded(&request).await;
     let outcome = outcome.and_then(|issued| shared.check_remaining(issued));
     {
         let mut state = shared.lock();
         state.flights.remove(&key);
         end_flight.armed = false;
-        if let Ok(issued) = &outcome {
-            shared.insert(&mut state, key, Kept::of(&request), issued.clone());
+        match &outcome {
+            Ok(issued) => {
+                state.refused.remove(&key);
+                shared.insert(&mut state, key, Kept::of(&request), issued.clone());
+            }
+            Err(error @ SourceError::EksAuth(_))
+                if error.class() == ErrorClass::Irrecoverable
+                    && !shared.config.refused_ttl.is_zero() =>
+            {
+                let now = Instant::now();
+                state
+                    .refused
+                    .insert(key, error.clone(), now, now + shared.config.refused_ttl);
+            }
+            Err(_) => {}
         }
     }
     let _ = done.send(Some(outcome));
@@ -760,12 +935,16 @@ async fn renew_due<S: CredentialSource>(cache: Weak<Shared<S>>, wake: Arc<Notify
                 if let Some(limiter) = &shared.limiter {
                     limiter.until_ready().await;
                 }
+                // A throttled answer may have paused renewals while this one waited its turn.
+                if shared.defer_if_paused(&renewal) {
+                    continue;
+                }
                 tokio::spawn(async move {
                     let Ok(request) = renewal.kept.request() else {
                         shared.abandon_renewal(&renewal);
                         return;
                     };
-                    let outcome = shared.source.credentials(&request).await;
+                    let outcome = shared.renew_bounded(&request).await;
                     drop(request);
                     let outcome = outcome.and_then(|issued| shared.check_remaining(issued));
                     shared.finish_renewal(&renewal, outcome);
@@ -901,8 +1080,211 @@ mod tests {
         }
         assert_eq!(source.calls(), 1);
         assert!(cache.is_empty());
-        // Errors are not cached: the next request calls again.
+        // The irrecoverable answer is repeated for the refused-token time, without a call...
+        let repeated = cache.get(&request(&token)).await.unwrap_err();
+        assert_eq!(repeated.code(), "AccessDeniedException");
+        assert_eq!(source.calls(), 1);
+        // ...and then the next request calls again.
+        advance(DEFAULT_REFUSED_TTL).await;
         assert_eq!(key_id(&cache, &token).await, "ASIAFAKE2");
+        assert_eq!(source.calls(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn recoverable_errors_are_not_remembered() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        let token = day_token("p");
+        for (code, status) in [
+            ("ThrottlingException", 429),
+            ("InternalServerException", 500),
+        ] {
+            source.fail_next(eks_error(code, status));
+            assert_eq!(cache.get(&request(&token)).await.unwrap_err().code(), code);
+        }
+        source.fail_next(SourceError::Timeout);
+        assert!(cache.get(&request(&token)).await.is_err());
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE4");
+        assert_eq!(source.calls(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_refused_token_memory_is_per_token_and_can_be_turned_off() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        source.fail_always(Some(eks_error("InvalidTokenException", 400)));
+        for pod in ["a", "b"] {
+            for _ in 0..3 {
+                assert!(cache.get(&request(&day_token(pod))).await.is_err());
+            }
+        }
+        assert_eq!(source.calls(), 2, "one call per distinct token");
+
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).refused_ttl(Duration::ZERO).build();
+        source.fail_always(Some(eks_error("InvalidTokenException", 400)));
+        for _ in 0..3 {
+            assert!(cache.get(&request(&day_token("a"))).await.is_err());
+        }
+        assert_eq!(source.calls(), 3);
+    }
+
+    fn from_client(token: &str, client: [u8; 4]) -> CredentialRequest {
+        request(token).with_client(std::net::IpAddr::from(client))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unique_tokens_from_one_client_spend_its_miss_budget_and_not_the_others() {
+        let source = FakeSource::new(wall_clock());
+        let metrics = Metrics::new();
+        let cache = builder(&source).metrics(metrics.clone()).build();
+        let attacker = [10, 0, 0, 66];
+        // Forged tokens: the upstream refuses each one.
+        source.fail_always(Some(eks_error("InvalidTokenException", 400)));
+        let mut limited = 0;
+        for n in 0..100 {
+            let outcome = cache
+                .get(&from_client(&day_token(&format!("forged-{n}")), attacker))
+                .await;
+            if matches!(outcome, Err(SourceError::ClientMissBudget)) {
+                limited += 1;
+            }
+        }
+        assert_eq!(source.calls(), DEFAULT_CLIENT_MISS_BURST as usize);
+        assert_eq!(limited, 100 - DEFAULT_CLIENT_MISS_BURST as usize);
+        assert!(
+            SourceError::ClientMissBudget.to_agent_error().status() == 429,
+            "the client is told to slow down"
+        );
+        assert!(
+            metrics
+                .encode()
+                .contains("pod_identity_requests_limited_total{reason=\"client_misses\"} 90"),
+            "{}",
+            metrics.encode()
+        );
+        // Another pod is not held to the attacker's budget.
+        source.fail_always(None);
+        assert!(
+            cache
+                .get(&from_client(&day_token("good"), [10, 0, 0, 7]))
+                .await
+                .is_ok()
+        );
+        // The attacker's budget refills at its rate.
+        source.fail_always(Some(eks_error("InvalidTokenException", 400)));
+        advance(Duration::from_secs(1)).await;
+        let calls = source.calls();
+        let _ = cache
+            .get(&from_client(&day_token("forged-a"), attacker))
+            .await;
+        let second = cache
+            .get(&from_client(&day_token("forged-b"), attacker))
+            .await;
+        assert_eq!(source.calls(), calls + 1);
+        assert!(matches!(second, Err(SourceError::ClientMissBudget)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hits_refused_tokens_and_calls_in_flight_cost_no_budget() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).client_miss_budget(1, 1).build();
+        let client = [10, 0, 0, 1];
+        let token = day_token("p");
+        // A thousand concurrent requests for one token: one miss.
+        source.close();
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..1000 {
+            let cache = cache.clone();
+            let request = from_client(&token, client);
+            requests.spawn(async move { cache.get(&request).await });
+        }
+        settle().await;
+        source.open();
+        while let Some(outcome) = requests.join_next().await {
+            assert!(outcome.unwrap().is_ok());
+        }
+        // Hits afterwards.
+        for _ in 0..10 {
+            assert!(cache.get(&from_client(&token, client)).await.is_ok());
+        }
+        assert_eq!(source.calls(), 1);
+        // Budget spent: a new token is refused without a call.
+        let other = cache.get(&from_client(&day_token("q"), client)).await;
+        assert!(matches!(other, Err(SourceError::ClientMissBudget)));
+        // Without a client address, nothing is held to a budget.
+        assert!(cache.get(&request(&day_token("q"))).await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_upstream_call_is_cut_off_and_the_token_is_not_stuck() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).build();
+        let token = day_token("p");
+        source.close();
+        let waiting = tokio::spawn({
+            let cache = cache.clone();
+            let request = request(&token);
+            async move { cache.get(&request).await }
+        });
+        advance(DEFAULT_FETCH_TIMEOUT - Duration::from_millis(1)).await;
+        assert!(!waiting.is_finished());
+        advance(Duration::from_millis(1)).await;
+        let outcome = waiting.await.unwrap();
+        assert!(matches!(outcome, Err(SourceError::Timeout)), "{outcome:?}");
+        source.open();
+        assert_eq!(key_id(&cache, &token).await, "ASIAFAKE2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_path_calls_are_bounded_overall_and_the_rest_wait_their_turn() {
+        let source = FakeSource::new(wall_clock());
+        let cache = builder(&source).max_concurrent_fetches(2).build();
+        source.close();
+        let mut requests = tokio::task::JoinSet::new();
+        for pod in 0..5 {
+            let cache = cache.clone();
+            let request = request(&day_token(&format!("p{pod}")));
+            requests.spawn(async move { cache.get(&request).await });
+        }
+        settle().await;
+        assert_eq!(source.calls(), 2, "two calls at once");
+        source.open();
+        while let Some(outcome) = requests.join_next().await {
+            assert!(outcome.unwrap().is_ok());
+        }
+        assert_eq!(source.calls(), 5);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttled_renewals_pause_every_renewal_and_back_off() {
+        let source = FakeSource::new(wall_clock());
+        // One renewal a second: without the pause, the three due together would start 1 s apart.
+        let cache = builder(&source).renewal_qps(1).build();
+        for pod in 0..3 {
+            key_id(&cache, &day_token(&format!("p{pod}"))).await;
+        }
+        source.fail_always(Some(eks_error("ThrottlingException", 429)));
+        advance(3 * HOUR).await;
+        assert_eq!(source.calls(), 4, "the first renewal, throttled");
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(source.calls(), 4, "paused for 2 s");
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(source.calls(), 5, "the second renewal, throttled again");
+        advance(Duration::from_secs(3)).await;
+        assert_eq!(source.calls(), 5, "paused for 4 s now");
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(source.calls(), 6);
+        // A renewal that succeeds ends the backing off.
+        source.fail_always(None);
+        for _ in 0..600 {
+            advance(Duration::from_secs(1)).await;
+        }
+        assert_eq!(cache.len(), 3, "every entry kept");
+        let renewed = source.calls();
+        assert_eq!(renewed, 9, "and renewed at its retry time");
+        advance(3 * HOUR - 11 * MINUTE).await;
+        assert_eq!(source.calls(), renewed, "nothing due before the next period");
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,14 +12,19 @@
 //! | EKS Auth error | its status, `[<request-id>]: (<Code>): <message>, fault: <fault>` |
 //! | timeout, connection failure | 500 `[]` |
 //! | credentials with ≤ 15 s left | 500 `fetched credentials are expired or will expire …` |
-//! | over the request rate limit | 429 `Too Many Requests` |
+//! | over a request rate limit or the client's miss budget | 429 `Too Many Requests` |
+//! | HTTP/1.1 without `Host`, or more than one `Host` | 400 `400 Bad Request: missing required Host header` / `…: too many Host headers` (Go's server's answers) |
 //! | request head over the limit | 431 |
 //! | any other path | 404 |
 //!
-//! Any method is accepted on `/v1/credentials`. Requests are rate limited at 1000/s with
-//! bursts of 500 by default ([`RequestRateLimitLayer`]; 0 turns it off). Every credential
-//! response is counted in `pod_identity_http_response{code}`, timed in the latency histogram,
-//! and logged with the client address, never with the token.
+//! Any method is accepted on `/v1/credentials`. Requests are rate limited
+//! ([`RequestRateLimitLayer`]) first per client address, 100/s with bursts of 100 by default,
+//! so that one flooding pod gets 429 while the others are served, then overall at the
+//! reference's 1000/s with bursts of 500; a rate of 0 turns either off. The `Host` answer of a
+//! 403 repeats at most 255 bytes of the refused `Host`. Every credential response is counted in
+//! `pod_identity_http_response{code}`, timed in the latency histogram, and logged with the
+//! client address, never with the token; a 429 is logged at `debug` only (and counted in
+//! `pod_identity_requests_limited_total`), so that a flood does not flood the logs.
 //!
 //! Logging follows the reference's levels: it logs every request at `info` (`handling new request
 //! request from <client>`) and a cache hit at `trace`; here one `info` line per request, after
@@ -33,7 +38,7 @@
 //! credentials were issued. Statuses, bodies and the order of checks are those of a miss.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -50,22 +55,38 @@ use pod_identity_core::endpoint::CREDENTIALS_PATH;
 use pod_identity_core::{AgentError, ClusterName};
 use tower::{Layer, Service};
 
-use crate::metrics::Metrics;
+use crate::metrics::{Limited, Metrics};
 use crate::server::DEFAULT_MAX_HEADER_BYTES;
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
-use crate::time::{RateLimiter, SharedWallClock};
+use crate::time::{ClientRateLimiter, RateLimiter, SharedWallClock};
 use crate::validation::{HostAllowList, RequestValidator};
 
 /// Default request rate limit per second (the reference's).
 pub const DEFAULT_REQUEST_RATE: u32 = 1000;
 /// Default request burst (the reference's: half the rate).
 pub const DEFAULT_REQUEST_BURST: u32 = 500;
+/// Default request rate limit per second of one client address.
+pub const DEFAULT_CLIENT_REQUEST_RATE: u32 = 100;
+/// Default request burst of one client address.
+pub const DEFAULT_CLIENT_REQUEST_BURST: u32 = 100;
 /// Default longest time one credential request may take (the reference's server timeout).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Renders an agent error as the reference does: its status, `text/plain` body.
+/// Renders an agent error as the reference does: its status, `text/plain` body (and, for the
+/// requests Go's server refuses itself, `Connection: close`).
 pub fn error_response(error: &AgentError) -> Response {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if matches!(error, AgentError::BadRequest { .. }) {
+        let mut response = error_response_with(status, error);
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    error_response_with(status, error)
+}
+
+fn error_response_with(status: StatusCode, error: &AgentError) -> Response {
     (
         status,
         [
@@ -103,6 +124,7 @@ pub struct CredentialsRouter<S> {
     cluster_name: ClusterName,
     hosts: HostAllowList,
     rate: (u32, u32),
+    client_rate: (u32, u32),
     clock: SharedWallClock,
     metrics: Metrics,
     request_timeout: Duration,
@@ -115,6 +137,7 @@ impl<S> fmt::Debug for CredentialsRouter<S> {
             .field("cluster_name", &self.cluster_name)
             .field("hosts", &self.hosts)
             .field("rate", &self.rate)
+            .field("client_rate", &self.client_rate)
             .field("request_timeout", &self.request_timeout)
             .field("max_header_bytes", &self.max_header_bytes)
             .finish_non_exhaustive()
@@ -130,6 +153,7 @@ impl<S: CredentialSource> CredentialsRouter<S> {
             cluster_name,
             hosts: HostAllowList::reference(),
             rate: (DEFAULT_REQUEST_RATE, DEFAULT_REQUEST_BURST),
+            client_rate: (DEFAULT_CLIENT_REQUEST_RATE, DEFAULT_CLIENT_REQUEST_BURST),
             clock: SharedWallClock::default(),
             metrics: Metrics::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -143,9 +167,16 @@ impl<S: CredentialSource> CredentialsRouter<S> {
         self
     }
 
-    /// Requests per second and burst; a rate of 0 turns limiting off.
+    /// Requests per second and burst of all clients together; a rate of 0 turns this limit
+    /// off.
     pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
         self.rate = (per_second, burst);
+        self
+    }
+
+    /// Requests per second and burst of one client address; a rate of 0 turns this limit off.
+    pub fn client_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.client_rate = (per_second, burst);
         self
     }
 
@@ -185,7 +216,11 @@ impl<S: CredentialSource> CredentialsRouter<S> {
         });
         Router::new()
             .route(CREDENTIALS_PATH, any(handle::<S>))
-            .route_layer(RequestRateLimitLayer::new(self.rate.0, self.rate.1))
+            .route_layer(
+                RequestRateLimitLayer::new(self.rate.0, self.rate.1)
+                    .per_client(self.client_rate.0, self.client_rate.1)
+                    .metrics(self.metrics.clone()),
+            )
             .route_layer(middleware::from_fn_with_state(self.metrics, observe))
             .fallback(|| async { error_response(&AgentError::NotFound) })
             .with_state(state)
@@ -207,8 +242,19 @@ impl<S: CredentialSource> Handler<S> {
         if header_bytes(headers) > self.max_header_bytes {
             return Err(AgentError::HeadersTooLarge);
         }
-        let host = headers
-            .get(header::HOST)
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let host_header = hosts.next();
+        if hosts.next().is_some() {
+            return Err(AgentError::BadRequest {
+                reason: "too many Host headers",
+            });
+        }
+        if host_header.is_none() && request.version == http::Version::HTTP_11 {
+            return Err(AgentError::BadRequest {
+                reason: "missing required Host header",
+            });
+        }
+        let host = host_header
             .map(HeaderValue::as_bytes)
             .or_else(|| request.uri.authority().map(|a| a.as_str().as_bytes()));
         let authorization = headers
@@ -225,7 +271,14 @@ impl<S: CredentialSource> Handler<S> {
             return Self::servable(issued.servable(self.clock.now()));
         }
         let token = self.validator.validate_token(authorization)?;
-        let request = CredentialRequest::new(self.cluster_name.clone(), token);
+        let client = request
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        let mut request = CredentialRequest::new(self.cluster_name.clone(), token);
+        if let Some(client) = client {
+            request = request.with_client(client);
+        }
         let outcome = tokio::time::timeout(self.request_timeout, self.source.credentials(&request))
             .await
             .unwrap_or(Err(SourceError::Timeout))
@@ -238,6 +291,11 @@ impl<S: CredentialSource> Handler<S> {
         outcome: Result<IssuedCredentials, SourceError>,
     ) -> Result<IssuedCredentials, AgentError> {
         outcome.map_err(|error| {
+            if matches!(error, SourceError::ClientMissBudget) {
+                // Logged at debug only, so that a flood does not flood the logs; counted.
+                tracing::debug!("client's budget of upstream calls spent; answering 429");
+                return error.to_agent_error();
+            }
             let request_id = match &error {
                 SourceError::EksAuth(error) => error.request_id(),
                 _ => None,
@@ -291,29 +349,51 @@ async fn observe(State(metrics): State<Metrics>, request: Request, next: Next) -
     let elapsed = started.elapsed();
     metrics.record_response(status);
     metrics.record_latency(elapsed);
-    tracing::info!(
-        client = client.map(tracing::field::display),
-        %method,
-        status,
-        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-        "credential request"
-    );
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    let client = client.map(tracing::field::display);
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        // A flooding client is answered 429 at its request rate: one line each at `info` would
+        // let it flood the logs too.
+        tracing::debug!(client, %method, status, latency_us, "credential request");
+    } else {
+        tracing::info!(client, %method, status, latency_us, "credential request");
+    }
     response
 }
 
 /// A tower layer answering 429 `Too Many Requests` above a request rate (GCRA on tokio's
-/// clock).
+/// clock): first the client's own rate, keyed by its address (`ConnectInfo<SocketAddr>`;
+/// requests without one skip it), then the overall rate. A client over its own rate draws
+/// nothing from the overall one, so it cannot starve the others.
 #[derive(Clone, Debug)]
 pub struct RequestRateLimitLayer {
     limiter: Option<Arc<RateLimiter>>,
+    client: Option<Arc<ClientRateLimiter>>,
+    metrics: Option<Metrics>,
 }
 
 impl RequestRateLimitLayer {
-    /// Allows `per_second` requests with bursts of `burst`; a rate of 0 turns limiting off.
+    /// Allows `per_second` requests with bursts of `burst` from all clients together; a rate of
+    /// 0 turns that limit off. No per-client limit until [`per_client`](Self::per_client).
     pub fn new(per_second: u32, burst: u32) -> Self {
         Self {
             limiter: RateLimiter::new(per_second, burst).map(Arc::new),
+            client: None,
+            metrics: None,
         }
+    }
+
+    /// Allows each client address `per_second` requests with bursts of `burst`; a rate of 0
+    /// turns the per-client limit off.
+    pub fn per_client(mut self, per_second: u32, burst: u32) -> Self {
+        self.client = ClientRateLimiter::new(per_second, burst).map(Arc::new);
+        self
+    }
+
+    /// Counts the requests each limit answers in `pod_identity_requests_limited_total`.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -323,7 +403,7 @@ impl<S> Layer<S> for RequestRateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RequestRateLimit {
             inner,
-            limiter: self.limiter.clone(),
+            layer: self.clone(),
         }
     }
 }
@@ -332,7 +412,24 @@ impl<S> Layer<S> for RequestRateLimitLayer {
 #[derive(Clone, Debug)]
 pub struct RequestRateLimit<S> {
     inner: S,
-    limiter: Option<Arc<RateLimiter>>,
+    layer: RequestRateLimitLayer,
+}
+
+impl<S> RequestRateLimit<S> {
+    /// Which limit, if any, refuses a request from `client` now.
+    fn limited(&self, client: Option<IpAddr>) -> Option<Limited> {
+        if let (Some(limiter), Some(client)) = (&self.layer.client, client)
+            && !limiter.check(client)
+        {
+            return Some(Limited::ClientRate);
+        }
+        if let Some(limiter) = &self.layer.limiter
+            && !limiter.check()
+        {
+            return Some(Limited::Rate);
+        }
+        None
+    }
 }
 
 impl<S, B> Service<http::Request<B>> for RequestRateLimit<S>
@@ -350,9 +447,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if let Some(limiter) = &self.limiter
-            && !limiter.check()
-        {
+        let client = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        if let Some(limited) = self.limited(client) {
+            if let Some(metrics) = &self.layer.metrics {
+                metrics.record_limited(limited);
+            }
             return Box::pin(std::future::ready(Ok(error_response(
                 &AgentError::TooManyRequests,
             ))));

@@ -118,6 +118,23 @@
 //! - `node-network` (Linux only): [`node_network`], the link-local link and addresses pods reach
 //!   the agent on, set up over rtnetlink (the agent's `initialize`).
 //!
+//! # Hostile pods
+//!
+//! Every pod on a node can reach the agent, so each is treated as a possible attacker that the
+//! agent must outlast while it keeps serving the others. The defaults, each a setting of
+//! [`AgentBuilder`] and of the block that enforces it:
+//!
+//! | what a pod could try | what bounds it | where |
+//! |---|---|---|
+//! | hold connections open, stop reading responses | 1024 connections, 64 per client address, closed at once beyond; 30 s per request/response cycle, writing included | [`server`] |
+//! | flood requests | 100 requests/s (burst 100) per client address, then 1000/s (burst 500) overall: the flooding pod gets 429, the others do not | [`handler`] |
+//! | a large `Host` for a large 403 | the 403 repeats at most 255 bytes of it | [`validation`] |
+//! | forged tokens, each an upstream call | 10 upstream calls at once per client address, then 1/s; an irrecoverable answer repeated from memory for 5 s; 64 request-path calls at once overall; 30 s per call | [`cache`] |
+//!
+//! Worst-case memory with the defaults: about 40 MiB for connections (1024 × ~40 KiB of
+//! buffers) plus about 10 MiB for a full cache (2000 entries of ~2 KiB plus the kept token)
+//! and the refused-token memory (4096 × ~200 bytes), inside the chart's 128 MiB limit.
+//!
 //! # Logging
 //!
 //! Everything logs through `tracing` (install a JSON subscriber in the binary). Credential
@@ -156,6 +173,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use pod_identity_core::ClusterName;
+use server::ConnectionLimits;
 
 pub use cache::{CredentialCache, CredentialCacheBuilder};
 pub use handler::CredentialsRouter;
@@ -192,11 +210,16 @@ struct Settings {
     renewal_qps: u32,
     idle_timeout: Duration,
     rate: (u32, u32),
+    client_rate: (u32, u32),
+    client_miss_budget: (u32, u32),
+    refused_ttl: Duration,
     clock: SharedWallClock,
     metrics: Metrics,
     max_header_bytes: usize,
     header_read_timeout: Duration,
     drain_timeout: Duration,
+    connection_limits: ConnectionLimits,
+    allow_wildcard_bind: bool,
 }
 
 impl<S> fmt::Debug for AgentBuilder<S> {
@@ -227,11 +250,22 @@ impl<S: CredentialSource> AgentBuilder<S> {
                     handler::DEFAULT_REQUEST_RATE,
                     handler::DEFAULT_REQUEST_BURST,
                 ),
+                client_rate: (
+                    handler::DEFAULT_CLIENT_REQUEST_RATE,
+                    handler::DEFAULT_CLIENT_REQUEST_BURST,
+                ),
+                client_miss_budget: (
+                    cache::DEFAULT_CLIENT_MISS_RATE,
+                    cache::DEFAULT_CLIENT_MISS_BURST,
+                ),
+                refused_ttl: cache::DEFAULT_REFUSED_TTL,
                 clock: SharedWallClock::default(),
                 metrics: Metrics::new(),
                 max_header_bytes: server::DEFAULT_MAX_HEADER_BYTES,
                 header_read_timeout: server::DEFAULT_HEADER_READ_TIMEOUT,
                 drain_timeout: server::DEFAULT_DRAIN_TIMEOUT,
+                connection_limits: ConnectionLimits::default(),
+                allow_wildcard_bind: false,
             },
         }
     }
@@ -291,9 +325,45 @@ impl<S: CredentialSource> AgentBuilder<S> {
         self
     }
 
-    /// Requests per second and burst (default 1000 and 500; a rate of 0 turns limiting off).
+    /// Requests per second and burst of all clients together (default 1000 and 500; a rate of
+    /// 0 turns this limit off).
     pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
         self.settings.rate = (per_second, burst);
+        self
+    }
+
+    /// Requests per second and burst of one client address (default 100 and 100; a rate of 0
+    /// turns this limit off).
+    pub fn client_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
+        self.settings.client_rate = (per_second, burst);
+        self
+    }
+
+    /// Upstream calls one client address may start: `burst` at once, then `per_second`
+    /// (default 10, then 1/s; a rate of 0 turns the budget off).
+    pub fn client_miss_budget(mut self, per_second: u32, burst: u32) -> Self {
+        self.settings.client_miss_budget = (per_second, burst);
+        self
+    }
+
+    /// How long an irrecoverable answer for a token is repeated without an upstream call
+    /// (default 5 s; zero turns this off).
+    pub fn refused_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.refused_ttl = ttl;
+        self
+    }
+
+    /// Connection caps and the request/response cycle deadline of the credential port
+    /// (default [`ConnectionLimits::default`]).
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.settings.connection_limits = limits;
+        self
+    }
+
+    /// Allows wildcard bind hosts (`0.0.0.0`, `::`), which serve credentials on every address
+    /// of the node (default: refused).
+    pub fn allow_wildcard_bind(mut self, allow: bool) -> Self {
+        self.settings.allow_wildcard_bind = allow;
         self
     }
 
@@ -344,6 +414,8 @@ impl<S: CredentialSource> AgentBuilder<S> {
             .max_header_bytes(settings.max_header_bytes)
             .header_read_timeout(settings.header_read_timeout)
             .drain_timeout(settings.drain_timeout)
+            .connection_limits(settings.connection_limits)
+            .allow_wildcard_bind(settings.allow_wildcard_bind)
             .bind()
             .await
     }
@@ -356,6 +428,8 @@ impl Settings {
             .max_retention(self.max_retention)
             .renewal_qps(self.renewal_qps)
             .idle_timeout(self.idle_timeout)
+            .client_miss_budget(self.client_miss_budget.0, self.client_miss_budget.1)
+            .refused_ttl(self.refused_ttl)
             .clock(self.clock.clone())
             .metrics(self.metrics.clone())
             .build();
@@ -366,6 +440,7 @@ impl Settings {
         CredentialsRouter::new(self.cluster_name.clone(), cache)
             .allowed_hosts(hosts)
             .rate_limit(self.rate.0, self.rate.1)
+            .client_rate_limit(self.client_rate.0, self.client_rate.1)
             .clock(self.clock.clone())
             .metrics(self.metrics.clone())
             .max_header_bytes(self.max_header_bytes)

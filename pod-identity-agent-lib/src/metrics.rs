@@ -21,6 +21,9 @@
 //! |---|---|
 //! | `pod_identity_http_request_duration_seconds` | histogram of credential request latency |
 //! | `pod_identity_cache_size` | gauge: entries in the credential cache |
+//! | `pod_identity_connections_refused_total` | counter by `listener` (`credentials`, `probe`, `metrics`) and `reason` (`max_connections`, `max_connections_per_client`): connections closed at once at a cap |
+//! | `pod_identity_requests_limited_total` | counter by `reason`: requests answered 429 by the per-client rate (`client_rate`), the overall rate (`rate`) or the per-client miss budget (`client_misses`) |
+//! | `pod_identity_refused_tokens_served_total` | counter: requests answered from the short-lived cache of refused tokens, without an upstream call |
 //!
 //! [`Metrics`] is a cheap handle; clones share the same series.
 
@@ -91,6 +94,58 @@ struct Inner {
     error_codes: Mutex<HashSet<String>>,
     request_duration: Histogram,
     cache_size: Gauge,
+    protection: Protection,
+}
+
+/// The series of the agent's protection against hostile clients.
+#[derive(Clone, Default)]
+struct Protection {
+    connections_refused: Family<RefusedLabels, Counter>,
+    requests_limited: Family<LimitedLabel, Counter>,
+    refused_tokens_served: Counter,
+}
+
+impl Protection {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pod_identity_connections_refused",
+            "Connections closed as soon as accepted, at a connection cap",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "pod_identity_requests_limited",
+            "Credential requests answered 429 by a rate limit or the per-client miss budget",
+            self.requests_limited.clone(),
+        );
+        registry.register(
+            "pod_identity_refused_tokens_served",
+            "Credential requests answered from the cache of refused tokens",
+            self.refused_tokens_served.clone(),
+        );
+    }
+}
+
+/// Why a credential request was answered 429 (label `reason` of
+/// `pod_identity_requests_limited_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limited {
+    /// The client's own request rate.
+    ClientRate,
+    /// The overall request rate.
+    Rate,
+    /// The client's budget of cache misses (upstream calls).
+    ClientMisses,
+}
+
+impl Limited {
+    fn as_str(self) -> &'static str {
+        match self {
+            Limited::ClientRate => "client_rate",
+            Limited::Rate => "rate",
+            Limited::ClientMisses => "client_misses",
+        }
+    }
 }
 
 impl fmt::Debug for Metrics {
@@ -114,6 +169,7 @@ impl Metrics {
         // 0.5 ms to ~16 s: cache hits sit at the bottom, EKS Auth calls with retries at the top.
         let request_duration = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let cache_size = Gauge::default();
+        let protection = Protection::default();
         let mut registry = Registry::default();
         register_all(
             &mut registry,
@@ -123,6 +179,7 @@ impl Metrics {
             &request_duration,
             &cache_size,
         );
+        protection.register(&mut registry);
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -132,6 +189,7 @@ impl Metrics {
                 error_codes: Mutex::default(),
                 request_duration,
                 cache_size,
+                protection,
             }),
         }
     }
@@ -147,6 +205,7 @@ impl Metrics {
             &i.request_duration,
             &i.cache_size,
         );
+        i.protection.register(registry);
     }
 
     /// The metrics in the OpenMetrics text format.
@@ -216,6 +275,31 @@ impl Metrics {
         } else {
             OTHER.to_owned()
         }
+    }
+
+    /// Counts one connection closed at once at a cap of `listener`.
+    pub(crate) fn record_connection_refused(&self, listener: &'static str, reason: &'static str) {
+        self.inner
+            .protection
+            .connections_refused
+            .get_or_create(&RefusedLabels { listener, reason })
+            .inc();
+    }
+
+    /// Counts one request answered 429 for `reason`.
+    pub fn record_limited(&self, reason: Limited) {
+        self.inner
+            .protection
+            .requests_limited
+            .get_or_create(&LimitedLabel {
+                reason: reason.as_str(),
+            })
+            .inc();
+    }
+
+    /// Counts one request answered from the cache of refused tokens.
+    pub fn record_refused_token_served(&self) {
+        self.inner.protection.refused_tokens_served.inc();
     }
 
     /// Sets the number of entries in the credential cache.
@@ -290,6 +374,17 @@ struct CodeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    listener: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitedLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -386,7 +481,14 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
-        assert!(!text.contains("_total"), "{text}");
+        // The reference's series keep their exact names (no `_total`).
+        for name in [
+            "pod_identity_http_response",
+            "pod_identity_cache_state",
+            "pod_identity_cache_errors",
+        ] {
+            assert!(!text.contains(&format!("{name}_total")), "{text}");
+        }
     }
 
     #[test]

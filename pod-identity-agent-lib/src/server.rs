@@ -3,12 +3,37 @@
 //! [`ServerBuilder::bind`] binds the credential router on each configured host at one port
 //! (IPv4 and IPv6, brackets optional). A host that cannot be bound is logged and skipped, so a
 //! node with IPv6 off still serves IPv4 (the reference crash-loops, aws/eks-pod-identity-agent#16);
-//! binding fails only when no host can be bound. The probe server (`/healthz`, `/readyz`) listens
-//! on `127.0.0.1:2703` and the metrics server (`/metrics` plus the probes, as in the reference)
-//! on `0.0.0.0:2705` by default; either can be turned off.
+//! binding fails only when no host can be bound. A wildcard host (`0.0.0.0`, `::`) would serve
+//! credentials on every address of the node, so it is refused unless
+//! [`allow_wildcard_bind`](ServerBuilder::allow_wildcard_bind) says otherwise. The probe server
+//! (`/healthz`, `/readyz`) listens on `127.0.0.1:2703` and the metrics server (`/metrics` plus
+//! the probes, as in the reference) on `0.0.0.0:2705` by default; either can be turned off.
 //!
-//! Each connection is HTTP/1.1 with a bounded header buffer (16 KiB by default; larger heads get
-//! 431, where the reference allows ~1 MiB) and a header read timeout (10 s) against slow clients.
+//! Every pod on the node can reach the credential port and the metrics port, so each connection
+//! is bounded ([`ConnectionLimits`]):
+//!
+//! | bound | credential port | probe, metrics ports (each) |
+//! |---|---|---|
+//! | open connections | 1024 | 64 |
+//! | open connections per client address | 64 | 16 |
+//! | one request/response cycle, writing the response included | 30 s | 30 s |
+//! | request head size | 16 KiB (431 beyond) | 16 KiB |
+//! | time to send the request head, and idle time between requests | 10 s | 10 s |
+//!
+//! A connection beyond a cap is closed as soon as it is accepted (counted in
+//! `pod_identity_connections_refused{reason}`): nothing queues, and a refused connection costs
+//! its socket for a moment. A connection from the listener's own address (the agent's probes,
+//! or host-network clients) counts against its per-client cap but not the total, so pods that
+//! fill the credential port cannot fail the agent's own probes. A cycle runs from the first
+//! byte of a request until its response is flushed; a client that stops reading (pipelining
+//! requests it never collects) is disconnected when the cycle passes the deadline, and its
+//! buffers are freed. The reference closes such connections after 30 s too (Go's
+//! `WriteTimeout`).
+//!
+//! Memory: a connection holds at most its read buffer (the head limit) and one buffered
+//! response, about 40 KiB in the worst case, so the credential port's caps bound connections to
+//! about 40 MiB, and the probe and metrics ports to about 5 MiB together.
+//!
 //! [`BoundServer::serve`] runs until the shutdown future completes (see [`shutdown_signal`] for
 //! SIGTERM/SIGINT), then stops accepting, lets in-flight requests finish and closes idle
 //! connections, and gives up on what is left after the drain timeout (25 s, inside the pod's
@@ -19,6 +44,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -32,6 +58,14 @@ use tower::Service;
 
 use crate::metrics::{Metrics, metrics_router};
 use crate::probe::{DEFAULT_PROBE_DEADLINE, Probe, probe_router};
+
+mod connection;
+
+pub use connection::{
+    ConnectionLimits, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+    DEFAULT_REQUEST_TIMEOUT,
+};
+use connection::{Cycle, Gate, Tracked};
 
 /// Default largest request head (request line plus headers) a connection accepts.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
@@ -60,6 +94,15 @@ pub enum BindError {
     /// No bind hosts were configured.
     #[error("no bind hosts configured")]
     NoHosts,
+    /// A bind host is a wildcard address, which would serve credentials on every address of
+    /// the node.
+    #[error(
+        "bind host {host} is a wildcard address: credentials would be served on every address of the node (allow it explicitly to do so)"
+    )]
+    WildcardHost {
+        /// The host as configured.
+        host: String,
+    },
     /// Not one of the bind hosts could be bound.
     #[error("none of the bind hosts could be bound on port {port}")]
     NoListener {
@@ -94,6 +137,9 @@ pub struct ServerBuilder {
     header_read_timeout: Duration,
     drain_timeout: Duration,
     probe_deadline: Duration,
+    limits: ConnectionLimits,
+    auxiliary_limits: ConnectionLimits,
+    allow_wildcard_bind: bool,
 }
 
 impl fmt::Debug for ServerBuilder {
@@ -106,6 +152,9 @@ impl fmt::Debug for ServerBuilder {
             .field("max_header_bytes", &self.max_header_bytes)
             .field("header_read_timeout", &self.header_read_timeout)
             .field("drain_timeout", &self.drain_timeout)
+            .field("limits", &self.limits)
+            .field("auxiliary_limits", &self.auxiliary_limits)
+            .field("allow_wildcard_bind", &self.allow_wildcard_bind)
             .finish_non_exhaustive()
     }
 }
@@ -129,6 +178,9 @@ impl ServerBuilder {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             probe_deadline: DEFAULT_PROBE_DEADLINE,
+            limits: ConnectionLimits::default(),
+            auxiliary_limits: ConnectionLimits::auxiliary(),
+            allow_wildcard_bind: false,
         }
     }
 
@@ -180,6 +232,25 @@ impl ServerBuilder {
         self
     }
 
+    /// Caps and the cycle deadline for the credential listeners (all of them together).
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Caps and the cycle deadline for the probe and the metrics listener (each its own).
+    pub fn auxiliary_connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.auxiliary_limits = limits;
+        self
+    }
+
+    /// Allows wildcard bind hosts (`0.0.0.0`, `::`), which serve credentials on every address
+    /// of the node, not only the link-local agent addresses (default: refused).
+    pub fn allow_wildcard_bind(mut self, allow: bool) -> Self {
+        self.allow_wildcard_bind = allow;
+        self
+    }
+
     /// The shared deadline of one probe.
     pub fn probe_deadline(mut self, deadline: Duration) -> Self {
         self.probe_deadline = deadline;
@@ -190,6 +261,11 @@ impl ServerBuilder {
     pub async fn bind(self) -> Result<BoundServer, BindError> {
         if self.bind_hosts.is_empty() {
             return Err(BindError::NoHosts);
+        }
+        if !self.allow_wildcard_bind
+            && let Some(host) = self.bind_hosts.iter().find(|host| is_wildcard(host))
+        {
+            return Err(BindError::WildcardHost { host: host.clone() });
         }
         let mut listeners = Vec::new();
         let mut last_error = None;
@@ -218,18 +294,36 @@ impl ServerBuilder {
         }
         let probe = Probe::with_deadline(credential_addrs.iter().copied(), self.probe_deadline);
 
+        let credentials_gate = Gate::new(self.limits);
         let mut servers = listeners
             .into_iter()
-            .map(|l| (Role::Credentials, l, self.credentials.clone()))
+            .map(|listener| Listener {
+                role: Role::Credentials,
+                listener,
+                router: self.credentials.clone(),
+                gate: credentials_gate.clone(),
+                request_timeout: self.limits.request_timeout,
+            })
             .collect::<Vec<_>>();
+        let auxiliary = |role, listener, router| Listener {
+            role,
+            listener,
+            router,
+            gate: Gate::new(self.auxiliary_limits),
+            request_timeout: self.auxiliary_limits.request_timeout,
+        };
         if let Some(addr) = self.probe_addr {
             let listener = bind_auxiliary("probe", addr).await?;
-            servers.push((Role::Probe, listener, probe_router(probe.clone())));
+            servers.push(auxiliary(
+                Role::Probe,
+                listener,
+                probe_router(probe.clone()),
+            ));
         }
         if let Some(addr) = self.metrics_addr {
             let listener = bind_auxiliary("metrics", addr).await?;
             let router = metrics_router(self.metrics.clone()).merge(probe_router(probe.clone()));
-            servers.push((Role::Metrics, listener, router));
+            servers.push(auxiliary(Role::Metrics, listener, router));
         }
 
         let mut http = hyper::server::conn::http1::Builder::new();
@@ -242,16 +336,27 @@ impl ServerBuilder {
             credential_addrs,
             http,
             drain_timeout: self.drain_timeout,
+            metrics: self.metrics,
         })
     }
 }
 
 /// Listeners bound and ready to serve.
 pub struct BoundServer {
-    servers: Vec<(Role, TcpListener, Router)>,
+    servers: Vec<Listener>,
     credential_addrs: Vec<SocketAddr>,
     http: hyper::server::conn::http1::Builder,
     drain_timeout: Duration,
+    metrics: Metrics,
+}
+
+/// One bound listener and what its connections get.
+struct Listener {
+    role: Role,
+    listener: TcpListener,
+    router: Router,
+    gate: Arc<Gate>,
+    request_timeout: Duration,
 }
 
 impl fmt::Debug for BoundServer {
@@ -269,6 +374,16 @@ enum Role {
     Credentials,
     Probe,
     Metrics,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Credentials => "credentials",
+            Role::Probe => "probe",
+            Role::Metrics => "metrics",
+        }
+    }
 }
 
 impl BoundServer {
@@ -290,20 +405,19 @@ impl BoundServer {
     fn addr_of(&self, role: Role) -> Option<SocketAddr> {
         self.servers
             .iter()
-            .find(|(r, _, _)| *r == role)
-            .and_then(|(_, l, _)| l.local_addr().ok())
+            .find(|server| server.role == role)
+            .and_then(|server| server.listener.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then drains within the drain timeout.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) {
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        for (role, listener, router) in self.servers {
+        for server in self.servers {
             tasks.spawn(accept_loop(
-                role,
-                listener,
-                router,
+                server,
                 self.http.clone(),
+                self.metrics.clone(),
                 stopped.clone(),
                 self.drain_timeout,
             ));
@@ -371,31 +485,51 @@ async fn bind_host(host: &str, port: u16) -> io::Result<Vec<TcpListener>> {
 }
 
 async fn accept_loop(
-    role: Role,
-    listener: TcpListener,
-    router: Router,
+    server: Listener,
     http: hyper::server::conn::http1::Builder,
+    metrics: Metrics,
     mut stopped: watch::Receiver<bool>,
     drain_timeout: Duration,
 ) {
+    let Listener {
+        role,
+        listener,
+        router,
+        gate,
+        request_timeout,
+    } = server;
+    let local = listener.local_addr().ok();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             () = stopping(&mut stopped) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(serve_connection(
-                        stream,
-                        peer,
-                        router.clone(),
-                        http.clone(),
-                        stopped.clone(),
-                    ));
-                }
+                Ok((stream, peer)) => match gate.admit(peer, local) {
+                    Ok(permit) => {
+                        connections.spawn(serve_connection(
+                            Connection { stream, peer, request_timeout, _permit: permit },
+                            router.clone(),
+                            http.clone(),
+                            stopped.clone(),
+                        ));
+                    }
+                    Err(refusal) => {
+                        // Closed at once: a flood costs its sockets and nothing else. Logged at
+                        // debug only, so that a flood does not flood the logs; counted.
+                        drop(stream);
+                        metrics.record_connection_refused(role.as_str(), refusal.as_str());
+                        tracing::debug!(
+                            listener = role.as_str(),
+                            client = %peer,
+                            reason = refusal.as_str(),
+                            "connection refused"
+                        );
+                    }
+                },
                 Err(error) => {
                     // Usually EMFILE; back off briefly instead of spinning.
-                    tracing::warn!(?role, error = %error, "accept failed");
+                    tracing::warn!(listener = role.as_str(), error = %error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
@@ -408,7 +542,7 @@ async fn accept_loop(
     .await;
     if drained.is_err() {
         tracing::warn!(
-            ?role,
+            listener = role.as_str(),
             open = connections.len(),
             "drain timeout passed; closing connections"
         );
@@ -421,13 +555,26 @@ async fn stopping(stopped: &mut watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stop| *stop).await;
 }
 
-async fn serve_connection(
+/// An admitted connection: its place is held until it is dropped.
+struct Connection {
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    request_timeout: Duration,
+    _permit: connection::Permit,
+}
+
+async fn serve_connection(
+    connection: Connection,
     router: Router,
     http: hyper::server::conn::http1::Builder,
     mut stopped: watch::Receiver<bool>,
 ) {
+    let Connection {
+        stream,
+        peer,
+        request_timeout,
+        _permit,
+    } = connection;
     let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         let mut router = router.clone();
@@ -436,18 +583,48 @@ async fn serve_connection(
             response
         }
     });
-    let connection = http.serve_connection(TokioIo::new(stream), service);
+    let cycle = Cycle::new();
+    let io = TokioIo::new(Tracked::new(stream, cycle.clone()));
+    let connection = http.serve_connection(io, service);
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stopping(&mut stopped) => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let mut draining = false;
+    let result = loop {
+        // Re-read on every turn: the cycle moves as requests come and responses go.
+        let deadline = cycle.deadline(request_timeout);
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = stopping(&mut stopped), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = sleep_until_some(deadline) => {
+                if cycle.deadline(request_timeout).is_some_and(|d| d <= tokio::time::Instant::now()) {
+                    tracing::debug!(client = %peer, timeout = ?request_timeout, "request/response cycle passed its deadline; closing the connection");
+                    return;
+                }
+            }
         }
     };
     if let Err(error) = result {
         tracing::debug!(client = %peer, error = %error, "connection ended with an error");
     }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether `host` is a wildcard address (`0.0.0.0`, `::`, brackets optional).
+fn is_wildcard(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified())
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod eks_auth;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
@@ -28,6 +29,7 @@ use pod_identity_core::{
 pub struct CredentialRequest {
     cluster_name: ClusterName,
     token: ServiceAccountToken,
+    client: Option<IpAddr>,
 }
 
 impl fmt::Debug for CredentialRequest {
@@ -35,6 +37,7 @@ impl fmt::Debug for CredentialRequest {
         f.debug_struct("CredentialRequest")
             .field("cluster_name", &self.cluster_name)
             .field("token", &self.token)
+            .field("client", &self.client)
             .finish()
     }
 }
@@ -45,7 +48,20 @@ impl CredentialRequest {
         Self {
             cluster_name,
             token,
+            client: None,
         }
+    }
+
+    /// Records the address of the client (the pod) that asked, which the cache holds to its
+    /// miss budget.
+    pub fn with_client(mut self, client: IpAddr) -> Self {
+        self.client = Some(client.to_canonical());
+        self
+    }
+
+    /// The address of the client that asked, when known.
+    pub fn client(&self) -> Option<IpAddr> {
+        self.client
     }
 
     /// The cluster the agent serves.
@@ -220,6 +236,10 @@ pub enum SourceError {
     /// The source could not be reached or its answer could not be read.
     #[error("credential source unavailable")]
     Unavailable(#[source] Arc<dyn StdError + Send + Sync>),
+    /// The client asking has started more upstream calls lately than its budget allows (see
+    /// the cache's `client_miss_budget`). 429.
+    #[error("the client's budget of upstream calls is spent")]
+    ClientMissBudget,
     /// The issued credentials expire too soon to hand out.
     #[error("fetched credentials are expired or will expire within {remaining_millis} ms")]
     ExpiringCredentials {
@@ -241,6 +261,7 @@ impl SourceError {
             SourceError::EksAuth(error) => error.class(),
             SourceError::Timeout
             | SourceError::Unavailable(_)
+            | SourceError::ClientMissBudget
             | SourceError::ExpiringCredentials { .. } => ErrorClass::Recoverable,
         }
     }
@@ -250,6 +271,7 @@ impl SourceError {
         match self {
             SourceError::EksAuth(error) => error.code().as_str(),
             SourceError::Timeout => "Timeout",
+            SourceError::ClientMissBudget => "ClientMissBudget",
             SourceError::Unavailable(_) => "Unavailable",
             SourceError::ExpiringCredentials { .. } => "ExpiringCredentials",
         }
@@ -261,6 +283,7 @@ impl SourceError {
         match self {
             SourceError::EksAuth(error) => AgentError::EksAuth(error.clone()),
             SourceError::Timeout | SourceError::Unavailable(_) => AgentError::Upstream,
+            SourceError::ClientMissBudget => AgentError::TooManyRequests,
             SourceError::ExpiringCredentials { remaining_millis } => {
                 AgentError::ExpiringCredentials {
                     remaining_millis: *remaining_millis,

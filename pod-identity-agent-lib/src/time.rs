@@ -150,3 +150,53 @@ impl RateLimiter {
         }
     }
 }
+
+/// A GCRA rate limiter keyed by client address, on tokio's clock.
+///
+/// Each address gets its own bucket. Buckets that have refilled are forgotten every
+/// [`FORGET_EVERY`] checks, so the state is bounded by the clients seen lately.
+pub(crate) struct ClientRateLimiter {
+    limiter: governor::RateLimiter<
+        std::net::IpAddr,
+        governor::state::keyed::HashMapStateStore<std::net::IpAddr>,
+        TokioRateClock,
+        governor::middleware::NoOpMiddleware<governor::nanos::Nanos>,
+    >,
+    checks: std::sync::atomic::AtomicU32,
+}
+
+/// How many checks pass between two sweeps of refilled buckets.
+const FORGET_EVERY: u32 = 4096;
+
+impl fmt::Debug for ClientRateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientRateLimiter")
+            .field("clients", &self.limiter.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientRateLimiter {
+    /// A limiter allowing each address `per_second` with bursts of `burst` (at least 1); `None`
+    /// when `per_second` is 0, which turns limiting off.
+    pub(crate) fn new(per_second: u32, burst: u32) -> Option<Self> {
+        let per_second = std::num::NonZeroU32::new(per_second)?;
+        let burst = std::num::NonZeroU32::new(burst).unwrap_or(std::num::NonZeroU32::MIN);
+        let quota = governor::Quota::per_second(per_second).allow_burst(burst);
+        Some(Self {
+            limiter: governor::RateLimiter::hashmap_with_clock(quota, TokioRateClock::new()),
+            checks: std::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    /// Admits one cell for `client` now, or says no.
+    pub(crate) fn check(&self, client: std::net::IpAddr) -> bool {
+        let checks = self
+            .checks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if checks % FORGET_EVERY == FORGET_EVERY - 1 {
+            self.limiter.retain_recent();
+        }
+        self.limiter.check_key(&client.to_canonical()).is_ok()
+    }
+}

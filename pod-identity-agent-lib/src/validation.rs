@@ -85,11 +85,24 @@ impl HostAllowList {
             Ok(())
         } else {
             Err(AgentError::InvalidHost {
-                host: host.to_owned(),
+                host: echoed(host).to_owned(),
                 allowed: self.hosts.clone(),
             })
         }
     }
+}
+
+/// Most bytes of a refused `Host` the 403 body repeats (the longest DNS name), so that a large
+/// `Host` does not buy a large answer.
+pub const MAX_ECHOED_HOST_BYTES: usize = 255;
+
+/// `host` cut to at most [`MAX_ECHOED_HOST_BYTES`], on a character boundary.
+fn echoed(host: &str) -> &str {
+    let mut end = host.len().min(MAX_ECHOED_HOST_BYTES);
+    while !host.is_char_boundary(end) {
+        end -= 1;
+    }
+    &host[..end]
 }
 
 /// Equal as IP addresses when both are (so `FD00:EC2::23` matches `fd00:ec2::23`), else as

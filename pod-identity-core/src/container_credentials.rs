@@ -287,6 +287,14 @@ pub enum AgentError {
     NotFound,
     /// Request headers over the limit. 431.
     HeadersTooLarge,
+    /// A request Go's HTTP server refuses before any handler runs: an HTTP/1.1 request without
+    /// a `Host` header (`missing required Host header`), or with more than one (`too many Host
+    /// headers`). 400, body `400 Bad Request: <reason>` without a trailing newline, as Go's
+    /// server writes it.
+    BadRequest {
+        /// What is wrong with the request.
+        reason: &'static str,
+    },
 }
 
 impl AgentError {
@@ -300,6 +308,7 @@ impl AgentError {
             AgentError::TooManyRequests => 429,
             AgentError::NotFound => 404,
             AgentError::HeadersTooLarge => 431,
+            AgentError::BadRequest { .. } => 400,
         }
     }
 
@@ -307,7 +316,7 @@ impl AgentError {
     /// server writes itself without one.
     pub fn body(&self) -> String {
         match self {
-            AgentError::HeadersTooLarge => self.to_string(),
+            AgentError::HeadersTooLarge | AgentError::BadRequest { .. } => self.to_string(),
             _ => format!("{self}\n"),
         }
     }
@@ -347,6 +356,7 @@ impl fmt::Display for AgentError {
             AgentError::TooManyRequests => f.write_str("Too Many Requests"),
             AgentError::NotFound => f.write_str("404 page not found"),
             AgentError::HeadersTooLarge => f.write_str("431 Request Header Fields Too Large"),
+            AgentError::BadRequest { reason } => write!(f, "400 Bad Request: {reason}"),
         }
     }
 }

@@ -15,8 +15,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use pod_identity_agent_lib::server::shutdown_signal;
+use pod_identity_agent_lib::server::{ConnectionLimits, shutdown_signal};
 use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_agent_lib::{cache, handler, server};
 use pod_identity_core::ClusterName;
 use tracing_subscriber::EnvFilter;
 
@@ -194,6 +195,9 @@ struct ServerArgs {
     #[arg(long, default_value_t = 500)]
     rate_limit_burst: u32,
 
+    #[command(flatten)]
+    protection: ProtectionArgs,
+
     /// Cached credentials nobody requested for this long are evicted instead of renewed.
     #[arg(long, default_value = "7h", value_parser = parse_duration, value_name = "DURATION")]
     idle_timeout: Duration,
@@ -220,6 +224,52 @@ struct ServerArgs {
     /// and bodies (tokens, session tokens, credentials).
     #[arg(short = 'v', long, default_value = "info", value_name = "LEVEL", value_parser = parse_verbosity)]
     verbosity: String,
+}
+
+/// Bounds on what one pod can make the agent do (every pod on the node can reach it).
+#[derive(Debug, Args)]
+struct ProtectionArgs {
+    /// Most open connections to the credential port, from all clients together; more are
+    /// closed as soon as accepted.
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
+
+    /// Most open connections to the credential port from one client address (one pod).
+    #[arg(long, default_value_t = server::DEFAULT_MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
+    max_connections_per_client: usize,
+
+    /// Longest request/response cycle on a connection, writing the response included (Go
+    /// duration); a client that stops reading is disconnected after it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
+    request_timeout: Duration,
+
+    /// Credential requests per second from one client address before 429 (0 turns this limit
+    /// off); --rate-limit stays the overall ceiling.
+    #[arg(long, default_value_t = handler::DEFAULT_CLIENT_REQUEST_RATE, value_name = "N")]
+    client_rate_limit: u32,
+
+    /// Burst of credential requests one client address may send above its rate.
+    #[arg(long, default_value_t = handler::DEFAULT_CLIENT_REQUEST_BURST, value_name = "N")]
+    client_rate_limit_burst: u32,
+
+    /// Upstream calls per second one client address may start once its burst is spent (0 turns
+    /// the budget off). Cache hits and requests joining a call in flight cost nothing.
+    #[arg(long, default_value_t = cache::DEFAULT_CLIENT_MISS_RATE, value_name = "N")]
+    client_miss_rate: u32,
+
+    /// Upstream calls one client address may start at once.
+    #[arg(long, default_value_t = cache::DEFAULT_CLIENT_MISS_BURST, value_name = "N")]
+    client_miss_burst: u32,
+
+    /// How long an irrecoverable EKS Auth answer for a token (invalid, expired, access denied,
+    /// no association) is repeated without calling EKS Auth again (Go duration; 0 turns it off).
+    #[arg(long, default_value = "5s", value_parser = parse_duration, value_name = "DURATION")]
+    refused_token_ttl: Duration,
+
+    /// Allow wildcard bind hosts (0.0.0.0, ::), which serve credentials on every address of
+    /// the node, not only the link-local agent addresses.
+    #[arg(long)]
+    allow_wildcard_bind: bool,
 }
 
 /// SDK crates whose `trace` events print secrets: aws-sigv4 (before 1.4) the canonical request
@@ -419,6 +469,21 @@ async fn serve<S: pod_identity_agent_lib::CredentialSource>(
         .max_service_qps(args.max_service_qps)
         .idle_timeout(args.idle_timeout)
         .rate_limit(args.rate_limit, args.rate_limit_burst);
+    let protection = &args.protection;
+    let agent = agent
+        .connection_limits(
+            ConnectionLimits::default()
+                .max_connections(protection.max_connections)
+                .max_connections_per_client(protection.max_connections_per_client)
+                .request_timeout(protection.request_timeout),
+        )
+        .client_rate_limit(
+            protection.client_rate_limit,
+            protection.client_rate_limit_burst,
+        )
+        .client_miss_budget(protection.client_miss_rate, protection.client_miss_burst)
+        .refused_ttl(protection.refused_token_ttl)
+        .allow_wildcard_bind(protection.allow_wildcard_bind);
     tracing::info!(
         cluster = %args.cluster_name,
         version = env!("CARGO_PKG_VERSION"),
