@@ -1284,7 +1284,11 @@ mod tests {
         let renewed = source.calls();
         assert_eq!(renewed, 9, "and renewed at its retry time");
         advance(3 * HOUR - 11 * MINUTE).await;
-        assert_eq!(source.calls(), renewed, "nothing due before the next period");
+        assert_eq!(
+            source.calls(),
+            renewed,
+            "nothing due before the next period"
+        );
     }
 
     #[tokio::test(start_paused = true)]

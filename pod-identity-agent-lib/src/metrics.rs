@@ -21,6 +21,7 @@
 //! |---|---|
 //! | `pod_identity_http_request_duration_seconds` | histogram of credential request latency |
 //! | `pod_identity_cache_size` | gauge: entries in the credential cache |
+//! | `pod_identity_connections_open` | gauge by `listener`: open connections |
 //! | `pod_identity_connections_refused_total` | counter by `listener` (`credentials`, `probe`, `metrics`) and `reason` (`max_connections`, `max_connections_per_client`): connections closed at once at a cap |
 //! | `pod_identity_requests_limited_total` | counter by `reason`: requests answered 429 by the per-client rate (`client_rate`), the overall rate (`rate`) or the per-client miss budget (`client_misses`) |
 //! | `pod_identity_refused_tokens_served_total` | counter: requests answered from the short-lived cache of refused tokens, without an upstream call |
@@ -100,6 +101,7 @@ struct Inner {
 /// The series of the agent's protection against hostile clients.
 #[derive(Clone, Default)]
 struct Protection {
+    connections_open: Family<ListenerLabel, Gauge>,
     connections_refused: Family<RefusedLabels, Counter>,
     requests_limited: Family<LimitedLabel, Counter>,
     refused_tokens_served: Counter,
@@ -107,6 +109,11 @@ struct Protection {
 
 impl Protection {
     fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pod_identity_connections_open",
+            "Open connections",
+            self.connections_open.clone(),
+        );
         registry.register(
             "pod_identity_connections_refused",
             "Connections closed as soon as accepted, at a connection cap",
@@ -277,6 +284,15 @@ impl Metrics {
         }
     }
 
+    /// The gauge of `listener`'s open connections.
+    pub(crate) fn connections_open(&self, listener: &'static str) -> Gauge {
+        self.inner
+            .protection
+            .connections_open
+            .get_or_create(&ListenerLabel { listener })
+            .clone()
+    }
+
     /// Counts one connection closed at once at a cap of `listener`.
     pub(crate) fn record_connection_refused(&self, listener: &'static str, reason: &'static str) {
         self.inner
@@ -374,6 +390,11 @@ struct CodeLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

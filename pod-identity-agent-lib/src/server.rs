@@ -294,7 +294,10 @@ impl ServerBuilder {
         }
         let probe = Probe::with_deadline(credential_addrs.iter().copied(), self.probe_deadline);
 
-        let credentials_gate = Gate::new(self.limits);
+        let credentials_gate = Gate::new(
+            self.limits,
+            self.metrics.connections_open(Role::Credentials.as_str()),
+        );
         let mut servers = listeners
             .into_iter()
             .map(|listener| Listener {
@@ -305,11 +308,14 @@ impl ServerBuilder {
                 request_timeout: self.limits.request_timeout,
             })
             .collect::<Vec<_>>();
-        let auxiliary = |role, listener, router| Listener {
+        let auxiliary = |role: Role, listener, router| Listener {
             role,
             listener,
             router,
-            gate: Gate::new(self.auxiliary_limits),
+            gate: Gate::new(
+                self.auxiliary_limits,
+                self.metrics.connections_open(role.as_str()),
+            ),
             request_timeout: self.auxiliary_limits.request_timeout,
         };
         if let Some(addr) = self.probe_addr {
@@ -589,15 +595,19 @@ async fn serve_connection(
     tokio::pin!(connection);
     let mut draining = false;
     let result = loop {
-        // Re-read on every turn: the cycle moves as requests come and responses go.
-        let deadline = cycle.deadline(request_timeout);
+        // Re-read on every turn: the cycle moves as requests come and responses go, inside
+        // polls of the connection this loop does not see; while idle, look again a timeout
+        // later (a cycle that began meanwhile then has its deadline ahead).
+        let deadline = cycle
+            .deadline(request_timeout)
+            .unwrap_or_else(|| tokio::time::Instant::now() + request_timeout);
         tokio::select! {
             result = connection.as_mut() => break result,
             () = stopping(&mut stopped), if !draining => {
                 draining = true;
                 connection.as_mut().graceful_shutdown();
             }
-            () = sleep_until_some(deadline) => {
+            () = tokio::time::sleep_until(deadline) => {
                 if cycle.deadline(request_timeout).is_some_and(|d| d <= tokio::time::Instant::now()) {
                     tracing::debug!(client = %peer, timeout = ?request_timeout, "request/response cycle passed its deadline; closing the connection");
                     return;
@@ -607,14 +617,6 @@ async fn serve_connection(
     };
     if let Err(error) = result {
         tracing::debug!(client = %peer, error = %error, "connection ended with an error");
-    }
-}
-
-/// Sleeps until `deadline`, or forever when there is none.
-async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -14,14 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use pod_identity_agent_lib::server::ConnectionLimits;
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
 use pod_identity_agent_lib::{
-    AgentBuilder, CredentialRequest, CredentialSource, HostAllowList, IssuedCredentials,
-    SourceError,
+    AgentBuilder, BindError, CredentialRequest, CredentialSource, HostAllowList, IssuedCredentials,
+    Metrics, SourceError,
 };
 use pod_identity_core::{ContainerCredentials, EksAuthError, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -84,27 +85,34 @@ impl CredentialSource for Source {
 struct Agent {
     addr: SocketAddr,
     calls: Arc<AtomicUsize>,
+    metrics: Metrics,
     stop: Option<oneshot::Sender<()>>,
     serving: JoinHandle<()>,
 }
 
 impl Agent {
     /// The agent on 127.0.0.1 with the reference `Host` allow-list, a short header read
-    /// timeout and no request rate limit (so the tests measure the server, not the limiter).
+    /// timeout and no overall request rate limit (so the tests measure the server, not the
+    /// limiter); the protections against hostile clients keep their defaults.
     async fn start() -> Self {
+        Self::start_with(|agent| agent).await
+    }
+
+    /// [`start`](Self::start), with the builder adjusted by `adjust`.
+    async fn start_with(adjust: impl FnOnce(AgentBuilder<Source>) -> AgentBuilder<Source>) -> Self {
         let source = Source::default();
         let calls = source.0.clone();
-        let server = AgentBuilder::new("demo".parse().unwrap(), source)
+        let metrics = Metrics::new();
+        let agent = AgentBuilder::new("demo".parse().unwrap(), source)
             .bind_hosts(["127.0.0.1"])
             .allowed_hosts(HostAllowList::reference())
             .port(0)
             .probe_addr(None)
             .metrics_addr(None)
+            .metrics(metrics.clone())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .rate_limit(0, 0)
-            .bind()
-            .await
-            .unwrap();
+            .rate_limit(0, 0);
+        let server = adjust(agent).bind().await.unwrap();
         let addr = server.credential_addrs()[0];
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(server.serve(async {
@@ -113,8 +121,31 @@ impl Agent {
         Self {
             addr,
             calls,
+            metrics,
             stop: Some(stop),
             serving,
+        }
+    }
+
+    /// The value of a series in the agent's metrics (0 when absent).
+    fn metric(&self, series: &str) -> f64 {
+        self.metrics
+            .encode()
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (bounded) until the metric `series` reads `value`.
+    async fn metric_becomes(&self, series: &str, value: f64, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.metric(series) != value {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{series} is {} after {within:?}, not {value}",
+                self.metric(series)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -196,8 +227,7 @@ fn denied(host: &str) -> String {
 async fn only_the_agent_addresses_pass_the_host_check() {
     let agent = Agent::start().await;
     let token = good_token();
-    let denied_hosts: [(Option<&str>, &str); 14] = [
-        (None, ""),
+    let denied_hosts: [(Option<&str>, &str); 13] = [
         (Some(""), ""),
         (Some("10.0.0.1"), "10.0.0.1"),
         (Some("127.0.0.1"), "127.0.0.1"),
@@ -224,6 +254,35 @@ async fn only_the_agent_addresses_pass_the_host_check() {
     // The host is checked first: a bad host with a bad token is still 403.
     let (status, _) = agent.exchange(&request(Some("evil"), None)).await;
     assert_eq!(status, 403);
+    // No Host, or two, is what Go's server refuses before any handler: 400.
+    let (status, body) = agent.exchange(&request(None, Some(&token))).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "400 Bad Request: missing required Host header")
+    );
+    let (status, body) = agent
+        .exchange(
+            format!(
+                "GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nHost: {HOST}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "400 Bad Request: too many Host headers")
+    );
+    // HTTP/1.0 needs no Host: without one it is an empty, refused host.
+    let (status, body) = agent
+        .exchange(
+            format!("GET /v1/credentials HTTP/1.0\r\nAuthorization: {token}\r\n\r\n").as_bytes(),
+        )
+        .await;
+    assert_eq!((status, body), (403, denied("")));
+    // A large Host does not buy a large answer: the 403 repeats at most 255 bytes of it.
+    let long = "h".repeat(12 * 1024);
+    let (status, body) = agent.exchange(&request(Some(&long), Some(&token))).await;
+    assert_eq!((status, body), (403, denied(&long[..255])));
     assert_eq!(agent.calls(), 0, "no denied request reached the source");
 
     for host in [
@@ -492,8 +551,10 @@ async fn thousands_of_idle_connections_are_bounded_in_time_and_do_not_stop_other
     );
     let mut idle = Vec::with_capacity(count);
     for _ in 0..count {
-        idle.push(TcpStream::connect(agent.addr).await.unwrap());
+        idle.push(connect_from(ATTACKER, agent.addr).await);
     }
+    // At most the per-client cap of them is held; the rest were closed at once.
+    assert!(agent.metric("pod_identity_connections_open{listener=\"credentials\"}") <= 64.0);
     // Served while all of them are open.
     agent.assert_serves().await;
     // Idle connections that never send a request head are closed after the header read
@@ -701,4 +762,270 @@ async fn wrong_paths_get_404_and_every_method_is_accepted_on_the_credentials_pat
     assert_eq!(status, 200);
     agent.assert_serves().await;
     agent.shutdown().await;
+}
+
+/// A pod attacking the agent, and well-behaved pods, each with an address of its own.
+const ATTACKER: [u8; 4] = [127, 0, 0, 2];
+const POD_A: [u8; 4] = [127, 0, 0, 3];
+const POD_B: [u8; 4] = [127, 0, 0, 4];
+
+/// A connection from `source` (a loopback address standing for a pod's IP).
+async fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// One request from `source` on a new connection: (status, body).
+async fn exchange_from(source: [u8; 4], addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = connect_from(source, addr).await;
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .expect("the agent answers or closes within 10 s");
+    parse(&out)
+}
+
+/// Whether the server closed `stream` (EOF or reset) within `within`.
+async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_within_the_request_timeout() {
+    let timeout = Duration::from_secs(1);
+    let agent = Agent::start_with(|agent| {
+        agent
+            .connection_limits(ConnectionLimits::default().request_timeout(timeout))
+            .client_rate_limit(0, 0)
+    })
+    .await;
+    let open = "pod_identity_connections_open{listener=\"credentials\"}";
+    // A small receive buffer, pipelined requests, and never a read: the agent's answers pile
+    // up until its writes block.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(SocketAddr::from((ATTACKER, 0))).unwrap();
+    let mut stream = socket.connect(agent.addr).await.unwrap();
+    let one = format!(
+        "GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {}\r\n\r\n",
+        good_token()
+    );
+    let batch = one.repeat(64);
+    let started = tokio::time::Instant::now();
+    let mut written = 0usize;
+    // Write until the agent stops reading (its writes are blocked), bounded in time.
+    while started.elapsed() < Duration::from_secs(5) {
+        match tokio::time::timeout(
+            Duration::from_millis(200),
+            stream.write_all(batch.as_bytes()),
+        )
+        .await
+        {
+            Ok(Ok(())) => written += 64,
+            Ok(Err(_)) | Err(_) => break,
+        }
+    }
+    assert!(written >= 64, "the agent took no requests");
+    assert_eq!(agent.metric(open), 1.0, "the stalled connection is open");
+    // Another pod is served meanwhile.
+    let (status, body) =
+        exchange_from(POD_A, agent.addr, &request(Some(HOST), Some(&good_token()))).await;
+    assert_eq!(status, 200, "{body}");
+    // The stalled connection is closed once its cycle passes the deadline (plus scheduling
+    // slack), and its place freed.
+    agent
+        .metric_becomes(open, 0.0, timeout + Duration::from_secs(5))
+        .await;
+    assert!(started.elapsed() >= timeout, "closed before its deadline");
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_caps_are_closed_at_once_and_others_still_served() {
+    let agent = Agent::start_with(|agent| {
+        agent
+            .header_read_timeout(Duration::from_secs(30))
+            .connection_limits(
+                ConnectionLimits::default()
+                    .max_connections(6)
+                    .max_connections_per_client(3),
+            )
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from(ATTACKER, agent.addr).await);
+    }
+    // The client's fourth is closed as soon as it is accepted.
+    let mut fourth = connect_from(ATTACKER, agent.addr).await;
+    assert!(closed_within(&mut fourth, Duration::from_secs(5)).await);
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(connect_from(POD_A, agent.addr).await);
+    }
+    // The server is full: a third pod's connection is closed at once.
+    let mut full = connect_from(POD_B, agent.addr).await;
+    assert!(closed_within(&mut full, Duration::from_secs(5)).await);
+    assert_eq!(
+        agent.metric(
+            "pod_identity_connections_refused_total{listener=\"credentials\",reason=\"max_connections_per_client\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        agent.metric(
+            "pod_identity_connections_refused_total{listener=\"credentials\",reason=\"max_connections\"}"
+        ),
+        1.0
+    );
+    // The agent's own address (its probes) is still served while full.
+    agent.assert_serves().await;
+    // Below the cap again, the third pod is served.
+    drop(others);
+    agent
+        .metric_becomes(
+            "pod_identity_connections_open{listener=\"credentials\"}",
+            3.0,
+            Duration::from_secs(5),
+        )
+        .await;
+    let (status, body) =
+        exchange_from(POD_B, agent.addr, &request(Some(HOST), Some(&good_token()))).await;
+    assert_eq!(status, 200, "{body}");
+    drop(held);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_flooding_client_gets_429_while_another_is_served() {
+    let agent =
+        Agent::start_with(|agent| agent.client_rate_limit(10, 10).rate_limit(1000, 500)).await;
+    let token = good_token();
+    // Fifty pipelined requests on one connection, faster than 10/s.
+    let mut flood = String::new();
+    for _ in 0..49 {
+        flood.push_str(&format!(
+            "GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {token}\r\n\r\n"
+        ));
+    }
+    flood.push_str(&String::from_utf8(request(Some(HOST), Some(&token))).unwrap());
+    let mut stream = connect_from(ATTACKER, agent.addr).await;
+    stream.write_all(flood.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out);
+    let ok = text.matches("HTTP/1.1 200").count();
+    let limited = text.matches("HTTP/1.1 429").count();
+    assert_eq!(ok + limited, 50, "{text}");
+    assert!(
+        (10..=12).contains(&ok),
+        "the burst, and what refilled: {ok}"
+    );
+    // The flood drew nothing from the other pods' share.
+    for pod in [POD_A, POD_B] {
+        let (status, body) =
+            exchange_from(pod, agent.addr, &request(Some(HOST), Some(&token))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        agent.metric("pod_identity_requests_limited_total{reason=\"client_rate\"}"),
+        limited as f64
+    );
+    agent.shutdown().await;
+}
+
+/// An unsigned token (`alg: none`) the source refuses as EKS Auth would, unique per `n`.
+fn forged_token(n: usize) -> String {
+    jwt(
+        &serde_json::json!({"alg": "none"}),
+        &serde_json::json!({"exp": now_secs() + 86_400, "jti": n.to_string(), "sub": "system:serviceaccount:default:app"}),
+    )
+}
+
+#[tokio::test]
+async fn one_forged_token_sent_again_and_again_makes_one_upstream_call() {
+    let agent = Agent::start().await;
+    let token = forged_token(0);
+    for _ in 0..20 {
+        let (status, body) =
+            exchange_from(ATTACKER, agent.addr, &request(Some(HOST), Some(&token))).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.contains("InvalidTokenException"), "{body}");
+    }
+    assert_eq!(agent.calls(), 1, "the refusal is repeated from memory");
+    assert_eq!(
+        agent.metric("pod_identity_refused_tokens_served_total"),
+        19.0
+    );
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn unique_forged_tokens_are_held_to_the_clients_miss_budget() {
+    let agent = Agent::start_with(|agent| agent.client_miss_budget(1, 5)).await;
+    let mut statuses = Vec::new();
+    for n in 0..50 {
+        let (status, _) = exchange_from(
+            ATTACKER,
+            agent.addr,
+            &request(Some(HOST), Some(&forged_token(n))),
+        )
+        .await;
+        statuses.push(status);
+    }
+    let upstream = agent.calls();
+    // The burst, plus what refilled at 1/s while the requests ran.
+    assert!((5..=7).contains(&upstream), "{upstream} upstream calls");
+    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), upstream);
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        50 - upstream
+    );
+    // Another pod's first request is not held to the attacker's budget.
+    let (status, body) =
+        exchange_from(POD_A, agent.addr, &request(Some(HOST), Some(&good_token()))).await;
+    assert_eq!(status, 200, "{body}");
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn wildcard_bind_hosts_are_refused_unless_allowed() {
+    for host in ["0.0.0.0", "::", "[::]"] {
+        let refused = AgentBuilder::new("demo".parse().unwrap(), Source::default())
+            .bind_hosts([host])
+            .port(0)
+            .probe_addr(None)
+            .metrics_addr(None)
+            .bind()
+            .await;
+        assert!(
+            matches!(&refused, Err(BindError::WildcardHost { host: h }) if h == host),
+            "{refused:?}"
+        );
+        let message = refused.unwrap_err().to_string();
+        assert!(message.contains("every address of the node"), "{message}");
+    }
+    let allowed = AgentBuilder::new("demo".parse().unwrap(), Source::default())
+        .bind_hosts(["0.0.0.0"])
+        .port(0)
+        .probe_addr(None)
+        .metrics_addr(None)
+        .allow_wildcard_bind(true)
+        .bind()
+        .await
+        .unwrap();
+    assert!(allowed.credential_addrs()[0].ip().is_unspecified());
 }

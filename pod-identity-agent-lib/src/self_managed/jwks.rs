@@ -49,6 +49,10 @@ use crate::time::SharedWallClock;
 
 /// How often the keys are re-read when nothing asks earlier.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60);
+/// Most characters of a token header field (`kid`, `alg`) an error repeats (key ids are short: EKS's are 40
+/// hex digits), so a 16 KiB `kid` does not become a 16 KiB log line.
+pub const MAX_REPORTED_HEADER_CHARS: usize = 64;
+
 /// The least time between two refreshes caused by unknown `kid`s.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 /// Allowed clock skew for `exp` and `nbf`.
@@ -86,7 +90,8 @@ pub enum VerifyError {
     /// No key of the cluster has the token's `kid` (after a refresh).
     #[error("token signing key {kid:?} is not one of the cluster's keys")]
     UnknownKey {
-        /// The token's `kid` (a public key id, not a secret).
+        /// The token's `kid` (a public key id, not a secret), cut to its first
+        /// [`MAX_REPORTED_HEADER_CHARS`] characters: it comes from the client, and is logged.
         kid: Option<String>,
     },
     /// The key with the token's `kid` is not usable with its `alg`.
@@ -306,7 +311,7 @@ impl TokenVerifier {
         let header = token.header();
         let alg =
             Algorithm::parse(&header.alg).ok_or_else(|| VerifyError::UnsupportedAlgorithm {
-                alg: header.alg.clone(),
+                alg: header.alg.chars().take(MAX_REPORTED_HEADER_CHARS).collect(),
             })?;
         let kid = header.kid.as_deref();
         let key = match self.keys().find(kid) {
@@ -316,7 +321,7 @@ impl TokenVerifier {
                 self.keys()
                     .find(kid)
                     .ok_or_else(|| VerifyError::UnknownKey {
-                        kid: kid.map(str::to_owned),
+                        kid: kid.map(|kid| kid.chars().take(MAX_REPORTED_HEADER_CHARS).collect()),
                     })?
             }
         };
@@ -343,11 +348,17 @@ impl TokenVerifier {
         }
         let now = self.inner.clock.now();
         let exp = claims.expires_at().ok_or(VerifyError::NoExpiry)?;
-        if now >= exp + self.inner.leeway {
+        // A far-future `exp` (up to year 292 billion) plus the leeway must not overflow.
+        if exp
+            .checked_add(self.inner.leeway)
+            .is_some_and(|deadline| now >= deadline)
+        {
             return Err(VerifyError::Expired);
         }
         if let Some(nbf) = claims.not_before()
-            && now + self.inner.leeway < nbf
+            && now
+                .checked_add(self.inner.leeway)
+                .is_some_and(|leeway_end| leeway_end < nbf)
         {
             return Err(VerifyError::NotValidYet);
         }

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -112,6 +113,7 @@ impl Refusal {
 pub(crate) struct Gate {
     limits: ConnectionLimits,
     open: Mutex<Open>,
+    gauge: Gauge,
 }
 
 #[derive(Debug, Default)]
@@ -121,10 +123,12 @@ struct Open {
 }
 
 impl Gate {
-    pub(crate) fn new(limits: ConnectionLimits) -> Arc<Self> {
+    /// A gate for `limits` that reports its open connections on `gauge`.
+    pub(crate) fn new(limits: ConnectionLimits, gauge: Gauge) -> Arc<Self> {
         Arc::new(Self {
             limits,
             open: Mutex::default(),
+            gauge,
         })
     }
 
@@ -150,6 +154,7 @@ impl Gate {
         }
         *count += 1;
         open.total += 1;
+        self.gauge.inc();
         Ok(Permit {
             gate: self.clone(),
             client,
@@ -181,6 +186,7 @@ impl Drop for Permit {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         open.total = open.total.saturating_sub(1);
+        self.gate.gauge.dec();
         if let Some(count) = open.per_client.get_mut(&self.client) {
             *count -= 1;
             if *count == 0 {
@@ -308,6 +314,7 @@ mod tests {
             ConnectionLimits::default()
                 .max_connections(3)
                 .max_connections_per_client(2),
+            Gauge::default(),
         );
         let local = Some(addr("169.254.170.23:80"));
         let a1 = gate.admit(addr("10.0.0.1:1000"), local).unwrap();
@@ -336,7 +343,10 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_clients_count_as_their_ipv4_address() {
-        let gate = Gate::new(ConnectionLimits::default().max_connections_per_client(1));
+        let gate = Gate::new(
+            ConnectionLimits::default().max_connections_per_client(1),
+            Gauge::default(),
+        );
         let _v4 = gate.admit(addr("10.0.0.1:1"), None).unwrap();
         assert_eq!(
             gate.admit(addr("[::ffff:10.0.0.1]:2"), None).unwrap_err(),
