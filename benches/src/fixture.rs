@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
+use pod_identity_agent_lib::server::ConnectionLimits;
 use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
 };
@@ -187,6 +188,15 @@ impl LocalAgent {
             .probe_addr(None)
             .metrics_addr(None)
             .rate_limit(0, 0)
+            // One loopback address stands for every pod: the per-client bounds are raised out
+            // of reach (their checks still run on every request and connection).
+            .client_rate_limit(u32::MAX, u32::MAX)
+            .client_miss_budget(u32::MAX, u32::MAX)
+            .connection_limits(
+                ConnectionLimits::default()
+                    .max_connections(usize::MAX)
+                    .max_connections_per_client(usize::MAX),
+            )
             .drain_timeout(Duration::from_secs(1));
         let server = configure(builder).bind().await?;
         let addr = *server

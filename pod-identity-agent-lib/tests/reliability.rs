@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_credential_types::provider::{ProvideCredentials, future};
 use aws_sdk_eksauth::config::Credentials;
+use pod_identity_agent_lib::server::ConnectionLimits;
 use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
 };
@@ -120,12 +121,17 @@ impl Agent {
         Self::with_builder(AgentBuilder::new("demo".parse().unwrap(), source)).await
     }
 
+    /// Every client here comes from 127.0.0.1, standing for many pods at once: the per-client
+    /// bounds (tested in `hostile.rs`) are lifted.
     async fn with_builder(builder: AgentBuilder<EksAuthSource>) -> Self {
         let server = builder
             .bind_hosts(["127.0.0.1"])
             .port(0)
             .probe_addr(None)
             .metrics_addr(None)
+            .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
+            .client_rate_limit(0, 0)
+            .client_miss_budget(0, 0)
             .bind()
             .await
             .unwrap();
@@ -137,12 +143,14 @@ impl Agent {
         let router = CredentialsRouter::new("demo".parse().unwrap(), cache)
             .allowed_hosts(pod_identity_agent_lib::HostAllowList::new(["127.0.0.1"]))
             .clock(clock)
+            .client_rate_limit(0, 0)
             .into_router();
         let server = ServerBuilder::new(router)
             .bind_hosts(["127.0.0.1"])
             .port(0)
             .probe_addr(None)
             .metrics_addr(None)
+            .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
             .bind()
             .await
             .unwrap();

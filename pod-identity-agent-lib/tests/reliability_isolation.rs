@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_sdk_eksauth::config::Credentials;
+use pod_identity_agent_lib::server::ConnectionLimits;
 use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
 };
@@ -85,13 +86,16 @@ async fn source(server: &SimulatorServer) -> EksAuthSource {
         .unwrap()
 }
 
-/// Serves `router` on 127.0.0.1; the task ends with the test.
+/// Serves `router` on 127.0.0.1; the task ends with the test. Every client here comes from
+/// 127.0.0.1, standing for many pods: the per-client bounds (tested in `hostile.rs`) are
+/// lifted, here and in the routers and caches below.
 async fn serve(router: axum::Router) -> SocketAddr {
     let server = ServerBuilder::new(router)
         .bind_hosts(["127.0.0.1"])
         .port(0)
         .probe_addr(None)
         .metrics_addr(None)
+        .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
         .bind()
         .await
         .unwrap();
@@ -104,6 +108,8 @@ async fn agent(source: EksAuthSource) -> SocketAddr {
     serve(
         AgentBuilder::new("demo".parse().unwrap(), source)
             .bind_hosts(["127.0.0.1"])
+            .client_rate_limit(0, 0)
+            .client_miss_budget(0, 0)
             .into_router(),
     )
     .await
@@ -270,6 +276,7 @@ async fn a_replayed_token_of_a_deleted_association_gets_nothing_once_renewal_see
     .max_retention(Duration::from_millis(300))
     .retry_interval(Duration::from_millis(300), Duration::from_millis(100))
     .renewal_qps(0)
+    .client_miss_budget(0, 0)
     .clock(clock.clone())
     .metrics(metrics.clone())
     .build();
@@ -277,6 +284,7 @@ async fn a_replayed_token_of_a_deleted_association_gets_nothing_once_renewal_see
         CredentialsRouter::new("demo".parse().unwrap(), cache.clone())
             .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
             .clock(clock)
+            .client_rate_limit(0, 0)
             .into_router(),
     )
     .await;
@@ -343,6 +351,7 @@ async fn a_full_cache_forgets_evicted_tokens_and_never_serves_their_credentials_
     let clock = SharedWallClock::default();
     let cache = CredentialCache::builder(source(&server).await)
         .max_entries(5)
+        .client_miss_budget(0, 0)
         .clock(clock.clone())
         .metrics(metrics.clone())
         .build();
@@ -350,6 +359,7 @@ async fn a_full_cache_forgets_evicted_tokens_and_never_serves_their_credentials_
         CredentialsRouter::new("demo".parse().unwrap(), cache.clone())
             .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
             .clock(clock)
+            .client_rate_limit(0, 0)
             .into_router(),
     )
     .await;

@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use aws_sdk_sts::config::Credentials;
 use clap::Parser;
+use pod_identity_agent_lib::server::ConnectionLimits;
 use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, Times, mint_token,
 };
@@ -194,6 +195,10 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error + Send + Sync
         .metrics_addr(None)
         .max_cache_size(args.cache_size)
         .rate_limit(0, 0)
+        // One loopback address stands for every pod: no per-client bounds.
+        .client_rate_limit(0, 0)
+        .client_miss_budget(0, 0)
+        .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
         .metrics(metrics.clone())
         .bind()
         .await?;
