@@ -217,7 +217,8 @@ def check_reference_defaults(documents):
     spec = pod_spec(ds)
     container = agent_container(ds)
     args = container["args"]
-    if args[0] != "server" or not follows(args, "-v", "trace") or "--cluster-name=EKS_CLUSTER_NAME" not in args:
+    if (args[0] != "server" or not follows(args, "-v", "trace")
+            or "--cluster-name=EKS_CLUSTER_NAME" not in args):
         problems.append(f"agent args {args}")
     # -v given in agent.additionalArgs replaces the chart's own verbosity flag.
     if any(a.startswith("--verbosity") for a in args):
@@ -335,8 +336,9 @@ def ca_bundle_problems(documents, path):
             if "ca-bundle" in volumes or "ca-bundle" in mounts:
                 problems.append(f"{name}: mounts a CA bundle: {volumes}")
             continue
-        if value != path or volumes.get("ca-bundle", {}).get("hostPath") != {
-                "path": path, "type": "File"} or mounts.get("ca-bundle", {}).get("mountPath") != path:
+        host_file = volumes.get("ca-bundle", {}).get("hostPath")
+        mount_path = mounts.get("ca-bundle", {}).get("mountPath")
+        if value != path or host_file != {"path": path, "type": "File"} or mount_path != path:
             problems.append(f"{name}: AWS_CA_BUNDLE {value}, volumes {volumes}, mounts {mounts}")
     return problems
 
@@ -377,7 +379,8 @@ def check_env_list(documents):
     problems = []
     for name, ds in objects(documents, "DaemonSet").items():
         env = env_of(agent_container(ds))
-        if env.get("HTTPS_PROXY", {}).get("value") != "http://proxy:3128" or "AWS_REGION" not in env:
+        proxy = env.get("HTTPS_PROXY", {}).get("value")
+        if proxy != "http://proxy:3128" or "AWS_REGION" not in env:
             problems.append(f"{name}: env {agent_container(ds)['env']}")
     return problems
 
