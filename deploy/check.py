@@ -59,6 +59,7 @@ CHECKED = [
 # Plain manifests: which values file each one is rendered from.
 MANIFESTS = {
     "eks.yaml": "eks.yaml",
+    "eks-hybrid.yaml": "hybrid.yaml",
     "self-managed.yaml": "self-managed-jwks-url.yaml",
 }
 # Values that must not render, with the message the render must fail with.
