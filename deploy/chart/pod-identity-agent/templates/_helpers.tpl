@@ -1,9 +1,9 @@
-{{/* Chart name, at most 63 characters. */}}
+{{/* Chart name, at most 63 characters: eks-pod-identity-agent by default (nameOverride). */}}
 {{- define "pia.name" -}}
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Release-qualified name. */}}
+{{/* Release-qualified name: eks-pod-identity-agent by default (fullnameOverride). */}}
 {{- define "pia.fullname" -}}
 {{- if .Values.fullnameOverride }}
 {{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
@@ -14,16 +14,35 @@
 {{- end }}
 {{- end }}
 
-{{- define "pia.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "pia.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+{{/* "<name>-<suffix>" within 63 characters, the name shortened first; dict "name" "suffix". */}}
+{{- define "pia.suffixed" -}}
+{{- if .suffix }}
+{{- printf "%s-%s" (.name | trunc (int (sub 62 (len .suffix))) | trimSuffix "-") .suffix }}
+{{- else }}
+{{- .name | trunc 63 | trimSuffix "-" }}
+{{- end }}
 {{- end }}
 
+{{/* Selector labels of one DaemonSet; dict "top" (the root context) "suffix" (its nameSuffix). */}}
+{{- define "pia.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pia.suffixed" (dict "name" (include "pia.name" .top) "suffix" .suffix) }}
+app.kubernetes.io/instance: {{ .top.Release.Name }}
+{{- end }}
+
+{{/* Labels of the objects; dict "top" "suffix" as above. */}}
 {{- define "pia.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+helm.sh/chart: {{ printf "%s-%s" .top.Chart.Name .top.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{ include "pia.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/version: {{ .top.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .top.Release.Service }}
+app: {{ include "pia.name" .top }}
+{{- end }}
+
+{{/* Labels every agent pod of the release has, whichever DaemonSet: what the metrics Service
+selects. */}}
+{{- define "pia.podLabels" -}}
+app: {{ include "pia.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "pia.image" -}}
@@ -46,13 +65,71 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- default (printf "%s-jwks" (include "pia.fullname" .)) .Values.selfManaged.jwks.configMap.name }}
 {{- end }}
 
+{{/* The agent's AWS region: `region`, else AWS_REGION of an `env` map (the reference chart's
+way). */}}
+{{- define "pia.region" -}}
+{{- if .Values.region }}
+{{- .Values.region }}
+{{- else if kindIs "map" .Values.env }}
+{{- .Values.env.AWS_REGION | default "" }}
+{{- end }}
+{{- end }}
+
+{{/* The node file named in AWS_CA_BUNDLE and mounted, or nothing: `caBundle`, else the reference
+chart's path in isolated ("-iso") regions; nothing when `env` sets AWS_CA_BUNDLE itself. */}}
+{{- define "pia.caBundle" -}}
+{{- $own := and (kindIs "map" .Values.env) (hasKey .Values.env "AWS_CA_BUNDLE") }}
+{{- if not $own }}
+{{- if .Values.caBundle }}
+{{- .Values.caBundle }}
+{{- else if contains "-iso" (include "pia.region" .) }}
+{{- print "/etc/pki/tls/certs/ca-bundle.crt" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when one of `names` is among the flags in `given`; dict "given" "names". */}}
+{{- define "pia.given" -}}
+{{- range .names }}
+{{- if has . $.given }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* Flag names among additionalArgs keys and extraArgs items; dict "map" "list". */}}
+{{- define "pia.givenFlags" -}}
+{{- $given := list }}
+{{- range $flag, $_ := .map }}
+{{- $given = append $given $flag }}
+{{- end }}
+{{- range .list }}
+{{- $given = append $given (regexReplaceAll "=.*$" (toString .) "") }}
+{{- end }}
+{{- toJson $given }}
+{{- end }}
+
+{{/* additionalArgs as the reference chart renders them: the key, then its value unless empty. */}}
+{{- define "pia.additionalArgs" -}}
+{{- range $flag, $value := . }}
+- {{ $flag | quote }}
+{{- if and (not (kindIs "invalid" $value)) (ne (toString $value) "") }}
+- {{ $value | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{/* Fails the render on values that cannot work. */}}
 {{- define "pia.validate" -}}
 {{- if not .Values.clusterName }}
 {{- fail "clusterName is required" }}
 {{- end }}
-{{- if not .Values.region }}
-{{- fail "region is required (the agent's AWS_REGION)" }}
+{{- if not (or (kindIs "map" .Values.env) (kindIs "slice" .Values.env) (kindIs "invalid" .Values.env)) }}
+{{- fail "env must be a map of name to value (or a list of Kubernetes env entries)" }}
+{{- end }}
+{{- if not (include "pia.region" .) }}
+{{- fail "region is required (the agent's AWS_REGION; env.AWS_REGION works too)" }}
+{{- end }}
+{{- if and .Values.region (kindIs "map" .Values.env) .Values.env.AWS_REGION (ne (toString .Values.env.AWS_REGION) (toString .Values.region)) }}
+{{- fail (printf "region %q and env.AWS_REGION %q differ; set one" .Values.region .Values.env.AWS_REGION) }}
 {{- end }}
 {{- if not (has .Values.mode (list "eks" "self-managed")) }}
 {{- fail (printf "mode must be eks or self-managed, not %q" .Values.mode) }}
@@ -67,7 +144,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "self-managed mode takes at most one of selfManaged.jwks.url and selfManaged.jwks.configMap (neither: the issuer's discovery document)" }}
 {{- end }}
 {{- end }}
-{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.metrics.service.enabled) }}
-{{- fail "metrics.serviceMonitor.enabled needs metrics.service.enabled" }}
+{{- range $place, $args := dict "agent.additionalArgs" .Values.agent.additionalArgs "init.additionalArgs" .Values.init.additionalArgs }}
+{{- if not (or (kindIs "map" $args) (kindIs "invalid" $args)) }}
+{{- fail (printf "%s must be a map of flag to value, such as {\"-v\": \"debug\"}" $place) }}
+{{- end }}
+{{- end }}
+{{- $names := dict }}
+{{- range $key, $ds := .Values.daemonsets }}
+{{- if and $ds $ds.create }}
+{{- if not (or (kindIs "map" $ds.additionalArgs) (kindIs "invalid" $ds.additionalArgs)) }}
+{{- fail (printf "daemonsets.%s.additionalArgs must be a map of flag to value" $key) }}
+{{- end }}
+{{- if not (or (kindIs "map" $ds.env) (kindIs "invalid" $ds.env)) }}
+{{- fail (printf "daemonsets.%s.env must be a map of name to value" $key) }}
+{{- end }}
+{{- $name := include "pia.suffixed" (dict "name" (include "pia.fullname" $) "suffix" $ds.nameSuffix) }}
+{{- if hasKey $names $name }}
+{{- fail (printf "daemonsets.%s and daemonsets.%s would both be named %s; give them different nameSuffix values" (get $names $name) $key $name) }}
+{{- end }}
+{{- $_ := set $names $name $key }}
+{{- end }}
 {{- end }}
 {{- end }}
