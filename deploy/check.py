@@ -23,7 +23,11 @@ KUBERNETES_VERSIONS = ["1.25.0", "1.37.0"]
 RENDERED = {
     "self-managed with JWKS discovery": {
         "clusterName": "c", "region": "r", "mode": "self-managed",
-        "selfManaged": {"issuer": "https://x"},
+        "selfManaged": {"issuer": "https://x"}, "image": {"repository": "registry.example.com/a"},
+    },
+    "image pinned by digest": {
+        "clusterName": "c", "region": "r",
+        "image": {"repository": "registry.example.com/a", "digest": "sha256:" + "0" * 64},
     },
 }
 # Plain manifests: which values file each one is rendered from.
@@ -51,6 +55,7 @@ REFUSED = [
         {"clusterName": "c", "region": "r", "metrics": {"serviceMonitor": {"enabled": True}}},
         "metrics.serviceMonitor.enabled needs metrics.service.enabled",
     ),
+    ({"clusterName": "c", "region": "r"}, "image.repository is required"),
 ]
 
 failures = []
@@ -136,7 +141,9 @@ def main(update):
         except helm_python.errors.HelmError as error:
             fail(f"render {name}: {error}")
             continue
-        if "--jwks-url" in text or "--jwks-file" in text:
+        if "digest" in name and "image: registry.example.com/a@sha256:" not in text:
+            fail(f"render {name}: the image is not pinned by its digest")
+        if "self-managed" in name and ("--jwks-url" in text or "--jwks-file" in text):
             fail(f"render {name}: passes a JWKS location")
         validate(f"chart, {name}", text)
 
