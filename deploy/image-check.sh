@@ -15,8 +15,8 @@
 #    process runs as 65532 with only CAP_NET_BIND_SERVICE; a credential request on port 80 with
 #    a minted token returns 200, and botocore on the host reads credentials the simulator
 #    issued; SIGTERM exits 0 within the chart's 30 s grace period;
-#  - the control: with no_new_privs (which disables file capabilities) the same container
-#    cannot bind port 80, so the bind above rests on the file capability alone;
+#  - the control: the host's copy of the binary, which has no file capability, run in the same
+#    container setup, is refused port 80, so the bind above rests on the file capability;
 #  - `initialize` in the container with only NET_ADMIN, in a throwaway network namespace;
 #  - hybrid mode: uid 0 with every capability dropped but NET_BIND_SERVICE, no privilege
 #    escalation, a root-owned 0600 credentials file mounted read-only at /root/.aws, and no
@@ -277,6 +277,16 @@ port_free() {
 port_free 80 "$HOST" || die "something on this host already listens on port 80 of $HOST"
 port_free 2703 127.0.0.1 || die "something on this host already listens on 127.0.0.1:2703"
 
+# "Drop ALL, add NET_BIND_SERVICE" as Kubernetes applies it: a bounding set of NET_BIND_SERVICE
+# and no ambient capabilities. podman's --cap-add would also put the capability into the ambient
+# set of a non-root user, which Kubernetes runtimes do not, and which would hide a missing file
+# capability; so every other capability of podman's default set is dropped instead.
+pm create --runtime runc --name pia-check-caps "$IMAGE" >/dev/null
+defaults=$(pm inspect -f '{{.BoundingCaps}}' pia-check-caps)
+pm rm pia-check-caps >/dev/null
+DROP_BUT_BIND=$(tr -d '[]' <<<"$defaults" | tr ' ' '\n' | grep -v '^CAP_NET_BIND_SERVICE$' | grep . | paste -sd, -)
+[ -n "$DROP_BUT_BIND" ] || die "cannot read podman's default capabilities"
+
 # Runs the image detached as container $1, the chart's way (host network, read-only root
 # filesystem, every capability dropped but NET_BIND_SERVICE), with further podman options up
 # to `--`, then the agent's arguments.
@@ -292,8 +302,7 @@ run_agent() {
   CONTAINERS+=("$name")
   pm rm -f -t 0 "$name" >/dev/null 2>&1 || true
   podman --storage-driver vfs run --runtime runc -d --name "$name" "${LIMITS[@]}" \
-    --network host --read-only --read-only-tmpfs=false \
-    --cap-drop ALL --cap-add NET_BIND_SERVICE \
+    --network host --read-only --read-only-tmpfs=false --cap-drop "$DROP_BUT_BIND" \
     -e AWS_REGION="$REGION" -e AWS_EC2_METADATA_DISABLED=true \
     "${options[@]}" "$IMAGE" "$@" >/dev/null
 }
@@ -312,8 +321,12 @@ wait_ready() {
 # `Uid: r e s f`, CapEff and CapAmb of the container's process.
 proc_status() {
   local pid
-  pid=$(pm inspect -f '{{.State.Pid}}' "$1")
-  awk '/^(Uid|Gid|CapEff|CapAmb|NoNewPrivs):/ {$1 = $1; printf "%s ", $0}' "/proc/$pid/status"
+  pid=$(pm inspect -f '{{.State.Pid}}' "$1" 2>/dev/null || true)
+  [ -n "$pid" ] && [ "$pid" != 0 ] && [ -r "/proc/$pid/status" ] || {
+    echo "not running"
+    return 0
+  }
+  awk '/^(Uid|Gid|CapEff|CapBnd|CapAmb|NoNewPrivs):/ {$1 = $1; printf "%s ", $0}' "/proc/$pid/status"
 }
 
 credential_status() {
@@ -326,7 +339,7 @@ response_key() {
   sed -n 's/.*"AccessKeyId" *: *"\([A-Z0-9]*\)".*/\1/p' "$WORK/response"
 }
 
-issued_here() { [ -n "$1" ] && grep -q "access_key_id=$1" "$WORK/simulator.log"; }
+issued_here() { [ -n "$1" ] && grep -Eq "access_key_id=\"?$1\"?( |\$)" "$WORK/simulator.log"; }
 
 show_logs() {
   echo "     container log ($1):"
@@ -349,10 +362,11 @@ code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://$PROBES/heal
 
 status=$(proc_status pia-check-cloud)
 if [[ "$status" == *"Uid: 65532 65532 65532 65532"* && "$status" == *"Gid: 65532 65532 65532 65532"* \
-  && "$status" == *"CapEff: 0000000000000400"* && "$status" == *"CapAmb: 0000000000000000"* ]]; then
-  ok "runs as 65532:65532 with only CAP_NET_BIND_SERVICE (from the file capability; no ambient)"
+  && "$status" == *"CapEff: 0000000000000400"* && "$status" == *"CapBnd: 0000000000000400"* \
+  && "$status" == *"CapAmb: 0000000000000000"* ]]; then
+  ok "runs as 65532:65532 with only CAP_NET_BIND_SERVICE (from the file capability; none ambient)"
 else
-  fail "the agent's process: $status (expected uid/gid 65532, CapEff 0x400, CapAmb 0)"
+  fail "the agent's process: $status (expected uid/gid 65532, CapEff and CapBnd 0x400, CapAmb 0)"
 fi
 
 code=$(credential_status)
@@ -394,22 +408,32 @@ else
   show_logs pia-check-cloud
   fail "SIGTERM: exit code $code after $elapsed ms (grace period ${GRACE} s)"
 fi
+pm rm -f -t 0 pia-check-cloud >/dev/null 2>&1 || true
 
 # ---------------------------------------------------------------------------------------------
-step "control: without file capabilities (no_new_privs) port 80 cannot be bound"
-run_agent pia-check-nnp --env-file "$WORK/sim/node.env" --security-opt no-new-privileges \
-  -- "${SERVER_ARGS[@]}"
-code=$(timeout 30 podman --storage-driver vfs wait pia-check-nnp 2>/dev/null || echo none)
-log=$(pm logs pia-check-nnp 2>&1 || true)
-if [ "$code" != 0 ] && [ "$code" != none ] && grep -qi 'permission denied' <<<"$log"; then
-  ok "refused to bind (exit $code, permission denied): the bind needs the file capability"
+step "control: the same binary without the file capability cannot bind port 80"
+# The host's copy of the binary (cargo's output has no file capability), run in the same
+# container setup in place of the image's: it must be refused port 80, so the bind above rests
+# on the image's file capability, not on anything the runtime grants.
+if [ -n "$(getcap "$AGENT_BIN" 2>/dev/null)" ]; then
+  fail "the host's $AGENT_BIN has a file capability; it cannot serve as the control"
 else
-  show_logs pia-check-nnp
-  fail "with no_new_privs the agent did not fail to bind port 80 (exit $code)"
+  run_agent pia-check-control --env-file "$WORK/sim/node.env" \
+    -v "$(cd "$(dirname "$AGENT_BIN")" && pwd)/pod-identity-agent:/control/pod-identity-agent:ro" \
+    --entrypoint /control/pod-identity-agent -- "${SERVER_ARGS[@]}"
+  code=$(timeout 30 podman --storage-driver vfs wait pia-check-control 2>/dev/null || echo none)
+  log=$(pm logs pia-check-control 2>&1 || true)
+  if [ "$code" != 0 ] && [ "$code" != none ] && grep -qi 'permission denied' <<<"$log"; then
+    ok "refused port 80 (exit $code, permission denied)"
+  else
+    show_logs pia-check-control
+    fail "without the file capability the agent did not fail to bind port 80 (exit $code)"
+  fi
+  pm rm -f -t 0 pia-check-control >/dev/null 2>&1 || true
 fi
 
 # ---------------------------------------------------------------------------------------------
-step "initialize: NET_ADMIN (and NET_BIND_SERVICE, see the image section), in the network namespace $NETNS"
+step "initialize: NET_ADMIN (and NET_BIND_SERVICE, which the file capability needs), in the network namespace $NETNS"
 ip netns add "$NETNS"
 ip -n "$NETNS" link set lo up
 mapfile -t INIT_ARGS < <(daemonset_args initialize)
@@ -446,16 +470,21 @@ hybrid="$WORK/hybrid-aws"
 install -d -m 0700 -o 0 -g 0 "$hybrid"
 install -m 0600 -o 0 -g 0 "$WORK/sim/credentials" "$hybrid/credentials"
 HYBRID_ARGS=("${SERVER_ARGS[@]}")
-if timeout 10 "$AGENT_BIN" server --help 2>/dev/null | grep -q -- --rotate-credentials; then
+# The chart's hybrid arguments add `--rotate-credentials true` (the reference chart's form);
+# older binaries take the bare flag.
+if timeout 10 "$AGENT_BIN" server --cluster-name=x --rotate-credentials true --help >/dev/null 2>&1; then
   HYBRID_ARGS+=(--rotate-credentials true)
+elif timeout 10 "$AGENT_BIN" server --cluster-name=x --rotate-credentials --help >/dev/null 2>&1; then
+  HYBRID_ARGS+=(--rotate-credentials)
 fi
+port_free 2703 127.0.0.1 || fail "127.0.0.1:2703 is still taken before the hybrid run"
 run_agent pia-check-hybrid --user 0:0 --security-opt no-new-privileges \
   -v "$hybrid:/root/.aws:ro" -e AWS_SHARED_CREDENTIALS_FILE=/root/.aws/credentials \
   -- "${HYBRID_ARGS[@]}"
 if wait_ready pia-check-hybrid 30; then
   status=$(proc_status pia-check-hybrid)
   if [[ "$status" == *"Uid: 0 0 0 0"* && "$status" == *"CapEff: 0000000000000400"* \
-    && "$status" == *"NoNewPrivs: 1"* ]]; then
+    && "$status" == *"CapBnd: 0000000000000400"* && "$status" == *"NoNewPrivs: 1"* ]]; then
     ok "runs as uid 0 with only CAP_NET_BIND_SERVICE and no_new_privs"
   else
     fail "the hybrid agent's process: $status"
