@@ -7,6 +7,9 @@
 #
 #   bash deploy/image-check.sh [--bases-only]
 #
+# --bases-only stops after making the base images. IMAGE_CHECK_RUNTIME_BASE=<image> builds on
+# another runtime base instead of the Debian-made one.
+#
 # Checks, each printed as `ok` or `FAIL`:
 #  - the image: non-root user 65532:65532, the `version` label, the binary's file capability
 #    cap_net_bind_service after COPY, the CA bundle, no shell or package manager;
@@ -20,12 +23,14 @@
 #  - `initialize` in the container with only NET_ADMIN, in a throwaway network namespace;
 #  - hybrid mode: uid 0 with every capability dropped but NET_BIND_SERVICE, no privilege
 #    escalation, a root-owned 0600 credentials file mounted read-only at /root/.aws, and no
-#    other node credentials: a credential request succeeds;
+#    other node credentials: a credential request succeeds, and fails without the mount;
 # then prints the image size and the start-to-ready time. Any failed check exits non-zero.
 #
 # Traffic goes to loopback (the agent on 127.0.0.23:80 and 127.0.0.1:2703, the simulator on
 # 127.0.0.1) and into the network namespace it makes; the bases come from the Debian mirror
 # ($DEBIAN_MIRROR, default http://deb.debian.org/debian).
+# `ok` always succeeds, so `test && ok ... || fail ...` is an if-then-else here.
+# shellcheck disable=SC2015
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -134,6 +139,7 @@ build_bases() {
   mv "$CACHE/tools-$KEY.tar.tmp" "$CACHE/tools-$KEY.tar"
 
   # Every file (not directory) of the packages, under its canonical parent directory.
+  # shellcheck disable=SC2016 # expanded by the shell in the chroot
   chroot "$root" sh -c '
     dpkg-query -L libc6 libgcc-s1 netbase | while read -r p; do
       [ -d "$p" ] && [ ! -L "$p" ] && continue
@@ -182,6 +188,11 @@ pm image exists "$RUNTIME" \
   || pm import -q --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
     "$CACHE/runtime-$KEY.tar" "$RUNTIME" >/dev/null
 ok "$TOOLS, $RUNTIME"
+# Another runtime base (e.g. one with a file removed, to see the checks fail).
+if [ -n "${IMAGE_CHECK_RUNTIME_BASE:-}" ]; then
+  RUNTIME=$IMAGE_CHECK_RUNTIME_BASE
+  echo "     runtime base: $RUNTIME (IMAGE_CHECK_RUNTIME_BASE)"
+fi
 
 [ "${1:-}" = --bases-only ] && exit 0
 
@@ -196,9 +207,11 @@ ok "cargo build --release --locked -p pod-identity-examples ($(du -h "$AGENT_BIN
 step "image"
 mkdir -p "$WORK/context"
 cp "$AGENT_BIN" "$WORK/context/pod-identity-agent"
+# The previous image and no intermediate layers: each run leaves the bases and one image.
+pm rmi -f "$IMAGE" >/dev/null 2>&1 || true
 started=$(now_ms)
 timeout 600 podman --storage-driver vfs build --runtime runc "${LIMITS[@]}" --network host \
-  --pull=never -f deploy/Dockerfile \
+  --pull=never --layers=false -f deploy/Dockerfile \
   --build-arg BINARY_FROM=prebuilt \
   --build-arg TOOLS_IMAGE="$TOOLS" --build-arg RUNTIME_IMAGE="$RUNTIME" \
   --build-arg VERSION="$VERSION" \
@@ -357,6 +370,13 @@ else
   show_logs pia-check-cloud
   die "the agent did not become ready on $PROBES within 30 s"
 fi
+# The HTTPS client for EKS Auth and STS is built at start-up; without CA certificates the SDK
+# warns "no native root CA certificates found".
+if pm logs pia-check-cloud 2>&1 | grep -qi 'no native root CA certificates'; then
+  fail "the agent found no CA certificates in the image (its log says so)"
+else
+  ok "the agent's HTTPS client found the image's CA certificates (no warning at start-up)"
+fi
 code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://$PROBES/healthz" || true)
 [ "$code" = 200 ] && ok "probes: /healthz 200" || fail "probes: /healthz answered $code"
 
@@ -504,6 +524,19 @@ fi
 pm kill --signal TERM pia-check-hybrid >/dev/null 2>&1 || true
 code=$(timeout $((GRACE + 10)) podman --storage-driver vfs wait pia-check-hybrid 2>/dev/null || echo none)
 [ "$code" = 0 ] && ok "SIGTERM: exit 0" || fail "hybrid SIGTERM: exit code $code"
+pm rm -f -t 0 pia-check-hybrid >/dev/null 2>&1 || true
+
+# The control: the same container without the mount has no node credentials.
+run_agent pia-check-hybrid-control --user 0:0 --security-opt no-new-privileges \
+  -e AWS_SHARED_CREDENTIALS_FILE=/root/.aws/credentials -- "${HYBRID_ARGS[@]}"
+wait_ready pia-check-hybrid-control 30 || true
+code=$(credential_status)
+if [ "$code" != 200 ] && [ "$code" != 000 ]; then
+  ok "without the mount the same request fails ($code): the file was the only credential source"
+else
+  fail "without the mount the hybrid credential request answered $code"
+fi
+pm rm -f -t 0 pia-check-hybrid-control >/dev/null 2>&1 || true
 
 # ---------------------------------------------------------------------------------------------
 step "summary"
