@@ -25,10 +25,17 @@ KUBERNETES_VERSIONS = ["1.25.0", "1.37.0"]
 RENDERED = {
     "self-managed with JWKS discovery": {
         "clusterName": "c", "region": "r", "mode": "self-managed",
-        "selfManaged": {"issuer": "https://x"},
+        "selfManaged": {"issuer": "https://x"}, "image": {"repository": "registry.example.com/a"},
+    },
+    "image pinned by digest": {
+        "clusterName": "c", "region": "r",
+        "image": {"repository": "registry.example.com/a", "digest": "sha256:" + "0" * 64},
     },
 }
 # Rendered and validated like the files in deploy/values/, and then checked by a function below:
+# The image every render names (the chart requires one; this project publishes none).
+IMAGE = {"image": {"repository": "registry.example.com/pod-identity-agent"}}
+
 # (name, values files layered in order, values on top, check).
 CHECKED = [
     ("the reference chart's defaults", ["reference-defaults.yaml"], {}, "reference_defaults"),
@@ -39,20 +46,20 @@ CHECKED = [
     ("values/hybrid.yaml", ["hybrid.yaml"], {}, "hybrid"),
     ("agent.advertiseProxyPort false", ["hybrid.yaml"], {"agent": {"advertiseProxyPort": False}},
      "no_proxy_port"),
-    ("an isolated region", [], {"clusterName": "c", "env": {"AWS_REGION": "us-iso-east-1"}},
+    ("an isolated region", [], {**IMAGE, "clusterName": "c", "env": {"AWS_REGION": "us-iso-east-1"}},
      "iso_ca_bundle"),
-    ("caBundle", [], {"clusterName": "c", "region": "r", "caBundle": "/etc/ssl/certs/corp.pem"},
+    ("caBundle", [], {**IMAGE, "clusterName": "c", "region": "r", "caBundle": "/etc/ssl/certs/corp.pem"},
      "own_ca_bundle"),
     ("AWS_CA_BUNDLE in env", [],
-     {"clusterName": "c", "env": {"AWS_REGION": "us-iso-east-1", "AWS_CA_BUNDLE": "/ca.pem"}},
+     {**IMAGE, "clusterName": "c", "env": {"AWS_REGION": "us-iso-east-1", "AWS_CA_BUNDLE": "/ca.pem"}},
      "env_ca_bundle"),
     ("flags given in agent.additionalArgs", [],
-     {"clusterName": "c", "region": "r", "metrics": {"enabled": True},
+     {**IMAGE, "clusterName": "c", "region": "r", "metrics": {"enabled": True},
       "agent": {"additionalArgs": {"-p": "8080", "--metrics-port": "9999", "--fips": "",
                                    "--verbosity": "debug"}}},
      "flags_replaced"),
     ("env as a list", [],
-     {"clusterName": "c", "region": "r",
+     {**IMAGE, "clusterName": "c", "region": "r",
       "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}]},
      "env_list"),
 ]
@@ -95,6 +102,7 @@ REFUSED = [
          "daemonsets": {"hybrid": {"create": True, "nameSuffix": ""}}},
         "would both be named eks-pod-identity-agent",
     ),
+    ({"clusterName": "c", "region": "r"}, "image.repository is required"),
 ]
 
 failures = []
@@ -440,7 +448,9 @@ def main(update):
         except helm_python.errors.HelmError as error:
             fail(f"render {name}: {error}")
             continue
-        if "--jwks-url" in text or "--jwks-file" in text:
+        if "digest" in name and "image: registry.example.com/a@sha256:" not in text:
+            fail(f"render {name}: the image is not pinned by its digest")
+        if "self-managed" in name and ("--jwks-url" in text or "--jwks-file" in text):
             fail(f"render {name}: passes a JWKS location")
         validate(f"chart, {name}", text)
 

@@ -46,7 +46,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "pia.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
 {{- end }}
 
 {{- define "pia.serviceAccountName" -}}
@@ -164,5 +168,8 @@ chart's path in isolated ("-iso") regions; nothing when `env` sets AWS_CA_BUNDLE
 {{- end }}
 {{- $_ := set $names $name $key }}
 {{- end }}
+{{- end }}
+{{- if not .Values.image.repository }}
+{{- fail "image.repository is required: this project publishes no image; build deploy/Dockerfile and push it to your registry (deploy/README.md, The image)" }}
 {{- end }}
 {{- end }}
