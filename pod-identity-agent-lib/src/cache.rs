@@ -261,7 +261,6 @@ impl<S: CredentialSource> CredentialCache<S> {
         // A stale entry is left to `get`, which evicts it and fetches.
         let issued = shared.hit(&mut state, &key)?;
         drop(state);
-        shared.metrics.record_cache_state(CacheState::Hit);
         Some(Ok(issued))
     }
 
@@ -276,10 +275,7 @@ impl<S: CredentialSource> CredentialCache<S> {
         let mut flight = {
             let mut state = shared.lock();
             match shared.lookup(&mut state, &key) {
-                Lookup::Hit(issued) => {
-                    shared.metrics.record_cache_state(CacheState::Hit);
-                    return Ok(issued);
-                }
+                Lookup::Hit(issued) => return Ok(issued),
                 Lookup::InFlight(flight) => flight,
                 Lookup::Miss => {
                     shared.metrics.record_cache_state(CacheState::Miss);
@@ -667,6 +663,8 @@ impl<S: CredentialSource> Shared<S> {
         }
         match outcome {
             Ok(issued) => {
+                // The reference's `hit`: a renewal that succeeded, not a cached read.
+                self.metrics.record_cache_state(CacheState::Hit);
                 let at = Instant::now() + self.renewal_delay(&issued);
                 entry.issued = issued;
                 state.schedule(renewal.key, at);
@@ -839,10 +837,8 @@ mod tests {
             text.contains("pod_identity_cache_state{state=\"miss\"} 1"),
             "{text}"
         );
-        assert!(
-            text.contains("pod_identity_cache_state{state=\"hit\"} 1"),
-            "{text}"
-        );
+        // `hit` counts successful renewals (the reference's meaning), not cached reads.
+        assert!(!text.contains("state=\"hit\""), "{text}");
         assert!(text.contains("pod_identity_cache_size 1"), "{text}");
     }
 
@@ -956,7 +952,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn renewal_happens_at_the_max_retention_for_long_lived_credentials() {
         let source = FakeSource::new(wall_clock());
-        let cache = builder(&source).build();
+        let metrics = Metrics::new();
+        let cache = builder(&source).metrics(metrics.clone()).build();
         let token = day_token("p");
         assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
         advance(3 * HOUR - Duration::from_secs(1)).await;
@@ -967,6 +964,15 @@ mod tests {
         advance(3 * HOUR).await;
         assert_eq!(source.calls(), 3, "renewed again 3 h later");
         assert_eq!(key_id(&cache, &token).await, "ASIAFAKE3");
+        let text = metrics.encode();
+        assert!(
+            text.contains("pod_identity_cache_state{state=\"hit\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pod_identity_cache_state{state=\"miss\"} 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -450,10 +450,10 @@ mod tests {
         let second = send(&router, get(HOST, Some(&token))).await;
         assert_eq!(first.0, StatusCode::OK);
         assert_eq!(first, second, "status, headers and body");
-        assert_eq!(source.calls(), 1);
+        assert_eq!(source.calls(), 1, "the second was served from the cache");
         let text = metrics.encode();
         assert!(
-            text.contains("pod_identity_cache_state{state=\"hit\"} 1"),
+            text.contains("pod_identity_cache_state{state=\"miss\"} 1"),
             "{text}"
         );
         // The host is still checked first, and an empty token still has its own answer.
@@ -490,9 +490,11 @@ mod tests {
         );
         assert_eq!(source.calls(), 1);
         let text = metrics.encode();
+        // No renewal (the reference's `hit`) and no second fetch (`miss`) for the refused one.
+        assert!(!text.contains("state=\"hit\""), "{text}");
         assert!(
-            text.contains("pod_identity_cache_state{state=\"hit\"} 1"),
-            "the refused request is no hit: {text}"
+            text.contains("pod_identity_cache_state{state=\"miss\"} 1"),
+            "{text}"
         );
     }
 

@@ -236,8 +236,14 @@ async fn serves_credentials_over_ipv4_and_ipv6_loopback_and_logs_no_secret() {
         metrics.contains("pod_identity_http_response{code=\"200\"} 2"),
         "{metrics}"
     );
+    // One fetch on the request path; `hit` counts renewals only (none yet).
     assert!(
-        metrics.contains("pod_identity_cache_state{state=\"hit\"} 1"),
+        metrics.contains("pod_identity_cache_state{state=\"miss\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("state=\"hit\""), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE pod_identity_http_response counter"),
         "{metrics}"
     );
     assert!(metrics.contains("pod_identity_cache_size 1"), "{metrics}");
