@@ -140,6 +140,8 @@ pub mod source;
 pub mod time;
 pub mod validation;
 
+#[cfg(any(feature = "eks-auth", feature = "self-managed"))]
+pub mod node_credentials;
 #[cfg(feature = "node-network")]
 pub mod node_network;
 #[cfg(feature = "self-managed")]

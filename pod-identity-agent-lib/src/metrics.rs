@@ -475,7 +475,10 @@ mod tests {
             ],
         );
         assert!(!text.contains("_total"), "{text}");
-        assert!(!text.contains("# EOF") && !text.contains("# UNIT"), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -506,7 +509,10 @@ mod tests {
             ("*/*", false),
             ("application/openmetrics-text", true),
             ("application/openmetrics-text; version=1.0.0", true),
-            ("application/openmetrics-text;version=1.0.0,text/plain;q=0", true),
+            (
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0",
+                true,
+            ),
             // Prometheus's default scrape: both listed, so the reference's format.
             (
                 "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
@@ -578,8 +584,11 @@ mod tests {
             );
         }
 
-        let (content_type, body) =
-            scrape(&metrics, Some("application/openmetrics-text; version=1.0.0")).await;
+        let (content_type, body) = scrape(
+            &metrics,
+            Some("application/openmetrics-text; version=1.0.0"),
+        )
+        .await;
         assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
         assert_lines(
             &body,

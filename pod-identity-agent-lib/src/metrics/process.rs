@@ -162,12 +162,21 @@ mod tests {
         assert_eq!(stats.resident_bytes, 12_000 * 1024);
         assert!((stats.start_time_seconds - 1_700_001_234.56).abs() < 1e-6);
         assert_eq!(max_open_files(LIMITS), Some(1_048_576));
-        assert_eq!(boot_time("cpu 1 2 3\nbtime 1700000000\n"), Some(1_700_000_000));
+        assert_eq!(
+            boot_time("cpu 1 2 3\nbtime 1700000000\n"),
+            Some(1_700_000_000)
+        );
     }
 
     #[test]
     fn garbage_is_none_not_a_panic() {
-        for stat in ["", ")", "1 (x) S", "1 (x", "1 (x) S 1 2 3 4 5 6 7 8 9 10 11 -1"] {
+        for stat in [
+            "",
+            ")",
+            "1 (x) S",
+            "1 (x",
+            "1 (x) S 1 2 3 4 5 6 7 8 9 10 11 -1",
+        ] {
             assert_eq!(ProcessStats::parse(stat, "", 0), None, "{stat}");
         }
         assert_eq!(max_open_files("Max open files unlimited"), None);

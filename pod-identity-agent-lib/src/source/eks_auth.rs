@@ -161,6 +161,7 @@ pub struct EksAuthSourceBuilder {
     endpoint_url: Option<String>,
     fips: bool,
     credentials_provider: Option<SharedCredentialsProvider>,
+    uncached_credentials: bool,
     attempt_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     max_attempts: Option<u32>,
@@ -210,6 +211,19 @@ impl EksAuthSourceBuilder {
     /// Signs with these credentials instead of the default chain's.
     pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
         self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
+        self.uncached_credentials = false;
+        self
+    }
+
+    /// Signs with these credentials, asking `provider` on every call (no SDK identity cache in
+    /// front): for a provider that caches itself and must be heard at once when its keys
+    /// change, such as [`SharedCredentialsFile`](crate::node_credentials::SharedCredentialsFile).
+    pub fn credentials_provider_uncached(
+        mut self,
+        provider: impl ProvideCredentials + 'static,
+    ) -> Self {
+        self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
+        self.uncached_credentials = true;
         self
     }
 
@@ -225,7 +239,10 @@ impl EksAuthSourceBuilder {
         self
     }
 
-    /// Attempts per call with the SDK's standard retry mode (default 3; 1 turns retries off).
+    /// Attempts per call with the SDK's standard retry mode (1 turns retries off). Default: the
+    /// SDK configuration's retry settings (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, the profile's
+    /// `max_attempts`/`retry_mode`), which are the standard mode with 3 attempts when nothing
+    /// sets them.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts.max(1));
         self
@@ -265,8 +282,13 @@ impl EksAuthSourceBuilder {
             .operation_attempt_timeout(self.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
             .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
             .build();
-        let retries = RetryConfig::standard()
-            .with_max_attempts(self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS));
+        let retries = match self.max_attempts {
+            Some(attempts) => RetryConfig::standard().with_max_attempts(attempts),
+            None => sdk_config
+                .retry_config()
+                .cloned()
+                .unwrap_or_else(|| RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS)),
+        };
         let mut config = aws_sdk_eksauth::config::Builder::from(&sdk_config)
             .timeout_config(timeouts)
             .retry_config(retries);
@@ -281,6 +303,9 @@ impl EksAuthSourceBuilder {
         }
         if let Some(provider) = self.credentials_provider {
             config.set_credentials_provider(Some(provider));
+            if self.uncached_credentials {
+                config = config.identity_cache(aws_sdk_eksauth::config::IdentityCache::no_cache());
+            }
         }
         if !self.node.is_empty() {
             config = config.interceptor(NodeDetailsInterceptor(self.node));
