@@ -3,7 +3,9 @@
 //! [`ServerBuilder::bind`] binds the credential router on each configured host at one port
 //! (IPv4 and IPv6, brackets optional). A host that cannot be bound is logged and skipped, so a
 //! node with IPv6 off still serves IPv4 (the reference crash-loops, aws/eks-pod-identity-agent#16);
-//! binding fails only when no host can be bound. The probe server (`/healthz`, `/readyz`) listens
+//! binding fails only when no host can be bound. An IPv4 host (or a name) that cannot be bound
+//! while others were fails `/readyz` with the reason logged, so the pod is not Ready while every
+//! IPv4 pod on the node would be refused; an unbound IPv6 host stays tolerated. The probe server (`/healthz`, `/readyz`) listens
 //! on `127.0.0.1:2703` and the metrics server (`/metrics` plus the probes, as in the reference)
 //! on `0.0.0.0:2705` by default; either can be turned off.
 //!
@@ -193,11 +195,15 @@ impl ServerBuilder {
         }
         let mut listeners = Vec::new();
         let mut last_error = None;
+        let mut unbound_required = Vec::new();
         for host in &self.bind_hosts {
             match bind_host(host, self.port).await {
                 Ok(bound) => listeners.extend(bound),
                 Err(error) => {
                     tracing::warn!(host = %host, port = self.port, error = %error, "skipping a bind host that cannot be bound");
+                    if !is_ipv6_literal(host) {
+                        unbound_required.push(format!("{host}: {error}"));
+                    }
                     last_error = Some(error);
                 }
             }
@@ -216,7 +222,17 @@ impl ServerBuilder {
         for addr in &credential_addrs {
             tracing::info!(addr = %addr, "serving credentials");
         }
-        let probe = Probe::with_deadline(credential_addrs.iter().copied(), self.probe_deadline);
+        let mut probe = Probe::with_deadline(credential_addrs.iter().copied(), self.probe_deadline);
+        // Nodes without IPv6 are common (the reference's #16), so only an unbound IPv4 host (or
+        // name) holds readiness back: every IPv4 pod on the node would be refused.
+        if !unbound_required.is_empty() {
+            let reason = format!(
+                "credential host(s) not bound: {}",
+                unbound_required.join("; ")
+            );
+            tracing::error!(reason = %reason, "the readiness probe fails until the agent restarts");
+            probe = probe.not_ready_because(reason);
+        }
 
         let mut servers = listeners
             .into_iter()
@@ -352,6 +368,15 @@ async fn bind_auxiliary(what: &'static str, addr: SocketAddr) -> Result<TcpListe
         .map_err(|source| BindError::Auxiliary { what, addr, source })?;
     tracing::info!(addr = %addr, "serving {what}");
     Ok(listener)
+}
+
+/// Whether `host` is an IPv6 address, with or without brackets.
+fn is_ipv6_literal(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 async fn bind_host(host: &str, port: u16) -> io::Result<Vec<TcpListener>> {
@@ -530,6 +555,36 @@ mod tests {
         );
         let empty = local(hello()).bind_hosts(Vec::<String>::new()).bind().await;
         assert!(matches!(empty, Err(BindError::NoHosts)));
+    }
+
+    async fn readyz_and_healthz(hosts: &[&str]) -> (String, String) {
+        let server = local(Router::new())
+            .bind_hosts(hosts.iter().copied())
+            .bind()
+            .await
+            .unwrap();
+        let probe = server.probe_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        let answers = (get(probe, "/readyz").await, get(probe, "/healthz").await);
+        stop.send(()).unwrap();
+        serving.await.unwrap();
+        answers
+    }
+
+    #[tokio::test]
+    async fn an_unbound_ipv4_host_fails_readiness_and_an_unbound_ipv6_host_does_not() {
+        // 192.0.2.1 and 2001:db8::1 (documentation ranges) are not addresses of this machine.
+        let (ready, healthy) = readyz_and_healthz(&["192.0.2.1", "127.0.0.1"]).await;
+        assert!(ready.starts_with("HTTP/1.1 500"), "{ready}");
+        assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+
+        let (ready, _) = readyz_and_healthz(&["[2001:db8::1]", "127.0.0.1"]).await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        let (ready, _) = readyz_and_healthz(&["127.0.0.1"]).await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     }
 
     #[tokio::test]
