@@ -10,7 +10,9 @@
 //! credentials from the standard chain (`AWS_*` environment variables, profile, IMDS, …), or,
 //! with `--rotate-credentials`, from the shared credentials file, re-read when it changes and
 //! at least every minute (hybrid nodes). Retries follow `AWS_MAX_ATTEMPTS` and `AWS_RETRY_MODE`
-//! (3 attempts of the standard mode by default); `HTTPS_PROXY`/`NO_PROXY` apply to EKS Auth.
+//! (3 attempts of the standard mode by default); `HTTPS_PROXY`/`NO_PROXY` apply to EKS Auth
+//! (and STS); `AWS_CA_BUNDLE` names a PEM file of certificates trusted for them in addition to
+//! the system's (isolated partitions, TLS-inspecting proxies).
 //!
 //! `-v/--verbosity` (logrus levels `panic`, `fatal`, `error`, `warn`/`warning`, `info`,
 //! `debug`, `trace`, or a tracing filter directive) and `--log-format` go before or after the
@@ -338,6 +340,14 @@ fn parse_ipv6(text: &str) -> Result<std::net::Ipv6Addr, String> {
 
 async fn server(args: ServerArgs) -> ExitCode {
     let mut source = EksAuthSource::builder().fips(args.fips);
+    match ca_bundle_sdk_config(args.region.as_deref()).await {
+        Ok(Some(config)) => source = source.sdk_config(config),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(error = %error, "cannot use AWS_CA_BUNDLE");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Some(file) = args.node_credentials() {
         source = source.credentials_provider_uncached(file);
     }
@@ -413,6 +423,14 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
     if let Some(file) = server.node_credentials() {
         source = source.credentials_provider_uncached(file);
     }
+    match ca_bundle_sdk_config(server.region.as_deref()).await {
+        Ok(Some(config)) => source = source.sdk_config(config),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(error = %error, "cannot use AWS_CA_BUNDLE");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Some(region) = &server.region {
         source = source.region(region);
     }
@@ -430,6 +448,74 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// With `AWS_CA_BUNDLE` set, aws-config's defaults with an HTTPS client that also trusts the
+/// certificates of that PEM file (the SDK's default client otherwise: rustls over aws-lc, the
+/// system's roots, proxies from `HTTP(S)_PROXY`/`NO_PROXY`). aws-config does not read the
+/// variable itself.
+async fn ca_bundle_sdk_config(
+    region: Option<&str>,
+) -> Result<Option<aws_config::SdkConfig>, String> {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+
+    // The binary's environment seam: read once at start-up.
+    #[allow(clippy::disallowed_methods)]
+    let Some(path) = std::env::var_os("AWS_CA_BUNDLE").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = std::path::PathBuf::from(path);
+    let pem = tokio::fs::read(&path)
+        .await
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let certificates =
+        trusted_certificates(&pem).map_err(|error| format!("{}: {error}", path.display()))?;
+    tracing::info!(path = %path.display(), certificates, "trusting the certificates of AWS_CA_BUNDLE");
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::default().with_pem_certificate(pem))
+        .build()
+        .map_err(|error| error.to_string())?;
+    let client = aws_smithy_http_client::Builder::new().build_with_connector_fn(
+        move |settings, components| {
+            let mut connector = aws_smithy_http_client::Connector::builder()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(context.clone());
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        },
+    );
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(client);
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    Ok(Some(loader.load().await))
+}
+
+/// How many certificates a PEM bundle holds, each checked as a trust anchor the way the HTTPS
+/// client will take it (it panics on one it cannot parse).
+fn trusted_certificates(pem: &[u8]) -> Result<usize, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        let certificate = certificate.map_err(|error| format!("not a PEM bundle: {error}"))?;
+        roots
+            .add(certificate)
+            .map_err(|error| format!("not a usable certificate: {error}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the bundle".to_owned());
+    }
+    Ok(roots.len())
 }
 
 /// Assembles the agent around `source` with the server flags and serves until a signal.
@@ -812,6 +898,23 @@ mod tests {
         let cli = Cli::try_parse_from(["pod-identity-agent", "initialize", "-v", "trace"]).unwrap();
         assert!(matches!(cli.command, Command::Initialize(_)));
         assert_eq!(cli.verbosity, "trace");
+    }
+
+    #[test]
+    fn ca_bundles_are_checked_before_the_client_sees_them() {
+        let ca = include_bytes!("../../../tests/test-data/tls/ca.pem");
+        assert_eq!(trusted_certificates(ca), Ok(1));
+        let mut two = ca.to_vec();
+        two.extend_from_slice(include_bytes!("../../../tests/test-data/tls/server.pem"));
+        assert_eq!(trusted_certificates(&two), Ok(2));
+        for bad in [
+            &b""[..],
+            b"not pem",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        ] {
+            assert!(trusted_certificates(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
