@@ -320,7 +320,7 @@ mod tests {
             move || sink.clone(),
         ));
         tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(zone = "x", "node network ready")
+            tracing::info!(zone = "x", "node network ready");
         });
         let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
         assert_eq!(
