@@ -371,7 +371,9 @@ async fn an_unbindable_host_is_skipped() {
         .0,
         200
     );
-    assert_eq!(http(agent.probe_addr, "/readyz", None).await.0, 200);
+    // The unbound host is IPv4: not Ready (pods on it would be refused), but alive.
+    assert_eq!(http(agent.probe_addr, "/readyz", None).await.0, 500);
+    assert_eq!(http(agent.probe_addr, "/healthz", None).await.0, 200);
     agent.shutdown().await;
 }
 
