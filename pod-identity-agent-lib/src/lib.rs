@@ -14,6 +14,7 @@
 //! | [`handler`] | `/v1/credentials` as an axum `Router` with the reference answers |
 //! | [`probe`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`server`] | listeners, header limits, read timeouts, graceful shutdown |
+//! | `node_credentials` | the node's keys from a shared credentials file rotated on disk (hybrid nodes; features `eks-auth` or `self-managed`) |
 //!
 //! The blocks composed by hand, with a custom source standing in for EKS Auth, and one request
 //! answered without a socket:
