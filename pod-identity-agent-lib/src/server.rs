@@ -575,6 +575,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn metrics_scrapes_over_http_get_the_format_their_accept_allows() {
+        let metrics = Metrics::new();
+        metrics.record_response(200);
+        let server = local(Router::new())
+            .bind_hosts(["127.0.0.1"])
+            .metrics(metrics)
+            .bind()
+            .await
+            .unwrap();
+        let addr = server.metrics_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        let scrape = |accept: &'static str| async move {
+            let request = format!(
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+            );
+            raw_request(addr, request.as_bytes()).await
+        };
+        // Prometheus's own scrape Accept lists both: the reference's text format.
+        let text = scrape(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .await;
+        assert!(
+            text.contains("content-type: text/plain; version=0.0.4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n# TYPE pod_identity_http_response counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npod_identity_http_response{code=\"200\"} 1\n"),
+            "{text}"
+        );
+        let text = scrape("application/openmetrics-text; version=1.0.0").await;
+        assert!(
+            text.contains("content-type: application/openmetrics-text"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n# TYPE pod_identity_http_response counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npod_identity_http_response_total{code=\"200\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        stop.send(()).unwrap();
+        serving.await.unwrap();
+    }
+
+    #[tokio::test]
     async fn an_unbound_ipv4_host_fails_readiness_and_an_unbound_ipv6_host_does_not() {
         // 192.0.2.1 and 2001:db8::1 (documentation ranges) are not addresses of this machine.
         let (ready, healthy) = readyz_and_healthz(&["192.0.2.1", "127.0.0.1"]).await;
