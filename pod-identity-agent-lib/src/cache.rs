@@ -160,7 +160,8 @@ impl<S: CredentialSource> CredentialCacheBuilder<S> {
         self
     }
 
-    /// Where hits, misses, evictions, renewal errors and the size are counted.
+    /// Where successful renewals (`hit`), fetches on the request path (`miss`), evictions,
+    /// renewal errors and the size are counted.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
         self
