@@ -2,7 +2,9 @@
 //!
 //! The call is signed (SigV4, service `eks-auth`) with the node's own credentials from the
 //! aws-config default chain, unless a provider or an `SdkConfig` is given. Defaults follow the
-//! reference agent: 1 s per attempt, 500 ms to connect, the SDK's standard retries (3 attempts).
+//! reference agent: 1 s per attempt, 500 ms to connect, the SDK's standard retries (3 attempts),
+//! unless the SDK configuration sets others (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, the profile's
+//! `max_attempts`/`retry_mode`) or [`EksAuthSourceBuilder::max_attempts`] does.
 //! The endpoint is `https://eks-auth.{region}.api.aws` (FIPS and China variants via the SDK's
 //! resolver) unless overridden, for example with a PrivateLink endpoint.
 //!
@@ -699,6 +701,43 @@ mod tests {
         let source = builder(&server).build().await.unwrap();
         source.credentials(&request(&day_token("p"))).await.unwrap();
         assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    }
+
+    /// The SDK configuration's retries (where `AWS_MAX_ATTEMPTS` and `AWS_RETRY_MODE` land)
+    /// apply unless `max_attempts` is set.
+    #[tokio::test]
+    async fn the_sdk_configurations_retries_apply_unless_max_attempts_is_set() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(
+                ResponseTemplate::new(503)
+                    .insert_header("x-amzn-errortype", "ServiceUnavailableException")
+                    .set_body_json(serde_json::json!({"message": "busy"})),
+            )
+            .mount(&server)
+            .await;
+        let one_attempt = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .build();
+        let source = builder(&server)
+            .sdk_config(one_attempt.clone())
+            .build()
+            .await
+            .unwrap();
+        let token = day_token("p");
+        source.credentials(&request(&token)).await.unwrap_err();
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+        let source = builder(&server)
+            .sdk_config(one_attempt)
+            .max_attempts(2)
+            .build()
+            .await
+            .unwrap();
+        source.credentials(&request(&token)).await.unwrap_err();
+        assert_eq!(server.received_requests().await.unwrap().len(), 3);
     }
 
     #[tokio::test]
