@@ -276,8 +276,10 @@ async fn each_eks_auth_error_keeps_its_status_and_reference_body() {
         (500, "InternalServerException", "server"),
         (503, "ServiceUnavailableException", "server"),
     ];
-    for (status, code, _) in cases {
-        let token = token(code);
+    // Minted once: a token minted again in a later second would carry other times and match
+    // no mock.
+    let tokens = cases.map(|(_, code, _)| token(code));
+    for (&(status, code, _), token) in cases.iter().zip(&tokens) {
         Mock::given(method("POST"))
             .and(path(EKS_AUTH_PATH))
             .and(body_partial_json(serde_json::json!({"token": token})))
@@ -299,9 +301,9 @@ async fn each_eks_auth_error_keeps_its_status_and_reference_body() {
     .unwrap();
     let agent = Agent::start(server).await;
     let addr = agent.credential_addrs[0];
-    for (status, code, fault) in cases {
+    for (&(status, code, fault), token) in cases.iter().zip(&tokens) {
         assert_eq!(
-            http(addr, "/v1/credentials", Some(&token(code))).await,
+            http(addr, "/v1/credentials", Some(token)).await,
             (
                 status,
                 format!("[req-{code}]: ({code}): {code} happened, fault: {fault}\n")
