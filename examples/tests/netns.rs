@@ -170,7 +170,7 @@ fn initialize(ns: &Netns) -> Vec<String> {
     );
     let out = run(&args);
     if !out.status.success() {
-        let log = text(&out.stderr);
+        let log = text(&out.stdout);
         assert!(log.contains("EOPNOTSUPP"), "initialize failed: {log}");
         println!(
             "this kernel has no dummy link type (initialize said so: EOPNOTSUPP); \
@@ -185,12 +185,13 @@ fn initialize(ns: &Netns) -> Vec<String> {
         assert!(
             out.status.success(),
             "initialize --existing-link lo: {}",
-            text(&out.stderr)
+            text(&out.stdout)
         );
     }
     // Idempotent: a second run succeeds and changes nothing.
     let again = run(&args);
-    let log = text(&again.stderr);
+    // Logs are the reference's JSON lines on stdout.
+    let log = text(&again.stdout);
     assert!(again.status.success(), "second initialize: {log}");
     assert!(
         log.contains(r#""changes":0"#),
@@ -354,8 +355,8 @@ async fn resolve_in_namespace(ns: &Netns, token_file: &Path, dir: &Path) {
         .env("AWS_CONFIG_FILE", dir.join("config"))
         .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("credentials"))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(File::create(&log).expect("agent log"))
+        .stdout(File::create(&log).expect("agent log"))
+        .stderr(Stdio::null())
         .spawn()
         .expect("start the agent");
     let agent = Agent { child, log };

@@ -460,7 +460,7 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     assert!(simulator.sessions().len() >= 4);
     // The binary really logged at trace (its dependencies included) and said what happened.
     assert!(
-        binary_output.contains("\"level\":\"TRACE\""),
+        binary_output.contains("\"level\":\"trace\""),
         "{binary_output}"
     );
     for expected in [

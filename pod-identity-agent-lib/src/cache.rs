@@ -32,10 +32,10 @@
 //! - **Upstream protection** against hostile pods (every pod on the node can send any token):
 //!   - an irrecoverable answer for a token (forged, expired, no association, access denied) is
 //!     kept for `refused_ttl` (5 s) by token digest, at most 4096 tokens, and repeats are
-//!     answered from it without an upstream call (`pod_identity_refused_tokens_served_total`);
+//!     answered from it without an upstream call (`pod_identity_refused_tokens_served`);
 //!   - each client address (the pod's IP, from [`CredentialRequest::client`]) has a budget of
 //!     misses, upstream calls it starts: 10 at once, then 1 per second (`client_miss_budget`);
-//!     beyond it the request gets 429 (`pod_identity_requests_limited_total{reason="client_misses"}`).
+//!     beyond it the request gets 429 (`pod_identity_requests_limited{reason="client_misses"}`).
 //!     Joining a call already in flight and hits cost nothing, so a pod's first request and its
 //!     token rotations are far inside it, while unique forged tokens cannot turn into more than
 //!     `burst + rate × seconds` upstream calls. Host-network pods share the node's address and
@@ -229,7 +229,8 @@ impl<S: CredentialSource> CredentialCacheBuilder<S> {
         self
     }
 
-    /// Where hits, misses, evictions, renewal errors and the size are counted.
+    /// Where successful renewals (`hit`), fetches on the request path (`miss`), evictions,
+    /// renewal errors and the size are counted.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
         self
@@ -339,7 +340,6 @@ impl<S: CredentialSource> CredentialCache<S> {
         // A stale entry is left to `get`, which evicts it and fetches.
         let issued = shared.hit(&mut state, &key)?;
         drop(state);
-        shared.metrics.record_cache_state(CacheState::Hit);
         Some(Ok(issued))
     }
 
@@ -354,10 +354,7 @@ impl<S: CredentialSource> CredentialCache<S> {
         let mut flight = {
             let mut state = shared.lock();
             match shared.lookup(&mut state, &key) {
-                Lookup::Hit(issued) => {
-                    shared.metrics.record_cache_state(CacheState::Hit);
-                    return Ok(issued);
-                }
+                Lookup::Hit(issued) => return Ok(issued),
                 Lookup::InFlight(flight) => flight,
                 Lookup::Refused(error) => {
                     shared.metrics.record_refused_token_served();
@@ -824,6 +821,8 @@ impl<S: CredentialSource> Shared<S> {
         }
         match outcome {
             Ok(issued) => {
+                // The reference's `hit`: a renewal that succeeded, not a cached read.
+                self.metrics.record_cache_state(CacheState::Hit);
                 let at = Instant::now() + self.renewal_delay(&issued);
                 entry.issued = issued;
                 state.schedule(renewal.key, at);
@@ -1018,10 +1017,8 @@ mod tests {
             text.contains("pod_identity_cache_state{state=\"miss\"} 1"),
             "{text}"
         );
-        assert!(
-            text.contains("pod_identity_cache_state{state=\"hit\"} 1"),
-            "{text}"
-        );
+        // `hit` counts successful renewals (the reference's meaning), not cached reads.
+        assert!(!text.contains("state=\"hit\""), "{text}");
         assert!(text.contains("pod_identity_cache_size 1"), "{text}");
     }
 
@@ -1159,7 +1156,7 @@ mod tests {
         assert!(
             metrics
                 .encode()
-                .contains("pod_identity_requests_limited_total{reason=\"client_misses\"} 90"),
+                .contains("pod_identity_requests_limited{reason=\"client_misses\"} 90"),
             "{}",
             metrics.encode()
         );
@@ -1342,7 +1339,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn renewal_happens_at_the_max_retention_for_long_lived_credentials() {
         let source = FakeSource::new(wall_clock());
-        let cache = builder(&source).build();
+        let metrics = Metrics::new();
+        let cache = builder(&source).metrics(metrics.clone()).build();
         let token = day_token("p");
         assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
         advance(3 * HOUR - Duration::from_secs(1)).await;
@@ -1353,6 +1351,15 @@ mod tests {
         advance(3 * HOUR).await;
         assert_eq!(source.calls(), 3, "renewed again 3 h later");
         assert_eq!(key_id(&cache, &token).await, "ASIAFAKE3");
+        let text = metrics.encode();
+        assert!(
+            text.contains("pod_identity_cache_state{state=\"hit\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("pod_identity_cache_state{state=\"miss\"} 1"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

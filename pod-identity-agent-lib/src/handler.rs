@@ -24,7 +24,7 @@
 //! 403 repeats at most 255 bytes of the refused `Host`. Every credential response is counted in
 //! `pod_identity_http_response{code}`, timed in the latency histogram, and logged with the
 //! client address, never with the token; a 429 is logged at `debug` only (and counted in
-//! `pod_identity_requests_limited_total`), so that a flood does not flood the logs.
+//! `pod_identity_requests_limited`), so that a flood does not flood the logs.
 //!
 //! Logging follows the reference's levels: it logs every request at `info` (`handling new request
 //! request from <client>`) and a cache hit at `trace`; here one `info` line per request, after
@@ -390,7 +390,7 @@ impl RequestRateLimitLayer {
         self
     }
 
-    /// Counts the requests each limit answers in `pod_identity_requests_limited_total`.
+    /// Counts the requests each limit answers in `pod_identity_requests_limited`.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = Some(metrics);
         self
@@ -552,10 +552,10 @@ mod tests {
         let second = send(&router, get(HOST, Some(&token))).await;
         assert_eq!(first.0, StatusCode::OK);
         assert_eq!(first, second, "status, headers and body");
-        assert_eq!(source.calls(), 1);
+        assert_eq!(source.calls(), 1, "the second was served from the cache");
         let text = metrics.encode();
         assert!(
-            text.contains("pod_identity_cache_state{state=\"hit\"} 1"),
+            text.contains("pod_identity_cache_state{state=\"miss\"} 1"),
             "{text}"
         );
         // The host is still checked first, and an empty token still has its own answer.
@@ -592,9 +592,11 @@ mod tests {
         );
         assert_eq!(source.calls(), 1);
         let text = metrics.encode();
+        // No renewal (the reference's `hit`) and no second fetch (`miss`) for the refused one.
+        assert!(!text.contains("state=\"hit\""), "{text}");
         assert!(
-            text.contains("pod_identity_cache_state{state=\"hit\"} 1"),
-            "the refused request is no hit: {text}"
+            text.contains("pod_identity_cache_state{state=\"miss\"} 1"),
+            "{text}"
         );
     }
 

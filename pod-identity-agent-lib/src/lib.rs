@@ -14,6 +14,7 @@
 //! | [`handler`] | `/v1/credentials` as an axum `Router` with the reference answers |
 //! | [`probe`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`server`] | listeners, header limits, read timeouts, graceful shutdown |
+//! | `node_credentials` | the node's keys from a shared credentials file rotated on disk (hybrid nodes; features `eks-auth` or `self-managed`) |
 //!
 //! The blocks composed by hand, with a custom source standing in for EKS Auth, and one request
 //! answered without a socket:
@@ -157,6 +158,8 @@ pub mod source;
 pub mod time;
 pub mod validation;
 
+#[cfg(any(feature = "eks-auth", feature = "self-managed"))]
+pub mod node_credentials;
 #[cfg(feature = "node-network")]
 pub mod node_network;
 #[cfg(feature = "self-managed")]

@@ -1,30 +1,53 @@
 //! Prometheus metrics and the `/metrics` endpoint.
 //!
-//! The reference agent's series keep their names and labels, so existing dashboards and alerts
-//! keep working:
+//! The reference agent's series keep their names, labels, types and meaning, so existing
+//! dashboards and alerts keep working:
 //!
-//! | series | labels | counts |
-//! |---|---|---|
-//! | `pod_identity_http_response` | `code` | credential responses by HTTP status |
-//! | `pod_identity_cache_state` | `state` = `hit`, `miss`, `evicted` | cache lookups and evictions |
-//! | `pod_identity_cache_errors` | `type` = `Recoverable`/`NonRecoverable`, `code` | failed renewals |
+//! | series | type | labels | counts |
+//! |---|---|---|---|
+//! | `pod_identity_http_response` | counter | `code` | credential responses by HTTP status |
+//! | `pod_identity_cache_state` | counter | `state` | `hit`: background renewals that succeeded; `miss`: fetches on the request path (nothing usable cached); `evicted`: entries removed |
+//! | `pod_identity_cache_errors` | counter | `type` = `Recoverable`/`NonRecoverable`, `code` | failed renewals |
 //!
 //! The `code` label takes the error code the upstream sent. So that a misbehaving upstream
 //! cannot grow the series without bound, at most [`MAX_ERROR_CODES`] distinct codes get a series
 //! of their own; codes after those, and codes that are not plain identifiers, count as `Other`.
 //!
-//! The reference exposes them through the Prometheus Go client as plain series without a
-//! `_total` suffix; to keep those exact series names they are exposed as OpenMetrics `unknown`
-//! (untyped) metrics whose values only grow. Added by this crate:
+//! Added by this crate, under the same names in both formats:
 //!
 //! | series | type |
 //! |---|---|
 //! | `pod_identity_http_request_duration_seconds` | histogram of credential request latency |
 //! | `pod_identity_cache_size` | gauge: entries in the credential cache |
 //! | `pod_identity_connections_open` | gauge by `listener`: open connections |
-//! | `pod_identity_connections_refused_total` | counter by `listener` (`credentials`, `probe`, `metrics`) and `reason` (`max_connections`, `max_connections_per_client`): connections closed at once at a cap |
-//! | `pod_identity_requests_limited_total` | counter by `reason`: requests answered 429 by the per-client rate (`client_rate`), the overall rate (`rate`) or the per-client miss budget (`client_misses`) |
-//! | `pod_identity_refused_tokens_served_total` | counter: requests answered from the short-lived cache of refused tokens, without an upstream call |
+//! | `pod_identity_connections_refused` | counter by `listener` (`credentials`, `probe`, `metrics`) and `reason` (`max_connections`, `max_connections_per_client`): connections closed at once at a cap |
+//! | `pod_identity_requests_limited` | counter by `reason`: requests answered 429 by the per-client rate (`client_rate`), the overall rate (`rate`) or the per-client miss budget (`client_misses`) |
+//! | `pod_identity_refused_tokens_served` | counter: requests answered from the short-lived cache of refused tokens, without an upstream call |
+//!
+//! [`metrics_router`] also serves the standard process series of the Prometheus clients, read
+//! from `/proc/self` on Linux (absent elsewhere): `process_cpu_seconds_total`,
+//! `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+//! `process_max_fds`, `process_start_time_seconds`.
+//!
+//! # Formats and names
+//!
+//! A scrape gets the Prometheus text format 0.0.4 (`text/plain; version=0.0.4`), the format the
+//! reference serves, unless its `Accept` header asks for OpenMetrics
+//! (`application/openmetrics-text`) and does not accept `text/plain` (or `*/*`) at all.
+//! Prometheus's own scrapes list both, so Prometheus stores exactly the reference's series:
+//!
+//! | family | Prometheus text 0.0.4 sample | OpenMetrics sample |
+//! |---|---|---|
+//! | `pod_identity_http_response` (counter) | `pod_identity_http_response` | `pod_identity_http_response_total` |
+//! | `pod_identity_cache_state` (counter) | `pod_identity_cache_state` | `pod_identity_cache_state_total` |
+//! | `pod_identity_cache_errors` (counter) | `pod_identity_cache_errors` | `pod_identity_cache_errors_total` |
+//! | `process_cpu_seconds` (counter) | `process_cpu_seconds_total` | `process_cpu_seconds_total` |
+//! | this crate's counters, e.g. `pod_identity_requests_limited` | `pod_identity_requests_limited` | `pod_identity_requests_limited_total` |
+//! | gauges and the histogram | unchanged | unchanged |
+//!
+//! OpenMetrics requires the `_total` suffix on counter samples, so only a scraper that insists on
+//! OpenMetrics sees it on the reference's counters. [`Metrics::encode`] is the 0.0.4 text,
+//! [`Metrics::encode_openmetrics`] the OpenMetrics text (neither includes the process series).
 //!
 //! [`Metrics`] is a cheap handle; clones share the same series.
 
@@ -37,12 +60,11 @@ use axum::Router;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 /// The path the metrics are served on.
@@ -58,13 +80,18 @@ const MAX_ERROR_CODE_LEN: usize = 128;
 pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// What a credential lookup found in the cache (label `state` of `pod_identity_cache_state`).
+/// The content type of the Prometheus text format 0.0.4, the default.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+mod process;
+
+/// A cache event (label `state` of `pod_identity_cache_state`), with the reference's meaning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CacheState {
-    /// Served from the cache.
+    /// A background renewal succeeded.
     Hit,
-    /// Fetched from the source.
+    /// Credentials were fetched on the request path (nothing usable was cached).
     Miss,
     /// Removed from the cache.
     Evicted,
@@ -88,9 +115,9 @@ pub struct Metrics {
 
 struct Inner {
     registry: Registry,
-    http_response: Family<CodeLabel, MonotonicCounter>,
-    cache_state: Family<StateLabel, MonotonicCounter>,
-    cache_errors: Family<ErrorLabels, MonotonicCounter>,
+    http_response: Family<CodeLabel, Counter>,
+    cache_state: Family<StateLabel, Counter>,
+    cache_errors: Family<ErrorLabels, Counter>,
     /// The codes that have a `pod_identity_cache_errors` series of their own.
     error_codes: Mutex<HashSet<String>>,
     request_duration: Histogram,
@@ -133,7 +160,7 @@ impl Protection {
 }
 
 /// Why a credential request was answered 429 (label `reason` of
-/// `pod_identity_requests_limited_total`).
+/// `pod_identity_requests_limited`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Limited {
@@ -215,8 +242,14 @@ impl Metrics {
         i.protection.register(registry);
     }
 
-    /// The metrics in the OpenMetrics text format.
+    /// The metrics in the Prometheus text format 0.0.4, as the reference serves them: counters
+    /// without the `_total` suffix OpenMetrics adds.
     pub fn encode(&self) -> String {
+        openmetrics_to_prometheus(&self.encode_openmetrics())
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.inner.registry);
@@ -236,7 +269,7 @@ impl Metrics {
         self.inner.request_duration.observe(elapsed.as_secs_f64());
     }
 
-    /// Counts one cache lookup outcome or eviction.
+    /// Counts one cache event: a successful renewal, a fetch on the request path, an eviction.
     pub fn record_cache_state(&self, state: CacheState) {
         self.inner
             .cache_state
@@ -326,31 +359,101 @@ impl Metrics {
     }
 }
 
-/// A router serving `GET /metrics` in the OpenMetrics text format.
+/// A router serving `GET /metrics`, with the process series: Prometheus text 0.0.4, or
+/// OpenMetrics for a scraper that accepts only that (see the [module docs](self)).
 pub fn metrics_router(metrics: Metrics) -> Router {
     Router::new().route(
         METRICS_PATH,
-        get(move || {
+        get(move |headers: http::HeaderMap| {
             let metrics = metrics.clone();
-            async move { render(&metrics) }
+            async move { render(&metrics, &headers) }
         }),
     )
 }
 
-fn render(metrics: &Metrics) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)],
-        metrics.encode(),
-    )
-        .into_response()
+fn render(metrics: &Metrics, headers: &http::HeaderMap) -> Response {
+    let process = process::ProcessStats::read();
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let (content_type, body) = if wants_openmetrics_only(&accept) {
+        let mut body = metrics.encode_openmetrics();
+        if let Some(stats) = process {
+            let eof = body.rfind("# EOF").unwrap_or(body.len());
+            body.insert_str(eof, &stats.encode(process::Format::OpenMetrics));
+        }
+        (OPENMETRICS_CONTENT_TYPE, body)
+    } else {
+        let mut body = metrics.encode();
+        if let Some(stats) = process {
+            body.push_str(&stats.encode(process::Format::Prometheus));
+        }
+        (PROMETHEUS_CONTENT_TYPE, body)
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Whether an `Accept` header asks for OpenMetrics and refuses the Prometheus text format
+/// (lists neither `text/plain` nor `*/*`, or gives them `q=0`).
+fn wants_openmetrics_only(accept: &str) -> bool {
+    let mut openmetrics = false;
+    let mut text = false;
+    for range in accept.split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            p.strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if refused {
+            continue;
+        }
+        match media.as_str() {
+            "application/openmetrics-text" => openmetrics = true,
+            "text/plain" | "text/*" | "*/*" => text = true,
+            _ => {}
+        }
+    }
+    openmetrics && !text
+}
+
+/// Rewrites OpenMetrics text as Prometheus text 0.0.4: counter samples lose the `_total`
+/// suffix, `# UNIT` and `# EOF` lines go.
+fn openmetrics_to_prometheus(openmetrics: &str) -> String {
+    let mut out = String::with_capacity(openmetrics.len());
+    let mut counter: Option<String> = None;
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            counter = rest
+                .strip_suffix(" counter")
+                .map(|family| format!("{family}_total"));
+        } else if let Some(sample) = counter.as_deref()
+            && let Some(rest) = line.strip_prefix(sample)
+            && (rest.starts_with('{') || rest.starts_with(' '))
+        {
+            out.push_str(&sample[..sample.len() - "_total".len()]);
+            out.push_str(rest);
+            out.push('\n');
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn register_all(
     registry: &mut Registry,
-    http_response: &Family<CodeLabel, MonotonicCounter>,
-    cache_state: &Family<StateLabel, MonotonicCounter>,
-    cache_errors: &Family<ErrorLabels, MonotonicCounter>,
+    http_response: &Family<CodeLabel, Counter>,
+    cache_state: &Family<StateLabel, Counter>,
+    cache_errors: &Family<ErrorLabels, Counter>,
     request_duration: &Histogram,
     cache_size: &Gauge,
 ) {
@@ -414,31 +517,6 @@ struct ErrorLabels {
     code: String,
 }
 
-/// A counter exposed as an untyped series without the `_total` suffix, the way the reference
-/// agent's Go client exposes its counters.
-#[derive(Clone, Debug, Default)]
-struct MonotonicCounter(Counter);
-
-impl MonotonicCounter {
-    fn inc(&self) {
-        self.0.inc();
-    }
-}
-
-impl TypedMetric for MonotonicCounter {
-    const TYPE: MetricType = MetricType::Unknown;
-}
-
-impl EncodeMetric for MonotonicCounter {
-    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), fmt::Error> {
-        encoder.encode_gauge(&self.0.get())
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Unknown
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -467,8 +545,7 @@ mod tests {
         );
     }
 
-    #[test]
-    fn reference_series_keep_their_names_and_labels() {
+    fn recorded() -> Metrics {
         let metrics = Metrics::new();
         metrics.record_response(200);
         metrics.record_response(200);
@@ -480,35 +557,87 @@ mod tests {
         metrics.record_cache_error(true, "ThrottlingException");
         metrics.set_cache_size(7);
         metrics.record_latency(Duration::from_millis(3));
+        metrics
+    }
 
-        let text = metrics.encode();
-        for line in [
-            "# TYPE pod_identity_http_response unknown",
-            "pod_identity_http_response{code=\"200\"} 2",
-            "pod_identity_http_response{code=\"403\"} 1",
-            "pod_identity_cache_state{state=\"miss\"} 1",
-            "pod_identity_cache_state{state=\"hit\"} 1",
-            "pod_identity_cache_state{state=\"evicted\"} 1",
-            "pod_identity_cache_errors{type=\"NonRecoverable\",code=\"AccessDeniedException\"} 1",
-            "pod_identity_cache_errors{type=\"Recoverable\",code=\"ThrottlingException\"} 1",
-            "# TYPE pod_identity_cache_size gauge",
-            "pod_identity_cache_size 7",
-            "# TYPE pod_identity_http_request_duration_seconds histogram",
-            "pod_identity_http_request_duration_seconds_count 1",
-            "# EOF",
-        ] {
+    fn assert_lines(text: &str, lines: &[&str]) {
+        for line in lines {
             assert!(
-                text.lines().any(|l| l == line),
+                text.lines().any(|l| l == *line),
                 "missing {line:?} in\n{text}"
             );
         }
-        // The reference's series keep their exact names (no `_total`).
-        for name in [
-            "pod_identity_http_response",
-            "pod_identity_cache_state",
-            "pod_identity_cache_errors",
+    }
+
+    #[test]
+    fn prometheus_text_has_the_reference_series_names_and_types() {
+        let text = recorded().encode();
+        assert_lines(
+            &text,
+            &[
+                "# TYPE pod_identity_http_response counter",
+                "pod_identity_http_response{code=\"200\"} 2",
+                "pod_identity_http_response{code=\"403\"} 1",
+                "# TYPE pod_identity_cache_state counter",
+                "pod_identity_cache_state{state=\"miss\"} 1",
+                "pod_identity_cache_state{state=\"hit\"} 1",
+                "pod_identity_cache_state{state=\"evicted\"} 1",
+                "# TYPE pod_identity_cache_errors counter",
+                "pod_identity_cache_errors{type=\"NonRecoverable\",code=\"AccessDeniedException\"} 1",
+                "pod_identity_cache_errors{type=\"Recoverable\",code=\"ThrottlingException\"} 1",
+                "# TYPE pod_identity_cache_size gauge",
+                "pod_identity_cache_size 7",
+                "# TYPE pod_identity_http_request_duration_seconds histogram",
+                "pod_identity_http_request_duration_seconds_count 1",
+            ],
+        );
+        assert!(!text.contains("_total"), "{text}");
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn openmetrics_text_has_counters_with_the_required_suffix() {
+        let text = recorded().encode_openmetrics();
+        assert_lines(
+            &text,
+            &[
+                "# TYPE pod_identity_http_response counter",
+                "pod_identity_http_response_total{code=\"200\"} 2",
+                "# TYPE pod_identity_cache_state counter",
+                "pod_identity_cache_state_total{state=\"hit\"} 1",
+                "# TYPE pod_identity_cache_errors counter",
+                "pod_identity_cache_errors_total{type=\"Recoverable\",code=\"ThrottlingException\"} 1",
+                "# TYPE pod_identity_cache_size gauge",
+                "pod_identity_cache_size 7",
+                "# TYPE pod_identity_http_request_duration_seconds histogram",
+                "# EOF",
+            ],
+        );
+    }
+
+    #[test]
+    fn accept_headers_pick_the_format() {
+        for (accept, openmetrics) in [
+            ("", false),
+            ("text/plain", false),
+            ("*/*", false),
+            ("application/openmetrics-text", true),
+            ("application/openmetrics-text; version=1.0.0", true),
+            (
+                "application/openmetrics-text;version=1.0.0,text/plain;q=0",
+                true,
+            ),
+            // Prometheus's default scrape: both listed, so the reference's format.
+            (
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                false,
+            ),
+            ("application/json", false),
         ] {
-            assert!(!text.contains(&format!("{name}_total")), "{text}");
+            assert_eq!(wants_openmetrics_only(accept), openmetrics, "{accept}");
         }
     }
 
@@ -521,26 +650,72 @@ mod tests {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(
-            text.contains("pod_identity_http_response{code=\"500\"} 1"),
+            text.contains("pod_identity_http_response_total{code=\"500\"} 1"),
             "{text}"
         );
     }
 
-    #[tokio::test]
-    async fn metrics_are_served_as_openmetrics_text() {
-        let metrics = Metrics::new();
-        metrics.record_response(200);
-        let response = metrics_router(metrics)
-            .oneshot(http::Request::get("/metrics").body(Body::empty()).unwrap())
+    async fn scrape(metrics: &Metrics, accept: Option<&str>) -> (String, String) {
+        let mut request = http::Request::get("/metrics");
+        if let Some(accept) = accept {
+            request = request.header(header::ACCEPT, accept);
+        }
+        let response = metrics_router(metrics.clone())
+            .oneshot(request.body(Body::empty()).unwrap())
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            OPENMETRICS_CONTENT_TYPE
-        );
+        let content_type = response.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .to_owned();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        let body = String::from_utf8(body.to_vec()).unwrap();
-        assert!(body.contains("pod_identity_http_response{code=\"200\"} 1"));
+        (content_type, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn scrapes_get_prometheus_text_unless_they_insist_on_openmetrics() {
+        let metrics = recorded();
+        for accept in [None, Some("text/plain"), Some("*/*")] {
+            let (content_type, body) = scrape(&metrics, accept).await;
+            assert_eq!(content_type, PROMETHEUS_CONTENT_TYPE, "{accept:?}");
+            assert_lines(
+                &body,
+                &[
+                    "# TYPE pod_identity_http_response counter",
+                    "pod_identity_http_response{code=\"200\"} 2",
+                    "# TYPE pod_identity_cache_state counter",
+                ],
+            );
+            #[cfg(target_os = "linux")]
+            assert_lines(
+                &body,
+                &[
+                    "# TYPE process_cpu_seconds_total counter",
+                    "# TYPE process_resident_memory_bytes gauge",
+                    "# TYPE process_open_fds gauge",
+                    "# TYPE process_max_fds gauge",
+                    "# TYPE process_start_time_seconds gauge",
+                    "# TYPE process_virtual_memory_bytes gauge",
+                ],
+            );
+        }
+
+        let (content_type, body) = scrape(
+            &metrics,
+            Some("application/openmetrics-text; version=1.0.0"),
+        )
+        .await;
+        assert_eq!(content_type, OPENMETRICS_CONTENT_TYPE);
+        assert_lines(
+            &body,
+            &[
+                "# TYPE pod_identity_http_response counter",
+                "pod_identity_http_response_total{code=\"200\"} 2",
+            ],
+        );
+        #[cfg(target_os = "linux")]
+        assert_lines(&body, &["# TYPE process_cpu_seconds counter"]);
+        assert!(body.ends_with("# EOF\n"), "{body}");
     }
 }

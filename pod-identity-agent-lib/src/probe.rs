@@ -9,6 +9,11 @@
 //! | every listener answered 404 | 200 |
 //! | the deadline passed first | 408 |
 //! | a listener failed or answered something else | 500 `Internal Server Error occurred` |
+//!
+//! A probe may also carry a standing reason not to be ready ([`Probe::not_ready_because`]): the
+//! server sets one when a configured IPv4 host could not be bound while others were, so that
+//! pods on the node are not sent to an agent that refuses them. Then `/readyz` answers 500 (and
+//! logs the reason) whatever the listeners say; `/healthz` is unaffected.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -40,6 +45,7 @@ pub struct Probe {
 struct ProbeInner {
     targets: Vec<SocketAddr>,
     deadline: Duration,
+    not_ready: Option<String>,
 }
 
 impl fmt::Debug for Probe {
@@ -47,6 +53,7 @@ impl fmt::Debug for Probe {
         f.debug_struct("Probe")
             .field("targets", &self.inner.targets)
             .field("deadline", &self.inner.deadline)
+            .field("not_ready", &self.inner.not_ready)
             .finish()
     }
 }
@@ -104,8 +111,39 @@ impl Probe {
             inner: Arc::new(ProbeInner {
                 targets: targets.into_iter().map(reachable).collect(),
                 deadline,
+                not_ready: None,
             }),
         }
+    }
+
+    /// This probe, with `/readyz` failing for `reason` whatever the listeners answer.
+    pub fn not_ready_because(self, reason: impl Into<String>) -> Self {
+        Self {
+            inner: Arc::new(ProbeInner {
+                targets: self.inner.targets.clone(),
+                deadline: self.inner.deadline,
+                not_ready: Some(reason.into()),
+            }),
+        }
+    }
+
+    /// Why `/readyz` fails whatever the listeners answer, if it does.
+    pub fn not_ready_reason(&self) -> Option<&str> {
+        self.inner.not_ready.as_deref()
+    }
+
+    /// The readiness answer: [`respond`](Self::respond), or 500 while a
+    /// [standing reason](Self::not_ready_because) holds.
+    pub async fn respond_ready(&self) -> Response {
+        if let Some(reason) = &self.inner.not_ready {
+            tracing::warn!(reason = %reason, "not ready");
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error occurred",
+            )
+                .into_response();
+        }
+        self.respond().await
     }
 
     /// The listeners this probe checks.
@@ -168,7 +206,7 @@ pub fn probe_router(probe: Probe) -> Router {
             READYZ_PATH,
             any(move || {
                 let probe = probe.clone();
-                async move { probe.respond().await }
+                async move { probe.respond_ready().await }
             }),
         )
 }

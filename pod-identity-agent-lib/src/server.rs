@@ -3,7 +3,9 @@
 //! [`ServerBuilder::bind`] binds the credential router on each configured host at one port
 //! (IPv4 and IPv6, brackets optional). A host that cannot be bound is logged and skipped, so a
 //! node with IPv6 off still serves IPv4 (the reference crash-loops, aws/eks-pod-identity-agent#16);
-//! binding fails only when no host can be bound. A wildcard host (`0.0.0.0`, `::`) would serve
+//! binding fails only when no host can be bound. An IPv4 host (or a name) that cannot be bound
+//! while others were fails `/readyz` with the reason logged, so the pod is not Ready while every
+//! IPv4 pod on the node would be refused; an unbound IPv6 host stays tolerated. A wildcard host (`0.0.0.0`, `::`) would serve
 //! credentials on every address of the node, so it is refused unless
 //! [`allow_wildcard_bind`](ServerBuilder::allow_wildcard_bind) says otherwise. The probe server
 //! (`/healthz`, `/readyz`) listens on `127.0.0.1:2703` and the metrics server (`/metrics` plus
@@ -21,7 +23,7 @@
 //! | time to send the request head, and idle time between requests | 10 s | 10 s |
 //!
 //! A connection beyond a cap is closed as soon as it is accepted (counted in
-//! `pod_identity_connections_refused{reason}`): nothing queues, and a refused connection costs
+//! `pod_identity_connections_refused{listener, reason}`): nothing queues, and a refused connection costs
 //! its socket for a moment. A connection from the listener's own address (the agent's probes,
 //! or host-network clients) counts against its per-client cap but not the total, so pods that
 //! fill the credential port cannot fail the agent's own probes. A cycle runs from the first
@@ -269,11 +271,15 @@ impl ServerBuilder {
         }
         let mut listeners = Vec::new();
         let mut last_error = None;
+        let mut unbound_required = Vec::new();
         for host in &self.bind_hosts {
             match bind_host(host, self.port).await {
                 Ok(bound) => listeners.extend(bound),
                 Err(error) => {
                     tracing::warn!(host = %host, port = self.port, error = %error, "skipping a bind host that cannot be bound");
+                    if !is_ipv6_literal(host) {
+                        unbound_required.push(format!("{host}: {error}"));
+                    }
                     last_error = Some(error);
                 }
             }
@@ -292,7 +298,17 @@ impl ServerBuilder {
         for addr in &credential_addrs {
             tracing::info!(addr = %addr, "serving credentials");
         }
-        let probe = Probe::with_deadline(credential_addrs.iter().copied(), self.probe_deadline);
+        let mut probe = Probe::with_deadline(credential_addrs.iter().copied(), self.probe_deadline);
+        // Nodes without IPv6 are common (the reference's #16), so only an unbound IPv4 host (or
+        // name) holds readiness back: every IPv4 pod on the node would be refused.
+        if !unbound_required.is_empty() {
+            let reason = format!(
+                "credential host(s) not bound: {}",
+                unbound_required.join("; ")
+            );
+            tracing::error!(reason = %reason, "the readiness probe fails until the agent restarts");
+            probe = probe.not_ready_because(reason);
+        }
 
         let credentials_gate = Gate::new(
             self.limits,
@@ -472,6 +488,15 @@ async fn bind_auxiliary(what: &'static str, addr: SocketAddr) -> Result<TcpListe
         .map_err(|source| BindError::Auxiliary { what, addr, source })?;
     tracing::info!(addr = %addr, "serving {what}");
     Ok(listener)
+}
+
+/// Whether `host` is an IPv6 address, with or without brackets.
+fn is_ipv6_literal(host: &str) -> bool {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse::<std::net::Ipv6Addr>().is_ok()
 }
 
 async fn bind_host(host: &str, port: u16) -> io::Result<Vec<TcpListener>> {
@@ -709,6 +734,92 @@ mod tests {
         );
         let empty = local(hello()).bind_hosts(Vec::<String>::new()).bind().await;
         assert!(matches!(empty, Err(BindError::NoHosts)));
+    }
+
+    async fn readyz_and_healthz(hosts: &[&str]) -> (String, String) {
+        let server = local(Router::new())
+            .bind_hosts(hosts.iter().copied())
+            .bind()
+            .await
+            .unwrap();
+        let probe = server.probe_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        let answers = (get(probe, "/readyz").await, get(probe, "/healthz").await);
+        stop.send(()).unwrap();
+        serving.await.unwrap();
+        answers
+    }
+
+    #[tokio::test]
+    async fn metrics_scrapes_over_http_get_the_format_their_accept_allows() {
+        let metrics = Metrics::new();
+        metrics.record_response(200);
+        let server = local(Router::new())
+            .bind_hosts(["127.0.0.1"])
+            .metrics(metrics)
+            .bind()
+            .await
+            .unwrap();
+        let addr = server.metrics_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        let scrape = |accept: &'static str| async move {
+            let request = format!(
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+            );
+            raw_request(addr, request.as_bytes()).await
+        };
+        // Prometheus's own scrape Accept lists both: the reference's text format.
+        let text = scrape(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
+        .await;
+        assert!(
+            text.contains("content-type: text/plain; version=0.0.4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n# TYPE pod_identity_http_response counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npod_identity_http_response{code=\"200\"} 1\n"),
+            "{text}"
+        );
+        let text = scrape("application/openmetrics-text; version=1.0.0").await;
+        assert!(
+            text.contains("content-type: application/openmetrics-text"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n# TYPE pod_identity_http_response counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\npod_identity_http_response_total{code=\"200\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        stop.send(()).unwrap();
+        serving.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unbound_ipv4_host_fails_readiness_and_an_unbound_ipv6_host_does_not() {
+        // 192.0.2.1 and 2001:db8::1 (documentation ranges) are not addresses of this machine.
+        let (ready, healthy) = readyz_and_healthz(&["192.0.2.1", "127.0.0.1"]).await;
+        assert!(ready.starts_with("HTTP/1.1 500"), "{ready}");
+        assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+
+        let (ready, _) = readyz_and_healthz(&["[2001:db8::1]", "127.0.0.1"]).await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+        let (ready, _) = readyz_and_healthz(&["127.0.0.1"]).await;
+        assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
     }
 
     #[tokio::test]

@@ -236,8 +236,14 @@ async fn serves_credentials_over_ipv4_and_ipv6_loopback_and_logs_no_secret() {
         metrics.contains("pod_identity_http_response{code=\"200\"} 2"),
         "{metrics}"
     );
+    // One fetch on the request path; `hit` counts renewals only (none yet).
     assert!(
-        metrics.contains("pod_identity_cache_state{state=\"hit\"} 1"),
+        metrics.contains("pod_identity_cache_state{state=\"miss\"} 1"),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("state=\"hit\""), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE pod_identity_http_response counter"),
         "{metrics}"
     );
     assert!(metrics.contains("pod_identity_cache_size 1"), "{metrics}");
@@ -270,8 +276,10 @@ async fn each_eks_auth_error_keeps_its_status_and_reference_body() {
         (500, "InternalServerException", "server"),
         (503, "ServiceUnavailableException", "server"),
     ];
-    for (status, code, _) in cases {
-        let token = token(code);
+    // Minted once: a token minted again in a later second would carry other times and match
+    // no mock.
+    let tokens = cases.map(|(_, code, _)| token(code));
+    for (&(status, code, _), token) in cases.iter().zip(&tokens) {
         Mock::given(method("POST"))
             .and(path(EKS_AUTH_PATH))
             .and(body_partial_json(serde_json::json!({"token": token})))
@@ -293,9 +301,9 @@ async fn each_eks_auth_error_keeps_its_status_and_reference_body() {
     .unwrap();
     let agent = Agent::start(server).await;
     let addr = agent.credential_addrs[0];
-    for (status, code, fault) in cases {
+    for (&(status, code, fault), token) in cases.iter().zip(&tokens) {
         assert_eq!(
-            http(addr, "/v1/credentials", Some(&token(code))).await,
+            http(addr, "/v1/credentials", Some(token)).await,
             (
                 status,
                 format!("[req-{code}]: ({code}): {code} happened, fault: {fault}\n")
@@ -365,7 +373,9 @@ async fn an_unbindable_host_is_skipped() {
         .0,
         200
     );
-    assert_eq!(http(agent.probe_addr, "/readyz", None).await.0, 200);
+    // The unbound host is IPv4: not Ready (pods on it would be refused), but alive.
+    assert_eq!(http(agent.probe_addr, "/readyz", None).await.0, 500);
+    assert_eq!(http(agent.probe_addr, "/healthz", None).await.0, 200);
     agent.shutdown().await;
 }
 

@@ -142,3 +142,51 @@ async fn the_agent_serves_simulator_credentials_with_one_call_per_token() {
     assert!(body.ends_with(", fault: client\n"), "{body}");
     serving.abort();
 }
+
+/// `--rotate-credentials`: the node's keys are re-read from the shared credentials file when it
+/// changes, and the next EKS Auth call is signed with them, without rebuilding the source.
+#[tokio::test]
+async fn a_rotated_credentials_file_signs_the_next_call_with_the_new_keys() {
+    use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;
+
+    let (simulator, server) = simulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("credentials");
+    let write = |id: &str, secret: &str| {
+        std::fs::write(
+            &path,
+            format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
+        )
+        .unwrap();
+    };
+    write("AKIDEXPIRED", "expired-secret");
+    let source = source(&simulator, &server)
+        .credentials_provider_uncached(SharedCredentialsFile::builder(&path).build())
+        .build()
+        .await
+        .unwrap();
+    let token = pod_token("app", "hybrid-1");
+    let request = CredentialRequest::new(
+        "demo".parse().unwrap(),
+        ServiceAccountToken::decode(&token).unwrap(),
+    );
+
+    // The simulator knows only AKIDNODE: the old key is refused as unknown.
+    let error = source.credentials(&request).await.unwrap_err();
+    assert_eq!(error.code(), "UnrecognizedClientException", "{error}");
+
+    // Rotated on disk: the next call is signed with the new key and verifies.
+    write("AKIDNODE", "node-secret");
+    let issued = source.credentials(&request).await.unwrap();
+    assert!(issued.credentials().access_key_id.starts_with("ASIA"));
+    assert_eq!(
+        simulator.token_request_count(&token),
+        1,
+        "one call got past the signature"
+    );
+
+    // The secret is re-read with the key: a wrong one no longer verifies.
+    write("AKIDNODE", "wrong-secret-of-a-new-length");
+    let error = source.credentials(&request).await.unwrap_err();
+    assert_eq!(error.code(), "InvalidSignatureException", "{error}");
+}

@@ -175,11 +175,12 @@ impl<A: AssociationStore> SelfManagedSource<A> {
             endpoint_url: None,
             fips: false,
             credentials_provider: None,
+            uncached_credentials: false,
             session_duration: DEFAULT_SESSION_DURATION,
             cluster_arn: None,
             attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            max_attempts: None,
         }
     }
 
@@ -255,11 +256,12 @@ pub struct SelfManagedSourceBuilder<A> {
     endpoint_url: Option<String>,
     fips: bool,
     credentials_provider: Option<SharedCredentialsProvider>,
+    uncached_credentials: bool,
     session_duration: Duration,
     cluster_arn: Option<Arn>,
     attempt_timeout: Duration,
     connect_timeout: Duration,
-    max_attempts: u32,
+    max_attempts: Option<u32>,
 }
 
 impl<A> fmt::Debug for SelfManagedSourceBuilder<A> {
@@ -303,6 +305,19 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
     /// Signs with these credentials instead of the default chain's.
     pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
         self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
+        self.uncached_credentials = false;
+        self
+    }
+
+    /// Signs with these credentials, asking `provider` on every call (no SDK identity cache in
+    /// front): for a provider that caches itself and must be heard at once when its keys
+    /// change, such as [`SharedCredentialsFile`](crate::node_credentials::SharedCredentialsFile).
+    pub fn credentials_provider_uncached(
+        mut self,
+        provider: impl ProvideCredentials + 'static,
+    ) -> Self {
+        self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
+        self.uncached_credentials = true;
         self
     }
 
@@ -332,9 +347,11 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
         self
     }
 
-    /// Attempts per STS call (default 3; at least 1).
+    /// Attempts per STS call (at least 1). Default: the SDK configuration's retry settings
+    /// (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, the profile), 3 attempts of the standard mode when
+    /// nothing sets them.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = attempts.max(1);
+        self.max_attempts = Some(attempts.max(1));
         self
     }
 
@@ -362,7 +379,12 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
                     .connect_timeout(self.connect_timeout)
                     .build(),
             )
-            .retry_config(RetryConfig::standard().with_max_attempts(self.max_attempts));
+            .retry_config(match self.max_attempts {
+                Some(attempts) => RetryConfig::standard().with_max_attempts(attempts),
+                None => sdk_config.retry_config().cloned().unwrap_or_else(|| {
+                    RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS)
+                }),
+            });
         if let Some(region) = self.region {
             config = config.region(Region::new(region));
         }
@@ -374,6 +396,9 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
         }
         if let Some(provider) = self.credentials_provider {
             config.set_credentials_provider(Some(provider));
+            if self.uncached_credentials {
+                config = config.identity_cache(aws_sdk_sts::config::IdentityCache::no_cache());
+            }
         }
         let config = config.build();
         if config.region().is_none() {

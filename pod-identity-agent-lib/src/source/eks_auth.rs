@@ -2,7 +2,9 @@
 //!
 //! The call is signed (SigV4, service `eks-auth`) with the node's own credentials from the
 //! aws-config default chain, unless a provider or an `SdkConfig` is given. Defaults follow the
-//! reference agent: 1 s per attempt, 500 ms to connect, the SDK's standard retries (3 attempts).
+//! reference agent: 1 s per attempt, 500 ms to connect, the SDK's standard retries (3 attempts),
+//! unless the SDK configuration sets others (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, the profile's
+//! `max_attempts`/`retry_mode`) or [`EksAuthSourceBuilder::max_attempts`] does.
 //! The endpoint is `https://eks-auth.{region}.api.aws` (FIPS and China variants via the SDK's
 //! resolver) unless overridden, for example with a PrivateLink endpoint.
 //!
@@ -161,6 +163,7 @@ pub struct EksAuthSourceBuilder {
     endpoint_url: Option<String>,
     fips: bool,
     credentials_provider: Option<SharedCredentialsProvider>,
+    uncached_credentials: bool,
     attempt_timeout: Option<Duration>,
     connect_timeout: Option<Duration>,
     max_attempts: Option<u32>,
@@ -210,6 +213,19 @@ impl EksAuthSourceBuilder {
     /// Signs with these credentials instead of the default chain's.
     pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
         self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
+        self.uncached_credentials = false;
+        self
+    }
+
+    /// Signs with these credentials, asking `provider` on every call (no SDK identity cache in
+    /// front): for a provider that caches itself and must be heard at once when its keys
+    /// change, such as [`SharedCredentialsFile`](crate::node_credentials::SharedCredentialsFile).
+    pub fn credentials_provider_uncached(
+        mut self,
+        provider: impl ProvideCredentials + 'static,
+    ) -> Self {
+        self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
+        self.uncached_credentials = true;
         self
     }
 
@@ -225,7 +241,10 @@ impl EksAuthSourceBuilder {
         self
     }
 
-    /// Attempts per call with the SDK's standard retry mode (default 3; 1 turns retries off).
+    /// Attempts per call with the SDK's standard retry mode (1 turns retries off). Default: the
+    /// SDK configuration's retry settings (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, the profile's
+    /// `max_attempts`/`retry_mode`), which are the standard mode with 3 attempts when nothing
+    /// sets them.
     pub fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = Some(attempts.max(1));
         self
@@ -265,8 +284,13 @@ impl EksAuthSourceBuilder {
             .operation_attempt_timeout(self.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
             .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
             .build();
-        let retries = RetryConfig::standard()
-            .with_max_attempts(self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS));
+        let retries = match self.max_attempts {
+            Some(attempts) => RetryConfig::standard().with_max_attempts(attempts),
+            None => sdk_config
+                .retry_config()
+                .cloned()
+                .unwrap_or_else(|| RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS)),
+        };
         let mut config = aws_sdk_eksauth::config::Builder::from(&sdk_config)
             .timeout_config(timeouts)
             .retry_config(retries);
@@ -281,6 +305,9 @@ impl EksAuthSourceBuilder {
         }
         if let Some(provider) = self.credentials_provider {
             config.set_credentials_provider(Some(provider));
+            if self.uncached_credentials {
+                config = config.identity_cache(aws_sdk_eksauth::config::IdentityCache::no_cache());
+            }
         }
         if !self.node.is_empty() {
             config = config.interceptor(NodeDetailsInterceptor(self.node));
@@ -674,6 +701,43 @@ mod tests {
         let source = builder(&server).build().await.unwrap();
         source.credentials(&request(&day_token("p"))).await.unwrap();
         assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    }
+
+    /// The SDK configuration's retries (where `AWS_MAX_ATTEMPTS` and `AWS_RETRY_MODE` land)
+    /// apply unless `max_attempts` is set.
+    #[tokio::test]
+    async fn the_sdk_configurations_retries_apply_unless_max_attempts_is_set() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(
+                ResponseTemplate::new(503)
+                    .insert_header("x-amzn-errortype", "ServiceUnavailableException")
+                    .set_body_json(serde_json::json!({"message": "busy"})),
+            )
+            .mount(&server)
+            .await;
+        let one_attempt = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .retry_config(RetryConfig::standard().with_max_attempts(1))
+            .build();
+        let source = builder(&server)
+            .sdk_config(one_attempt.clone())
+            .build()
+            .await
+            .unwrap();
+        let token = day_token("p");
+        source.credentials(&request(&token)).await.unwrap_err();
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+
+        let source = builder(&server)
+            .sdk_config(one_attempt)
+            .max_attempts(2)
+            .build()
+            .await
+            .unwrap();
+        source.credentials(&request(&token)).await.unwrap_err();
+        assert_eq!(server.received_requests().await.unwrap().len(), 3);
     }
 
     #[tokio::test]

@@ -7,19 +7,31 @@
 //!
 //! The `server` subcommand takes the reference agent's flags with its defaults, plus `--region`,
 //! the request rate limit and the cache's idle time. EKS Auth calls are signed with the node's
-//! credentials from the standard chain (`AWS_*` environment variables, profile, IMDS, …).
-//! Logs are JSON lines on stderr.
+//! credentials from the standard chain (`AWS_*` environment variables, profile, IMDS, …), or,
+//! with `--rotate-credentials`, from the shared credentials file, re-read when it changes and
+//! at least every minute (hybrid nodes). Retries follow `AWS_MAX_ATTEMPTS` and `AWS_RETRY_MODE`
+//! (3 attempts of the standard mode by default); `HTTPS_PROXY`/`NO_PROXY` apply to EKS Auth
+//! (and STS); `AWS_CA_BUNDLE` names a PEM file of certificates trusted for them in addition to
+//! the system's (isolated partitions, TLS-inspecting proxies).
+//!
+//! `-v/--verbosity` (logrus levels `panic`, `fatal`, `error`, `warn`/`warning`, `info`,
+//! `debug`, `trace`, or a tracing filter directive) and `--log-format` go before or after the
+//! subcommand. Logs are the reference's logrus JSON lines on stdout (see `logging.rs`).
+
+mod logging;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;
 use pod_identity_agent_lib::server::{ConnectionLimits, shutdown_signal};
 use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
 use pod_identity_agent_lib::{cache, handler, server};
 use pod_identity_core::ClusterName;
-use tracing_subscriber::EnvFilter;
+
+use logging::{LogFormat, parse_verbosity};
 
 /// EKS Pod Identity node agent: exchanges pods' service-account tokens for AWS credentials.
 #[derive(Debug, Parser)]
@@ -27,6 +39,23 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+
+    /// Log level: panic, fatal, error, warn (warning), info, debug or trace (or a tracing filter
+    /// directive). The AWS SDK's signing and wire logs stay at debug at most: at trace they
+    /// print signed requests and bodies (tokens, session tokens, credentials).
+    #[arg(short = 'v', long, global = true, default_value = "info", value_name = "LEVEL", value_parser = parse_verbosity)]
+    verbosity: String,
+
+    /// Log line shape: json (the reference's logrus JSON on stdout), tracing-json (tracing's
+    /// nested JSON on stderr) or text (plain text on stderr).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "json",
+        value_name = "FORMAT"
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +85,9 @@ enum Command {
     /// --fips apply to STS, and --eks-node-name, --instance-id and --zone have no effect. See
     /// the pod_identity_agent_lib::self_managed docs for the DaemonSet and the trust policy.
     SelfManaged(SelfManagedArgs),
+
+    /// Print the version.
+    Version,
 }
 
 #[derive(Debug, Args)]
@@ -122,10 +154,6 @@ struct InitializeArgs {
     /// Set up IPv4 only.
     #[arg(long, conflicts_with = "ipv6_address")]
     no_ipv6: bool,
-
-    /// Log level: trace, debug, info, warn or error (or a tracing filter directive).
-    #[arg(short = 'v', long, default_value = "info", value_name = "LEVEL", value_parser = parse_verbosity)]
-    verbosity: String,
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +187,8 @@ struct ServerArgs {
     #[arg(long, default_value_t = 2000)]
     max_cache_size: usize,
 
-    /// Most EKS Auth calls per second for background renewals.
+    /// Most EKS Auth calls per second for background renewals (0 means the default, 3, as in
+    /// the reference).
     #[arg(long, default_value_t = 3)]
     max_service_qps: u32,
 
@@ -214,16 +243,13 @@ struct ServerArgs {
     #[arg(long, value_name = "AZ_ID")]
     zone: Option<String>,
 
-    /// Accepted for compatibility with the reference agent (hybrid nodes); has no effect:
-    /// credentials come from the standard chain, which reloads what it caches.
-    #[arg(long)]
-    rotate_credentials: bool,
-
-    /// Log level: trace, debug, info, warn or error (or a tracing filter directive). The AWS
-    /// SDK's signing and wire logs stay at debug at most: at trace they print signed requests
-    /// and bodies (tokens, session tokens, credentials).
-    #[arg(short = 'v', long, default_value = "info", value_name = "LEVEL", value_parser = parse_verbosity)]
-    verbosity: String,
+    /// Sign with the node's shared credentials file (AWS_SHARED_CREDENTIALS_FILE, else
+    /// ~/.aws/credentials; profile AWS_PROFILE, else default), re-read when it changes and at
+    /// least every minute: hybrid nodes, whose credentials are rotated on disk. Takes an
+    /// optional value, also as a separate word as the reference chart passes it
+    /// (`--rotate-credentials true`); true/false as Go reads them (1, t, TRUE, 0, f, False, …).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    rotate_credentials: Option<bool>,
 }
 
 /// Bounds on what one pod can make the agent do (every pod on the node can reach it).
@@ -272,30 +298,55 @@ struct ProtectionArgs {
     allow_wildcard_bind: bool,
 }
 
-/// SDK crates whose `trace` events print secrets: aws-sigv4 (before 1.4) the canonical request
-/// with `x-amz-security-token`, aws-smithy-runtime every request and response with its body.
-const SECRET_LOGGING_CRATES: [&str; 2] = ["aws_sigv4", "aws_smithy_runtime"];
+impl ServerArgs {
+    fn rotate_credentials(&self) -> bool {
+        self.rotate_credentials.unwrap_or(false)
+    }
 
-/// The filter for `--verbosity`, with [`SECRET_LOGGING_CRATES`] capped at `debug` whatever it
-/// asks for.
-fn log_filter(verbosity: &str) -> EnvFilter {
-    let mut filter = EnvFilter::new(verbosity);
-    for target in SECRET_LOGGING_CRATES {
-        if let Ok(cap) = format!("{target}=debug").parse() {
-            filter = filter.add_directive(cap);
+    /// `--max-service-qps`, with 0 read as the default as the reference reads it.
+    fn renewal_qps(&self) -> u32 {
+        if self.max_service_qps == 0 {
+            3
+        } else {
+            self.max_service_qps
         }
     }
-    filter
+
+    /// The node's credentials provider when `--rotate-credentials` is on.
+    fn node_credentials(&self) -> Option<SharedCredentialsFile> {
+        if !self.rotate_credentials() {
+            return None;
+        }
+        let file = SharedCredentialsFile::from_env().build();
+        tracing::info!(
+            path = %file.path().display(),
+            profile = file.profile(),
+            "Credentials rotation enabled. Creds will be fetched and rotated from shared credentials file"
+        );
+        Some(file)
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let cluster = match &cli.command {
+        Command::Server(args) => Some(args.cluster_name.as_str()),
+        Command::SelfManaged(args) => Some(args.server.cluster_name.as_str()),
+        _ => None,
+    };
+    if !matches!(cli.command, Command::Version) {
+        logging::init(cli.log_format, &cli.verbosity, cluster);
+    }
     match cli.command {
         Command::Server(args) => server(args).await,
         Command::SelfManaged(args) => self_managed(args).await,
         #[cfg(target_os = "linux")]
         Command::Initialize(args) => initialize(args).await,
+        Command::Version => {
+            println!("pod-identity-agent version {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -304,11 +355,6 @@ async fn main() -> ExitCode {
 async fn initialize(args: InitializeArgs) -> ExitCode {
     use pod_identity_agent_lib::node_network::NodeNetwork;
 
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(log_filter(&args.verbosity))
-        .with_writer(std::io::stderr)
-        .init();
     let plan = match args.existing_link {
         Some(link) => NodeNetwork::new().existing_link(link),
         None => NodeNetwork::new().link_name(args.link_name),
@@ -343,18 +389,18 @@ fn parse_ipv6(text: &str) -> Result<std::net::Ipv6Addr, String> {
 }
 
 async fn server(args: ServerArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(log_filter(&args.verbosity))
-        .with_writer(std::io::stderr)
-        .init();
-    if args.rotate_credentials {
-        tracing::warn!(
-            "--rotate-credentials has no effect: the standard chain reloads credentials"
-        );
-    }
-
     let mut source = EksAuthSource::builder().fips(args.fips);
+    match ca_bundle_sdk_config(args.region.as_deref()).await {
+        Ok(Some(config)) => source = source.sdk_config(config),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(error = %error, "cannot use AWS_CA_BUNDLE");
+            return ExitCode::FAILURE;
+        }
+    }
+    if let Some(file) = args.node_credentials() {
+        source = source.credentials_provider_uncached(file);
+    }
     if let Some(region) = &args.region {
         source = source.region(region);
     }
@@ -389,11 +435,6 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
     };
 
     let server = &args.server;
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(log_filter(&server.verbosity))
-        .with_writer(std::io::stderr)
-        .init();
     if server.eks_node_name.is_some() || server.instance_id.is_some() || server.zone.is_some() {
         tracing::warn!("--eks-node-name, --instance-id and --zone have no effect without EKS Auth");
     }
@@ -429,6 +470,17 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
     let mut source = SelfManagedSource::builder(verifier, store)
         .session_duration(args.session_duration)
         .fips(server.fips);
+    if let Some(file) = server.node_credentials() {
+        source = source.credentials_provider_uncached(file);
+    }
+    match ca_bundle_sdk_config(server.region.as_deref()).await {
+        Ok(Some(config)) => source = source.sdk_config(config),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::error!(error = %error, "cannot use AWS_CA_BUNDLE");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Some(region) = &server.region {
         source = source.region(region);
     }
@@ -446,6 +498,74 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// With `AWS_CA_BUNDLE` set, aws-config's defaults with an HTTPS client that also trusts the
+/// certificates of that PEM file (the SDK's default client otherwise: rustls over aws-lc, the
+/// system's roots, proxies from `HTTP(S)_PROXY`/`NO_PROXY`). aws-config does not read the
+/// variable itself.
+async fn ca_bundle_sdk_config(
+    region: Option<&str>,
+) -> Result<Option<aws_config::SdkConfig>, String> {
+    use aws_smithy_http_client::proxy::ProxyConfig;
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+
+    // The binary's environment seam: read once at start-up.
+    #[allow(clippy::disallowed_methods)]
+    let Some(path) = std::env::var_os("AWS_CA_BUNDLE").filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let path = std::path::PathBuf::from(path);
+    let pem = tokio::fs::read(&path)
+        .await
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let certificates =
+        trusted_certificates(&pem).map_err(|error| format!("{}: {error}", path.display()))?;
+    tracing::info!(path = %path.display(), certificates, "trusting the certificates of AWS_CA_BUNDLE");
+    let context = TlsContext::builder()
+        .with_trust_store(TrustStore::default().with_pem_certificate(pem))
+        .build()
+        .map_err(|error| error.to_string())?;
+    let client = aws_smithy_http_client::Builder::new().build_with_connector_fn(
+        move |settings, components| {
+            let mut connector = aws_smithy_http_client::Connector::builder()
+                .tls_provider(tls::Provider::Rustls(
+                    tls::rustls_provider::CryptoMode::AwsLc,
+                ))
+                .tls_context(context.clone());
+            connector.set_connector_settings(settings.cloned());
+            if let Some(components) = components {
+                connector.set_sleep_impl(components.sleep_impl());
+            }
+            connector.set_proxy_config(Some(ProxyConfig::from_env()));
+            connector.build()
+        },
+    );
+    let mut loader =
+        aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(client);
+    if let Some(region) = region {
+        loader = loader.region(aws_config::Region::new(region.to_owned()));
+    }
+    Ok(Some(loader.load().await))
+}
+
+/// How many certificates a PEM bundle holds, each checked as a trust anchor the way the HTTPS
+/// client will take it (it panics on one it cannot parse).
+fn trusted_certificates(pem: &[u8]) -> Result<usize, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(pem) {
+        let certificate = certificate.map_err(|error| format!("not a PEM bundle: {error}"))?;
+        roots
+            .add(certificate)
+            .map_err(|error| format!("not a usable certificate: {error}"))?;
+    }
+    if roots.is_empty() {
+        return Err("no certificate in the bundle".to_owned());
+    }
+    Ok(roots.len())
 }
 
 /// Assembles the agent around `source` with the server flags and serves until a signal.
@@ -466,7 +586,7 @@ async fn serve<S: pod_identity_agent_lib::CredentialSource>(
         )))
         .max_cache_size(args.max_cache_size)
         .max_retention(args.max_credential_retention_before_renewal)
-        .max_service_qps(args.max_service_qps)
+        .max_service_qps(args.renewal_qps())
         .idle_timeout(args.idle_timeout)
         .rate_limit(args.rate_limit, args.rate_limit_burst);
     let protection = &args.protection;
@@ -501,11 +621,13 @@ async fn serve<S: pod_identity_agent_lib::CredentialSource>(
     }
 }
 
-/// A level or tracing filter directive.
-fn parse_verbosity(text: &str) -> Result<String, String> {
-    EnvFilter::try_new(text)
-        .map(|_| text.to_owned())
-        .map_err(|error| format!("invalid log level {text:?}: {error}"))
+/// A boolean as Go's `strconv.ParseBool` reads it.
+fn parse_go_bool(text: &str) -> Result<bool, String> {
+    match text {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        _ => Err(format!("{text:?} is not a boolean (true or false)")),
+    }
 }
 
 /// An IP address, IPv6 with or without brackets.
@@ -598,10 +720,12 @@ mod tests {
         assert_eq!(args.max_service_qps, 3);
         assert_eq!(args.bind_hosts, ["169.254.170.23", "[fd00:ec2::23]"]);
         assert_eq!(args.endpoint, "");
-        assert_eq!(args.verbosity, "info");
         assert_eq!(args.region, None);
         assert_eq!((args.rate_limit, args.rate_limit_burst), (1000, 500));
-        assert!(!args.fips && !args.rotate_credentials);
+        assert!(!args.fips && !args.rotate_credentials());
+        let cli = Cli::try_parse_from(["pod-identity-agent", "server", "-c", "demo"]).unwrap();
+        assert_eq!(cli.verbosity, "info");
+        assert_eq!(cli.log_format, LogFormat::Json);
     }
 
     #[test]
@@ -683,8 +807,6 @@ mod tests {
             "--zone",
             "euw1-az1",
             "--rotate-credentials",
-            "-v",
-            "debug",
         ]);
         assert_eq!(args.port, 81);
         assert_eq!(args.metrics_address, "::".parse::<IpAddr>().unwrap());
@@ -695,13 +817,177 @@ mod tests {
         assert_eq!(args.max_cache_size, 0);
         assert_eq!(args.max_service_qps, 10);
         assert_eq!(args.region.as_deref(), Some("eu-west-1"));
-        assert!(args.fips && args.rotate_credentials);
+        assert!(args.fips && args.rotate_credentials());
         assert_eq!((args.rate_limit, args.rate_limit_burst), (0, 1));
         assert_eq!(args.idle_timeout, Duration::from_secs(5400));
         assert_eq!(args.eks_node_name.as_deref(), Some("node-1"));
         assert_eq!(args.instance_id.as_deref(), Some("i-0123"));
         assert_eq!(args.zone.as_deref(), Some("euw1-az1"));
-        assert_eq!(args.verbosity, "debug");
+    }
+
+    /// What each command line parses to: (rotate credentials, verbosity, log format, renewal
+    /// qps), or `None` for a refused line.
+    type Parsed = Option<(bool, &'static str, LogFormat, u32)>;
+
+    #[test]
+    fn command_lines_including_the_reference_charts_parse_as_the_reference_reads_them() {
+        let table: &[(&[&str], Parsed)] = &[
+            // The reference chart's cloud DaemonSet (metrics on), verbatim.
+            (
+                &[
+                    "server",
+                    "--port",
+                    "80",
+                    "--cluster-name",
+                    "EKS_CLUSTER_NAME",
+                    "--probe-port",
+                    "2703",
+                    "--metrics-port",
+                    "2705",
+                    "-v",
+                    "trace",
+                ],
+                Some((false, "trace", LogFormat::Json, 3)),
+            ),
+            // Its hybrid and hybrid-bottlerocket DaemonSets: `--rotate-credentials true`, two words.
+            (
+                &[
+                    "server",
+                    "--port",
+                    "80",
+                    "--cluster-name",
+                    "EKS_CLUSTER_NAME",
+                    "--probe-port",
+                    "2703",
+                    "--metrics-port",
+                    "2705",
+                    "-v",
+                    "trace",
+                    "--rotate-credentials",
+                    "true",
+                ],
+                Some((true, "trace", LogFormat::Json, 3)),
+            ),
+            (
+                &["server", "-c", "demo", "--rotate-credentials"],
+                Some((true, "info", LogFormat::Json, 3)),
+            ),
+            (
+                &["server", "-c", "demo", "--rotate-credentials=true"],
+                Some((true, "info", LogFormat::Json, 3)),
+            ),
+            (
+                &["server", "-c", "demo", "--rotate-credentials=false"],
+                Some((false, "info", LogFormat::Json, 3)),
+            ),
+            (
+                &[
+                    "server",
+                    "-c",
+                    "demo",
+                    "--rotate-credentials",
+                    "TRUE",
+                    "-p",
+                    "81",
+                ],
+                Some((true, "info", LogFormat::Json, 3)),
+            ),
+            (
+                &["server", "--rotate-credentials", "-c", "demo"],
+                Some((true, "info", LogFormat::Json, 3)),
+            ),
+            (
+                &["server", "-c", "demo", "--rotate-credentials", "yes"],
+                None,
+            ),
+            // -v before or after the subcommand, with the logrus levels.
+            (
+                &["-v", "debug", "server", "-c", "demo"],
+                Some((false, "debug", LogFormat::Json, 3)),
+            ),
+            (
+                &["--verbosity=panic", "server", "-c", "demo"],
+                Some((false, "error", LogFormat::Json, 3)),
+            ),
+            (
+                &["server", "-c", "demo", "-v", "fatal"],
+                Some((false, "error", LogFormat::Json, 3)),
+            ),
+            (
+                &["server", "-c", "demo", "--verbosity", "warning"],
+                Some((false, "warn", LogFormat::Json, 3)),
+            ),
+            (&["server", "-c", "demo", "-v", "lou[d"], None),
+            (
+                &["server", "-c", "demo", "--log-format", "tracing-json"],
+                Some((false, "info", LogFormat::TracingJson, 3)),
+            ),
+            (
+                &["--log-format=text", "server", "-c", "demo"],
+                Some((false, "info", LogFormat::Text, 3)),
+            ),
+            (&["server", "-c", "demo", "--log-format", "xml"], None),
+            // --max-service-qps 0 is the default rate, 3, as the reference reads it.
+            (
+                &["server", "-c", "demo", "--max-service-qps", "0"],
+                Some((false, "info", LogFormat::Json, 3)),
+            ),
+            (
+                &["server", "-c", "demo", "--max-service-qps", "10"],
+                Some((false, "info", LogFormat::Json, 10)),
+            ),
+        ];
+        for (line, expected) in table {
+            let parsed =
+                Cli::try_parse_from(std::iter::once(&"pod-identity-agent").chain(line.iter()))
+                    .ok()
+                    .map(|cli| {
+                        let Command::Server(args) = &cli.command else {
+                            panic!("{line:?}: not server");
+                        };
+                        let verbosity: &'static str = cli.verbosity.clone().leak();
+                        (
+                            args.rotate_credentials(),
+                            verbosity,
+                            cli.log_format,
+                            args.renewal_qps(),
+                        )
+                    });
+            assert_eq!(&parsed, expected, "{line:?}");
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_reference_charts_init_container_parses() {
+        let cli = Cli::try_parse_from(["pod-identity-agent", "initialize", "-v", "trace"]).unwrap();
+        assert!(matches!(cli.command, Command::Initialize(_)));
+        assert_eq!(cli.verbosity, "trace");
+    }
+
+    #[test]
+    fn ca_bundles_are_checked_before_the_client_sees_them() {
+        let ca = include_bytes!("../../../tests/test-data/tls/ca.pem");
+        assert_eq!(trusted_certificates(ca), Ok(1));
+        let mut two = ca.to_vec();
+        two.extend_from_slice(include_bytes!("../../../tests/test-data/tls/server.pem"));
+        assert_eq!(trusted_certificates(&two), Ok(2));
+        for bad in [
+            &b""[..],
+            b"not pem",
+            b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+            b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        ] {
+            assert!(trusted_certificates(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn version_is_a_subcommand_and_a_flag() {
+        let cli = Cli::try_parse_from(["pod-identity-agent", "version"]).unwrap();
+        assert!(matches!(cli.command, Command::Version));
+        let flag = Cli::try_parse_from(["pod-identity-agent", "--version"]).unwrap_err();
+        assert_eq!(flag.kind(), clap::error::ErrorKind::DisplayVersion);
     }
 
     #[cfg(target_os = "linux")]
@@ -793,7 +1079,10 @@ mod tests {
 
     #[test]
     fn help_documents_every_flag() {
-        let help = Cli::command()
+        let mut command = Cli::command();
+        // Propagates the global flags (--verbosity, --log-format) to the subcommands.
+        command.build();
+        let help = command
             .find_subcommand_mut("server")
             .unwrap()
             .render_long_help()
@@ -813,7 +1102,9 @@ mod tests {
             "--rate-limit",
             "--rate-limit-burst",
             "--idle-timeout",
+            "--rotate-credentials",
             "--verbosity",
+            "--log-format",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
