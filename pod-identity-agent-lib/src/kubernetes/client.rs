@@ -404,7 +404,9 @@ impl KubeClient {
             .user_agent(concat!("pod-identity-agent/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &config.ca_pem {
             let certificates = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|_| BuildError("the cluster CA is not PEM".to_owned()))?;
+                .ok()
+                .filter(|certificates| !certificates.is_empty())
+                .ok_or_else(|| BuildError("the cluster CA is not a PEM certificate".to_owned()))?;
             http = http.tls_certs_only(certificates);
         }
         if config.insecure_skip_tls_verify {

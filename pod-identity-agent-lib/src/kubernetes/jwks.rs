@@ -307,8 +307,9 @@ impl RotationVerifierBuilder {
                 refresh: AsyncMutex::new(None),
             }),
         };
-        let mut last = verifier.inner.refresh.lock().await;
-        *last = Some(Instant::now());
+        // The start does not count against the refresh interval: a key published moments
+        // before the agent started is fetched on first sight.
+        let last = verifier.inner.refresh.lock().await;
         match verifier.fetch().await {
             Ok((set, document)) => verifier.store(set, document, KeysSource::ApiServer).await,
             Err(error) => {
