@@ -41,8 +41,8 @@ pub mod version;
 
 pub use client::{ApiError, ClientConfig, ConfigError, KubeClient};
 pub use jwks::{
-    KeysSource, LocalValidation, RotationVerifier, RotationVerifierBuilder, TokenIdentity,
-    VerifiedToken, VerifyError,
+    Checks, KeysSource, LocalValidation, RotationVerifier, RotationVerifierBuilder, TokenIdentity,
+    VerifiedToken, VerifyError, verify_token,
 };
 pub use liveness::{GoneReason, PodGone, PodLiveness, PodWatch, PodWatchBuilder};
 pub use version::{GateAnswer, KubernetesVersion, VersionGate};

@@ -880,7 +880,10 @@ async fn an_expired_version_relists_and_reports_pods_deleted_meanwhile() {
 async fn a_closed_watch_resumes_from_the_last_bookmark() {
     let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
     api.add_pod("uid-a", "Running");
-    let pods = PodWatch::builder(api.client(), NODE).start().unwrap();
+    let pods = PodWatch::builder(api.client(), NODE)
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .start()
+        .unwrap();
     tokio::time::timeout(WAIT, pods.synced()).await.unwrap();
     api.watching().await;
     assert_eq!(api.api().watches_from, ["101"]);

@@ -42,7 +42,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use pod_identity_core::ServiceAccountToken;
 use pod_identity_core::endpoint::AUDIENCE;
@@ -401,18 +401,7 @@ impl RotationVerifier {
 
     /// Checks `token`'s signature and claims (see the [module docs](self)).
     pub async fn verify(&self, token: &ServiceAccountToken) -> Result<VerifiedToken, VerifyError> {
-        let header = token.header();
-        if !SUPPORTED_ALGORITHMS.contains(&header.alg.as_str()) {
-            return Err(SignatureError::UnsupportedAlgorithm {
-                alg: header.alg.clone(),
-            }
-            .into());
-        }
-        let kid = header
-            .kid
-            .as_deref()
-            .filter(|kid| is_key_id(kid))
-            .ok_or(VerifyError::KeyId)?;
+        let kid = checked_key_id(token)?;
         let mut keys = self.keys();
         if !keys.set.contains(Some(kid)) {
             self.refresh_after(keys.generation).await;
@@ -428,55 +417,12 @@ impl RotationVerifier {
         {
             self.refresh_in_background();
         }
-        keys.set
-            .verify_signature(token, AlgorithmPolicy::KeyMustName)?;
-        self.check_claims(token)
-    }
-
-    fn check_claims(&self, token: &ServiceAccountToken) -> Result<VerifiedToken, VerifyError> {
-        let claims = token.claims();
-        if !claims.has_audience(&self.inner.audience) {
-            return Err(VerifyError::Audience {
-                audience: self.inner.audience.clone(),
-            });
-        }
-        let now = self.inner.clock.now();
-        let exp = claims.expires_at().ok_or(VerifyError::NoExpiry)?;
-        if now >= exp + self.inner.leeway {
-            return Err(VerifyError::Expired);
-        }
-        if let Some(nbf) = claims.not_before()
-            && now + self.inner.leeway < nbf
-        {
-            return Err(VerifyError::NotValidYet);
-        }
-        let kubernetes = claims
-            .kubernetes
-            .as_ref()
-            .ok_or(VerifyError::PodClaims("no kubernetes.io claim"))?;
-        let namespace = kubernetes
-            .namespace
-            .clone()
-            .filter(|n| !n.is_empty())
-            .ok_or(VerifyError::PodClaims("no namespace"))?;
-        let service_account = kubernetes
-            .service_account
-            .as_ref()
-            .map(|sa| sa.name.clone())
-            .filter(|n| !n.is_empty())
-            .ok_or(VerifyError::PodClaims("no service account"))?;
-        let pod = kubernetes
-            .pod
-            .as_ref()
-            .filter(|pod| !pod.name.is_empty() && !pod.uid.is_empty())
-            .ok_or(VerifyError::PodClaims("no pod name and uid"))?;
-        Ok(VerifiedToken {
-            issuer: claims.iss.clone(),
-            namespace,
-            service_account,
-            pod_name: pod.name.clone(),
-            pod_uid: pod.uid.clone(),
-        })
+        let checks = Checks {
+            audience: &self.inner.audience,
+            now: self.inner.clock.now(),
+            leeway: self.inner.leeway,
+        };
+        verify_token(&keys.set, token, &checks)
     }
 
     fn keys(&self) -> Arc<Keys> {
@@ -562,15 +508,12 @@ impl RotationVerifier {
             let document = keys.document.clone();
             let written =
                 tokio::task::spawn_blocking(move || write_atomically(&path, &document)).await;
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::warn!(%error, "cannot write the disk copy of the signing keys")
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot write the disk copy of the signing keys")
-                }
-            }
+            let error = match written {
+                Ok(Ok(())) => return,
+                Ok(Err(error)) => error.to_string(),
+                Err(error) => error.to_string(),
+            };
+            tracing::warn!(error, "cannot write the disk copy of the signing keys");
         }
     }
 
@@ -592,6 +535,91 @@ impl RotationVerifier {
         }
         Ok(Some((set, document)))
     }
+}
+
+/// What [`verify_token`] checks the claims against.
+#[derive(Clone, Copy, Debug)]
+pub struct Checks<'a> {
+    /// The audience the token must carry.
+    pub audience: &'a str,
+    /// The wall-clock time now.
+    pub now: SystemTime,
+    /// Allowed clock skew for `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// The checks of [`RotationVerifier::verify`] against a given key set, without fetching keys.
+pub fn verify_token(
+    keys: &KeySet,
+    token: &ServiceAccountToken,
+    checks: &Checks<'_>,
+) -> Result<VerifiedToken, VerifyError> {
+    checked_key_id(token)?;
+    keys.verify_signature(token, AlgorithmPolicy::KeyMustName)?;
+    let claims = token.claims();
+    if !claims.has_audience(checks.audience) {
+        return Err(VerifyError::Audience {
+            audience: checks.audience.to_owned(),
+        });
+    }
+    let exp = claims.expires_at().ok_or(VerifyError::NoExpiry)?;
+    if exp
+        .checked_add(checks.leeway)
+        .is_some_and(|latest| checks.now >= latest)
+    {
+        return Err(VerifyError::Expired);
+    }
+    if let Some(nbf) = claims.not_before()
+        && checks
+            .now
+            .checked_add(checks.leeway)
+            .is_some_and(|latest| latest < nbf)
+    {
+        return Err(VerifyError::NotValidYet);
+    }
+    let kubernetes = claims
+        .kubernetes
+        .as_ref()
+        .ok_or(VerifyError::PodClaims("no kubernetes.io claim"))?;
+    let namespace = kubernetes
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or(VerifyError::PodClaims("no namespace"))?;
+    let service_account = kubernetes
+        .service_account
+        .as_ref()
+        .map(|sa| sa.name.clone())
+        .filter(|n| !n.is_empty())
+        .ok_or(VerifyError::PodClaims("no service account"))?;
+    let pod = kubernetes
+        .pod
+        .as_ref()
+        .filter(|pod| !pod.name.is_empty() && !pod.uid.is_empty())
+        .ok_or(VerifyError::PodClaims("no pod name and uid"))?;
+    Ok(VerifiedToken {
+        issuer: claims.iss.clone(),
+        namespace,
+        service_account,
+        pod_name: pod.name.clone(),
+        pod_uid: pod.uid.clone(),
+    })
+}
+
+/// The token's `kid`, once its `alg` is supported and the `kid` is well formed.
+fn checked_key_id(token: &ServiceAccountToken) -> Result<&str, VerifyError> {
+    let header = token.header();
+    if !SUPPORTED_ALGORITHMS.contains(&header.alg.as_str()) {
+        return Err(SignatureError::UnsupportedAlgorithm {
+            alg: header.alg.clone(),
+        }
+        .into());
+    }
+    header
+        .kid
+        .as_deref()
+        .filter(|kid| is_key_id(kid))
+        .ok_or(VerifyError::KeyId)
 }
 
 /// A Kubernetes key id: base64url of a key digest (43 characters for SHA-256); 1 to 128

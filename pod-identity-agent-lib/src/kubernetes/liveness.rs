@@ -297,8 +297,14 @@ impl Watcher {
                 },
             };
             let mut current = from;
+            let started = tokio::time::Instant::now();
             match self.watch(&mut current).await {
                 WatchEnd::Closed => {
+                    // A server (or proxy) that ends every watch at once is not resumed in a
+                    // tight loop.
+                    if started.elapsed() < self.backoff.0 {
+                        tokio::time::sleep(self.backoff.0).await;
+                    }
                     backoff = self.backoff.0;
                     version = Some(current);
                 }
