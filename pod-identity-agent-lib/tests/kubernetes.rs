@@ -1002,3 +1002,71 @@ async fn every_call_times_out() {
     assert!(!format!("{error} {error:?}").contains(AGENT_TOKEN));
     held.abort();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Secrets.
+
+#[derive(Clone, Default)]
+struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = Self;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn tokens_never_appear_in_logs_errors_or_debug_output() {
+    let logs = CapturedLogs::default();
+    let _guard = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(logs.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
+    api.api().pods_fail = true;
+    // The API server refuses this token (401), and the list fails: everything is logged.
+    let wrong = "wrong-agent-token-5d1e0b";
+    let client =
+        KubeClient::new(ClientConfig::new(&api.url).token(SecretString::new(wrong))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let verifier = RotationVerifier::builder(client.clone())
+        .cache_path(Some(dir.path().join("jwks-cache.json")))
+        .clock(clock())
+        .build()
+        .await;
+    let pod_token = cluster_key().sign(&claims(3600));
+    let outcome = verifier
+        .validate_rotation(&pod_token, &cached_identity())
+        .await;
+    assert_eq!(outcome.result(), "failure");
+    let pods = PodWatch::builder(client.clone(), NODE)
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .start()
+        .unwrap();
+    until("the list is retried", || api.api().lists >= 2).await;
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("401"), "the refusal is logged: {logs}");
+    let shown = format!("{logs} {outcome:?} {verifier:?} {client:?} {pods:?}");
+    for secret in [wrong, pod_token.expose_secret()] {
+        assert!(!shown.contains(secret), "a token is shown");
+    }
+    let signature = pod_token.expose_secret().rsplit('.').next().unwrap();
+    assert!(!shown.contains(signature), "a token's signature is shown");
+}
