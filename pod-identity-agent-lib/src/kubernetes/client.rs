@@ -620,3 +620,66 @@ struct User {
     exec: Option<serde_yaml_ng::Value>,
     auth_provider: Option<serde_yaml_ng::Value>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubeconfig(cluster: &str, user: &str) -> String {
+        format!(
+            "current-context: c\ncontexts:\n- name: c\n  context:\n    cluster: k\n    user: u\nclusters:\n- name: k\n  cluster:\n{cluster}users:\n- name: u\n  user:\n{user}"
+        )
+    }
+
+    #[test]
+    fn kubeconfig_fields_are_read_and_paths_are_relative_to_the_file() {
+        let ca = STANDARD.encode("-----BEGIN CERTIFICATE-----\n");
+        let text = kubeconfig(
+            &format!("    server: https://10.0.0.1:6443/\n    certificate-authority-data: {ca}\n"),
+            "    tokenFile: secrets/token\n",
+        );
+        let config =
+            ClientConfig::from_kubeconfig_yaml(text.as_bytes(), None, Path::new("/etc/kube"))
+                .unwrap();
+        assert_eq!(config.server(), "https://10.0.0.1:6443");
+        assert_eq!(
+            config.ca_pem.as_deref(),
+            Some(&b"-----BEGIN CERTIFICATE-----\n"[..])
+        );
+        assert!(
+            matches!(&config.credentials, Credentials::TokenFile(p) if p == Path::new("/etc/kube/secrets/token"))
+        );
+    }
+
+    #[test]
+    fn a_client_certificate_needs_its_key_and_data_must_be_base64() {
+        let cluster = "    server: https://10.0.0.1\n";
+        let text = kubeconfig(cluster, "    client-certificate-data: AAAA\n");
+        assert!(matches!(
+            ClientConfig::from_kubeconfig_yaml(text.as_bytes(), None, Path::new(".")),
+            Err(ConfigError::Invalid(_))
+        ));
+        let text = kubeconfig(cluster, "    token: '%%%'\n    client-key-data: '***'\n");
+        assert!(matches!(
+            ClientConfig::from_kubeconfig_yaml(text.as_bytes(), None, Path::new(".")),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(
+            ClientConfig::from_kubeconfig_yaml(b"[not, a, config", None, Path::new(".")).is_err()
+        );
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let config =
+            ClientConfig::new("http://127.0.0.1:1").token(SecretString::new("s3cr3t-token"));
+        assert!(!format!("{config:?}").contains("s3cr3t-token"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_kubeconfig_never_panics(text in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = ClientConfig::from_kubeconfig_yaml(&text, None, Path::new("."));
+        }
+    }
+}
