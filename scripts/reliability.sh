@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FUZZ_SECONDS="${FUZZ_SECONDS:-150}"
-FUZZ_TARGETS=(token_decode container_credentials eks_auth_response eks_auth_error host_and_uri)
+FUZZ_TARGETS=(token_decode container_credentials eks_auth_response eks_auth_error host_and_uri rotation_verify)
 
 soak() {
     # Bounds: the soak stops after SOAK_SECONDS (hard cap 300 s in the binary), uses at most

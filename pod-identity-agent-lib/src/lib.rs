@@ -116,6 +116,10 @@
 //! - `simulator`: a local EKS Auth simulator for tests and demos.
 //! - `self-managed`: [`self_managed::SelfManagedSource`], for clusters outside EKS (local
 //!   token verification, a file of associations, STS `AssumeRole`); see its guide.
+//! - `kubernetes`: [`kubernetes`], the Kubernetes API blocks for EKS mode: an API client
+//!   (in-cluster or `KUBECONFIG`), local verification of rotated service-account tokens against
+//!   the API server's keys (with a version gate and an on-disk key copy), and a watch of the
+//!   node's pods that reports deleted and terminated pods.
 //! - `node-network` (Linux only): [`node_network`], the link-local link and addresses pods reach
 //!   the agent on, set up over rtnetlink (the agent's `initialize`).
 //!
@@ -158,6 +162,10 @@ pub mod source;
 pub mod time;
 pub mod validation;
 
+#[cfg(any(feature = "self-managed", feature = "kubernetes"))]
+pub mod jwk;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 #[cfg(any(feature = "eks-auth", feature = "self-managed"))]
 pub mod node_credentials;
 #[cfg(feature = "node-network")]

@@ -31,27 +31,23 @@
 //! the checks above. The cryptography is `aws-lc-rs`, the provider the SDK's HTTPS client
 //! already links, so verification adds no second crypto stack to the agent.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_core::endpoint::AUDIENCE;
 use pod_identity_core::{Namespace, ServiceAccountName, ServiceAccountToken};
 use serde::Deserialize;
 use tokio::sync::Mutex as AsyncMutex;
 
+pub use crate::jwk::SUPPORTED_ALGORITHMS;
+use crate::jwk::{AlgorithmPolicy, KeySet, SignatureError};
 use crate::time::SharedWallClock;
 
 /// How often the keys are re-read when nothing asks earlier.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60);
-/// Most characters of a token header field (`kid`, `alg`) an error repeats (key ids are short: EKS's are 40
-/// hex digits), so a 16 KiB `kid` does not become a 16 KiB log line.
-pub const MAX_REPORTED_HEADER_CHARS: usize = 64;
+pub use crate::jwk::MAX_REPORTED_HEADER_CHARS;
 
 /// The least time between two refreshes caused by unknown `kid`s.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -61,9 +57,6 @@ pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest discovery document or JWKS read.
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
-
-/// The signing algorithms accepted (those Kubernetes uses for service-account tokens).
-pub const SUPPORTED_ALGORITHMS: [&str; 4] = ["RS256", "ES256", "ES384", "ES512"];
 
 /// Where the cluster's keys are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +120,17 @@ pub enum VerifyError {
     /// The keys could not be fetched or read, and none are cached.
     #[error("cannot read the cluster's signing keys: {0}")]
     KeysUnavailable(String),
+}
+
+impl From<SignatureError> for VerifyError {
+    fn from(error: SignatureError) -> Self {
+        match error {
+            SignatureError::UnsupportedAlgorithm { alg } => Self::UnsupportedAlgorithm { alg },
+            SignatureError::UnknownKey { kid } => Self::UnknownKey { kid },
+            SignatureError::KeyMismatch { alg } => Self::KeyMismatch { alg },
+            _ => Self::BadSignature,
+        }
+    }
 }
 
 /// What a verified token says about its pod.
@@ -301,31 +305,24 @@ impl TokenVerifier {
 
     /// The `kid`s of the cached keys, sorted.
     pub fn key_ids(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self.keys().by_kid.keys().cloned().collect();
-        ids.sort();
-        ids
+        self.keys().key_ids()
     }
 
     /// Verifies `token`'s signature and claims; on success, the pod it was issued to.
     pub async fn verify(&self, token: &ServiceAccountToken) -> Result<VerifiedPod, VerifyError> {
         let header = token.header();
-        let alg =
-            Algorithm::parse(&header.alg).ok_or_else(|| VerifyError::UnsupportedAlgorithm {
+        if !SUPPORTED_ALGORITHMS.contains(&header.alg.as_str()) {
+            return Err(VerifyError::UnsupportedAlgorithm {
                 alg: header.alg.chars().take(MAX_REPORTED_HEADER_CHARS).collect(),
-            })?;
+            });
+        }
         let kid = header.kid.as_deref();
-        let key = match self.keys().find(kid) {
-            Some(key) => key,
-            None => {
-                self.refresh_for_unknown_kid().await?;
-                self.keys()
-                    .find(kid)
-                    .ok_or_else(|| VerifyError::UnknownKey {
-                        kid: kid.map(|kid| kid.chars().take(MAX_REPORTED_HEADER_CHARS).collect()),
-                    })?
-            }
-        };
-        key.verify(alg, token.expose_secret())?;
+        if !self.keys().contains(kid) {
+            self.refresh_for_unknown_kid().await?;
+        }
+        self.keys()
+            .verify_signature(token, AlgorithmPolicy::KeyMayOmit)
+            .map_err(VerifyError::from)?;
         self.check_claims(token)
     }
 
@@ -430,7 +427,7 @@ impl TokenVerifier {
     }
 
     fn store(&self, keys: KeySet) {
-        tracing::debug!(keys = ?keys.by_kid.keys().collect::<Vec<_>>(), "JWKS loaded");
+        tracing::debug!(keys = ?keys.key_ids(), "JWKS loaded");
         let keys = Arc::new(keys);
         match self.inner.keys.write() {
             Ok(mut slot) => *slot = keys,
@@ -469,7 +466,7 @@ impl TokenVerifier {
                 self.fetch(&discovery.jwks_uri).await?
             }
         };
-        KeySet::parse(&document)
+        KeySet::parse(&document).map_err(|e| VerifyError::KeysUnavailable(e.to_string()))
     }
 
     async fn fetch(&self, url: &str) -> Result<Vec<u8>, VerifyError> {
@@ -506,278 +503,4 @@ impl TokenVerifier {
 struct Discovery {
     issuer: Option<String>,
     jwks_uri: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Algorithm {
-    Rs256,
-    Es256,
-    Es384,
-    Es512,
-}
-
-impl Algorithm {
-    fn parse(alg: &str) -> Option<Self> {
-        match alg {
-            "RS256" => Some(Self::Rs256),
-            "ES256" => Some(Self::Es256),
-            "ES384" => Some(Self::Es384),
-            "ES512" => Some(Self::Es512),
-            _ => None,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Rs256 => "RS256",
-            Self::Es256 => "ES256",
-            Self::Es384 => "ES384",
-            Self::Es512 => "ES512",
-        }
-    }
-}
-
-/// One usable public key.
-#[derive(Debug)]
-struct Key {
-    alg: Option<String>,
-    material: KeyMaterial,
-}
-
-#[derive(Debug)]
-enum KeyMaterial {
-    Rsa {
-        n: Vec<u8>,
-        e: Vec<u8>,
-    },
-    /// An uncompressed point, `0x04 || x || y`, on `curve`.
-    Ec {
-        curve: Algorithm,
-        point: Vec<u8>,
-    },
-}
-
-impl Key {
-    fn verify(&self, alg: Algorithm, raw_token: &str) -> Result<(), VerifyError> {
-        if self.alg.as_deref().is_some_and(|a| a != alg.as_str()) {
-            return Err(VerifyError::KeyMismatch {
-                alg: alg.as_str().to_owned(),
-            });
-        }
-        // decode() checked there are three segments.
-        let (signed, signature) = raw_token
-            .rsplit_once('.')
-            .ok_or(VerifyError::BadSignature)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| VerifyError::BadSignature)?;
-        let mismatch = || VerifyError::KeyMismatch {
-            alg: alg.as_str().to_owned(),
-        };
-        let verified = match (&self.material, alg) {
-            (KeyMaterial::Rsa { n, e }, Algorithm::Rs256) => RsaPublicKeyComponents { n, e }
-                .verify(
-                    &signature::RSA_PKCS1_2048_8192_SHA256,
-                    signed.as_bytes(),
-                    &signature,
-                ),
-            (KeyMaterial::Ec { curve, point }, _) if *curve == alg => {
-                let algorithm: &'static signature::EcdsaVerificationAlgorithm = match alg {
-                    Algorithm::Es256 => &signature::ECDSA_P256_SHA256_FIXED,
-                    Algorithm::Es384 => &signature::ECDSA_P384_SHA384_FIXED,
-                    Algorithm::Es512 => &signature::ECDSA_P521_SHA512_FIXED,
-                    Algorithm::Rs256 => return Err(mismatch()),
-                };
-                UnparsedPublicKey::new(algorithm, point).verify(signed.as_bytes(), &signature)
-            }
-            _ => return Err(mismatch()),
-        };
-        verified.map_err(|_| VerifyError::BadSignature)
-    }
-}
-
-/// The usable keys of a JWKS, by `kid` (keys without one are matched by tokens without one).
-#[derive(Debug, Default)]
-struct KeySet {
-    by_kid: HashMap<String, Arc<Key>>,
-    without_kid: Option<Arc<Key>>,
-}
-
-#[derive(Deserialize)]
-struct JwkSet {
-    keys: Vec<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct Jwk {
-    kty: String,
-    kid: Option<String>,
-    alg: Option<String>,
-    #[serde(rename = "use")]
-    use_: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-    crv: Option<String>,
-    x: Option<String>,
-    y: Option<String>,
-}
-
-impl KeySet {
-    fn find(&self, kid: Option<&str>) -> Option<Arc<Key>> {
-        match kid {
-            Some(kid) => self.by_kid.get(kid).cloned(),
-            None => self.without_kid.clone(),
-        }
-    }
-
-    /// Parses a JWKS document; keys that are not RSA or EC signing keys, or are malformed, are
-    /// skipped (and logged), so one odd key does not take the others down.
-    fn parse(document: &[u8]) -> Result<Self, VerifyError> {
-        let set: JwkSet = serde_json::from_slice(document)
-            .map_err(|e| VerifyError::KeysUnavailable(format!("JWKS document: {e}")))?;
-        let mut keys = KeySet::default();
-        for value in set.keys {
-            let jwk = match serde_json::from_value::<Jwk>(value) {
-                Ok(jwk) => jwk,
-                Err(error) => {
-                    tracing::warn!(%error, "skipping a malformed JWK");
-                    continue;
-                }
-            };
-            let kid = jwk.kid.clone();
-            let key = match key_from(jwk) {
-                Ok(key) => Arc::new(key),
-                Err(reason) => {
-                    tracing::warn!(?kid, reason, "skipping an unusable JWK");
-                    continue;
-                }
-            };
-            match kid {
-                Some(kid) => {
-                    keys.by_kid.insert(kid, key);
-                }
-                None => keys.without_kid = Some(key),
-            }
-        }
-        Ok(keys)
-    }
-}
-
-fn key_from(jwk: Jwk) -> Result<Key, &'static str> {
-    if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
-        return Err("not a signing key");
-    }
-    let decode = |field: Option<String>| -> Result<Vec<u8>, &'static str> {
-        URL_SAFE_NO_PAD
-            .decode(field.ok_or("missing key parameter")?.trim_end_matches('='))
-            .map_err(|_| "key parameter is not base64url")
-    };
-    let material = match jwk.kty.as_str() {
-        "RSA" => {
-            // aws-lc wants the big-endian integers without leading zeros.
-            let strip = |bytes: Vec<u8>| {
-                let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
-                bytes[start..].to_vec()
-            };
-            let n = strip(decode(jwk.n)?);
-            let e = strip(decode(jwk.e)?);
-            if n.is_empty() || e.is_empty() {
-                return Err("empty RSA parameter");
-            }
-            KeyMaterial::Rsa { n, e }
-        }
-        "EC" => {
-            let (curve, size) = match jwk.crv.as_deref() {
-                Some("P-256") => (Algorithm::Es256, 32),
-                Some("P-384") => (Algorithm::Es384, 48),
-                Some("P-521") => (Algorithm::Es512, 66),
-                _ => return Err("unsupported curve"),
-            };
-            let (x, y) = (decode(jwk.x)?, decode(jwk.y)?);
-            if x.len() != size || y.len() != size {
-                return Err("EC coordinate of the wrong length");
-            }
-            let mut point = Vec::with_capacity(1 + 2 * size);
-            point.push(0x04);
-            point.extend_from_slice(&x);
-            point.extend_from_slice(&y);
-            KeyMaterial::Ec { curve, point }
-        }
-        _ => return Err("unsupported key type"),
-    };
-    Ok(Key {
-        alg: jwk.alg,
-        material,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn odd_keys_are_skipped_and_good_ones_kept() {
-        let document = serde_json::json!({"keys": [
-            {"kty": "oct", "kid": "hmac", "k": "c2VjcmV0"},
-            {"kty": "EC", "kid": "short", "crv": "P-256", "x": "AQ", "y": "AQ"},
-            {"kty": "RSA", "kid": "enc", "use": "enc", "n": "AQAB", "e": "AQAB"},
-            {"kty": "RSA", "kid": "good", "n": "AAEC", "e": "AQAB"},
-            {"kid": 7}
-        ]});
-        let keys = KeySet::parse(document.to_string().as_bytes()).unwrap();
-        assert_eq!(keys.by_kid.keys().collect::<Vec<_>>(), ["good"]);
-        let Some(key) = keys.find(Some("good")) else {
-            panic!("no key")
-        };
-        // Leading zeros are stripped.
-        assert!(matches!(&key.material, KeyMaterial::Rsa { n, .. } if n == &[1, 2]));
-    }
-
-    #[test]
-    fn a_document_without_keys_is_unavailable() {
-        assert!(matches!(
-            KeySet::parse(b"{\"nokeys\":[]}"),
-            Err(VerifyError::KeysUnavailable(_))
-        ));
-        assert!(KeySet::parse(b"not json").is_err());
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn parsing_any_document_never_panics(document in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            let _ = KeySet::parse(&document);
-        }
-
-        #[test]
-        fn any_jwk_fields_and_signature_never_panic(
-            kty in "(RSA|EC|oct|)",
-            crv in "(P-256|P-384|P-521|x)",
-            a in "[A-Za-z0-9_=-]{0,120}",
-            b in "[A-Za-z0-9_=-]{0,120}",
-            signature in "[A-Za-z0-9_=.-]{0,200}",
-        ) {
-            let document = serde_json::json!({"keys": [
-                {"kty": kty, "kid": "k", "crv": crv, "n": a, "e": b, "x": a, "y": b}
-            ]});
-            if let Ok(keys) = KeySet::parse(document.to_string().as_bytes())
-                && let Some(key) = keys.find(Some("k"))
-            {
-                for alg in SUPPORTED_ALGORITHMS {
-                    let alg = Algorithm::parse(alg).expect("a supported algorithm");
-                    let token = format!("e30.e30.{signature}");
-                    proptest::prop_assert!(key.verify(alg, &token).is_err());
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn only_kubernetes_algorithms_are_supported() {
-        for alg in SUPPORTED_ALGORITHMS {
-            assert_eq!(Algorithm::parse(alg).map(Algorithm::as_str), Some(alg));
-        }
-        for alg in ["none", "HS256", "RS384", "PS256", "EdDSA", "rs256"] {
-            assert_eq!(Algorithm::parse(alg), None, "{alg}");
-        }
-    }
 }
