@@ -67,6 +67,7 @@
 //! [aws-config]: https://docs.rs/aws-config
 
 pub mod cache;
+pub mod chain;
 mod client;
 pub mod config;
 pub mod error;
@@ -74,6 +75,7 @@ pub mod identity_cache;
 pub mod provider;
 
 pub use cache::{Metrics, RefreshWindows};
+pub use chain::{DefaultCredentialsChain, default_provider_chain};
 pub use config::Env;
 pub use error::{Error, ErrorKind};
 pub use identity_cache::{RefreshAheadCache, RefreshAheadCacheBuilder};
