@@ -58,7 +58,8 @@ use aws_config::environment::EnvironmentVariableCredentialsProvider;
 use aws_config::imds::credentials::ImdsCredentialsProvider;
 use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_config::profile::ProfileFileCredentialsProvider;
-#[allow(deprecated)] // The alias is what aws-config's builder takes; its target is in aws-runtime.
+#[allow(deprecated)]
+// The alias is what aws-config's builder takes; its target is in aws-runtime.
 use aws_config::profile::profile_file::{ProfileFileKind, ProfileFiles};
 use aws_config::provider_config::ProviderConfig;
 use aws_config::web_identity_token::{StaticConfiguration, WebIdentityTokenCredentialsProvider};
@@ -187,7 +188,10 @@ impl Builder {
         let injected = !env.is_process();
         let region = self.region.or_else(|| {
             injected
-                .then(|| env.non_empty("AWS_REGION").or_else(|| env.non_empty("AWS_DEFAULT_REGION")))
+                .then(|| {
+                    env.non_empty("AWS_REGION")
+                        .or_else(|| env.non_empty("AWS_DEFAULT_REGION"))
+                })
                 .flatten()
                 .map(|region| Region::new(region.trim().to_owned()))
         });
@@ -213,9 +217,11 @@ impl Builder {
         }
         let chain = if injected {
             profile = profile.profile_files(profile_files(&env));
-            let mut chain =
-                CredentialsProviderChain::first_try("Environment", EnvironmentCredentials(env.clone()))
-                    .or_else("Profile", profile.build());
+            let mut chain = CredentialsProviderChain::first_try(
+                "Environment",
+                EnvironmentCredentials(env.clone()),
+            )
+            .or_else("Profile", profile.build());
             if let Some(web_identity) = web_identity(&env, &conf) {
                 chain = chain.or_else("WebIdentityToken", web_identity);
             }
@@ -330,7 +336,10 @@ impl EnvironmentCredentials {
             .access_key_id(access_key)
             .secret_access_key(secret_key)
             .provider_name("EnvironmentVariable");
-        builder.set_session_token(env.non_empty("AWS_SESSION_TOKEN").map(|t| t.trim().to_owned()));
+        builder.set_session_token(
+            env.non_empty("AWS_SESSION_TOKEN")
+                .map(|t| t.trim().to_owned()),
+        );
         builder.set_account_id(
             env.non_empty("AWS_ACCOUNT_ID")
                 .map(|id| AccountId::from(id.trim())),

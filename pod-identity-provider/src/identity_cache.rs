@@ -383,3 +383,74 @@ impl RefreshAheadCacheBuilder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use aws_credential_types::attributes::AccountId;
+    use aws_credential_types::credential_feature::AwsCredentialFeature;
+
+    use super::*;
+
+    #[test]
+    fn an_identity_replica_is_built_as_the_sdk_builds_it_and_shares_no_data() {
+        let mut credentials = Credentials::builder()
+            .access_key_id("AKID")
+            .secret_access_key("secret")
+            .session_token("token")
+            .expiry(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+            .account_id(AccountId::from("123456789012"))
+            .provider_name("pod-identity")
+            .build();
+        credentials
+            .get_property_mut_or_default::<Vec<AwsCredentialFeature>>()
+            .push(AwsCredentialFeature::CredentialsHttp);
+        let original = Identity::from(credentials);
+        let replica = original.replicate();
+
+        assert_eq!(replica.expiration(), original.expiration());
+        assert_eq!(
+            replica.data::<Credentials>(),
+            original.data::<Credentials>()
+        );
+        assert_eq!(
+            replica.property::<AccountId>().map(AccountId::as_str),
+            Some("123456789012")
+        );
+        // Features travel as a frozen layer: the replica carries the same ones.
+        let features = |identity: &Identity| {
+            identity
+                .property::<aws_smithy_types::config_bag::FrozenLayer>()
+                .map(|layer| {
+                    layer
+                        .load::<AwsCredentialFeature>()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+        };
+        assert_eq!(features(&replica), features(&original));
+        assert!(
+            features(&replica)
+                .unwrap_or_default()
+                .contains(&AwsCredentialFeature::CredentialsHttp)
+        );
+        let address = |identity: &Identity| {
+            identity
+                .data::<Credentials>()
+                .map(|c| c.access_key_id().as_ptr())
+        };
+        assert_ne!(
+            address(&replica),
+            address(&original),
+            "the replica holds its own copy of the credentials"
+        );
+    }
+
+    #[test]
+    fn other_identities_are_cloned() {
+        let original = Identity::new("a token", None);
+        let replica = original.replicate();
+        assert_eq!(replica.data::<&str>(), Some(&"a token"));
+    }
+}

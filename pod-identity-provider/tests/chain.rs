@@ -189,7 +189,11 @@ async fn precedence_is_environment_profile_web_identity_pod_identity() {
     let credentials = resolve(with(&pod, &[&profile[..], &web_identity[..]].concat()))
         .await
         .unwrap();
-    assert_eq!(credentials.access_key_id(), "AKIDPROFILE", "then the profile");
+    assert_eq!(
+        credentials.access_key_id(),
+        "AKIDPROFILE",
+        "then the profile"
+    );
 
     // The web identity link is configured (its token file is missing, so it fails and stops
     // the chain, as a configured-but-broken link does): it was asked before Pod Identity.
