@@ -19,8 +19,10 @@ else
     echo "scratch copy: $scratch"
 fi
 
-# The sources only: no build output, no history, no fuzz workspace.
-tar -C "$root" --exclude=./target --exclude=./.git --exclude=./fuzz -cf - . | tar -C "$scratch" -xf -
+# The sources only: no build output, no history, no fuzz workspace. `-m` stamps the copies with
+# the current time: the build directory is reused across runs, and a copy keeping an older
+# modification time than the last build's outputs would be taken as unchanged.
+tar -C "$root" --exclude=./target --exclude=./.git --exclude=./fuzz -cf - . | tar -C "$scratch" -xmf -
 cd "$scratch"
 
 # The workspace declares `rust-version = "1.90"`, so cargo's resolver would keep releases that
