@@ -79,8 +79,10 @@
 //! # Versions
 //!
 //! Built and tested against the locked SDK release set and, in CI, against the newest
-//! releases of every dependency (`scripts/newest-deps.sh`). The declared `rust-version`
-//! (1.90) is the floor the workspace builds for; CI builds with the current stable toolchain.
+//! releases of every dependency (`scripts/newest-deps.sh`, a scratch copy of the workspace with
+//! its lock updated). Both run on the current stable toolchain: the declared `rust-version`
+//! (1.90) is what the locked set resolves for, not a toolchain CI builds with, and the newest
+//! SDK releases may need a newer compiler than 1.90.
 //!
 //! # Features
 //!
