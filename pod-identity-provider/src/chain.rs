@@ -40,9 +40,11 @@
 //! files without `HOME` or the two file variables), the web identity link is configured from it
 //! (session name `AWS_ROLE_SESSION_NAME`, else `web-identity-token-<milliseconds>`), Pod
 //! Identity reads it, and the IMDS link is left out when it sets
-//! `AWS_EC2_METADATA_DISABLED=true` (the IMDS client's other settings, and the region chain,
-//! come from the process; set the region on the builder). Nothing then reads the process
-//! environment, which is what tests and embedders with their own settings need.
+//! `AWS_EC2_METADATA_DISABLED=true`. What aws-config reads on its own still comes from the
+//! process: the IMDS client's other settings, a profile's `credential_source = Environment`,
+//! and the region chain (an injected environment without `AWS_REGION` or `AWS_DEFAULT_REGION`
+//! leaves the region unset unless the builder sets it). Tests and embedders with settings of
+//! their own need nothing more.
 //!
 //! # Caching
 //!
@@ -209,9 +211,14 @@ impl Builder {
         });
 
         let mut profile = ProfileFileCredentialsProvider::builder().configure(&conf);
-        let profile_name = self
-            .profile_name
-            .or_else(|| injected.then(|| env.non_empty("AWS_PROFILE")).flatten());
+        // An injected environment names the profile itself (else `default`): left unset, the
+        // profile link would read `AWS_PROFILE` from the process.
+        let profile_name = self.profile_name.or_else(|| {
+            injected.then(|| {
+                env.non_empty("AWS_PROFILE")
+                    .unwrap_or_else(|| "default".to_owned())
+            })
+        });
         if let Some(name) = profile_name {
             profile = profile.profile_name(name.trim());
         }
