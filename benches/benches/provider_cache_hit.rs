@@ -1,7 +1,8 @@
 //! Scenario 1: a warm provider's cache hit on one task — ours against aws-config's built-in
 //! `EcsCredentialsProvider` behind `IdentityCache::lazy()`, resolved as the orchestrator does
 //! (`resolve_cached_identity`), both fed by the same agent; and the same through a real
-//! `aws-sdk-sts` client's identity path, with `RefreshAheadCache` in place of the lazy cache.
+//! `aws-sdk-sts` client's identity path, configured with the one-liner (`default_provider_chain()`
+//! behind `RefreshAheadCache`) against the SDK's default lazy cache.
 //!
 //! The 2-thread × 128-task contention numbers come from the load harness (`--only provider`).
 
@@ -55,7 +56,7 @@ fn main() {
             })
         });
     });
-    group.bench_function("client/ours+refresh_ahead", |b| {
+    group.bench_function("client/one-liner+refresh_ahead", |b| {
         b.iter_custom(|iters| {
             runtime.block_on(async {
                 let started = stopwatch();

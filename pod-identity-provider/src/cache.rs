@@ -3,7 +3,9 @@
 //! # Contract
 //!
 //! - The current value sits in an [`ArcSwapOption`]: a cache hit is an atomic load and a clone of
-//!   the value (an `Arc` clone for [`Credentials`]); it takes no lock. Each entry holds 8 equal
+//!   the value (for [`Credentials`], an `Arc` clone and a copy of their property map, which
+//!   holds the SDK's business metric; for an identity, `Arc` clones and a copy of its property
+//!   map); it takes no lock. Each entry holds 8 equal
 //!   copies of the credentials, each with its own reference count, and a thread clones the copy
 //!   of its shard (handed out round robin on a thread's first hit): two threads hitting at once
 //!   then write different cache lines instead of bouncing one reference count between cores.
@@ -430,7 +432,7 @@ where
         Some(value)
     }
 
-    /// The valid value for a call at `now`, without waiting, locking or allocating.
+    /// The valid value for a call at `now`, without waiting or locking.
     fn lookup(self: &Arc<Self>, now: SystemTime) -> Option<T> {
         let current = self.current.load();
         let entry = current.as_deref().filter(|e| now < e.expiry)?;

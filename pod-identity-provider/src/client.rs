@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
+use aws_credential_types::credential_feature::AwsCredentialFeature;
 use aws_smithy_async::rt::sleep::{AsyncSleep, SharedAsyncSleep};
 use pod_identity_core::container_credentials::{ContainerCredentials, ResponseError};
 use pod_identity_core::secret::SecretString;
@@ -308,7 +309,13 @@ fn into_credentials(c: ContainerCredentials) -> Credentials {
     if let Some(account_id) = c.account_id {
         builder = builder.account_id(account_id);
     }
-    builder.build()
+    let mut credentials = builder.build();
+    // The SDK reports the credential source in its user agent's business metrics; aws-config's
+    // container provider records the same feature.
+    credentials
+        .get_property_mut_or_default::<Vec<AwsCredentialFeature>>()
+        .push(AwsCredentialFeature::CredentialsHttp);
+    credentials
 }
 
 /// Agent text made safe for an error message: the token (and each of its JWT segments)

@@ -107,8 +107,13 @@ impl Env {
         }
     }
 
+    /// Whether this is the process environment.
+    pub(crate) fn is_process(&self) -> bool {
+        matches!(self.0, EnvSource::Process)
+    }
+
     /// The variable's value when set and not empty.
-    fn non_empty(&self, key: &str) -> Option<String> {
+    pub(crate) fn non_empty(&self, key: &str) -> Option<String> {
         self.get(key).filter(|v| !v.trim().is_empty())
     }
 }

@@ -5,12 +5,17 @@
 //! that refresh fails. This cache has the provider's design instead, for any resolver:
 //!
 //! - one refresh-ahead cache per [`IdentityCachePartition`] (each resolver has its own); the
-//!   partition map is copy-on-write, so a lookup takes no lock;
+//!   partitions sit in a copy-on-write list (a client has one or two, so a lookup is a scan of a
+//!   few words: no lock, no hashing);
 //! - a hit is an atomic load and a clone; a background task per partition refreshes ahead of
 //!   expiry with the [`RefreshWindows`]; failed refreshes keep serving the last good identity
 //!   until it expires;
 //! - a partition nobody asked for in `idle_after` (default 30 min) stops refreshing; the next
 //!   caller wakes it (and loads on the request path only if its identity expired meanwhile);
+//! - an identity holding [`Credentials`] is kept as several equal copies, each built from its
+//!   own deep copy of the credentials as the SDK builds it (`Identity::from`), so threads
+//!   hitting at once do not share reference counts (see [`crate::cache`]); other identities are
+//!   kept as they are;
 //! - identities without an expiry are treated as valid for 15 minutes, as in the lazy cache;
 //! - a load (cold or background) that takes longer than `load_timeout` (default 30 s) fails;
 //! - background refreshes call the resolver with the runtime components of the last cold load
@@ -32,13 +37,13 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use aws_credential_types::Credentials;
 use aws_smithy_async::rt::sleep::{AsyncSleep, SharedAsyncSleep, TokioSleep};
 use aws_smithy_async::time::{SharedTimeSource, TimeSource};
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -64,6 +69,16 @@ pub const DEFAULT_IDENTITY_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 type PartitionCache = RefreshCache<Identity, SharedError>;
 
+/// The partitions, in the order they were first asked for.
+type Partitions = Vec<(IdentityCachePartition, Arc<PartitionCache>)>;
+
+fn find(partitions: &Partitions, key: IdentityCachePartition) -> Option<&Arc<PartitionCache>> {
+    partitions
+        .iter()
+        .find(|(partition, _)| *partition == key)
+        .map(|(_, cache)| cache)
+}
+
 /// A refresh-ahead identity cache; see the [module docs](self).
 ///
 /// Cheap to clone; clones share partitions. Background tasks end when the last clone (and the
@@ -75,7 +90,7 @@ pub struct RefreshAheadCache {
 
 #[derive(Debug)]
 struct Inner {
-    partitions: ArcSwap<HashMap<IdentityCachePartition, Arc<PartitionCache>>>,
+    partitions: ArcSwap<Partitions>,
     windows: RefreshWindows,
     idle_after: Duration,
     load_timeout: Duration,
@@ -111,7 +126,7 @@ impl RefreshAheadCache {
         key: IdentityCachePartition,
         components: &RuntimeComponents,
     ) -> Arc<PartitionCache> {
-        if let Some(found) = self.inner.partitions.load().get(&key) {
+        if let Some(found) = find(&self.inner.partitions.load(), key) {
             return found.clone();
         }
         let time = self
@@ -138,10 +153,16 @@ impl RefreshAheadCache {
             self.inner.stats.clone(),
         ));
         let mut winner = fresh.clone();
-        self.inner.partitions.rcu(|map| {
-            let mut map = HashMap::clone(map);
-            winner = map.entry(key).or_insert_with(|| fresh.clone()).clone();
-            map
+        self.inner.partitions.rcu(|partitions| {
+            let mut partitions = Partitions::clone(partitions);
+            match find(&partitions, key) {
+                Some(found) => winner = found.clone(),
+                None => {
+                    winner = fresh.clone();
+                    partitions.push((key, fresh.clone()));
+                }
+            }
+            partitions
         });
         winner
     }
@@ -158,12 +179,8 @@ impl ResolveCachedIdentity for RefreshAheadCache {
         // A warm hit answers with a ready future (`new` would box one on every call), and
         // borrows its partition from the map: cloning the partition's `Arc` would write one
         // reference count shared by every thread on every hit.
-        if let Some(identity) = self
-            .inner
-            .partitions
-            .load()
-            .get(&key)
-            .and_then(|partition| partition.try_hit())
+        if let Some(identity) =
+            find(&self.inner.partitions.load(), key).and_then(|partition| partition.try_hit())
         {
             return IdentityFuture::ready(Ok(identity));
         }
@@ -201,6 +218,16 @@ impl ResolveCachedIdentity for RefreshAheadCache {
 impl Expiring for Identity {
     fn expiry(&self) -> Option<SystemTime> {
         self.expiration()
+    }
+
+    fn replicate(&self) -> Self {
+        // A clone shares the data's, the debug closure's and every property's reference count.
+        // An identity of credentials is rebuilt from a deep copy of them, the way the SDK's
+        // credentials resolver builds it, which gives it counts of its own.
+        match self.data::<Credentials>() {
+            Some(credentials) => Identity::from(credentials.replicate()),
+            None => self.clone(),
+        }
     }
 }
 
@@ -345,7 +372,7 @@ impl RefreshAheadCacheBuilder {
     pub fn build(self) -> RefreshAheadCache {
         RefreshAheadCache {
             inner: Arc::new(Inner {
-                partitions: ArcSwap::from_pointee(HashMap::new()),
+                partitions: ArcSwap::from_pointee(Partitions::new()),
                 windows: self.windows.unwrap_or_default(),
                 idle_after: self.idle_after.unwrap_or(DEFAULT_IDLE_AFTER),
                 load_timeout: self.load_timeout.unwrap_or(DEFAULT_LOAD_TIMEOUT),
@@ -354,5 +381,76 @@ impl RefreshAheadCacheBuilder {
                 stats: Arc::new(Stats::default()),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use aws_credential_types::attributes::AccountId;
+    use aws_credential_types::credential_feature::AwsCredentialFeature;
+
+    use super::*;
+
+    #[test]
+    fn an_identity_replica_is_built_as_the_sdk_builds_it_and_shares_no_data() {
+        let mut credentials = Credentials::builder()
+            .access_key_id("AKID")
+            .secret_access_key("secret")
+            .session_token("token")
+            .expiry(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+            .account_id(AccountId::from("123456789012"))
+            .provider_name("pod-identity")
+            .build();
+        credentials
+            .get_property_mut_or_default::<Vec<AwsCredentialFeature>>()
+            .push(AwsCredentialFeature::CredentialsHttp);
+        let original = Identity::from(credentials);
+        let replica = original.replicate();
+
+        assert_eq!(replica.expiration(), original.expiration());
+        assert_eq!(
+            replica.data::<Credentials>(),
+            original.data::<Credentials>()
+        );
+        assert_eq!(
+            replica.property::<AccountId>().map(AccountId::as_str),
+            Some("123456789012")
+        );
+        // Features travel as a frozen layer: the replica carries the same ones.
+        let features = |identity: &Identity| {
+            identity
+                .property::<aws_smithy_types::config_bag::FrozenLayer>()
+                .map(|layer| {
+                    layer
+                        .load::<AwsCredentialFeature>()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                })
+        };
+        assert_eq!(features(&replica), features(&original));
+        assert!(
+            features(&replica)
+                .unwrap_or_default()
+                .contains(&AwsCredentialFeature::CredentialsHttp)
+        );
+        let address = |identity: &Identity| {
+            identity
+                .data::<Credentials>()
+                .map(|c| c.access_key_id().as_ptr())
+        };
+        assert_ne!(
+            address(&replica),
+            address(&original),
+            "the replica holds its own copy of the credentials"
+        );
+    }
+
+    #[test]
+    fn other_identities_are_cloned() {
+        let original = Identity::new("a token", None);
+        let replica = original.replicate();
+        assert_eq!(replica.data::<&str>(), Some(&"a token"));
     }
 }

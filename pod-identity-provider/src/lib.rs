@@ -1,26 +1,39 @@
 //! An [aws-config] credentials provider for EKS Pod Identity, with a lock-free, refresh-ahead
 //! cache.
 //!
-//! ```
+//! ```no_run
 //! use aws_config::BehaviorVersion;
-//! use pod_identity_provider::PodIdentityCredentialsProvider;
+//! use pod_identity_provider::RefreshAheadCache;
 //!
 //! # async fn example() {
 //! let config = aws_config::defaults(BehaviorVersion::latest())
-//!     .credentials_provider(PodIdentityCredentialsProvider::builder().build())
+//!     .credentials_provider(pod_identity_provider::default_provider_chain().await)
+//!     .identity_cache(RefreshAheadCache::new())
 //!     .load()
 //!     .await;
 //! # let _ = config;
 //! # }
 //! ```
 //!
-//! The provider also works inside a `CredentialsProviderChain` (when the pod has no Pod Identity
-//! association it answers `CredentialsError::not_loaded`, so the chain moves on) and with
-//! `IdentityCache::no_cache()`, because it caches by itself. To take the SDK's lazy identity
-//! cache off the request path too, add [`RefreshAheadCache`]:
-//! `.identity_cache(RefreshAheadCache::new())`. It works for any credentials provider.
-//! (Behind the SDK's default lazy cache, its 5 s load timeout bounds a cold fetch, cutting the
-//! provider's retries short; `RefreshAheadCache` allows 30 s.)
+//! [`default_provider_chain`] keeps aws-config's default credentials chain (environment,
+//! profile, web identity token, then Pod Identity in the container-credentials position, then
+//! IMDS), so the same binary gets credentials on a laptop, in CI, with IRSA and in a pod; where
+//! the pod has no Pod Identity it is exactly aws-config's chain ([`chain`] has the order and
+//! why). [`RefreshAheadCache`] replaces the SDK's lazy identity cache: requests are answered
+//! from memory without a lock and credentials are refreshed in the background before they
+//! expire, so no request waits for a refresh (and it works for any credentials provider).
+//!
+//! To compose your own chain, use [`PodIdentityCredentialsProvider`] itself: when the pod has
+//! no Pod Identity association it answers `CredentialsError::not_loaded`, so a
+//! `CredentialsProviderChain` moves on. It caches by itself, so it also works behind
+//! `IdentityCache::no_cache()`.
+//!
+//! A cold load (the first, or one after the credentials expired) is bounded by the identity
+//! cache's load timeout: [`RefreshAheadCache`] allows 30 s, enough for the provider's three
+//! attempts. The SDK's lazy cache has its own default, which depends on the release: a fixed
+//! 5 s in aws-smithy-runtime 1.10 (the locked set here), which can cut the provider's retries
+//! short when the agent is slow; newer releases derive it from the client's retry and timeout
+//! settings. `IdentityCache::lazy().load_timeout(..)` sets it explicitly.
 //!
 //! # What it does, and the defaults
 //!
@@ -48,10 +61,13 @@
 //!
 //! # Caching
 //!
-//! Credentials sit in an `ArcSwap`: a cache hit takes no lock and allocates nothing. A
+//! Credentials sit in an `ArcSwap`: a cache hit takes no lock and makes no I/O. (Cloning the
+//! credentials allocates: they carry the SDK's `CredentialsHttp` business metric as a property,
+//! as aws-config's container provider's do, and `Credentials::clone` copies its property map.) A
 //! background task, holding only a weak reference, refreshes them ahead of expiry; callers never
 //! wait while unexpired credentials exist. Without valid credentials, concurrent callers share
-//! one fetch. Credentials are returned with their real expiry and their `AccountId`. The task
+//! one fetch. Credentials are returned with their real expiry, their `AccountId` and the
+//! `CredentialsHttp` business metric (reported in the SDK's user agent). The task
 //! ends when the last clone of the provider is dropped. See [`cache`].
 //!
 //! # Observability
@@ -60,6 +76,14 @@
 //! retries (info), failures (warn) and stale serving; none carries a token or a secret key. [`PodIdentityCredentialsProvider::metrics`]
 //! and [`RefreshAheadCache::metrics`] return counters.
 //!
+//! # Versions
+//!
+//! Built and tested against the locked SDK release set and, in CI, against the newest
+//! releases of every dependency (`scripts/newest-deps.sh`, a scratch copy of the workspace with
+//! its lock updated). Both run on the current stable toolchain: the declared `rust-version`
+//! (1.90) is what the locked set resolves for, not a toolchain CI builds with, and the newest
+//! SDK releases may need a newer compiler than 1.90.
+//!
 //! # Features
 //!
 //! - `rustls`: allow `https://` credentials URIs (off by default; the agent speaks plain HTTP).
@@ -67,6 +91,7 @@
 //! [aws-config]: https://docs.rs/aws-config
 
 pub mod cache;
+pub mod chain;
 mod client;
 pub mod config;
 pub mod error;
@@ -74,6 +99,7 @@ pub mod identity_cache;
 pub mod provider;
 
 pub use cache::{Metrics, RefreshWindows};
+pub use chain::{DefaultCredentialsChain, default_provider_chain};
 pub use config::Env;
 pub use error::{Error, ErrorKind};
 pub use identity_cache::{RefreshAheadCache, RefreshAheadCacheBuilder};

@@ -1,7 +1,7 @@
 //! [`PodIdentityCredentialsProvider`]: the credentials provider.
 //!
 //! Contract: `credentials()` answers from the cache while it holds unexpired credentials (a clock
-//! read, an atomic load and an `Arc` clone: no lock, no allocation, no I/O), even in the last
+//! read, an atomic load and a clone of the credentials: no lock, no I/O), even in the last
 //! 60 s before expiry and while a refresh is in flight or failing; otherwise it joins or starts
 //! the one fetch in flight. Through
 //! `ProvideCredentials` a hit is a ready future. Unconfigured → `not_loaded`; configured but

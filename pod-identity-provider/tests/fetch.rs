@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use aws_credential_types::credential_feature::AwsCredentialFeature;
 use aws_credential_types::provider::error::CredentialsError;
 use common::*;
 use pod_identity_provider::{Env, Error, ErrorKind, PodIdentityCredentialsProvider};
@@ -40,6 +41,11 @@ async fn sends_the_token_and_accept_header_and_returns_real_expiry_and_account()
     assert_eq!(
         credentials.account_id().map(|a| a.as_str()),
         Some(ACCOUNT_ID)
+    );
+    assert_eq!(
+        credentials.get_property::<Vec<AwsCredentialFeature>>(),
+        Some(&vec![AwsCredentialFeature::CredentialsHttp]),
+        "the SDK's business metric for HTTP credentials is recorded"
     );
 }
 

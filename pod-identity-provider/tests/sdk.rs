@@ -1,5 +1,6 @@
 //! aws-config with this provider signs real SDK requests (STS `GetCallerIdentity` sent to a
-//! wiremock endpoint), behind the SDK's lazy cache, `RefreshAheadCache` and no cache.
+//! wiremock endpoint), behind the SDK's lazy cache, `RefreshAheadCache` and no cache, and through
+//! the default chain.
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
 mod common;
@@ -8,7 +9,9 @@ use aws_config::identity::IdentityCache;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_runtime_api::client::identity::ResolveCachedIdentity;
 use common::*;
-use pod_identity_provider::{PodIdentityCredentialsProvider, RefreshAheadCache};
+use pod_identity_provider::{
+    DefaultCredentialsChain, Env, PodIdentityCredentialsProvider, RefreshAheadCache,
+};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -148,4 +151,51 @@ async fn works_with_no_identity_cache() {
         1,
         "the provider caches by itself"
     );
+}
+
+/// The documented one-liner: the default chain with Pod Identity (here from an injected
+/// environment) behind `RefreshAheadCache`; the SDK signs with the key the agent vended.
+#[tokio::test]
+async fn the_default_chain_behind_refresh_ahead_cache_signs_with_the_vended_key() {
+    let expiry = aws_smithy_async::time::SharedTimeSource::default().now() + 6 * HOUR;
+    let agent_server = agent(ok("AKIDPOD", expiry)).await;
+    let sts_server = sts().await;
+    let chain = DefaultCredentialsChain::builder()
+        .env(Env::from_vars([
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", uri(&agent_server)),
+            ("AWS_CONTAINER_AUTHORIZATION_TOKEN", TOKEN.to_owned()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]))
+        .build()
+        .await;
+    let cache = RefreshAheadCache::new();
+    let config = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(sts_server.uri())
+        .credentials_provider(chain)
+        .identity_cache(cache.clone())
+        .load()
+        .await;
+    let client = aws_sdk_sts::Client::new(&config);
+    for _ in 0..3 {
+        let output = client.get_caller_identity().send().await.unwrap();
+        assert_eq!(output.account(), Some(ACCOUNT_ID));
+    }
+    assert_signed_with_vended_key(&sts_server, 3).await;
+    assert_eq!(requests(&agent_server).await, 1);
+    assert_eq!(
+        cache.metrics().fetches,
+        1,
+        "one identity load for three requests"
+    );
+    // The user agent's business metrics name the credential source: `z` is CREDENTIALS_HTTP.
+    for request in sts_server.received_requests().await.unwrap() {
+        let agent = request.headers["x-amz-user-agent"].to_str().unwrap();
+        let metrics = agent
+            .split(' ')
+            .find_map(|part| part.strip_prefix("m/"))
+            .unwrap_or_default();
+        assert!(metrics.split(',').any(|m| m == "z"), "{agent}");
+    }
 }
