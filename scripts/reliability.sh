@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Reliability runs that do not belong in CI: the bounded load soak and the fuzz targets.
+# Reliability runs that do not belong in CI: the bounded load soak, the hostile-pods load and the
+# fuzz targets.
 # Both send traffic only to loopback and stop by themselves. Figures go to RELIABILITY.md.
 #
 #   scripts/reliability.sh soak        # 60 s soak (SOAK_SECONDS, SOAK_CONCURRENCY, ...)
+#   scripts/reliability.sh hostile     # hostile pods against the agent binary (HOSTILE_SECONDS,
+#                                      # HOSTILE_ATTACKERS: 1 = one pod, 64 = fill the overall cap)
 #   scripts/reliability.sh fuzz        # each fuzz target for FUZZ_SECONDS (default 150 s)
 #   scripts/reliability.sh fuzz token_decode   # one target
 #   scripts/reliability.sh all
@@ -26,6 +29,19 @@ soak() {
         --tokens "${SOAK_TOKENS:-10000}" \
         --cache-size "${SOAK_CACHE_SIZE:-2000}" \
         --fault-percent "${SOAK_FAULT_PERCENT:-5}"
+}
+
+hostile() {
+    # Bounds: the attack stops after HOSTILE_SECONDS (hard cap 120 s in the binary), then at most
+    # 60 s of watching; every address is in 127.0.0.0/8; the agent process is stopped at the end.
+    cargo build --release --locked -p pod-identity-examples --bin pod-identity-agent --bin hostile-load
+    ./target/release/hostile-load \
+        --seconds "${HOSTILE_SECONDS:-45}" \
+        --attackers "${HOSTILE_ATTACKERS:-1}" \
+        --stalled "${HOSTILE_STALLED:-4000}" \
+        --flood-rate "${HOSTILE_FLOOD_RATE:-10000}" \
+        --forged "${HOSTILE_FORGED:-1000}" \
+        --pods "${HOSTILE_PODS:-100}"
 }
 
 fuzz() {
@@ -62,7 +78,8 @@ fuzz() {
 
 case "${1:-all}" in
     soak) soak ;;
+    hostile) hostile ;;
     fuzz) shift; fuzz "$@" ;;
-    all) soak; fuzz ;;
-    *) echo "usage: $0 [soak|fuzz [target...]|all]" >&2; exit 2 ;;
+    all) soak; hostile; fuzz ;;
+    *) echo "usage: $0 [soak|hostile|fuzz [target...]|all]" >&2; exit 2 ;;
 esac

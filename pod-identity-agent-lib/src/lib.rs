@@ -132,7 +132,7 @@
 //! | what a pod could try | what bounds it | where |
 //! |---|---|---|
 //! | hold connections open, stop reading responses | 1024 connections, 64 per client address, closed at once beyond; 30 s per request/response cycle, writing included | [`server`] |
-//! | flood requests | 100 requests/s (burst 100) per client address, then 1000/s (burst 500) overall: the flooding pod gets 429, the others do not | [`handler`] |
+//! | flood requests | 100 requests/s (burst 100) per client address, then 5000/s (burst 2500) overall: the flooding pod gets 429, the others do not | [`handler`] |
 //! | a large `Host` for a large 403 | the 403 repeats at most 255 bytes of it | [`validation`] |
 //! | forged tokens, each an upstream call | 10 upstream calls at once per client address, then 1/s; an irrecoverable answer repeated from memory for 5 s; 64 request-path calls at once overall; 30 s per call | [`cache`] |
 //!
@@ -336,7 +336,8 @@ impl<S: CredentialSource> AgentBuilder<S> {
         self
     }
 
-    /// Requests per second and burst of all clients together (default 1000 and 500; a rate of
+    /// Requests per second and burst of all clients together (default 5000 and 2500; the
+    /// reference's are 1000 and 500; a rate of
     /// 0 turns this limit off).
     pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
         self.settings.rate = (per_second, burst);

@@ -69,9 +69,16 @@ pub(crate) fn parse_verbosity(text: &str) -> Result<String, String> {
 }
 
 /// The filter for `--verbosity`, with [`SECRET_LOGGING_CRATES`] capped at `debug` whatever it
-/// asks for.
+/// asks for. The cap is added only when the filter enables `trace` somewhere: as a directive of
+/// its own it would otherwise raise those crates to `debug` (at `info`, their debug lines).
 pub(crate) fn log_filter(verbosity: &str) -> EnvFilter {
     let mut filter = EnvFilter::new(verbosity);
+    let enables_trace = filter
+        .max_level_hint()
+        .is_none_or(|most| most >= tracing_subscriber::filter::LevelFilter::TRACE);
+    if !enables_trace {
+        return filter;
+    }
     for target in SECRET_LOGGING_CRATES {
         if let Ok(cap) = format!("{target}=debug").parse() {
             filter = filter.add_directive(cap);
@@ -327,6 +334,26 @@ mod tests {
             text,
             "{\"level\":\"info\",\"msg\":\"node network ready\",\"time\":\"1970-01-01T00:00:00Z\",\"zone\":\"x\"}\n"
         );
+    }
+
+    #[test]
+    fn the_sdk_crates_are_capped_at_debug_and_never_raised() {
+        let log = || {
+            tracing::debug!(target: "aws_sigv4", "sdk debug");
+            tracing::trace!(target: "aws_sigv4", "sdk trace");
+            tracing::trace!(target: "aws_smithy_runtime", "wire trace");
+            tracing::info!("agent info");
+        };
+        let messages = |verbosity| {
+            capture(None, verbosity, log)
+                .iter()
+                .map(|line| line["msg"].as_str().unwrap_or_default().to_owned())
+                .collect::<Vec<_>>()
+        };
+        // At info they stay at info: no debug line of theirs.
+        assert_eq!(messages("info"), ["agent info"]);
+        // At trace they are held to debug.
+        assert_eq!(messages("trace"), ["sdk debug", "agent info"]);
     }
 
     #[test]

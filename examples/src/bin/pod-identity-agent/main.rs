@@ -216,12 +216,14 @@ struct ServerArgs {
     #[arg(long)]
     fips: bool,
 
-    /// Credential requests per second before 429 Too Many Requests (0 turns limiting off).
-    #[arg(long, default_value_t = 1000)]
+    /// Credential requests per second from all clients together before 429 Too Many Requests
+    /// (0 turns this limit off). The reference's is 1000 (burst 500); each client is first held
+    /// to --client-rate-limit.
+    #[arg(long, default_value_t = handler::DEFAULT_REQUEST_RATE)]
     rate_limit: u32,
 
-    /// Burst of credential requests allowed above the rate.
-    #[arg(long, default_value_t = 500)]
+    /// Burst of credential requests allowed above the overall rate.
+    #[arg(long, default_value_t = handler::DEFAULT_REQUEST_BURST)]
     rate_limit_burst: u32,
 
     #[command(flatten)]
@@ -721,7 +723,7 @@ mod tests {
         assert_eq!(args.bind_hosts, ["169.254.170.23", "[fd00:ec2::23]"]);
         assert_eq!(args.endpoint, "");
         assert_eq!(args.region, None);
-        assert_eq!((args.rate_limit, args.rate_limit_burst), (1000, 500));
+        assert_eq!((args.rate_limit, args.rate_limit_burst), (5000, 2500));
         assert!(!args.fips && !args.rotate_credentials());
         let cli = Cli::try_parse_from(["pod-identity-agent", "server", "-c", "demo"]).unwrap();
         assert_eq!(cli.verbosity, "info");
