@@ -399,10 +399,10 @@ async fn rotate_credentials_true_reads_the_rotated_shared_credentials_file() {
     let lines = agent.log_lines();
     assert!(!lines.is_empty());
     for line in &lines {
-        for key in ["level", "msg", "time", "cluster"] {
+        for key in ["level", "msg", "time", "cluster-name"] {
             assert!(line.get(key).is_some(), "no {key} in {line}");
         }
-        assert_eq!(line["cluster"], "demo");
+        assert_eq!(line["cluster-name"], "demo");
         let level = line["level"].as_str().unwrap();
         assert!(
             ["trace", "debug", "info", "warning", "error"].contains(&level),
@@ -423,7 +423,7 @@ async fn rotate_credentials_true_reads_the_rotated_shared_credentials_file() {
         .find(|l| l["msg"] == "credential request" && l["status"] == 200)
         .unwrap_or_else(|| panic!("{}", agent.output()));
     assert!(
-        request["client"]
+        request["client-addr"]
             .as_str()
             .unwrap()
             .starts_with("127.0.0.1:")

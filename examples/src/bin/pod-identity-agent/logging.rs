@@ -4,13 +4,15 @@
 //! stdout, keys sorted:
 //!
 //! ```text
-//! {"client":"10.0.0.7:51234","cluster":"demo","latency_us":412,"level":"info","method":"GET","msg":"credential request","status":200,"time":"2026-12-04T22:27:46Z"}
+//! {"client-addr":"10.0.0.7:51234","cluster-name":"demo","latency_us":412,"level":"info","method":"GET","msg":"credential request","status":200,"time":"2026-12-04T22:27:46Z"}
 //! ```
 //!
 //! - `level`: `trace`, `debug`, `info`, `warning`, `error` (logrus's names);
 //! - `msg`: the message; `time`: RFC 3339 in UTC, whole seconds (logrus's default format);
 //! - every field of the event at the top level (numbers and booleans as JSON values, the rest
-//!   as strings); `cluster`: the cluster name, on every line of `server` and `self-managed`;
+//!   as strings); `cluster-name`: the cluster name, on every line of `server` and
+//!   `self-managed`; the client's address is `client-addr`: the reference's keys, so log queries
+//!   on them keep working;
 //! - a field named `level`, `msg` or `time` becomes `fields.level`, … (as logrus does).
 //!
 //! `--log-format tracing-json` keeps tracing-subscriber's nested JSON (`timestamp`, upper-case
@@ -87,6 +89,11 @@ pub(crate) fn log_filter(verbosity: &str) -> EnvFilter {
     filter
 }
 
+/// The key of the cluster name on every line (the reference's).
+const CLUSTER_KEY: &str = "cluster-name";
+/// The key the `client` field (a client's address) is written under (the reference's).
+const CLIENT_KEY: &str = "client-addr";
+
 /// Installs the global subscriber; `cluster` is added to every line of the `json` format.
 pub(crate) fn init(format: LogFormat, verbosity: &str, cluster: Option<&str>) {
     let filter = log_filter(verbosity);
@@ -133,11 +140,12 @@ impl<W> LogrusJson<W> {
         event.record(&mut fields);
         let mut object = Map::new();
         if let Some(cluster) = &self.cluster {
-            object.insert("cluster".to_owned(), Value::from(cluster.as_str()));
+            object.insert(CLUSTER_KEY.to_owned(), Value::from(cluster.as_str()));
         }
         for (name, value) in fields.fields {
             let name = match name.as_str() {
                 "level" | "msg" | "time" => format!("fields.{name}"),
+                "client" => CLIENT_KEY.to_owned(),
                 _ => name,
             };
             object.insert(name, value);
@@ -302,8 +310,8 @@ mod tests {
                 "level": "info",
                 "msg": "credential request",
                 "time": "2023-11-14T22:13:20Z",
-                "cluster": "demo",
-                "client": "10.0.0.7:51234",
+                "cluster-name": "demo",
+                "client-addr": "10.0.0.7:51234",
                 "method": "GET",
                 "status": 200,
                 "latency_us": 412,
