@@ -448,7 +448,15 @@ impl<S: CredentialSource> CredentialCache<S> {
     ) -> Option<IssuedCredentials> {
         let shared = &self.shared;
         let validator = shared.rotation.as_ref()?;
-        let uid = request.token().claims().kubernetes.as_ref()?.pod.as_ref()?.uid.clone();
+        let uid = request
+            .token()
+            .claims()
+            .kubernetes
+            .as_ref()?
+            .pod
+            .as_ref()?
+            .uid
+            .clone();
         let (old_key, cached, generation) = {
             let state = shared.lock();
             if state.entries.contains_key(key) || state.flights.contains_key(key) {
@@ -930,7 +938,8 @@ impl<S: CredentialSource> Shared<S> {
         let pods = self.pods.as_ref()?;
         let identity = entry.kept.identity.as_ref()?;
         let state = pods.pod_state(&identity.pod_uid);
-        self.metrics.set_pod_watch_synced(state != PodState::Unknown);
+        self.metrics
+            .set_pod_watch_synced(state != PodState::Unknown);
         match state {
             PodState::Terminated => {
                 self.metrics.record_liveness_eviction("terminated");

@@ -394,7 +394,10 @@ impl Metrics {
 
     /// Sets whether the watch of this node's pods is synced.
     pub fn set_pod_watch_synced(&self, synced: bool) {
-        self.inner.protection.pod_watch_synced.set(i64::from(synced));
+        self.inner
+            .protection
+            .pod_watch_synced
+            .set(i64::from(synced));
     }
 
     /// Sets the number of entries in the credential cache.
