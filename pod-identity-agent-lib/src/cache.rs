@@ -46,6 +46,21 @@
 //!     timeout, so a hung source cannot hold a token's flight forever;
 //!   - a renewal answered `ThrottlingException` pauses all renewals, 2 s at first, doubling up
 //!     to 2 minutes, until a renewal succeeds.
+//! - **Pods** (optional, [`CredentialCacheBuilder::rotation_validator`] and
+//!   [`CredentialCacheBuilder::pod_liveness`]; the `kubernetes` feature implements both traits):
+//!   - each entry keeps its token's identity (issuer, namespace, service account, pod uid) and
+//!     a pod-uid index finds the pod's latest entry. On a miss for a token whose pod uid has an
+//!     entry with more than 15 s left, the token is validated locally against that entry's
+//!     identity (outside the lock); on success the entry's credentials are served, and the
+//!     entry is re-keyed to the new token, which later renewals use; otherwise the request goes
+//!     upstream as any miss. A token that fails never gets the cached credentials. Results
+//!     count in `pod_identity_local_validation{result}`;
+//!   - before each renewal the pod view is asked: a terminated pod, or a pod not found whose
+//!     entry is older than [`POD_NOT_FOUND_GRACE`] (60 s), is evicted instead of renewed; an
+//!     unknown answer (the view not synced) renews as without a view, with a warning and
+//!     `pod_identity_pod_watch_synced` 0. [`CredentialCache::evict_pod`] evicts a pod's
+//!     entries at once (what a watch calls when a pod goes). Both count in
+//!     `pod_identity_liveness_evictions{reason}`.
 //! - `max_entries` 0 or `max_retention` 0 turns caching off (as in the reference): every request
 //!   calls the source, still in its own task, with the time limit and the concurrency bound but
 //!   no refused-token memory or miss budget.

@@ -453,7 +453,7 @@ async fn server(args: ServerArgs) -> ExitCode {
         }
     };
 
-    serve(&args, source, true).await
+    serve(&args, source, Blocks::Kubernetes).await
 }
 
 /// Runs the agent with `pod_identity_agent_lib::self_managed::SelfManagedSource`.
@@ -495,6 +495,7 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let continuity = Blocks::Verifier(Arc::new(verifier.clone()));
     let mut source = SelfManagedSource::builder(verifier, store)
         .session_duration(args.session_duration)
         .fips(server.fips);
@@ -520,7 +521,7 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
         source = source.cluster_arn(arn.clone());
     }
     match source.build().await {
-        Ok(source) => serve(server, source, false).await,
+        Ok(source) => serve(server, source, continuity).await,
         Err(error) => {
             tracing::error!(error = %error, "cannot configure STS");
             ExitCode::FAILURE
@@ -669,10 +670,19 @@ async fn kubernetes_blocks<S: pod_identity_agent_lib::CredentialSource>(
     agent
 }
 
+/// What the cache learns about pods.
+enum Blocks {
+    /// The Kubernetes API blocks the flags ask for (EKS mode).
+    Kubernetes,
+    /// Rotated tokens validated by this verifier (self-managed mode, which verifies every token
+    /// locally anyway), unless `--rotation-validation=false`.
+    Verifier(Arc<dyn cache::RotationValidator>),
+}
+
 async fn serve<S: pod_identity_agent_lib::CredentialSource>(
     args: &ServerArgs,
     source: S,
-    kubernetes: bool,
+    blocks: Blocks,
 ) -> ExitCode {
     let agent = AgentBuilder::new(args.cluster_name.clone(), source)
         .bind_hosts(args.bind_hosts.clone())
@@ -705,10 +715,12 @@ async fn serve<S: pod_identity_agent_lib::CredentialSource>(
         .client_miss_budget(protection.client_miss_rate, protection.client_miss_burst)
         .refused_ttl(protection.refused_token_ttl)
         .allow_wildcard_bind(protection.allow_wildcard_bind);
-    let agent = if kubernetes {
-        kubernetes_blocks(args, agent).await
-    } else {
-        agent
+    let agent = match blocks {
+        Blocks::Kubernetes => kubernetes_blocks(args, agent).await,
+        Blocks::Verifier(verifier) if args.rotation_validation => {
+            agent.rotation_validator(verifier)
+        }
+        Blocks::Verifier(_) => agent,
     };
     tracing::info!(
         cluster = %args.cluster_name,
