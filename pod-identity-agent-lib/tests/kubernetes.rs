@@ -1075,6 +1075,7 @@ async fn tokens_never_appear_in_logs_errors_or_debug_output() {
 // The credential cache with the blocks.
 
 mod with_cache {
+    use std::collections::HashMap;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::SystemTime;
 
@@ -1092,6 +1093,8 @@ mod with_cache {
     struct EksAuth {
         calls: Arc<AtomicUsize>,
         down: Arc<AtomicBool>,
+        /// Calls by the token's pod uid.
+        by_pod: Arc<Mutex<HashMap<String, usize>>>,
     }
 
     impl EksAuth {
@@ -1103,9 +1106,23 @@ mod with_cache {
     impl CredentialSource for EksAuth {
         async fn credentials(
             &self,
-            _request: &CredentialRequest,
+            request: &CredentialRequest,
         ) -> Result<IssuedCredentials, SourceError> {
             let call = self.calls.fetch_add(1, Ordering::SeqCst);
+            if let Some(pod) = request
+                .token()
+                .claims()
+                .kubernetes
+                .as_ref()
+                .and_then(|k| k.pod.as_ref())
+            {
+                *self
+                    .by_pod
+                    .lock()
+                    .unwrap()
+                    .entry(pod.uid.clone())
+                    .or_default() += 1;
+            }
             if self.down.load(Ordering::SeqCst) {
                 return Err(SourceError::unavailable(std::io::Error::other(
                     "EKS Auth is unreachable",
@@ -1198,6 +1215,105 @@ mod with_cache {
         let again = cluster_key().sign(&claims(5400));
         assert!(cache.get(&request(&again)).await.is_ok());
         assert_eq!(eks.calls(), 1);
+    }
+
+    fn pod_claims(pod: usize, issued: u64) -> Value {
+        let mut claims = claims(issued);
+        claims["kubernetes.io"]["pod"] =
+            json!({"name": format!("app-{pod}"), "uid": format!("uid-{pod}")});
+        claims
+    }
+
+    const PODS: usize = 20;
+
+    #[tokio::test]
+    async fn every_pod_is_served_across_a_rotation_during_an_eks_auth_outage() {
+        let api = FakeApi::start("34+", jwks(&[cluster_key()])).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (cache, eks, _) = cache_with_verifier(&api, dir.path(), true).await;
+        for pod in 0..PODS {
+            let token = cluster_key().sign(&pod_claims(pod, 0));
+            cache.get(&request(&token)).await.unwrap();
+        }
+        eks.down.store(true, Ordering::SeqCst);
+        let mut served = 0;
+        for pod in 0..PODS {
+            let rotated = cluster_key().sign(&pod_claims(pod, 3600));
+            if cache.get(&request(&rotated)).await.is_ok() {
+                served += 1;
+            }
+        }
+        assert_eq!(served, PODS, "pods served across the rotation");
+        assert_eq!(eks.calls(), PODS, "no EKS Auth call for the rotations");
+    }
+
+    #[tokio::test]
+    async fn pod_churn_renews_nothing_for_deleted_pods() {
+        let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
+        for pod in 0..PODS {
+            api.add_pod(&format!("uid-{pod}"), "Running");
+        }
+        let slot: Arc<OnceLock<CredentialCache<EksAuth>>> = Arc::new(OnceLock::new());
+        let evictor = Arc::clone(&slot);
+        let watch = PodWatch::builder(api.client(), NODE)
+            .on_pod_gone(move |pod: PodGone| {
+                if let Some(cache) = evictor.get() {
+                    cache.evict_pod(
+                        &pod.uid,
+                        pod_identity_agent_lib::kubernetes::gone_reason_label(pod.reason),
+                    );
+                }
+            })
+            .start()
+            .unwrap();
+        tokio::time::timeout(WAIT, watch.synced()).await.unwrap();
+        api.watching().await;
+        let eks = EksAuth::default();
+        let metrics = Metrics::new();
+        let cache = liveness_cache(watch, &eks, &metrics);
+        assert!(slot.set(cache.clone()).is_ok());
+        for pod in 0..PODS {
+            let token = cluster_key().sign(&pod_claims(pod, 0));
+            cache.get(&request(&token)).await.unwrap();
+        }
+        // Live pods are renewed (every 50 ms here).
+        until("renewals run", || eks.calls() >= 2 * PODS).await;
+        // The fake keeps no history: events sent while no watch is open would be lost.
+        api.watching().await;
+        for pod in 0..PODS / 2 {
+            api.delete_pod(&format!("uid-{pod}"));
+        }
+        until("the deleted pods' entries are evicted", || {
+            cache.len() == PODS / 2
+        })
+        .await;
+        let deleted = |calls: &HashMap<String, usize>| -> usize {
+            (0..PODS / 2)
+                .map(|pod| calls.get(&format!("uid-{pod}")).copied().unwrap_or(0))
+                .sum()
+        };
+        let live = |calls: &HashMap<String, usize>| -> usize {
+            (PODS / 2..PODS)
+                .map(|pod| calls.get(&format!("uid-{pod}")).copied().unwrap_or(0))
+                .sum()
+        };
+        let before = eks.by_pod.lock().unwrap().clone();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let after = eks.by_pod.lock().unwrap().clone();
+        assert_eq!(
+            deleted(&after),
+            deleted(&before),
+            "renewals for deleted pods"
+        );
+        assert!(live(&after) > live(&before), "live pods are still renewed");
+        assert_eq!(cache.len(), PODS / 2);
+        assert!(counted(
+            &metrics,
+            &format!(
+                r#"pod_identity_liveness_evictions{{reason="deleted"}} {}"#,
+                PODS / 2
+            )
+        ));
     }
 
     #[tokio::test]
