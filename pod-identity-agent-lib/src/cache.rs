@@ -57,8 +57,9 @@
 //!     count in `pod_identity_local_validation{result}`;
 //!   - before each renewal the pod view is asked: a terminated pod, or a pod not found whose
 //!     entry is older than [`POD_NOT_FOUND_GRACE`] (60 s), is evicted instead of renewed; an
-//!     unknown answer (the view not synced) renews as without a view, with a warning and
-//!     `pod_identity_pod_watch_synced` 0. [`CredentialCache::evict_pod`] evicts a pod's
+//!     unknown answer (the view not synced) renews as without a view, with a warning when that
+//!     starts, and `pod_identity_pod_watch_synced` 0 (the gauge follows the view's answers at
+//!     renewals). [`CredentialCache::evict_pod`] evicts a pod's
 //!     entries at once (what a watch calls when a pod goes). Both count in
 //!     `pod_identity_liveness_evictions{reason}`.
 //! - `max_entries` 0 or `max_retention` 0 turns caching off (as in the reference): every request
@@ -71,6 +72,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -120,6 +122,13 @@ const MAX_THROTTLE_PAUSE: Duration = Duration::from_secs(120);
 /// A token whose pod the view does not know is renewed anyway while its entry is younger than
 /// this (the pod may be too new to be seen).
 pub const POD_NOT_FOUND_GRACE: Duration = Duration::from_secs(60);
+
+/// The pod view has not been asked yet.
+const VIEW_NONE: u8 = 0;
+/// The pod view answered.
+const VIEW_SYNCED: u8 = 1;
+/// The pod view did not know (not synced).
+const VIEW_UNKNOWN: u8 = 2;
 
 mod pods;
 mod refused;
@@ -293,6 +302,7 @@ impl<S: CredentialSource> CredentialCacheBuilder<S> {
                 metrics: self.metrics,
                 rotation: self.rotation,
                 pods: self.pods,
+                pod_view: AtomicU8::new(VIEW_NONE),
                 state: Mutex::new(State::default()),
                 wake: Arc::new(Notify::new()),
                 prehash: foldhash::quality::RandomState::default(),
@@ -583,6 +593,8 @@ struct Shared<S> {
     metrics: Metrics,
     rotation: Option<Arc<dyn RotationValidator>>,
     pods: Option<Arc<dyn PodLivenessSource>>,
+    /// What the pod view answered last: `VIEW_NONE`, `VIEW_SYNCED` or `VIEW_UNKNOWN`.
+    pod_view: AtomicU8,
     limiter: Option<RateLimiter>,
     /// Upstream calls each client address may start.
     miss_budget: Option<ClientRateLimiter>,
@@ -953,8 +965,18 @@ impl<S: CredentialSource> Shared<S> {
         let pods = self.pods.as_ref()?;
         let identity = entry.kept.identity.as_ref()?;
         let state = pods.pod_state(&identity.pod_uid);
-        self.metrics
-            .set_pod_watch_synced(state != PodState::Unknown);
+        let synced = state != PodState::Unknown;
+        self.metrics.set_pod_watch_synced(synced);
+        // Logged when it changes, not at every renewal.
+        let was = self.pod_view.swap(
+            if synced { VIEW_SYNCED } else { VIEW_UNKNOWN },
+            Ordering::Relaxed,
+        );
+        if synced && was == VIEW_UNKNOWN {
+            tracing::info!("the pod view is synced; no renewals for gone pods");
+        } else if !synced && was != VIEW_UNKNOWN {
+            tracing::warn!("the pod view is not synced; renewing without knowing whether pods run");
+        }
         match state {
             PodState::Terminated => {
                 self.metrics.record_liveness_eviction("terminated");
@@ -965,12 +987,6 @@ impl<S: CredentialSource> Shared<S> {
             {
                 self.metrics.record_liveness_eviction("not_found");
                 Some(Eviction::PodNotFound)
-            }
-            PodState::Unknown => {
-                tracing::warn!(
-                    "the pod view is not synced; renewing without knowing whether the pod runs"
-                );
-                None
             }
             _ => None,
         }
