@@ -144,11 +144,12 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
     let sim_url = sim_server.endpoint_url();
     let pod_name = format!("{}-{POD_SUFFIX}", association.service_account);
     let cluster_keys = ClusterKeys::generate()?;
+    // Issued a minute ago, so the rotated token's iat and exp differ.
     let pod_token = PodToken::new(
         association.namespace.clone(),
         association.service_account.clone(),
         pod_name.as_str(),
-        clock::now(),
+        clock::now() - Duration::from_secs(60),
     );
     let token = cluster_keys.sign(&mint_token(&pod_token))?;
     let token_dir = tempfile::tempdir()?;
@@ -334,8 +335,7 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
     let calls_before = simulator.request_count();
     let mut rotated = pod_token.clone();
     rotated.jti = format!("{}-rotated", pod_token.jti);
-    // A second later, so iat and exp differ from the first token's.
-    rotated.issued_at = clock::now() + Duration::from_secs(1);
+    rotated.issued_at = clock::now();
     let rotated = cluster_keys.sign(&mint_token(&rotated))?;
     let (status, access_key_id) = credentials_request(agent.addr, &rotated).await?;
     let outage_calls = simulator.request_count() - calls_before;
