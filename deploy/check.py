@@ -38,6 +38,11 @@ IMAGE = {"image": {"repository": "registry.example.com/pod-identity-agent"}}
 
 # (name, values files layered in order, values on top, check).
 CHECKED = [
+    ("values/eks.yaml with its hybrid DaemonSets", ["eks.yaml"],
+     {"daemonsets": {"hybrid": {"create": True}}}, "kubernetes_api"),
+    ("kubernetesApi rotationValidation and podLiveness false", ["eks.yaml"],
+     {"kubernetesApi": {"rotationValidation": False, "podLiveness": False}},
+     "kubernetes_api_off"),
     ("the reference chart's defaults", ["reference-defaults.yaml"], {}, "reference_defaults"),
     ("the reference chart's defaults with its hybrid DaemonSets",
      ["reference-defaults.yaml"],
@@ -218,7 +223,8 @@ def names_and_labels(documents, expected_daemonsets):
 
 def check_reference_defaults(documents):
     problems = names_and_labels(documents, [AGENT])
-    if sorted(d["kind"] for d in documents) != ["DaemonSet", "ServiceAccount"]:
+    if sorted(d["kind"] for d in documents) != [
+            "ClusterRole", "ClusterRoleBinding", "DaemonSet", "ServiceAccount"]:
         problems.append(f"objects {[d['kind'] for d in documents]}")
     ds = objects(documents, "DaemonSet").get(AGENT)
     if not ds:
@@ -394,7 +400,63 @@ def check_env_list(documents):
     return problems
 
 
+def check_kubernetes_api(documents):
+    """Rotation validation and pod liveness on (the defaults): the agent's token mounted, RBAC
+    for the pod watch bound to its ServiceAccount, the key cache in an emptyDir."""
+    problems = []
+    accounts = objects(documents, "ServiceAccount")
+    account = accounts.get(AGENT)
+    if not account or account.get("automountServiceAccountToken") is not True:
+        problems.append(f"service account {account}")
+    role = objects(documents, "ClusterRole").get(AGENT)
+    rules = role and role.get("rules")
+    if rules != [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]:
+        problems.append(f"cluster role rules {rules}")
+    binding = objects(documents, "ClusterRoleBinding").get(AGENT)
+    if not binding or binding["roleRef"] != {
+            "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": AGENT} or [
+            (s["kind"], s["name"]) for s in binding["subjects"]] != [("ServiceAccount", AGENT)]:
+        problems.append(f"cluster role binding {binding}")
+    for name, ds in objects(documents, "DaemonSet").items():
+        spec = pod_spec(ds)
+        container = agent_container(ds)
+        if spec.get("automountServiceAccountToken") is not True or spec.get(
+                "serviceAccountName") != AGENT:
+            problems.append(f"{name}: service account token not mounted")
+        mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        if mounts.get("jwks-cache", {}).get("mountPath") != "/var/lib/eks-pod-identity-agent" or (
+                "emptyDir" not in volumes.get("jwks-cache", {})):
+            problems.append(f"{name}: key cache {mounts.get('jwks-cache')} {volumes.get('jwks-cache')}")
+        if any(a.startswith(("--rotation-validation", "--pod-liveness")) for a in container["args"]):
+            problems.append(f"{name}: turns a Kubernetes block off: {container['args']}")
+    return problems
+
+
+def check_kubernetes_api_off(documents):
+    """Both off: the flags rendered, no token, no RBAC, no key cache."""
+    problems = []
+    kinds = sorted(d["kind"] for d in documents)
+    if "ClusterRole" in kinds or "ClusterRoleBinding" in kinds:
+        problems.append(f"objects {kinds}")
+    account = objects(documents, "ServiceAccount").get(AGENT)
+    if not account or account.get("automountServiceAccountToken") is not False:
+        problems.append(f"service account {account}")
+    for name, ds in objects(documents, "DaemonSet").items():
+        spec = pod_spec(ds)
+        args = agent_container(ds)["args"]
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{name}: service account token mounted")
+        if "--rotation-validation=false" not in args or "--pod-liveness=false" not in args:
+            problems.append(f"{name}: args {args}")
+        if any(v["name"] == "jwks-cache" for v in spec.get("volumes", [])):
+            problems.append(f"{name}: key cache volume without rotation validation")
+    return problems
+
+
 CHECKS = {
+    "kubernetes_api": check_kubernetes_api,
+    "kubernetes_api_off": check_kubernetes_api_off,
     "reference_defaults": check_reference_defaults,
     "reference_hybrid": check_reference_hybrid,
     "hybrid": check_hybrid_daemonsets,

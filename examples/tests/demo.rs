@@ -48,7 +48,10 @@ fn the_demo_runs_every_hop_refreshes_ahead_and_prints_no_secret() {
         "all from the cache",
         "no caller waited: provider counters fetches=2",
         "the agent handed out fresh credentials",
-        "[5] done",
+        "[5] token rotation during an EKS Auth outage",
+        "rotated token served from the cache: 200 ASIA",
+        "0 EKS Auth calls",
+        "[6] done",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
@@ -99,7 +102,8 @@ fn associations_come_from_a_file_and_long_lifetimes_skip_the_refresh() {
         "credential lifetime     6h",
         "caller identity         arn:aws:sts::444455556666:assumed-role/payments-api/eks-prod-east-api-7c9f5d8b6-x2k4q-",
         "[4] refresh ahead of expiry: skipped",
-        "[5] done",
+        "rotated token served from the cache: 200 ASIA",
+        "[6] done",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }

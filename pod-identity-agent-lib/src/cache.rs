@@ -46,6 +46,22 @@
 //!     timeout, so a hung source cannot hold a token's flight forever;
 //!   - a renewal answered `ThrottlingException` pauses all renewals, 2 s at first, doubling up
 //!     to 2 minutes, until a renewal succeeds.
+//! - **Pods** (optional, [`CredentialCacheBuilder::rotation_validator`] and
+//!   [`CredentialCacheBuilder::pod_liveness`]; the `kubernetes` feature implements both traits):
+//!   - each entry keeps its token's identity (issuer, namespace, service account, pod uid) and
+//!     a pod-uid index finds the pod's latest entry. On a miss for a token whose pod uid has an
+//!     entry with more than 15 s left, the token is validated locally against that entry's
+//!     identity (outside the lock); on success the entry's credentials are served, and the
+//!     entry is re-keyed to the new token, which later renewals use; otherwise the request goes
+//!     upstream as any miss. A token that fails never gets the cached credentials. Results
+//!     count in `pod_identity_local_validation{result}`;
+//!   - before each renewal the pod view is asked: a terminated pod, or a pod not found whose
+//!     entry is older than [`POD_NOT_FOUND_GRACE`] (60 s), is evicted instead of renewed; an
+//!     unknown answer (the view not synced) renews as without a view, with a warning when that
+//!     starts, and `pod_identity_pod_watch_synced` 0 (the gauge follows the view's answers at
+//!     renewals). [`CredentialCache::evict_pod`] evicts a pod's
+//!     entries at once (what a watch calls when a pod goes). Both count in
+//!     `pod_identity_liveness_evictions{reason}`.
 //! - `max_entries` 0 or `max_retention` 0 turns caching off (as in the reference): every request
 //!   calls the source, still in its own task, with the time limit and the concurrency bound but
 //!   no refused-token memory or miss budget.
@@ -56,6 +72,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -102,8 +119,23 @@ const THROTTLE_PAUSE: Duration = Duration::from_secs(2);
 /// Longest pause of renewals after throttled renewals.
 const MAX_THROTTLE_PAUSE: Duration = Duration::from_secs(120);
 
+/// A token whose pod the view does not know is renewed anyway while its entry is younger than
+/// this (the pod may be too new to be seen).
+pub const POD_NOT_FOUND_GRACE: Duration = Duration::from_secs(60);
+
+/// The pod view has not been asked yet.
+const VIEW_NONE: u8 = 0;
+/// The pod view answered.
+const VIEW_SYNCED: u8 = 1;
+/// The pod view did not know (not synced).
+const VIEW_UNKNOWN: u8 = 2;
+
+mod pods;
 mod refused;
 
+pub use pods::{
+    BoxFuture, PodIdentity, PodLivenessSource, PodState, RotationCheck, RotationValidator,
+};
 use refused::Refused;
 pub use refused::{DEFAULT_REFUSED_TTL, MAX_REFUSED};
 
@@ -140,6 +172,8 @@ pub struct CredentialCacheBuilder<S> {
     max_concurrent_fetches: usize,
     clock: SharedWallClock,
     metrics: Metrics,
+    rotation: Option<Arc<dyn RotationValidator>>,
+    pods: Option<Arc<dyn PodLivenessSource>>,
 }
 
 impl<S> fmt::Debug for CredentialCacheBuilder<S> {
@@ -236,6 +270,22 @@ impl<S: CredentialSource> CredentialCacheBuilder<S> {
         self
     }
 
+    /// Validates a pod's rotated token locally: on a miss for a token whose pod uid has a
+    /// cached entry with more than 15 s left, the entry's credentials are served if `validator`
+    /// accepts the token, and the entry takes the new token (later renewals use it).
+    pub fn rotation_validator(mut self, validator: Arc<dyn RotationValidator>) -> Self {
+        self.rotation = Some(validator);
+        self
+    }
+
+    /// Asks `pods` before each renewal: no renewal (eviction) for a terminated pod, or for a
+    /// pod not found whose entry is older than [`POD_NOT_FOUND_GRACE`]; an unknown answer
+    /// renews (fails open).
+    pub fn pod_liveness(mut self, pods: Arc<dyn PodLivenessSource>) -> Self {
+        self.pods = Some(pods);
+        self
+    }
+
     /// Builds the cache. Its renewal task starts with the first cached entry.
     pub fn build(self) -> CredentialCache<S> {
         CredentialCache {
@@ -250,6 +300,9 @@ impl<S: CredentialSource> CredentialCacheBuilder<S> {
                 config: self.config,
                 clock: self.clock,
                 metrics: self.metrics,
+                rotation: self.rotation,
+                pods: self.pods,
+                pod_view: AtomicU8::new(VIEW_NONE),
                 state: Mutex::new(State::default()),
                 wake: Arc::new(Notify::new()),
                 prehash: foldhash::quality::RandomState::default(),
@@ -277,6 +330,8 @@ impl<S: CredentialSource> CredentialCache<S> {
             max_concurrent_fetches: DEFAULT_MAX_CONCURRENT_FETCHES,
             clock: SharedWallClock::default(),
             metrics: Metrics::default(),
+            rotation: None,
+            pods: None,
         }
     }
 
@@ -351,6 +406,9 @@ impl<S: CredentialSource> CredentialCache<S> {
         }
         let shared = &self.shared;
         let key = TokenDigest::of(request);
+        if let Some(issued) = self.continue_rotation(request, &key).await {
+            return Ok(issued);
+        }
         let mut flight = {
             let mut state = shared.lock();
             match shared.lookup(&mut state, &key) {
@@ -379,6 +437,88 @@ impl<S: CredentialSource> CredentialCache<S> {
             Ok(outcome) => (*outcome).clone().unwrap_or_else(|| Err(aborted())),
             Err(_) => Err(aborted()),
         }
+    }
+
+    /// Evicts every entry of the pod with this uid at once (its pod is gone; `reason` labels
+    /// `pod_identity_liveness_evictions`); returns how many went.
+    pub fn evict_pod(&self, pod_uid: &str, reason: &'static str) -> usize {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        let keys: Vec<TokenDigest> = state
+            .entries
+            .iter()
+            .filter(|(_, entry)| {
+                entry
+                    .kept
+                    .identity
+                    .as_ref()
+                    .is_some_and(|identity| identity.pod_uid == pod_uid)
+            })
+            .map(|(key, _)| *key)
+            .collect();
+        for key in &keys {
+            shared.evict(&mut state, key, Eviction::PodGone);
+            shared.metrics.record_liveness_eviction(reason);
+        }
+        keys.len()
+    }
+
+    /// A rotated token taking over its pod's entry: `Some` when the token's pod uid has a
+    /// servable entry (another token) and the validator accepts the token against the entry's
+    /// identity; then the entry is re-keyed to this token, which it keeps for renewals.
+    async fn continue_rotation(
+        &self,
+        request: &CredentialRequest,
+        key: &TokenDigest,
+    ) -> Option<IssuedCredentials> {
+        let shared = &self.shared;
+        let validator = shared.rotation.as_ref()?;
+        let uid = request
+            .token()
+            .claims()
+            .kubernetes
+            .as_ref()?
+            .pod
+            .as_ref()?
+            .uid
+            .clone();
+        let (old_key, cached, generation) = {
+            let state = shared.lock();
+            if state.entries.contains_key(key) || state.flights.contains_key(key) {
+                return None;
+            }
+            let old_key = *state.by_pod.get(&uid)?;
+            let entry = state.entries.get(&old_key)?;
+            if entry.issued.remaining(shared.clock.now()) <= MIN_REMAINING {
+                return None;
+            }
+            (old_key, entry.kept.identity.clone()?, entry.generation)
+        };
+        let check = validator.validate(request.token(), &cached).await;
+        shared.metrics.record_local_validation(check.result());
+        if let RotationCheck::Failure(reason) = &check {
+            tracing::info!(
+                reason = reason.as_str(),
+                namespace = cached.namespace.as_str(),
+                service_account = cached.service_account.as_str(),
+                "a rotated token failed local validation; asking the upstream"
+            );
+        }
+        if check != RotationCheck::Success {
+            return None;
+        }
+        let mut state = shared.lock();
+        if !state.entries.contains_key(key) {
+            if state
+                .entries
+                .get(&old_key)
+                .is_none_or(|entry| entry.generation != generation)
+            {
+                return None;
+            }
+            state.rekey(old_key, *key, Kept::of(request), &shared.prehash);
+        }
+        shared.hit(&mut state, key)
     }
 
     async fn pass_through(&self, request: &CredentialRequest) -> Outcome {
@@ -451,6 +591,10 @@ struct Shared<S> {
     config: Config,
     clock: SharedWallClock,
     metrics: Metrics,
+    rotation: Option<Arc<dyn RotationValidator>>,
+    pods: Option<Arc<dyn PodLivenessSource>>,
+    /// What the pod view answered last: `VIEW_NONE`, `VIEW_SYNCED` or `VIEW_UNKNOWN`.
+    pod_view: AtomicU8,
     limiter: Option<RateLimiter>,
     /// Upstream calls each client address may start.
     miss_budget: Option<ClientRateLimiter>,
@@ -480,6 +624,9 @@ struct State {
     /// Side index: the seeded 64-bit hash of an entry's kept token → its digest (on a
     /// collision, the latest entry; the others are found by digest).
     by_prehash: HashMap<u64, TokenDigest>,
+    /// Pod uid → the digest of the pod's latest entry (other entries of the pod are found by
+    /// digest).
+    by_pod: HashMap<String, TokenDigest>,
     /// Tokens the upstream refused for good a moment ago.
     refused: Refused,
     /// Renewals wait until then after a throttled renewal.
@@ -520,11 +667,40 @@ impl State {
         if self.by_prehash.get(&entry.prehash) == Some(key) {
             self.by_prehash.remove(&entry.prehash);
         }
+        if let Some(identity) = &entry.kept.identity
+            && self.by_pod.get(&identity.pod_uid) == Some(key)
+        {
+            self.by_pod.remove(&identity.pod_uid);
+        }
         self.recency.remove(&entry.used);
         if let Some(at) = entry.renewal {
             self.schedule.remove(&at);
         }
         Some(entry)
+    }
+
+    /// Moves the entry at `old` to `new`, keeping `kept` (a rotated token of the same pod) for
+    /// renewals; its renewal stays due when it was, or is due now if one was running.
+    fn rekey(
+        &mut self,
+        old: TokenDigest,
+        new: TokenDigest,
+        kept: Kept,
+        prehash: &foldhash::quality::RandomState,
+    ) {
+        let Some(mut entry) = self.remove(&old) else {
+            return;
+        };
+        let at = entry.renewal.take().map_or_else(Instant::now, |(at, _)| at);
+        entry.prehash = prehash.hash_one(kept.token.expose_secret().as_bytes());
+        entry.kept = Arc::new(kept);
+        self.by_prehash.insert(entry.prehash, new);
+        if let Some(identity) = &entry.kept.identity {
+            self.by_pod.insert(identity.pod_uid.clone(), new);
+        }
+        self.recency.insert(entry.used, new);
+        self.entries.insert(new, entry);
+        self.schedule(new, at);
     }
 }
 
@@ -536,6 +712,8 @@ struct Entry {
     issued: IssuedCredentials,
     generation: u64,
     last_read: Instant,
+    /// When the entry was first cached (a rotation keeps it).
+    created: Instant,
     used: u64,
     renewal: Option<(Instant, u64)>,
 }
@@ -546,6 +724,8 @@ struct Kept {
     cluster_name: ClusterName,
     token: SecretString,
     times: TokenTimes,
+    /// Who the token names, when it has the `kubernetes.io` claims.
+    identity: Option<PodIdentity>,
 }
 
 impl Kept {
@@ -554,6 +734,7 @@ impl Kept {
             cluster_name: request.cluster_name().clone(),
             token: request.token().secret().clone(),
             times: TokenTimes::of(request.token()),
+            identity: PodIdentity::of(request.token()),
         }
     }
 
@@ -600,6 +781,12 @@ enum Eviction {
     Idle,
     /// The kept token no longer decodes (cannot happen: decoding is deterministic).
     Undecodable,
+    /// The pod is gone (reported by the pod view).
+    PodGone,
+    /// The pod has finished.
+    PodTerminated,
+    /// The pod is not on this node any more.
+    PodNotFound,
 }
 
 impl<S> Shared<S> {
@@ -709,6 +896,9 @@ impl<S: CredentialSource> Shared<S> {
         let used = state.next();
         let prehash = self.prehash.hash_one(kept.token.expose_secret().as_bytes());
         state.by_prehash.insert(prehash, key);
+        if let Some(identity) = &kept.identity {
+            state.by_pod.insert(identity.pod_uid.clone(), key);
+        }
         state.entries.insert(
             key,
             Entry {
@@ -717,6 +907,7 @@ impl<S: CredentialSource> Shared<S> {
                 issued,
                 generation,
                 last_read: Instant::now(),
+                created: Instant::now(),
                 used,
                 renewal: None,
             },
@@ -755,7 +946,7 @@ impl<S: CredentialSource> Shared<S> {
         } else if now.saturating_duration_since(entry.last_read) >= self.config.idle_timeout {
             Some(Eviction::Idle)
         } else {
-            None
+            self.pod_gone(entry, now)
         };
         let renewal = Renewal {
             key,
@@ -767,6 +958,38 @@ impl<S: CredentialSource> Shared<S> {
             return Some(Err(now));
         }
         Some(Ok(renewal))
+    }
+
+    /// Whether the entry's pod is gone, as the pod view says (none: renew).
+    fn pod_gone(&self, entry: &Entry, now: Instant) -> Option<Eviction> {
+        let pods = self.pods.as_ref()?;
+        let identity = entry.kept.identity.as_ref()?;
+        let state = pods.pod_state(&identity.pod_uid);
+        let synced = state != PodState::Unknown;
+        self.metrics.set_pod_watch_synced(synced);
+        // Logged when it changes, not at every renewal.
+        let was = self.pod_view.swap(
+            if synced { VIEW_SYNCED } else { VIEW_UNKNOWN },
+            Ordering::Relaxed,
+        );
+        if synced && was == VIEW_UNKNOWN {
+            tracing::info!("the pod view is synced; no renewals for gone pods");
+        } else if !synced && was != VIEW_UNKNOWN {
+            tracing::warn!("the pod view is not synced; renewing without knowing whether pods run");
+        }
+        match state {
+            PodState::Terminated => {
+                self.metrics.record_liveness_eviction("terminated");
+                Some(Eviction::PodTerminated)
+            }
+            PodState::NotFound
+                if now.saturating_duration_since(entry.created) >= POD_NOT_FOUND_GRACE =>
+            {
+                self.metrics.record_liveness_eviction("not_found");
+                Some(Eviction::PodNotFound)
+            }
+            _ => None,
+        }
     }
 
     /// Puts a renewal back on the schedule, at the end of the pause, if renewals are paused.

@@ -123,6 +123,24 @@ pub fn credentials_response(issued: &IssuedCredentials) -> Response {
         .into_response()
 }
 
+/// Whether `token` names its pod's uid (the reasons are the missing claim).
+fn pod_uid_present(token: &pod_identity_core::ServiceAccountToken) -> Result<(), AgentError> {
+    let Some(kubernetes) = token.claims().kubernetes.as_ref() else {
+        return Err(AgentError::NoPodUid {
+            reason: "kubernetes.io claim not found",
+        });
+    };
+    match kubernetes.pod.as_ref() {
+        None => Err(AgentError::NoPodUid {
+            reason: "kubernetes.io pod claim not found",
+        }),
+        Some(pod) if pod.uid.is_empty() => Err(AgentError::NoPodUid {
+            reason: "kubernetes.io pod uid is empty",
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Builds the credentials router.
 pub struct CredentialsRouter<S> {
     source: S,
@@ -134,6 +152,7 @@ pub struct CredentialsRouter<S> {
     metrics: Metrics,
     request_timeout: Duration,
     max_header_bytes: usize,
+    require_pod_uid: bool,
 }
 
 impl<S> fmt::Debug for CredentialsRouter<S> {
@@ -163,6 +182,7 @@ impl<S: CredentialSource> CredentialsRouter<S> {
             metrics: Metrics::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            require_pod_uid: false,
         }
     }
 
@@ -209,6 +229,14 @@ impl<S: CredentialSource> CredentialsRouter<S> {
         self
     }
 
+    /// Whether a token must carry the `kubernetes.io` pod uid claim (on when the cache keys
+    /// rotated tokens by pod): a token without it gets 400 `failed to get pod uid from service
+    /// account token: <reason>` before any upstream call.
+    pub fn require_pod_uid(mut self, require: bool) -> Self {
+        self.require_pod_uid = require;
+        self
+    }
+
     /// The router: `/v1/credentials` (any method) and 404 elsewhere.
     pub fn into_router(self) -> Router {
         let state = Arc::new(Handler {
@@ -218,6 +246,7 @@ impl<S: CredentialSource> CredentialsRouter<S> {
             clock: self.clock,
             request_timeout: self.request_timeout,
             max_header_bytes: self.max_header_bytes,
+            require_pod_uid: self.require_pod_uid,
         });
         Router::new()
             .route(CREDENTIALS_PATH, any(handle::<S>))
@@ -239,6 +268,7 @@ struct Handler<S> {
     clock: SharedWallClock,
     request_timeout: Duration,
     max_header_bytes: usize,
+    require_pod_uid: bool,
 }
 
 impl<S: CredentialSource> Handler<S> {
@@ -276,6 +306,9 @@ impl<S: CredentialSource> Handler<S> {
             return Self::servable(issued.servable(self.clock.now()));
         }
         let token = self.validator.validate_token(authorization)?;
+        if self.require_pod_uid {
+            pod_uid_present(&token)?;
+        }
         let client = request
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -544,6 +577,42 @@ mod tests {
             .clock(wall_clock())
             .metrics(metrics.clone())
             .build()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_pod_uids_required_a_token_without_one_gets_400_before_any_upstream_call() {
+        let source = FakeSource::new(wall_clock());
+        let router = CredentialsRouter::new("demo".parse().unwrap(), source.clone())
+            .clock(wall_clock())
+            .rate_limit(0, 0)
+            .require_pod_uid(true)
+            .into_router();
+        let mut claims: serde_json::Value = serde_json::json!({
+            "aud": ["pods.eks.amazonaws.com"],
+            "exp": START_SECS + 3600,
+            "iat": START_SECS,
+            "iss": "https://oidc.eks.us-west-2.amazonaws.com/id/EXAMPLE",
+            "sub": "system:serviceaccount:default:app",
+            "kubernetes.io": {
+                "namespace": "default",
+                "serviceaccount": {"name": "app", "uid": "sa-uid"}
+            }
+        });
+        let no_pod = jwt(&claims);
+        assert_eq!(
+            answer(&router, HOST, Some(&no_pod)).await,
+            (
+                400,
+                "failed to get pod uid from service account token: kubernetes.io pod claim not found\n"
+                    .into()
+            )
+        );
+        claims["kubernetes.io"] = serde_json::Value::Null;
+        let no_kubernetes = jwt(&claims);
+        assert_eq!(answer(&router, HOST, Some(&no_kubernetes)).await.0, 400);
+        assert_eq!(source.calls(), 0);
+        assert_eq!(answer(&router, HOST, Some(&day_token("p"))).await.0, 200);
+        assert_eq!(source.calls(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -46,3 +46,57 @@ pub use jwks::{
 };
 pub use liveness::{GoneReason, PodGone, PodLiveness, PodWatch, PodWatchBuilder};
 pub use version::{GateAnswer, KubernetesVersion, VersionGate};
+
+use std::sync::Arc;
+
+use pod_identity_core::ServiceAccountToken;
+
+use crate::cache::{
+    BoxFuture, PodIdentity, PodLivenessSource, PodState, RotationCheck, RotationValidator,
+};
+
+impl RotationValidator for RotationVerifier {
+    fn validate<'a>(
+        &'a self,
+        token: &'a ServiceAccountToken,
+        cached: &'a PodIdentity,
+    ) -> BoxFuture<'a, RotationCheck> {
+        Box::pin(async move {
+            let cached = TokenIdentity {
+                issuer: cached.issuer.clone(),
+                namespace: cached.namespace.clone(),
+                service_account: cached.service_account.clone(),
+                pod_uid: cached.pod_uid.clone(),
+            };
+            match self.validate_rotation(token, &cached).await {
+                LocalValidation::Success(_) => RotationCheck::Success,
+                LocalValidation::Failure(error) => RotationCheck::Failure(error.to_string()),
+                _ => RotationCheck::Skipped,
+            }
+        })
+    }
+}
+
+impl PodLivenessSource for PodWatch {
+    fn pod_state(&self, pod_uid: &str) -> PodState {
+        match self.liveness(pod_uid) {
+            PodLiveness::Alive => PodState::Alive,
+            PodLiveness::Terminated => PodState::Terminated,
+            PodLiveness::NotFound => PodState::NotFound,
+            _ => PodState::Unknown,
+        }
+    }
+}
+
+/// The label of `pod_identity_liveness_evictions` for a pod reported gone.
+pub fn gone_reason_label(reason: GoneReason) -> &'static str {
+    match reason {
+        GoneReason::Terminated => "terminated",
+        _ => "deleted",
+    }
+}
+
+/// A shared handle to a [`PodWatch`] for [`CredentialCacheBuilder::pod_liveness`](crate::cache::CredentialCacheBuilder::pod_liveness).
+pub fn pod_liveness(watch: PodWatch) -> Arc<dyn PodLivenessSource> {
+    Arc::new(watch)
+}

@@ -181,6 +181,7 @@ mod test_support;
 use std::error::Error as StdError;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pod_identity_core::ClusterName;
@@ -231,6 +232,28 @@ struct Settings {
     drain_timeout: Duration,
     connection_limits: ConnectionLimits,
     allow_wildcard_bind: bool,
+    pods: PodBlocks,
+}
+
+/// Evicts every cached entry of the pod with the uid given, counting the eviction under the
+/// reason given (`deleted`, `terminated`); returns how many went.
+pub type PodEvictor = Arc<dyn Fn(&str, &'static str) -> usize + Send + Sync>;
+
+/// The cache's optional pod blocks (see [`CredentialCacheBuilder`](cache::CredentialCacheBuilder)).
+#[derive(Clone, Default)]
+struct PodBlocks {
+    rotation: Option<Arc<dyn cache::RotationValidator>>,
+    liveness: Option<Arc<dyn cache::PodLivenessSource>>,
+    evictor: Option<Arc<OnceLock<PodEvictor>>>,
+}
+
+impl fmt::Debug for PodBlocks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PodBlocks")
+            .field("rotation", &self.rotation.is_some())
+            .field("liveness", &self.liveness.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> fmt::Debug for AgentBuilder<S> {
@@ -277,6 +300,7 @@ impl<S: CredentialSource> AgentBuilder<S> {
                 drain_timeout: server::DEFAULT_DRAIN_TIMEOUT,
                 connection_limits: ConnectionLimits::default(),
                 allow_wildcard_bind: false,
+                pods: PodBlocks::default(),
             },
         }
     }
@@ -409,6 +433,29 @@ impl<S: CredentialSource> AgentBuilder<S> {
         self
     }
 
+    /// Validates pods' rotated tokens locally (see
+    /// [`CredentialCacheBuilder::rotation_validator`](cache::CredentialCacheBuilder::rotation_validator));
+    /// with it, and caching on, a token without a pod uid claim gets 400 before any upstream
+    /// call (the cache is keyed by pod, as the reference's 0.2 line).
+    pub fn rotation_validator(mut self, validator: Arc<dyn cache::RotationValidator>) -> Self {
+        self.settings.pods.rotation = Some(validator);
+        self
+    }
+
+    /// No renewals for gone pods (see
+    /// [`CredentialCacheBuilder::pod_liveness`](cache::CredentialCacheBuilder::pod_liveness)).
+    pub fn pod_liveness(mut self, pods: Arc<dyn cache::PodLivenessSource>) -> Self {
+        self.settings.pods.liveness = Some(pods);
+        self
+    }
+
+    /// Filled, when the cache is built, with a [`PodEvictor`] for it: what a pod watch calls
+    /// when a pod goes.
+    pub fn pod_evictor(mut self, slot: Arc<OnceLock<PodEvictor>>) -> Self {
+        self.settings.pods.evictor = Some(slot);
+        self
+    }
+
     /// The credentials router alone (source → cache → handler), to serve it yourself.
     pub fn into_router(self) -> axum::Router {
         self.settings.router(self.source)
@@ -443,8 +490,25 @@ impl Settings {
             .client_miss_budget(self.client_miss_budget.0, self.client_miss_budget.1)
             .refused_ttl(self.refused_ttl)
             .clock(self.clock.clone())
-            .metrics(self.metrics.clone())
-            .build();
+            .metrics(self.metrics.clone());
+        let cache = match &self.pods.rotation {
+            Some(validator) => cache.rotation_validator(Arc::clone(validator)),
+            None => cache,
+        };
+        let cache = match &self.pods.liveness {
+            Some(pods) => cache.pod_liveness(Arc::clone(pods)),
+            None => cache,
+        };
+        let cache = cache.build();
+        if let Some(slot) = &self.pods.evictor {
+            let evicting = cache.clone();
+            let evictor: PodEvictor =
+                Arc::new(move |uid: &str, reason: &'static str| evicting.evict_pod(uid, reason));
+            if slot.set(evictor).is_err() {
+                tracing::warn!("a pod evictor was already set; the new cache's is not used");
+            }
+        }
+        let require_pod_uid = self.pods.rotation.is_some() && cache.is_enabled();
         let hosts = self
             .allowed_hosts
             .clone()
@@ -456,6 +520,7 @@ impl Settings {
             .clock(self.clock.clone())
             .metrics(self.metrics.clone())
             .max_header_bytes(self.max_header_bytes)
+            .require_pod_uid(require_pod_uid)
             .into_router()
     }
 }

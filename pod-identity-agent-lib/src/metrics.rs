@@ -23,6 +23,9 @@
 //! | `pod_identity_connections_refused` | counter by `listener` (`credentials`, `probe`, `metrics`) and `reason` (`max_connections`, `max_connections_per_client`): connections closed at once at a cap |
 //! | `pod_identity_requests_limited` | counter by `reason`: requests answered 429 by the per-client rate (`client_rate`), the overall rate (`rate`) or the per-client miss budget (`client_misses`) |
 //! | `pod_identity_refused_tokens_served` | counter: requests answered from the short-lived cache of refused tokens, without an upstream call |
+//! | `pod_identity_local_validation` | counter by `result` (`success`, `failure`, `skipped`): a pod's rotated token validated locally against its cached entry |
+//! | `pod_identity_liveness_evictions` | counter by `reason` (`deleted`, `terminated`, `not_found`): entries evicted because their pod is gone |
+//! | `pod_identity_pod_watch_synced` | gauge: 1 while the watch of this node's pods is synced, 0 while the cache fails open (renews as without it) |
 //!
 //! [`metrics_router`] also serves the standard process series of the Prometheus clients, read
 //! from `/proc/self` on Linux (absent elsewhere): `process_cpu_seconds_total`,
@@ -132,6 +135,9 @@ struct Protection {
     connections_refused: Family<RefusedLabels, Counter>,
     requests_limited: Family<LimitedLabel, Counter>,
     refused_tokens_served: Counter,
+    local_validation: Family<ResultLabel, Counter>,
+    liveness_evictions: Family<ReasonLabel, Counter>,
+    pod_watch_synced: Gauge,
 }
 
 impl Protection {
@@ -155,6 +161,21 @@ impl Protection {
             "pod_identity_refused_tokens_served",
             "Credential requests answered from the cache of refused tokens",
             self.refused_tokens_served.clone(),
+        );
+        registry.register(
+            "pod_identity_local_validation",
+            "Rotated tokens validated locally against the cached entry of their pod, by result",
+            self.local_validation.clone(),
+        );
+        registry.register(
+            "pod_identity_liveness_evictions",
+            "Cache entries evicted because their pod is gone, by reason",
+            self.liveness_evictions.clone(),
+        );
+        registry.register(
+            "pod_identity_pod_watch_synced",
+            "1 while the watch of this node's pods is synced, 0 while the cache fails open",
+            self.pod_watch_synced.clone(),
         );
     }
 }
@@ -351,6 +372,34 @@ impl Metrics {
         self.inner.protection.refused_tokens_served.inc();
     }
 
+    /// Counts one local validation of a rotated token (`result`: `success`, `failure`,
+    /// `skipped`).
+    pub fn record_local_validation(&self, result: &'static str) {
+        self.inner
+            .protection
+            .local_validation
+            .get_or_create(&ResultLabel { result })
+            .inc();
+    }
+
+    /// Counts one entry evicted because its pod is gone (`reason`: `deleted`, `terminated`,
+    /// `not_found`).
+    pub fn record_liveness_eviction(&self, reason: &'static str) {
+        self.inner
+            .protection
+            .liveness_evictions
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Sets whether the watch of this node's pods is synced.
+    pub fn set_pod_watch_synced(&self, synced: bool) {
+        self.inner
+            .protection
+            .pod_watch_synced
+            .set(i64::from(synced));
+    }
+
     /// Sets the number of entries in the credential cache.
     pub fn set_cache_size(&self, entries: usize) {
         self.inner
@@ -508,6 +557,16 @@ struct RefusedLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitedLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
     reason: &'static str,
 }
 

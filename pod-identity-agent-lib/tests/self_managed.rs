@@ -1022,3 +1022,49 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
         self.clone()
     }
 }
+
+#[tokio::test]
+async fn a_rotated_token_of_the_same_pod_is_served_from_its_entry_after_local_verification() {
+    use pod_identity_agent_lib::CredentialCache;
+
+    let issuer = issuer(&jwks(&[&keys()[1]])).await;
+    let sts = sts().await;
+    let verifier = verifier(&issuer).await;
+    let source = source(verifier.clone(), associations(&[association()]), &sts).await;
+    let cache = CredentialCache::builder(source)
+        .clock(clock())
+        .rotation_validator(Arc::new(verifier))
+        .build();
+    let first = keys()[1].sign(&claims(&issuer.uri()));
+    cache.get(&request(&first)).await.unwrap();
+    assert_eq!(sts_calls(&sts).await.len(), 1);
+
+    // kubelet's rotation: new jti and times, same pod.
+    let mut rotated = claims(&issuer.uri());
+    rotated["jti"] = json!("7d3c2f0b");
+    rotated["iat"] = json!(START + 60);
+    rotated["exp"] = json!(START + 86_460);
+    let rotated = keys()[1].sign(&rotated);
+    let served = cache.get(&request(&rotated)).await.unwrap();
+    assert_eq!(served.credentials().access_key_id, "ASIAPOD");
+    assert_eq!(
+        sts_calls(&sts).await.len(),
+        1,
+        "no STS call for the rotation"
+    );
+
+    // Another service account of the same pod uid is not served from the entry: its own
+    // path (here: no association, 404 without STS).
+    let mut other = claims(&issuer.uri());
+    other["jti"] = json!("0a1b2c3d");
+    other["kubernetes.io"]["serviceaccount"]["name"] = json!("admin");
+    other["sub"] = json!("system:serviceaccount:default:admin");
+    let other = keys()[1].sign(&other);
+    assert!(cache.get(&request(&other)).await.is_err());
+    // A token by a key the issuer does not publish is refused as well.
+    let mut forged = claims(&issuer.uri());
+    forged["jti"] = json!("feedbeef");
+    let forged = rotated_rsa().sign(&forged);
+    assert!(cache.get(&request(&forged)).await.is_err());
+    assert_eq!(sts_calls(&sts).await.len(), 1);
+}

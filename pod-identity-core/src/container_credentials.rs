@@ -295,6 +295,12 @@ pub enum AgentError {
         /// What is wrong with the request.
         reason: &'static str,
     },
+    /// The token has no pod uid claim while the agent keys its cache by pod (the reference's
+    /// 0.2 line). 400, body `failed to get pod uid from service account token: <reason>`.
+    NoPodUid {
+        /// Which claim is missing.
+        reason: &'static str,
+    },
 }
 
 impl AgentError {
@@ -308,7 +314,7 @@ impl AgentError {
             AgentError::TooManyRequests => 429,
             AgentError::NotFound => 404,
             AgentError::HeadersTooLarge => 431,
-            AgentError::BadRequest { .. } => 400,
+            AgentError::BadRequest { .. } | AgentError::NoPodUid { .. } => 400,
         }
     }
 
@@ -357,6 +363,10 @@ impl fmt::Display for AgentError {
             AgentError::NotFound => f.write_str("404 page not found"),
             AgentError::HeadersTooLarge => f.write_str("431 Request Header Fields Too Large"),
             AgentError::BadRequest { reason } => write!(f, "400 Bad Request: {reason}"),
+            AgentError::NoPodUid { reason } => write!(
+                f,
+                "failed to get pod uid from service account token: {reason}"
+            ),
         }
     }
 }

@@ -5,9 +5,12 @@
 //! ```
 //!
 //! 1. Starts the EKS Auth simulator (agent-lib feature `simulator`) on loopback with one
-//!    association and mints the pod's service-account token into a temporary token file.
-//! 2. Starts an agent assembled from agent-lib: `EksAuthSource` pointed at the simulator,
-//!    signing with the simulator's node credentials.
+//!    association and mints the pod's service-account token, signed with a cluster key made
+//!    here, into a temporary token file.
+//! 2. Starts a loopback Kubernetes API (`/version` 1.34, `/openid/v1/jwks` with that key) and an
+//!    agent assembled from agent-lib: `EksAuthSource` pointed at the simulator, signing with the
+//!    simulator's node credentials, and a `RotationVerifier` (feature `kubernetes`) for rotated
+//!    tokens.
 //! 3. Builds an aws-config `SdkConfig` with `PodIdentityCredentialsProvider` pointed at the agent
 //!    (full URI and token file through the builder, not the environment) and makes a signed
 //!    `aws-sdk-sts` `GetCallerIdentity` call to the simulator's STS target, which verifies the
@@ -16,7 +19,9 @@
 //!    in the background within seconds. A caller loop keeps reading credentials meanwhile; the
 //!    provider's counters show that no caller ever waited for a fetch, and a second signed call
 //!    shows the renewed credentials verify.
-//! 5. Prints the trace of every hop (access key ids only: no secret key, session token or
+//! 5. Makes EKS Auth fail every call, rotates the pod's token (same pod, new `jti`, `iat`,
+//!    `exp`) and asks the agent with it: 200 with the cached credentials, no EKS Auth call.
+//! 6. Prints the trace of every hop (access key ids only: no secret key, session token or
 //!    service-account token) and exits 0, or non-zero when a check fails.
 //!
 //! Nothing talks to AWS. `RUST_LOG` changes which component events are traced.
@@ -27,15 +32,22 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
 use aws_config::identity::IdentityCache;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair as _};
 use aws_sdk_sts::config::{Credentials, Region};
 use aws_sdk_sts::error::DisplayErrorContext;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use pod_identity_agent_lib::cache::MIN_REMAINING;
+use pod_identity_agent_lib::kubernetes::{ClientConfig, KubeClient, RotationVerifier, VersionGate};
 use pod_identity_agent_lib::server::shutdown_signal;
+use pod_identity_agent_lib::simulator::Times;
 use pod_identity_agent_lib::simulator::{
     DEFAULT_CLUSTER_NAME, EksAuthSimulator, NodeCredentials, PodToken, load_associations,
     mint_token,
@@ -44,7 +56,7 @@ use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
 use pod_identity_core::endpoint::{
     CREDENTIALS_PATH, ENV_AUTHORIZATION_TOKEN_FILE, ENV_FULL_URI, TOKEN_FILE_PATH,
 };
-use pod_identity_core::{Association, ClusterName, SecretString};
+use pod_identity_core::{Association, ClusterName, EksAuthErrorCode, SecretString};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider, RefreshWindows};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -131,12 +143,15 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
     let sim_server = simulator.serve(loopback(0)?).await?;
     let sim_url = sim_server.endpoint_url();
     let pod_name = format!("{}-{POD_SUFFIX}", association.service_account);
-    let token = mint_token(&PodToken::new(
+    let cluster_keys = ClusterKeys::generate()?;
+    // Issued a minute ago, so the rotated token's iat and exp differ.
+    let pod_token = PodToken::new(
         association.namespace.clone(),
         association.service_account.clone(),
         pod_name.as_str(),
-        clock::now(),
-    ));
+        clock::now() - Duration::from_secs(60),
+    );
+    let token = cluster_keys.sign(&mint_token(&pod_token))?;
     let token_dir = tempfile::tempdir()?;
     let token_file = token_dir.path().join("eks-pod-identity-token");
     std::fs::write(&token_file, token.expose_secret())?;
@@ -190,7 +205,15 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
         .endpoint_url(&sim_url)
         .build()
         .await?;
-    let agent = Agent::start(cluster.clone(), source).await?;
+    let api = cluster_keys.serve_api().await?;
+    let key_dir = tempfile::tempdir()?;
+    let client = KubeClient::new(ClientConfig::new(format!("http://{api}")))?;
+    let verifier = RotationVerifier::builder(client.clone())
+        .version_gate(VersionGate::new(client))
+        .cache_path(Some(key_dir.path().join("jwks-cache.json")))
+        .build()
+        .await;
+    let agent = Agent::start(cluster.clone(), source, verifier).await?;
     let full_uri = format!("http://{}{CREDENTIALS_PATH}", agent.addr);
     println!(
         "    credentials endpoint    {full_uri} (on EKS: http://169.254.170.23/v1/credentials)"
@@ -198,6 +221,10 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
     println!(
         "    EKS Auth calls go to    {sim_url}, signed with {}",
         node.access_key_id()
+    );
+    println!(
+        "    Kubernetes API          http://{api} (version 1.34, the cluster's signing keys): \
+         rotated tokens are validated locally"
     );
 
     // 3. The provider, through aws-config, and a signed SDK call.
@@ -301,9 +328,37 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
         }
     };
 
-    // 5. Summary.
+    // 5. kubelet rotates the pod's token while EKS Auth is down.
+    step(5, "token rotation during an EKS Auth outage");
+    let cached = provider.credentials().await?;
+    simulator.fail(EksAuthErrorCode::ServiceUnavailable, Times::Always);
+    let calls_before = simulator.request_count();
+    let mut rotated = pod_token.clone();
+    rotated.jti = format!("{}-rotated", pod_token.jti);
+    rotated.issued_at = clock::now();
+    let rotated = cluster_keys.sign(&mint_token(&rotated))?;
+    let (status, access_key_id) = credentials_request(agent.addr, &rotated).await?;
+    let outage_calls = simulator.request_count() - calls_before;
+    simulator.clear_failures();
+    if status != 200 || access_key_id != cached.access_key_id() || outage_calls != 0 {
+        return Err(format!(
+            "the rotated token got {status} {access_key_id} with {outage_calls} EKS Auth call(s)"
+        )
+        .into());
+    }
+    println!(
+        "    EKS Auth answers ServiceUnavailable to every call; the pod presents a rotated token \
+         (same pod uid, issuer, namespace and service account; new jti, iat, exp)"
+    );
+    println!(
+        "    rotated token served from the cache: 200 {access_key_id}, {outage_calls} EKS Auth \
+         calls; the agent checked its signature against the cluster's keys and kept it for \
+         renewals"
+    );
+
+    // 6. Summary.
     let sts_calls = if refresh { 2 } else { 1 };
-    step(5, "done");
+    step(6, "done");
     println!(
         "    {}, {} EKS Auth call(s), {sts_calls} signed STS call(s) verified; only access \
          key ids were shown (secret keys, session tokens and the pod token stay redacted)",
@@ -483,8 +538,13 @@ struct Agent {
 }
 
 impl Agent {
-    async fn start(cluster: ClusterName, source: EksAuthSource) -> Result<Self, BoxError> {
+    async fn start(
+        cluster: ClusterName,
+        source: EksAuthSource,
+        verifier: RotationVerifier,
+    ) -> Result<Self, BoxError> {
         let server = AgentBuilder::new(cluster, source)
+            .rotation_validator(Arc::new(verifier))
             .bind_hosts([HOST])
             .port(0)
             .probe_addr(None)
@@ -507,6 +567,111 @@ impl Agent {
         let _ = self.stop.send(());
         let _ = self.task.await;
     }
+}
+
+/// The cluster's service-account signing key (ES256), and a loopback Kubernetes API server
+/// answering `/version` and `/openid/v1/jwks` with it.
+struct ClusterKeys {
+    key: Arc<EcdsaKeyPair>,
+}
+
+impl ClusterKeys {
+    const KID: &'static str = "demo-cluster-key-1";
+
+    fn generate() -> Result<Self, BoxError> {
+        let key = EcdsaKeyPair::generate(&signature::ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|_| "cannot generate the cluster's signing key")?;
+        Ok(Self { key: Arc::new(key) })
+    }
+
+    /// `token` (a minted JWT) signed with this key: its claims under an ES256 header.
+    fn sign(&self, token: &SecretString) -> Result<SecretString, BoxError> {
+        let claims = token
+            .expose_secret()
+            .split('.')
+            .nth(1)
+            .ok_or("a minted token without claims")?;
+        let header = serde_json::json!({"alg": "ES256", "kid": Self::KID}).to_string();
+        let signed = format!("{}.{claims}", URL_SAFE_NO_PAD.encode(header));
+        let signature = self
+            .key
+            .sign(&SystemRandom::new(), signed.as_bytes())
+            .map_err(|_| "cannot sign the pod's token")?;
+        Ok(SecretString::new(format!(
+            "{signed}.{}",
+            URL_SAFE_NO_PAD.encode(signature.as_ref())
+        )))
+    }
+
+    fn jwks(&self) -> String {
+        // An uncompressed P-256 point: 0x04, x, y.
+        let point = self.key.public_key().as_ref();
+        let (x, y) = point
+            .get(1..)
+            .unwrap_or_default()
+            .split_at(point.len().saturating_sub(1) / 2);
+        serde_json::json!({"keys": [{
+            "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": Self::KID,
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        }]})
+        .to_string()
+    }
+
+    async fn serve_api(&self) -> Result<SocketAddr, BoxError> {
+        use axum::http::header::CONTENT_TYPE;
+        let jwks = self.jwks();
+        let router = axum::Router::new()
+            .route(
+                "/version",
+                axum::routing::get(|| async {
+                    (
+                        [(CONTENT_TYPE, "application/json")],
+                        r#"{"major":"1","minor":"34","gitVersion":"v1.34.0"}"#,
+                    )
+                }),
+            )
+            .route(
+                "/openid/v1/jwks",
+                axum::routing::get(
+                    move || async move { ([(CONTENT_TYPE, "application/json")], jwks) },
+                ),
+            );
+        let listener = tokio::net::TcpListener::bind(loopback(0)?).await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(addr)
+    }
+}
+
+/// One credential request to the agent with `token`, as a pod's SDK makes it: the status and
+/// the `AccessKeyId` answered.
+async fn credentials_request(
+    agent: SocketAddr,
+    token: &SecretString,
+) -> Result<(u16, String), BoxError> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(agent).await?;
+    let request = format!(
+        "GET {CREDENTIALS_PATH} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {}\r\n\
+         Connection: close\r\n\r\n",
+        token.expose_secret()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or("the agent's answer has no status")?;
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let access_key_id = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|json| json["AccessKeyId"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Ok((status, access_key_id))
 }
 
 fn print_environment(full_uri: &str, token_file: &Path, sim_url: &str, region: &str) {

@@ -504,3 +504,39 @@ struct Discovery {
     issuer: Option<String>,
     jwks_uri: String,
 }
+
+/// Pod-uid continuity in self-managed mode: a rotated token takes over its pod's cached
+/// credentials when it verifies here (signature, issuer, audience, times, pod claims) and
+/// names the cached entry's issuer, namespace, service account and pod uid.
+impl crate::cache::RotationValidator for TokenVerifier {
+    fn validate<'a>(
+        &'a self,
+        token: &'a ServiceAccountToken,
+        cached: &'a crate::cache::PodIdentity,
+    ) -> crate::cache::BoxFuture<'a, crate::cache::RotationCheck> {
+        use crate::cache::RotationCheck;
+        Box::pin(async move {
+            let pod = match self.verify(token).await {
+                Ok(pod) => pod,
+                Err(error) => return RotationCheck::Failure(error.to_string()),
+            };
+            let mismatch = if token.claims().iss != cached.issuer {
+                Some("issuer")
+            } else if pod.namespace.as_str() != cached.namespace {
+                Some("namespace")
+            } else if pod.service_account.as_str() != cached.service_account {
+                Some("service account")
+            } else if pod.pod_uid != cached.pod_uid {
+                Some("pod uid")
+            } else {
+                None
+            };
+            match mismatch {
+                Some(what) => RotationCheck::Failure(format!(
+                    "rotated token names another {what} than the cached one"
+                )),
+                None => RotationCheck::Success,
+            }
+        })
+    }
+}

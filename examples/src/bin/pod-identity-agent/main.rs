@@ -14,6 +14,14 @@
 //! (and STS); `AWS_CA_BUNDLE` names a PEM file of certificates trusted for them in addition to
 //! the system's (isolated partitions, TLS-inspecting proxies).
 //!
+//! With a Kubernetes configuration (in the cluster: the pod's service-account token and CA;
+//! else `KUBECONFIG`), `server` also validates pods' rotated tokens locally against the API
+//! server's keys (kept at `--jwks-cache-path`) so a pod keeps its cached credentials across
+//! token rotation without EKS Auth, and watches this node's pods (`--eks-node-name`, else
+//! `NODE_NAME`) to drop the credentials of deleted and finished pods instead of renewing them.
+//! `--rotation-validation=false` and `--pod-liveness=false` turn each off; without a
+//! configuration the agent warns and runs without them.
+//!
 //! `-v/--verbosity` (logrus levels `panic`, `fatal`, `error`, `warn`/`warning`, `info`,
 //! `debug`, `trace`, or a tracing filter directive) and `--log-format` go before or after the
 //! subcommand. Logs are the reference's logrus JSON lines on stdout (see `logging.rs`).
@@ -22,6 +30,7 @@ mod logging;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -252,6 +261,25 @@ struct ServerArgs {
     /// (`--rotate-credentials true`); true/false as Go reads them (1, t, TRUE, 0, f, False, …).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
     rotate_credentials: Option<bool>,
+
+    /// Validate a pod's rotated service-account token locally against the API server's keys
+    /// (Kubernetes 1.34 and later), so the pod keeps its cached credentials without an EKS Auth
+    /// call; `--rotation-validation=false` turns it off. With it, a token without a pod uid
+    /// claim gets 400. Needs a Kubernetes configuration (in-cluster or KUBECONFIG); without
+    /// one the agent runs without it.
+    #[arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    rotation_validation: bool,
+
+    /// Watch this node's pods (node name from --eks-node-name, else NODE_NAME) and drop the
+    /// cached credentials of deleted and finished pods instead of renewing them;
+    /// `--pod-liveness=false` turns it off. Until the watch is synced, renewals go on as
+    /// without it.
+    #[arg(long, num_args = 0..=1, default_value = "true", default_missing_value = "true", value_parser = parse_go_bool, value_name = "BOOL")]
+    pod_liveness: bool,
+
+    /// Where the API server's signing keys are kept for when it is unreachable.
+    #[arg(long, value_name = "PATH", default_value = pod_identity_agent_lib::kubernetes::jwks::DEFAULT_CACHE_PATH)]
+    jwks_cache_path: std::path::PathBuf,
 }
 
 /// Bounds on what one pod can make the agent do (every pod on the node can reach it).
@@ -427,7 +455,7 @@ async fn server(args: ServerArgs) -> ExitCode {
         }
     };
 
-    serve(&args, source).await
+    serve(&args, source, Blocks::Kubernetes).await
 }
 
 /// Runs the agent with `pod_identity_agent_lib::self_managed::SelfManagedSource`.
@@ -469,6 +497,7 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let continuity = Blocks::Verifier(Arc::new(verifier.clone()));
     let mut source = SelfManagedSource::builder(verifier, store)
         .session_duration(args.session_duration)
         .fips(server.fips);
@@ -494,7 +523,7 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
         source = source.cluster_arn(arn.clone());
     }
     match source.build().await {
-        Ok(source) => serve(server, source).await,
+        Ok(source) => serve(server, source, continuity).await,
         Err(error) => {
             tracing::error!(error = %error, "cannot configure STS");
             ExitCode::FAILURE
@@ -571,9 +600,91 @@ fn trusted_certificates(pem: &[u8]) -> Result<usize, String> {
 }
 
 /// Assembles the agent around `source` with the server flags and serves until a signal.
+/// The binary's environment seam for what the libraries read at start-up.
+fn env_var(key: &str) -> Option<String> {
+    #[allow(clippy::disallowed_methods)]
+    std::env::var(key).ok()
+}
+
+/// Adds the Kubernetes blocks the flags ask for to `agent`; without a Kubernetes configuration
+/// (or a node name, for the pod watch) the agent runs without them, as before.
+async fn kubernetes_blocks<S: pod_identity_agent_lib::CredentialSource>(
+    args: &ServerArgs,
+    mut agent: AgentBuilder<S>,
+) -> AgentBuilder<S> {
+    use pod_identity_agent_lib::PodEvictor;
+    use pod_identity_agent_lib::kubernetes::{
+        ClientConfig, KubeClient, PodWatch, RotationVerifier, VersionGate, gone_reason_label,
+        liveness,
+    };
+
+    if !args.rotation_validation && !args.pod_liveness {
+        return agent;
+    }
+    let client = match ClientConfig::infer(&env_var)
+        .map_err(|error| error.to_string())
+        .and_then(|config| KubeClient::new(config).map_err(|error| error.to_string()))
+    {
+        Ok(client) => client,
+        Err(error) => {
+            tracing::warn!(
+                error = %error,
+                "no Kubernetes API client; running without rotation validation and pod liveness"
+            );
+            return agent;
+        }
+    };
+    if args.rotation_validation {
+        let verifier = RotationVerifier::builder(client.clone())
+            .version_gate(VersionGate::new(client.clone()))
+            .cache_path(Some(args.jwks_cache_path.clone()))
+            .build()
+            .await;
+        tracing::info!(keys = ?verifier.keys_source(), "rotated tokens are validated locally");
+        agent = agent.rotation_validator(Arc::new(verifier));
+    }
+    if args.pod_liveness {
+        let Some(node) = liveness::node_name(args.eks_node_name.as_deref(), &env_var) else {
+            tracing::warn!(
+                "no node name (--eks-node-name or NODE_NAME); running without pod liveness"
+            );
+            return agent;
+        };
+        let slot: Arc<OnceLock<PodEvictor>> = Arc::new(OnceLock::new());
+        let evictor = Arc::clone(&slot);
+        let watch = PodWatch::builder(client, node.clone())
+            .on_pod_gone(move |pod| {
+                if let Some(evict) = evictor.get() {
+                    evict(&pod.uid, gone_reason_label(pod.reason));
+                }
+            })
+            .start();
+        match watch {
+            Ok(watch) => {
+                tracing::info!(node = %node, "watching this node's pods");
+                agent = agent.pod_liveness(Arc::new(watch)).pod_evictor(slot);
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot watch this node's pods; running without pod liveness");
+            }
+        }
+    }
+    agent
+}
+
+/// What the cache learns about pods.
+enum Blocks {
+    /// The Kubernetes API blocks the flags ask for (EKS mode).
+    Kubernetes,
+    /// Rotated tokens validated by this verifier (self-managed mode, which verifies every token
+    /// locally anyway), unless `--rotation-validation=false`.
+    Verifier(Arc<dyn cache::RotationValidator>),
+}
+
 async fn serve<S: pod_identity_agent_lib::CredentialSource>(
     args: &ServerArgs,
     source: S,
+    blocks: Blocks,
 ) -> ExitCode {
     let agent = AgentBuilder::new(args.cluster_name.clone(), source)
         .bind_hosts(args.bind_hosts.clone())
@@ -606,6 +717,13 @@ async fn serve<S: pod_identity_agent_lib::CredentialSource>(
         .client_miss_budget(protection.client_miss_rate, protection.client_miss_burst)
         .refused_ttl(protection.refused_token_ttl)
         .allow_wildcard_bind(protection.allow_wildcard_bind);
+    let agent = match blocks {
+        Blocks::Kubernetes => kubernetes_blocks(args, agent).await,
+        Blocks::Verifier(verifier) if args.rotation_validation => {
+            agent.rotation_validator(verifier)
+        }
+        Blocks::Verifier(_) => agent,
+    };
     tracing::info!(
         cluster = %args.cluster_name,
         version = env!("CARGO_PKG_VERSION"),
@@ -1110,6 +1228,37 @@ mod tests {
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
+    }
+
+    #[test]
+    fn the_kubernetes_blocks_are_on_by_default_and_each_can_be_turned_off() {
+        let parse = |extra: &[&str]| {
+            let cli = Cli::try_parse_from(
+                ["pod-identity-agent", "server", "-c", "lab"]
+                    .iter()
+                    .chain(extra),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+            let Command::Server(args) = cli.command else {
+                panic!("not server");
+            };
+            args
+        };
+        let args = parse(&[]);
+        assert!(args.rotation_validation && args.pod_liveness);
+        assert_eq!(
+            args.jwks_cache_path,
+            std::path::Path::new("/var/lib/eks-pod-identity-agent/jwks-cache.json")
+        );
+        let args = parse(&["--rotation-validation=false", "--pod-liveness", "false"]);
+        assert!(!args.rotation_validation && !args.pod_liveness);
+        let args = parse(&[
+            "--pod-liveness=false",
+            "--jwks-cache-path",
+            "/tmp/keys.json",
+        ]);
+        assert!(args.rotation_validation && !args.pod_liveness);
+        assert_eq!(args.jwks_cache_path, std::path::Path::new("/tmp/keys.json"));
     }
 
     #[test]
