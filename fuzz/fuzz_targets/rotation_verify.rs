@@ -7,8 +7,9 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
+use pod_identity_agent_lib::cache::PodIdentity;
 use pod_identity_agent_lib::jwk::KeySet;
-use pod_identity_agent_lib::kubernetes::{Checks, KubernetesVersion, TokenIdentity, verify_token};
+use pod_identity_agent_lib::kubernetes::{Checks, KubernetesVersion, verify_token};
 use pod_identity_core::ServiceAccountToken;
 
 fuzz_target!(|data: &[u8]| {
@@ -24,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(token) = ServiceAccountToken::decode_bytes(token) else {
         return;
     };
-    let _ = TokenIdentity::of(&token);
+    let _ = PodIdentity::of(&token);
     let raw = token.expose_secret();
     // Long enough that a chance substring of fixed error text is not a false alarm.
     let distinctive = raw.len() >= 24;

@@ -15,11 +15,12 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::{ServiceAccountToken, TokenClaims};
 use serde::Deserialize;
 
 /// The signing algorithms accepted (those Kubernetes uses for service-account tokens).
@@ -32,6 +33,42 @@ pub const MAX_REPORTED_HEADER_CHARS: usize = 64;
 /// `field` cut to [`MAX_REPORTED_HEADER_CHARS`] characters.
 fn reported(field: &str) -> String {
     field.chars().take(MAX_REPORTED_HEADER_CHARS).collect()
+}
+
+/// Why a token's audience or time window was refused (each verifier maps it to its own error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ClaimRefusal {
+    /// `aud` lacks the audience.
+    Audience,
+    /// `exp` is missing.
+    NoExpiry,
+    /// `exp` has passed.
+    Expired,
+    /// `nbf` is in the future.
+    NotValidYet,
+}
+
+/// The audience and the `exp`/`nbf` window of a verified token, with `leeway` of clock skew.
+/// A far-future `exp` (up to year 292 billion) plus the leeway does not overflow.
+pub(crate) fn check_audience_and_times(
+    claims: &TokenClaims,
+    audience: &str,
+    now: SystemTime,
+    leeway: Duration,
+) -> Result<(), ClaimRefusal> {
+    if !claims.has_audience(audience) {
+        return Err(ClaimRefusal::Audience);
+    }
+    let exp = claims.expires_at().ok_or(ClaimRefusal::NoExpiry)?;
+    if exp.checked_add(leeway).is_some_and(|latest| now >= latest) {
+        return Err(ClaimRefusal::Expired);
+    }
+    if let Some(nbf) = claims.not_before()
+        && now.checked_add(leeway).is_some_and(|latest| latest < nbf)
+    {
+        return Err(ClaimRefusal::NotValidYet);
+    }
+    Ok(())
 }
 
 /// Why a signature was not accepted.

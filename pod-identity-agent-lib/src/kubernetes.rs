@@ -41,8 +41,8 @@ pub mod version;
 
 pub use client::{ApiError, ClientConfig, ConfigError, KubeClient};
 pub use jwks::{
-    Checks, KeysSource, LocalValidation, RotationVerifier, RotationVerifierBuilder, TokenIdentity,
-    VerifiedToken, VerifyError, verify_token,
+    Checks, KeysSource, LocalValidation, RotationVerifier, RotationVerifierBuilder, VerifiedToken,
+    VerifyError, verify_token,
 };
 pub use liveness::{GoneReason, PodGone, PodLiveness, PodWatch, PodWatchBuilder};
 pub use version::{GateAnswer, KubernetesVersion, VersionGate};
@@ -62,13 +62,7 @@ impl RotationValidator for RotationVerifier {
         cached: &'a PodIdentity,
     ) -> BoxFuture<'a, RotationCheck> {
         Box::pin(async move {
-            let cached = TokenIdentity {
-                issuer: cached.issuer.clone(),
-                namespace: cached.namespace.clone(),
-                service_account: cached.service_account.clone(),
-                pod_uid: cached.pod_uid.clone(),
-            };
-            match self.validate_rotation(token, &cached).await {
+            match self.validate_rotation(token, cached).await {
                 LocalValidation::Success(_) => RotationCheck::Success,
                 LocalValidation::Failure(error) => RotationCheck::Failure(error.to_string()),
                 _ => RotationCheck::Skipped,

@@ -21,11 +21,11 @@ use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_agent_lib::SharedWallClock;
+use pod_identity_agent_lib::cache::PodIdentity;
 use pod_identity_agent_lib::jwk::SignatureError;
 use pod_identity_agent_lib::kubernetes::{
     ApiError, ClientConfig, ConfigError, GoneReason, KeysSource, KubeClient, KubernetesVersion,
-    LocalValidation, PodGone, PodLiveness, PodWatch, RotationVerifier, TokenIdentity, VerifyError,
-    VersionGate,
+    LocalValidation, PodGone, PodLiveness, PodWatch, RotationVerifier, VerifyError, VersionGate,
 };
 use pod_identity_agent_lib::time::TokioWallClock;
 use pod_identity_core::{SecretString, ServiceAccountToken};
@@ -185,8 +185,8 @@ fn claims(issued: u64) -> Value {
 }
 
 /// The identity of the token the cached credentials were issued for.
-fn cached_identity() -> TokenIdentity {
-    TokenIdentity::of(&cluster_key().sign(&claims(0))).unwrap()
+fn cached_identity() -> PodIdentity {
+    PodIdentity::of(&cluster_key().sign(&claims(0))).unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------

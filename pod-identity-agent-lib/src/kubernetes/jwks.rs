@@ -15,7 +15,7 @@
 //!
 //! [`RotationVerifier::verify_rotation`] adds what the reference agent leaves out: the rotated
 //! token must name the same issuer, namespace, service account and pod uid as the token the
-//! cached credentials were issued for ([`TokenIdentity`]). [`RotationVerifier::validate_rotation`]
+//! cached credentials were issued for ([`PodIdentity`]). [`RotationVerifier::validate_rotation`]
 //! also asks the [`VersionGate`] first and returns a [`LocalValidation`] whose
 //! [`result`](LocalValidation::result) is the metric label: `success`, `failure` or `skipped`.
 //! On anything but `success` the caller goes to EKS Auth as for a new token; a token that fails
@@ -51,7 +51,11 @@ use tokio::time::Instant;
 
 use super::client::{ApiError, KubeClient};
 use super::version::VersionGate;
-use crate::jwk::{AlgorithmPolicy, KeySet, SUPPORTED_ALGORITHMS, SignatureError};
+use crate::cache::PodIdentity;
+use crate::jwk::{
+    AlgorithmPolicy, ClaimRefusal, KeySet, SUPPORTED_ALGORITHMS, SignatureError,
+    check_audience_and_times,
+};
 use crate::time::SharedWallClock;
 
 /// The API server's key endpoint.
@@ -116,42 +120,6 @@ pub struct VerifiedToken {
     pub pod_name: String,
     /// The pod's uid.
     pub pod_uid: String,
-}
-
-/// Who a cached entry's token was issued to: what a rotated token must match.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenIdentity {
-    /// `iss`, when present.
-    pub issuer: Option<String>,
-    /// The namespace.
-    pub namespace: String,
-    /// The service account.
-    pub service_account: String,
-    /// The pod's uid.
-    pub pod_uid: String,
-}
-
-impl TokenIdentity {
-    /// The identity in `token`'s claims (not verified here: the cached token was accepted by
-    /// EKS Auth); `None` when a `kubernetes.io` claim is missing.
-    pub fn of(token: &ServiceAccountToken) -> Option<Self> {
-        let claims = token.claims();
-        let kubernetes = claims.kubernetes.as_ref()?;
-        Some(Self {
-            issuer: claims.iss.clone(),
-            namespace: kubernetes.namespace.clone().filter(|n| !n.is_empty())?,
-            service_account: kubernetes
-                .service_account
-                .as_ref()
-                .map(|sa| sa.name.clone())
-                .filter(|n| !n.is_empty())?,
-            pod_uid: kubernetes
-                .pod
-                .as_ref()
-                .map(|pod| pod.uid.clone())
-                .filter(|uid| !uid.is_empty())?,
-        })
-    }
 }
 
 /// The outcome of a local validation, with its metric label.
@@ -363,7 +331,7 @@ impl RotationVerifier {
     pub async fn validate_rotation(
         &self,
         token: &ServiceAccountToken,
-        cached: &TokenIdentity,
+        cached: &PodIdentity,
     ) -> LocalValidation {
         if let Some(gate) = &self.inner.gate
             && !gate.answer().await.is_enabled()
@@ -381,7 +349,7 @@ impl RotationVerifier {
     pub async fn verify_rotation(
         &self,
         token: &ServiceAccountToken,
-        cached: &TokenIdentity,
+        cached: &PodIdentity,
     ) -> Result<VerifiedToken, VerifyError> {
         let verified = self.verify(token).await?;
         if verified.issuer.is_none() || verified.issuer != cached.issuer {
@@ -557,26 +525,16 @@ pub fn verify_token(
     checked_key_id(token)?;
     keys.verify_signature(token, AlgorithmPolicy::KeyMustName)?;
     let claims = token.claims();
-    if !claims.has_audience(checks.audience) {
-        return Err(VerifyError::Audience {
-            audience: checks.audience.to_owned(),
-        });
-    }
-    let exp = claims.expires_at().ok_or(VerifyError::NoExpiry)?;
-    if exp
-        .checked_add(checks.leeway)
-        .is_some_and(|latest| checks.now >= latest)
-    {
-        return Err(VerifyError::Expired);
-    }
-    if let Some(nbf) = claims.not_before()
-        && checks
-            .now
-            .checked_add(checks.leeway)
-            .is_some_and(|latest| latest < nbf)
-    {
-        return Err(VerifyError::NotValidYet);
-    }
+    check_audience_and_times(claims, checks.audience, checks.now, checks.leeway).map_err(
+        |refusal| match refusal {
+            ClaimRefusal::Audience => VerifyError::Audience {
+                audience: checks.audience.to_owned(),
+            },
+            ClaimRefusal::NoExpiry => VerifyError::NoExpiry,
+            ClaimRefusal::Expired => VerifyError::Expired,
+            ClaimRefusal::NotValidYet => VerifyError::NotValidYet,
+        },
+    )?;
     let kubernetes = claims
         .kubernetes
         .as_ref()

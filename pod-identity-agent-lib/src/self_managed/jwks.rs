@@ -42,7 +42,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex as AsyncMutex;
 
 pub use crate::jwk::SUPPORTED_ALGORITHMS;
-use crate::jwk::{AlgorithmPolicy, KeySet, SignatureError};
+use crate::jwk::{AlgorithmPolicy, ClaimRefusal, KeySet, SignatureError, check_audience_and_times};
 use crate::time::SharedWallClock;
 
 /// How often the keys are re-read when nothing asks earlier.
@@ -338,27 +338,17 @@ impl TokenVerifier {
         if claims.iss.as_deref() != Some(self.inner.issuer.as_str()) {
             return Err(VerifyError::Issuer);
         }
-        if !claims.has_audience(&self.inner.audience) {
-            return Err(VerifyError::Audience {
-                audience: self.inner.audience.clone(),
-            });
-        }
         let now = self.inner.clock.now();
-        let exp = claims.expires_at().ok_or(VerifyError::NoExpiry)?;
-        // A far-future `exp` (up to year 292 billion) plus the leeway must not overflow.
-        if exp
-            .checked_add(self.inner.leeway)
-            .is_some_and(|deadline| now >= deadline)
-        {
-            return Err(VerifyError::Expired);
-        }
-        if let Some(nbf) = claims.not_before()
-            && now
-                .checked_add(self.inner.leeway)
-                .is_some_and(|leeway_end| leeway_end < nbf)
-        {
-            return Err(VerifyError::NotValidYet);
-        }
+        check_audience_and_times(claims, &self.inner.audience, now, self.inner.leeway).map_err(
+            |refusal| match refusal {
+                ClaimRefusal::Audience => VerifyError::Audience {
+                    audience: self.inner.audience.clone(),
+                },
+                ClaimRefusal::NoExpiry => VerifyError::NoExpiry,
+                ClaimRefusal::Expired => VerifyError::Expired,
+                ClaimRefusal::NotValidYet => VerifyError::NotValidYet,
+            },
+        )?;
         let (namespace, service_account) = claims
             .service_account()
             .ok_or(VerifyError::PodClaims("sub is not a service account"))?;
