@@ -66,7 +66,7 @@ ALLOWED = {
 def build(crate: str) -> None:
     subprocess.run(
         [
-            "cargo", "+nightly", "rustdoc", "-q", "-p", crate, "--all-features", "--lib",
+            "cargo", "+nightly", "rustdoc", "-q", "--locked", "-p", crate, "--all-features", "--lib",
             "--target-dir", str(TARGET), "--", "-Z", "unstable-options", "--output-format", "json",
         ],
         cwd=ROOT,
