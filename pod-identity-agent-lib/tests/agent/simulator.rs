@@ -1,9 +1,4 @@
 //! The EKS Auth simulator and its STS target, driven by the real AWS SDK clients over loopback.
-//!
-//! Run with `cargo test -p pod-identity-agent-lib --features simulator --test simulator`.
-#![cfg(feature = "simulator")]
-// Helpers outside `#[test]` functions unwrap too: a failed setup is a failed test.
-#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, SystemTime};
 
@@ -12,11 +7,12 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_eksauth::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_eksauth::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_async::time::StaticTimeSource;
-use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, Failure, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
-    parse_associations,
-};
 use pod_identity_core::{EksAuthError, EksAuthErrorCode, SecretString};
+
+use crate::support::{
+    EksAuthSimulator, Failure, NodeCredentials, PodToken, SharedWallClock, SimulatorServer, Times,
+    WallClock, eventually, logs, mint_token, parse_associations,
+};
 
 const CLUSTER: &str = "demo";
 const NODE_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -580,9 +576,12 @@ async fn shutdown_releases_hanging_requests() {
     let client = eks_client(&server, NODE_SECRET);
     let token = token_for("default", "app", "app-1");
     let call = tokio::spawn(async move { assume(&client, CLUSTER, &token).await });
-    while sim.request_count() == 0 {
-        tokio::task::yield_now().await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the simulator to hold the call",
+        async || sim.request_count() > 0,
+    )
+    .await;
     server.shutdown().await.unwrap();
     let result = call.await.unwrap();
     assert_eq!(
@@ -857,44 +856,9 @@ async fn unknown_paths_are_unknown_operations() {
 }
 
 /// Log lines written during a test.
-#[derive(Clone, Default)]
-struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl CapturedLogs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn logs_narrate_each_hop_without_a_secret() {
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    // The test runs on one thread, server included, so the thread's default subscriber sees all.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _capture) = logs::capture();
 
     let (_sim, server) = start().await;
     let token = token_for("default", "app", "app-1");
@@ -959,7 +923,7 @@ impl ManualClock {
     }
 }
 
-impl pod_identity_agent_lib::time::WallClock for ManualClock {
+impl WallClock for ManualClock {
     fn now(&self) -> SystemTime {
         self.time()
     }
@@ -983,9 +947,7 @@ async fn time_comes_from_the_injected_clock() {
             "app".parse().unwrap(),
             "arn:aws:iam::111122223333:role/app".parse().unwrap(),
         )
-        .clock(pod_identity_agent_lib::time::SharedWallClock::new(
-            clock.clone(),
-        ))
+        .clock(SharedWallClock::new(clock.clone()))
         .build()
         .unwrap();
     let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();

@@ -1,0 +1,23 @@
+//! The agent library's blocks in this process, over real loopback sockets: the assembled agent,
+//! hostile clients, upstream faults, isolation between pods, the self-managed source and the EKS
+//! Auth simulator. One test binary, so the support in `tests/support` is built once.
+//!
+//! The tests that need root and network namespaces are in `tests/node_network.rs`.
+#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod hostile;
+#[cfg(all(feature = "eks-auth", feature = "simulator"))]
+mod isolation;
+#[cfg(all(feature = "eks-auth", feature = "simulator"))]
+mod reliability;
+#[cfg(feature = "self-managed")]
+mod self_managed;
+#[cfg(feature = "eks-auth")]
+mod server;
+#[cfg(feature = "simulator")]
+mod simulator;
+#[cfg(all(feature = "eks-auth", feature = "simulator"))]
+mod with_simulator;
