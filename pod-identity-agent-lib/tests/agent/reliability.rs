@@ -41,6 +41,17 @@ async fn start_agent(source: EksAuthSource) -> Serving {
     serve_agent(AgentBuilder::new("demo".parse().unwrap(), source)).await
 }
 
+/// The assembled agent around an EKS Auth source for `endpoint`.
+async fn agent_for(endpoint: &str, attempts: u32, attempt_timeout: Duration) -> Serving {
+    start_agent(
+        source(endpoint, attempts, attempt_timeout)
+            .build()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
 /// A wall clock that can be moved ahead of the system clock (expirations only; schedules run
 /// on tokio's clock).
 #[derive(Clone, Debug, Default)]
@@ -65,13 +76,7 @@ impl WallClock for AheadClock {
 #[tokio::test]
 async fn each_eks_auth_error_gets_its_status_and_retries_stay_within_three_attempts() {
     let (simulator, server) = simulator(&["app"]).await;
-    let agent = start_agent(
-        source(&server.endpoint_url(), 3, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&server.endpoint_url(), 3, Duration::from_secs(10)).await;
     for code in EksAuthErrorCode::MODELED {
         simulator.fail(code.clone(), Times::Always);
         simulator.reset_counts();
@@ -110,13 +115,7 @@ async fn each_eks_auth_error_gets_its_status_and_retries_stay_within_three_attem
 #[tokio::test]
 async fn throttling_is_retried_with_backoff_and_answered_429_when_it_persists() {
     let (upstream, eks) = Upstream::start(eks_error(429, "ThrottlingException")).await;
-    let agent = start_agent(
-        source(&eks.uri(), 3, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&eks.uri(), 3, Duration::from_secs(10)).await;
     let (status, body) = agent.get(&token("throttled")).await;
     assert_eq!(
         (status, body.as_str()),
@@ -147,13 +146,7 @@ async fn throttling_is_retried_with_backoff_and_answered_429_when_it_persists() 
             .await;
         (flaky, server)
     };
-    let second = start_agent(
-        source(&flaky_eks.uri(), 3, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let second = agent_for(&flaky_eks.uri(), 3, Duration::from_secs(10)).await;
     let (status, body) = second.get(&token("throttled-once")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(access_key(&body), "ASIAAFTERTHROTTLE");
@@ -232,13 +225,7 @@ async fn timeouts_resets_and_garbage_are_500_empty_brackets_after_at_most_three_
         Misbehaviour::Truncated,
     ] {
         let (addr, accepted) = misbehaving_upstream(how).await;
-        let agent = start_agent(
-            source(&format!("http://{addr}"), 3, Duration::from_millis(300))
-                .build()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let agent = agent_for(&format!("http://{addr}"), 3, Duration::from_millis(300)).await;
         let (status, body) = agent.get(&token("transport")).await;
         assert_eq!((status, body.as_str()), (500, "[]\n"), "{how:?}");
         let connections = accepted.load(Ordering::SeqCst);
@@ -258,13 +245,7 @@ async fn an_unreachable_upstream_is_500_empty_brackets() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let agent = start_agent(
-        source(&format!("http://{addr}"), 3, Duration::from_millis(300))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&format!("http://{addr}"), 3, Duration::from_millis(300)).await;
     assert_eq!(agent.get(&token("refused")).await, (500, "[]\n".to_owned()));
     agent.shutdown().await;
 }
@@ -321,13 +302,7 @@ async fn unusable_success_bodies_are_500_and_never_cached_incomplete_ones_are_se
         ),
     ];
     let (upstream, eks) = Upstream::start(ResponseTemplate::new(500)).await;
-    let agent = start_agent(
-        source(&eks.uri(), 1, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&eks.uri(), 1, Duration::from_secs(10)).await;
     for (what, answer) in cases {
         upstream.set(answer);
         let token = token(what);
@@ -366,13 +341,7 @@ async fn unusable_success_bodies_are_500_and_never_cached_incomplete_ones_are_se
 #[tokio::test]
 async fn expired_or_expiring_credentials_are_500_with_the_reference_text_and_not_cached() {
     let (upstream, eks) = Upstream::start(ResponseTemplate::new(500)).await;
-    let agent = start_agent(
-        source(&eks.uri(), 1, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&eks.uri(), 1, Duration::from_secs(10)).await;
     let expired = now() - Duration::from_secs(600);
     upstream.set(ResponseTemplate::new(200).set_body_json(success_body("ASIAOLD", expired)));
     let token = token("expiring");
@@ -518,13 +487,7 @@ async fn failed_renewals_back_off_with_jitter_while_the_old_credentials_are_serv
 #[tokio::test]
 async fn concurrent_requests_during_an_outage_share_calls_no_retry_storm() {
     let (simulator, server) = simulator(&["app"]).await;
-    let agent = start_agent(
-        source(&server.endpoint_url(), 3, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&server.endpoint_url(), 3, Duration::from_secs(10)).await;
     simulator.fail(EksAuthErrorCode::ServiceUnavailable, Times::Always);
     simulator.set_latency(Duration::from_millis(200));
     let tokens: Vec<String> = (0..10).map(|i| token(&format!("storm-{i}"))).collect();
@@ -557,13 +520,7 @@ async fn concurrent_requests_during_an_outage_share_calls_no_retry_storm() {
 #[tokio::test]
 async fn a_flapping_upstream_never_mixes_up_credentials() {
     let (simulator, server) = simulator(&["app"]).await;
-    let agent = start_agent(
-        source(&server.endpoint_url(), 1, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&server.endpoint_url(), 1, Duration::from_secs(10)).await;
     let tokens: Vec<String> = (0..20).map(|i| token(&format!("flap-{i}"))).collect();
     let mut served: Vec<Option<String>> = vec![None; tokens.len()];
     for round in 0..4 {
@@ -724,13 +681,7 @@ async fn rotated_node_credentials_are_used_from_the_next_call_on() {
 async fn shutdown_with_requests_in_flight_loses_none() {
     let (simulator, server) = simulator(&["app"]).await;
     simulator.set_latency(Duration::from_millis(500));
-    let agent = start_agent(
-        source(&server.endpoint_url(), 1, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&server.endpoint_url(), 1, Duration::from_secs(10)).await;
     // A keep-alive connection that sits idle through the shutdown.
     let mut idle = TcpStream::connect(agent.addr()).await.unwrap();
     idle.write_all(format!("GET /nowhere HTTP/1.1\r\nHost: {}\r\n\r\n", agent.addr()).as_bytes())

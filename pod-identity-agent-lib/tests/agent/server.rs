@@ -20,6 +20,17 @@ fn success(access_key_id: &str) -> ResponseTemplate {
     ))
 }
 
+/// A wiremock EKS Auth giving every call of cluster `demo` `answer`.
+async fn eks_auth_answering(answer: ResponseTemplate) -> MockServer {
+    let eks = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(EKS_AUTH_PATH))
+        .respond_with(answer)
+        .mount(&eks)
+        .await;
+    eks
+}
+
 /// SigV4 for service `eks-auth` with the node's (test) key.
 struct SignedForEksAuth;
 
@@ -176,32 +187,19 @@ async fn each_eks_auth_error_keeps_its_status_and_reference_body() {
 
 #[tokio::test]
 async fn an_upstream_timeout_is_500_empty_brackets() {
-    let eks = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(EKS_AUTH_PATH))
-        .respond_with(success("ASIASLOW").set_delay(Duration::from_secs(5)))
-        .mount(&eks)
-        .await;
+    let eks = eks_auth_answering(success("ASIASLOW").set_delay(Duration::from_secs(5))).await;
     let agent = agent(
         source(&eks, 1, Duration::from_millis(200)).await,
         &["127.0.0.1"],
     )
     .await;
-    assert_eq!(
-        get(agent.addr(), "/v1/credentials", Some(&token("slow"))).await,
-        (500, "[]\n".to_owned())
-    );
+    assert_eq!(agent.get(&token("slow")).await, (500, "[]\n".to_owned()));
     agent.shutdown().await;
 }
 
 #[tokio::test]
 async fn an_unbindable_host_is_skipped() {
-    let eks = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(EKS_AUTH_PATH))
-        .respond_with(success("ASIASKIP"))
-        .mount(&eks)
-        .await;
+    let eks = eks_auth_answering(success("ASIASKIP")).await;
     // 192.0.2.1 (TEST-NET-1) is not an address of this machine.
     let agent = agent(
         source(&eks, 1, Duration::from_secs(10)).await,
@@ -209,12 +207,7 @@ async fn an_unbindable_host_is_skipped() {
     )
     .await;
     assert_eq!(agent.credential_addrs.len(), 1);
-    assert_eq!(
-        get(agent.addr(), "/v1/credentials", Some(&token("skip")))
-            .await
-            .0,
-        200
-    );
+    assert_eq!(agent.get(&token("skip")).await.0, 200);
     // The unbound host is IPv4: not Ready (pods on it would be refused), but alive.
     assert_eq!(get(agent.probe_addr.unwrap(), "/readyz", None).await.0, 500);
     assert_eq!(
@@ -226,12 +219,7 @@ async fn an_unbindable_host_is_skipped() {
 
 #[tokio::test]
 async fn shutdown_drains_a_request_in_flight() {
-    let eks = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(EKS_AUTH_PATH))
-        .respond_with(success("ASIADRAIN").set_delay(Duration::from_millis(500)))
-        .mount(&eks)
-        .await;
+    let eks = eks_auth_answering(success("ASIADRAIN").set_delay(Duration::from_millis(500))).await;
     let agent = agent(
         source(&eks, 1, Duration::from_secs(5)).await,
         &["127.0.0.1"],

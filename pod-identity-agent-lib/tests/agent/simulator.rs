@@ -104,6 +104,16 @@ fn code_and_status<E: ProvideErrorMetadata>(
     (code, status)
 }
 
+/// The call failed with `code` and `status`.
+#[track_caller]
+fn assert_refused<E: ProvideErrorMetadata>(
+    result: Result<impl std::fmt::Debug, SdkError<E>>,
+    code: &str,
+    status: u16,
+) {
+    assert_eq!(code_and_status(result), (code.to_owned(), status));
+}
+
 fn sts_client(server: &SimulatorServer, credentials: Credentials) -> aws_sdk_sts::Client {
     let config = aws_sdk_sts::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -235,10 +245,7 @@ async fn a_wrong_secret_is_an_invalid_signature() {
     let (sim, server) = start().await;
     let token = token_for("default", "app", "app-1");
     let result = assume(&eks_client(&server, "not-the-node-secret"), CLUSTER, &token).await;
-    assert_eq!(
-        code_and_status(result),
-        ("InvalidSignatureException".to_owned(), 403)
-    );
+    assert_refused(result, "InvalidSignatureException", 403);
     assert!(sim.sessions().is_empty());
     assert_eq!(sim.request_count(), 1);
     // A request that fails verification does not count toward its token.
@@ -264,10 +271,7 @@ async fn an_unknown_access_key_is_an_unrecognized_client() {
         &token_for("default", "app", "app-1"),
     )
     .await;
-    assert_eq!(
-        code_and_status(result),
-        ("UnrecognizedClientException".to_owned(), 403)
-    );
+    assert_refused(result, "UnrecognizedClientException", 403);
     server.shutdown().await.unwrap();
 }
 
@@ -305,13 +309,15 @@ async fn node_credentials_with_a_session_token_need_that_token() {
             .await
             .is_ok()
     );
-    assert_eq!(
-        code_and_status(assume(&with(Some("other-session")), CLUSTER, &token).await),
-        ("UnrecognizedClientException".to_owned(), 403)
+    assert_refused(
+        assume(&with(Some("other-session")), CLUSTER, &token).await,
+        "UnrecognizedClientException",
+        403,
     );
-    assert_eq!(
-        code_and_status(assume(&with(None), CLUSTER, &token).await),
-        ("UnrecognizedClientException".to_owned(), 403)
+    assert_refused(
+        assume(&with(None), CLUSTER, &token).await,
+        "UnrecognizedClientException",
+        403,
     );
     server.shutdown().await.unwrap();
 }
@@ -406,20 +412,14 @@ async fn an_unknown_association_or_cluster_is_resource_not_found() {
         &token_for("default", "nobody", "nobody-1"),
     )
     .await;
-    assert_eq!(
-        code_and_status(result),
-        ("ResourceNotFoundException".to_owned(), 404)
-    );
+    assert_refused(result, "ResourceNotFoundException", 404);
     let result = assume(
         &client,
         "another-cluster",
         &token_for("default", "app", "app-1"),
     )
     .await;
-    assert_eq!(
-        code_and_status(result),
-        ("ResourceNotFoundException".to_owned(), 404)
-    );
+    assert_refused(result, "ResourceNotFoundException", 404);
     server.shutdown().await.unwrap();
 }
 
@@ -584,10 +584,7 @@ async fn shutdown_releases_hanging_requests() {
     .await;
     server.shutdown().await.unwrap();
     let result = call.await.unwrap();
-    assert_eq!(
-        code_and_status(result),
-        ("ServiceUnavailableException".to_owned(), 503)
-    );
+    assert_refused(result, "ServiceUnavailableException", 503);
 }
 
 #[tokio::test]
@@ -663,41 +660,41 @@ async fn the_sts_target_rejects_what_the_simulator_did_not_issue() {
     let last = if secret.ends_with('x') { 'y' } else { 'x' };
     let tampered = format!("{}{last}", &secret[..secret.len() - 1]);
     assert_ne!(tampered, secret);
-    assert_eq!(
-        code_and_status(call(akid, &tampered, Some(token)).await),
-        ("SignatureDoesNotMatch".to_owned(), 403)
+    assert_refused(
+        call(akid, &tampered, Some(token)).await,
+        "SignatureDoesNotMatch",
+        403,
     );
-    assert_eq!(
-        code_and_status(call(akid, secret, Some("another-token")).await),
-        ("InvalidClientTokenId".to_owned(), 403)
+    assert_refused(
+        call(akid, secret, Some("another-token")).await,
+        "InvalidClientTokenId",
+        403,
     );
-    assert_eq!(
-        code_and_status(call(akid, secret, None).await),
-        ("InvalidClientTokenId".to_owned(), 403)
-    );
-    assert_eq!(
-        code_and_status(call("ASIAUNKNOWNKEY000000", secret, Some(token)).await),
-        ("InvalidClientTokenId".to_owned(), 403)
+    assert_refused(call(akid, secret, None).await, "InvalidClientTokenId", 403);
+    assert_refused(
+        call("ASIAUNKNOWNKEY000000", secret, Some(token)).await,
+        "InvalidClientTokenId",
+        403,
     );
     // The node credentials are for EKS Auth, not an identity the target knows.
-    assert_eq!(
-        code_and_status(call(NODE_KEY, NODE_SECRET, None).await),
-        ("InvalidClientTokenId".to_owned(), 403)
+    assert_refused(
+        call(NODE_KEY, NODE_SECRET, None).await,
+        "InvalidClientTokenId",
+        403,
     );
 
     // Credentials past their expiration.
     sim.set_credential_lifetime(Duration::ZERO);
     let expired = issued_credentials(&server).await;
-    assert_eq!(
-        code_and_status(
-            call(
-                expired.access_key_id(),
-                expired.secret_access_key(),
-                Some(expired.session_token())
-            )
-            .await
-        ),
-        ("ExpiredToken".to_owned(), 403)
+    assert_refused(
+        call(
+            expired.access_key_id(),
+            expired.secret_access_key(),
+            Some(expired.session_token()),
+        )
+        .await,
+        "ExpiredToken",
+        403,
     );
     server.shutdown().await.unwrap();
 }
@@ -993,9 +990,10 @@ async fn time_comes_from_the_injected_clock() {
 
     // Six hours on, for both sides: the credentials have expired.
     clock.advance(Duration::from_secs(6 * 3600));
-    assert_eq!(
-        code_and_status(sts(&clock).get_caller_identity().send().await),
-        ("ExpiredToken".to_owned(), 403)
+    assert_refused(
+        sts(&clock).get_caller_identity().send().await,
+        "ExpiredToken",
+        403,
     );
 
     // A day on, the token has expired too.
@@ -1097,14 +1095,13 @@ async fn only_the_newest_sessions_are_remembered() {
         None,
         "issued",
     );
-    assert_eq!(
-        code_and_status(
-            sts_client(&server, credentials)
-                .get_caller_identity()
-                .send()
-                .await
-        ),
-        ("InvalidClientTokenId".to_owned(), 403)
+    assert_refused(
+        sts_client(&server, credentials)
+            .get_caller_identity()
+            .send()
+            .await,
+        "InvalidClientTokenId",
+        403,
     );
     server.shutdown().await.unwrap();
 }

@@ -14,6 +14,10 @@ mod agent;
 pub use agent::*;
 mod fixtures;
 pub use fixtures::*;
+#[cfg(any(feature = "self-managed", feature = "kubernetes"))]
+mod signer;
+#[cfg(any(feature = "self-managed", feature = "kubernetes"))]
+pub use signer::Signer;
 
 use std::fmt::Display;
 use std::time::Duration;
