@@ -746,6 +746,13 @@ fn signed_sts_request(
     request
 }
 
+/// An STS error answer: `status`, and `code` in the XML body.
+async fn assert_sts_error(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status);
+    let xml = response.text().await.unwrap();
+    assert!(xml.contains(&format!("<Code>{code}</Code>")), "{xml}");
+}
+
 #[tokio::test]
 async fn the_sts_target_answers_only_get_caller_identity() {
     let (sim, server) = start().await;
@@ -779,9 +786,7 @@ async fn the_sts_target_answers_only_get_caller_identity() {
     .send()
     .await
     .unwrap();
-    assert_eq!(response.status(), 400);
-    let xml = response.text().await.unwrap();
-    assert!(xml.contains("<Code>InvalidAction</Code>"), "{xml}");
+    assert_sts_error(response, 400, "InvalidAction").await;
 
     // The body is signed: changing it after signing breaks the signature.
     let response = signed_sts_request(
@@ -793,14 +798,7 @@ async fn the_sts_target_answers_only_get_caller_identity() {
     .send()
     .await
     .unwrap();
-    assert_eq!(response.status(), 403);
-    assert!(
-        response
-            .text()
-            .await
-            .unwrap()
-            .contains("<Code>SignatureDoesNotMatch</Code>")
-    );
+    assert_sts_error(response, 403, "SignatureDoesNotMatch").await;
 
     // No signature at all.
     let response = reqwest::Client::new()
@@ -809,14 +807,7 @@ async fn the_sts_target_answers_only_get_caller_identity() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 403);
-    assert!(
-        response
-            .text()
-            .await
-            .unwrap()
-            .contains("<Code>MissingAuthenticationToken</Code>")
-    );
+    assert_sts_error(response, 403, "MissingAuthenticationToken").await;
     server.shutdown().await.unwrap();
 }
 
