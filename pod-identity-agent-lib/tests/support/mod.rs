@@ -90,6 +90,7 @@ pub fn running_in_ci() -> bool {
 
 /// Skips a test that cannot run here, printing `reason`; under CI, where every test must run,
 /// fails it instead. Returns `None`, for `let Some(..) = .. else { return }`.
+#[track_caller]
 pub fn skip_or_fail_in_ci<T>(reason: impl Display) -> Option<T> {
     assert!(
         !running_in_ci(),
