@@ -1,4 +1,8 @@
 //! Test fixtures shared by the unit tests: tokens, credentials, a scriptable source, log capture.
+//!
+//! The integration tests cannot reach this module (it exists under `cfg(test)` only); theirs is
+//! `tests/support`, with the same log capture and the loopback pieces (HTTP client, running
+//! agent, upstreams) that unit tests do not need.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;

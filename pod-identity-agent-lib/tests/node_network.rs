@@ -2,9 +2,12 @@
 //!
 //! Each test makes a namespace with `ip netns add` (iproute2), enters it from a dedicated thread
 //! (`setns` affects only that thread, so nothing touches the host's network) and reads the result
-//! back with `ip -json`. They need root: elsewhere they print why and pass, except under CI as
-//! root, where a namespace that cannot be made is a failure.
+//! back with `ip -json`. They need root: elsewhere they print why and pass, except under CI
+//! (`CI` set), where a test that cannot run fails.
 #![cfg(all(target_os = "linux", feature = "node-network"))]
+
+#[path = "support/mod.rs"]
+mod support;
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,11 +15,12 @@ use std::process::Command;
 
 use caps::{CapSet, Capability};
 use nix::sched::CloneFlags;
-use pod_identity_agent_lib::node_network::{
-    Change, DEFAULT_IPV4_ADDRESS, DEFAULT_IPV6_ADDRESS, Initialized, NodeNetwork, NodeNetworkError,
-    Warning,
-};
 use serde_json::Value;
+
+use support::{
+    Change, DEFAULT_IPV4_ADDRESS, DEFAULT_IPV6_ADDRESS, Initialized, NodeNetwork, NodeNetworkError,
+    Warning, skip_or_fail_in_ci,
+};
 
 const V4: IpAddr = IpAddr::V4(DEFAULT_IPV4_ADDRESS);
 const V6: IpAddr = IpAddr::V6(DEFAULT_IPV6_ADDRESS);
@@ -27,16 +31,13 @@ struct Netns {
 }
 
 impl Netns {
-    /// A new namespace, or `None` (with the reason printed) where this test cannot make one.
+    /// A new namespace, or `None` (with the reason printed) where this test cannot make one;
+    /// under CI, a failure.
     fn create_or_skip(tag: &str) -> Option<Self> {
         if !caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false) {
-            // CI runs as root: there, a missing capability is a broken CI, not a reason to pass.
-            assert!(
-                !running_in_ci(),
-                "CI must run these tests as root (CAP_SYS_ADMIN, to make a network namespace)"
+            return skip_or_fail_in_ci(
+                "making a network namespace needs root (CAP_SYS_ADMIN); CI runs these tests as root",
             );
-            println!("skipped: making a network namespace needs root (CAP_SYS_ADMIN)");
-            return None;
         }
         let name = format!("pia-{tag}-{}", std::process::id());
         // Concurrent first uses of `ip netns add` can race on mounting /run/netns: try twice.
@@ -48,12 +49,7 @@ impl Netns {
                 Err(error) => failure = format!("cannot run `ip` (install iproute2): {error}"),
             }
         }
-        assert!(
-            !running_in_ci(),
-            "CI runs as root, so the namespace must be made: ip netns add {name}: {failure}"
-        );
-        println!("skipped: ip netns add {name}: {failure}");
-        None
+        skip_or_fail_in_ci(format!("ip netns add {name}: {failure}"))
     }
 
     /// Runs `f` on a thread inside the namespace.
@@ -134,11 +130,6 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .status();
     }
-}
-
-#[allow(clippy::disallowed_methods)] // CI marks itself with `CI`; tests have no env seam to use.
-fn running_in_ci() -> bool {
-    std::env::var_os("CI").is_some()
 }
 
 fn block_on<F: Future>(future: F) -> F::Output {

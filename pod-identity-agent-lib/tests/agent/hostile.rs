@@ -5,46 +5,26 @@
 //! Each case gets its documented answer (contracts §6, the `handler` and `server` module docs),
 //! the source is never called for a request that fails validation, and the agent keeps serving
 //! other clients: every test checks a good request during or after the hostile ones.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use pod_identity_agent_lib::server::ConnectionLimits;
-use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
-use pod_identity_agent_lib::{
-    AgentBuilder, BindError, CredentialRequest, CredentialSource, HostAllowList, IssuedCredentials,
-    Metrics, SourceError,
-};
 use pod_identity_core::{ContainerCredentials, EksAuthError, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::support::http::{self, Request, connect_from, parse};
+use crate::support::{
+    AgentBuilder, BindError, ConnectionLimits, CredentialRequest, CredentialSource, HostAllowList,
+    IssuedCredentials, Metrics, Serving, SourceError, eventually, jwt, now_secs,
+};
 
 /// What clients must put in `Host`: the reference address.
 const HOST: &str = "169.254.170.23";
 const HEADER_READ_TIMEOUT: Duration = Duration::from_millis(500);
-
-fn now_secs() -> i64 {
-    SystemWallClock::new()
-        .now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
-fn jwt(header: &serde_json::Value, claims: &serde_json::Value) -> String {
-    format!(
-        "{}.{}.c2lnbmF0dXJl",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    )
-}
 
 fn good_token() -> String {
     jwt(
@@ -83,11 +63,9 @@ impl CredentialSource for Source {
 }
 
 struct Agent {
-    addr: SocketAddr,
+    serving: Serving,
     calls: Arc<AtomicUsize>,
     metrics: Metrics,
-    stop: Option<oneshot::Sender<()>>,
-    serving: JoinHandle<()>,
 }
 
 impl Agent {
@@ -113,18 +91,15 @@ impl Agent {
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .rate_limit(0, 0);
         let server = adjust(agent).bind().await.unwrap();
-        let addr = server.credential_addrs()[0];
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serving = tokio::spawn(server.serve(async {
-            let _ = stopped.await;
-        }));
         Self {
-            addr,
+            serving: Serving::start(server),
             calls,
             metrics,
-            stop: Some(stop),
-            serving,
         }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.serving.addr()
     }
 
     /// The value of a series in the agent's metrics (0 when absent).
@@ -138,15 +113,10 @@ impl Agent {
 
     /// Waits (bounded) until the metric `series` reads `value`.
     async fn metric_becomes(&self, series: &str, value: f64, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
-        while self.metric(series) != value {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{series} is {} after {within:?}, not {value}",
-                self.metric(series)
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually(within, &format!("{series} to read {value}"), async || {
+            self.metric(series) == value
+        })
+        .await;
     }
 
     fn calls(&self) -> usize {
@@ -164,56 +134,39 @@ impl Agent {
 
     /// Sends raw bytes on a new connection and reads the answer to EOF (bounded).
     async fn raw(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut stream = TcpStream::connect(self.addr).await.unwrap();
-        // The server may close before reading everything (431); a failed write is fine.
-        let _ = stream.write_all(bytes).await;
-        let mut out = Vec::new();
-        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
-            .await
-            .expect("the agent answers or closes within 10 s");
-        out
+        http::send(self.addr(), bytes).await
     }
 
-    /// Sends one request (a `Connection: close` is added) and parses status and body.
+    /// Sends one request and parses status and body.
     async fn exchange(&self, request: &[u8]) -> (u16, String) {
-        let answer = self.raw(request).await;
-        parse(&answer)
+        http::exchange(self.addr(), request).await
     }
 
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.serving)
-            .await
-            .expect("drained")
-            .unwrap();
+    async fn shutdown(self) {
+        self.serving.shutdown().await;
     }
 }
 
 /// A `GET /v1/credentials` with optional `Host` and `Authorization`, closing the connection.
 fn request(host: Option<&str>, authorization: Option<&str>) -> Vec<u8> {
-    let mut text = "GET /v1/credentials HTTP/1.1\r\n".to_owned();
+    let mut request = Request::credentials();
     if let Some(host) = host {
-        text.push_str(&format!("Host: {host}\r\n"));
+        request = request.host(host);
     }
     if let Some(token) = authorization {
-        text.push_str(&format!("Authorization: {token}\r\n"));
+        request = request.authorization(token);
     }
-    text.push_str("Connection: close\r\n\r\n");
-    text.into_bytes()
+    request.close().bytes()
 }
 
-/// (status, body) of the first response in `answer`; status 0 when there is none.
-fn parse(answer: &[u8]) -> (u16, String) {
-    let text = String::from_utf8_lossy(answer);
-    if !text.starts_with("HTTP/1.") || text.len() < 12 {
-        return (0, text.into_owned());
-    }
-    let status = text[9..12].parse().unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+/// `{method} {target}` with the agent's `Host` and `token`, keeping the connection open.
+fn to(method: &str, target: &str, token: impl AsRef<[u8]>) -> Request {
+    Request::new(method, target).host(HOST).authorization(token)
+}
+
+/// A pod's `GET /v1/credentials` with `token`, keeping the connection open.
+fn pod(token: impl AsRef<[u8]>) -> Request {
+    to("GET", "/v1/credentials", token)
 }
 
 fn denied(host: &str) -> String {
@@ -262,10 +215,12 @@ async fn only_the_agent_addresses_pass_the_host_check() {
     );
     let (status, body) = agent
         .exchange(
-            format!(
-                "GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nHost: {HOST}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
+            &Request::credentials()
+                .host(HOST)
+                .host(HOST)
+                .authorization(&token)
+                .close()
+                .bytes(),
         )
         .await;
     assert_eq!(
@@ -400,28 +355,28 @@ async fn bad_authorization_headers_get_400_and_never_reach_the_source() {
     }
     // An empty value (`Authorization:` with nothing after it).
     let (status, body) = agent
-        .exchange(b"GET /v1/credentials HTTP/1.1\r\nHost: 169.254.170.23\r\nAuthorization:\r\nConnection: close\r\n\r\n")
+        .exchange(
+            &Request::credentials()
+                .host(HOST)
+                .header("Authorization", "")
+                .close()
+                .bytes(),
+        )
         .await;
     assert_eq!(
         (status, body.as_str()),
         (400, "Service account token cannot be empty\n")
     );
     // Bytes that are not UTF-8 (HTTP allows obs-text in header values).
-    let mut non_utf8 =
-        b"GET /v1/credentials HTTP/1.1\r\nHost: 169.254.170.23\r\nAuthorization: ".to_vec();
-    non_utf8.extend_from_slice(&[0xff, 0xfe, b'.', 0xc3, b'.', 0x80]);
-    non_utf8.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-    let (status, body) = agent.exchange(&non_utf8).await;
+    let non_utf8 = pod([0xff, 0xfe, b'.', 0xc3, b'.', 0x80]).close();
+    let (status, body) = agent.exchange(&non_utf8.bytes()).await;
     assert_eq!(status, 400, "{body}");
     assert!(body.starts_with(parse_error), "{body}");
     // A well-formed token whose signature segment is not UTF-8 (found by fuzzing): refused,
     // not forwarded in a lossy form that other bytes map to as well.
-    let mut bad_signature =
-        b"GET /v1/credentials HTTP/1.1\r\nHost: 169.254.170.23\r\nAuthorization: ".to_vec();
-    bad_signature.extend_from_slice(good_token().rsplit_once('.').unwrap().0.as_bytes());
+    let mut bad_signature = good_token().rsplit_once('.').unwrap().0.as_bytes().to_vec();
     bad_signature.extend_from_slice(&[b'.', b'c', 0xde]);
-    bad_signature.extend_from_slice(b"\r\nConnection: close\r\n\r\n");
-    let (status, body) = agent.exchange(&bad_signature).await;
+    let (status, body) = agent.exchange(&pod(bad_signature).close().bytes()).await;
     assert_eq!(
         (status, body.as_str()),
         (
@@ -485,7 +440,7 @@ async fn slowloris_clients_are_cut_off_and_do_not_stop_others() {
     // Fifty clients trickle a request head, one byte every 50 ms.
     let mut slow = tokio::task::JoinSet::new();
     for _ in 0..50 {
-        let addr = agent.addr;
+        let addr = agent.addr();
         slow.spawn(async move {
             let mut stream = TcpStream::connect(addr).await.unwrap();
             let head = b"GET /v1/credentials HTTP/1.1\r\nHost: 169.254.170.23\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
@@ -551,7 +506,7 @@ async fn thousands_of_idle_connections_are_bounded_in_time_and_do_not_stop_other
     );
     let mut idle = Vec::with_capacity(count);
     for _ in 0..count {
-        idle.push(connect_from(ATTACKER, agent.addr).await);
+        idle.push(connect_from(ATTACKER, agent.addr()).await);
     }
     // At most the per-client cap of them is held; the rest were closed at once.
     assert!(agent.metric("pod_identity_connections_open{listener=\"credentials\"}") <= 64.0);
@@ -580,7 +535,7 @@ async fn thousands_of_idle_connections_are_bounded_in_time_and_do_not_stop_other
 #[tokio::test]
 async fn a_keep_alive_connection_left_idle_after_a_request_is_closed() {
     let agent = Agent::start().await;
-    let mut stream = TcpStream::connect(agent.addr).await.unwrap();
+    let mut stream = TcpStream::connect(agent.addr()).await.unwrap();
     stream
         .write_all(
             format!(
@@ -609,20 +564,13 @@ async fn pipelined_requests_are_answered_in_order() {
     let mut pipelined = Vec::new();
     for i in 0..50 {
         let request = match i % 3 {
-            0 => format!(
-                "GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {token}\r\n\r\n"
-            ),
-            1 => format!("GET /elsewhere HTTP/1.1\r\nHost: {HOST}\r\n\r\n"),
-            _ => format!(
-                "GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: nope\r\n\r\n"
-            ),
+            0 => pod(&token),
+            1 => Request::get("/elsewhere").host(HOST),
+            _ => pod("nope"),
         };
-        pipelined.extend_from_slice(request.as_bytes());
+        pipelined.extend_from_slice(&request.bytes());
     }
-    pipelined.extend_from_slice(
-        format!("GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n")
-            .as_bytes(),
-    );
+    pipelined.extend_from_slice(&pod(&token).close().bytes());
     let answer = String::from_utf8(agent.raw(&pipelined).await).unwrap();
     let statuses: Vec<&str> = answer
         .match_indices("HTTP/1.1 ")
@@ -718,10 +666,7 @@ async fn wrong_paths_get_404_and_every_method_is_accepted_on_the_credentials_pat
         "*",
     ] {
         let (status, body) = agent
-            .exchange(
-                format!("GET {path} HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
+            .exchange(&to("GET", path, &token).close().bytes())
             .await;
         assert!(status == 404 || status == 400, "{path}: {status} {body}");
         assert!(!body.contains("ASIAHOSTILE"), "{path}");
@@ -730,35 +675,29 @@ async fn wrong_paths_get_404_and_every_method_is_accepted_on_the_credentials_pat
     // A query string does not change the path.
     let (status, _) = agent
         .exchange(
-            format!("GET /v1/credentials?role=admin HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            &to("GET", "/v1/credentials?role=admin", &token)
+                .close()
+                .bytes(),
         )
         .await;
     assert_eq!(status, 200);
     // Any method, as in the reference (HEAD answers without a body).
     for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO"] {
-        let (status, body) = agent
-            .exchange(
-                format!("{method} /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await;
+        let request = to(method, "/v1/credentials", &token).header("Content-Length", "0");
+        let (status, body) = agent.exchange(&request.close().bytes()).await;
         assert_eq!(status, 200, "{method}: {body}");
     }
     let (status, body) = agent
-        .exchange(
-            format!("HEAD /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
+        .exchange(&to("HEAD", "/v1/credentials", &token).close().bytes())
         .await;
     assert_eq!((status, body.as_str()), (200, ""));
     // A request announcing a 100 MiB body is answered without the agent reading the body.
-    let (status, _) = agent
-        .exchange(
-            format!("POST /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {token}\r\nContent-Length: 104857600\r\nConnection: close\r\n\r\npartial")
-                .as_bytes(),
-        )
-        .await;
+    let mut announced = to("POST", "/v1/credentials", &token)
+        .header("Content-Length", "104857600")
+        .close()
+        .bytes();
+    announced.extend_from_slice(b"partial");
+    let (status, _) = agent.exchange(&announced).await;
     assert_eq!(status, 200);
     agent.assert_serves().await;
     agent.shutdown().await;
@@ -769,22 +708,9 @@ const ATTACKER: [u8; 4] = [127, 0, 0, 2];
 const POD_A: [u8; 4] = [127, 0, 0, 3];
 const POD_B: [u8; 4] = [127, 0, 0, 4];
 
-/// A connection from `source` (a loopback address standing for a pod's IP).
-async fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((source, 0))).unwrap();
-    socket.connect(addr).await.unwrap()
-}
-
 /// One request from `source` on a new connection: (status, body).
 async fn exchange_from(source: [u8; 4], addr: SocketAddr, request: &[u8]) -> (u16, String) {
-    let mut stream = connect_from(source, addr).await;
-    let _ = stream.write_all(request).await;
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
-        .await
-        .expect("the agent answers or closes within 10 s");
-    parse(&out)
+    parse(&http::send_from(source, addr, request).await)
 }
 
 /// Whether the server closed `stream` (EOF or reset) within `within`.
@@ -815,22 +741,13 @@ async fn a_client_that_stops_reading_is_disconnected_within_the_request_timeout(
     let socket = TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.bind(SocketAddr::from((ATTACKER, 0))).unwrap();
-    let mut stream = socket.connect(agent.addr).await.unwrap();
-    let one = format!(
-        "GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {}\r\n\r\n",
-        good_token()
-    );
-    let batch = one.repeat(64);
+    let mut stream = socket.connect(agent.addr()).await.unwrap();
+    let batch = pod(good_token()).bytes().repeat(64);
     let started = tokio::time::Instant::now();
     let mut written = 0usize;
     // Write until the agent stops reading (its writes are blocked), bounded in time.
     while started.elapsed() < Duration::from_secs(5) {
-        match tokio::time::timeout(
-            Duration::from_millis(200),
-            stream.write_all(batch.as_bytes()),
-        )
-        .await
-        {
+        match tokio::time::timeout(Duration::from_millis(200), stream.write_all(&batch)).await {
             Ok(Ok(())) => written += 64,
             Ok(Err(_)) | Err(_) => break,
         }
@@ -838,8 +755,12 @@ async fn a_client_that_stops_reading_is_disconnected_within_the_request_timeout(
     assert!(written >= 64, "the agent took no requests");
     assert_eq!(agent.metric(open), 1.0, "the stalled connection is open");
     // Another pod is served meanwhile.
-    let (status, body) =
-        exchange_from(POD_A, agent.addr, &request(Some(HOST), Some(&good_token()))).await;
+    let (status, body) = exchange_from(
+        POD_A,
+        agent.addr(),
+        &request(Some(HOST), Some(&good_token())),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     // The stalled connection is closed once its cycle passes the deadline (plus scheduling
     // slack), and its place freed.
@@ -864,17 +785,17 @@ async fn connections_beyond_the_caps_are_closed_at_once_and_others_still_served(
     .await;
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(connect_from(ATTACKER, agent.addr).await);
+        held.push(connect_from(ATTACKER, agent.addr()).await);
     }
     // The client's fourth is closed as soon as it is accepted.
-    let mut fourth = connect_from(ATTACKER, agent.addr).await;
+    let mut fourth = connect_from(ATTACKER, agent.addr()).await;
     assert!(closed_within(&mut fourth, Duration::from_secs(5)).await);
     let mut others = Vec::new();
     for _ in 0..3 {
-        others.push(connect_from(POD_A, agent.addr).await);
+        others.push(connect_from(POD_A, agent.addr()).await);
     }
     // The server is full: a third pod's connection is closed at once.
-    let mut full = connect_from(POD_B, agent.addr).await;
+    let mut full = connect_from(POD_B, agent.addr()).await;
     assert!(closed_within(&mut full, Duration::from_secs(5)).await);
     assert_eq!(
         agent.metric(
@@ -899,8 +820,12 @@ async fn connections_beyond_the_caps_are_closed_at_once_and_others_still_served(
             Duration::from_secs(5),
         )
         .await;
-    let (status, body) =
-        exchange_from(POD_B, agent.addr, &request(Some(HOST), Some(&good_token()))).await;
+    let (status, body) = exchange_from(
+        POD_B,
+        agent.addr(),
+        &request(Some(HOST), Some(&good_token())),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     drop(held);
     agent.shutdown().await;
@@ -912,15 +837,10 @@ async fn a_flooding_client_gets_429_while_another_is_served() {
         Agent::start_with(|agent| agent.client_rate_limit(10, 10).rate_limit(1000, 500)).await;
     let token = good_token();
     // Fifty pipelined requests on one connection, faster than 10/s.
-    let mut flood = String::new();
-    for _ in 0..49 {
-        flood.push_str(&format!(
-            "GET /v1/credentials HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: {token}\r\n\r\n"
-        ));
-    }
-    flood.push_str(&String::from_utf8(request(Some(HOST), Some(&token))).unwrap());
-    let mut stream = connect_from(ATTACKER, agent.addr).await;
-    stream.write_all(flood.as_bytes()).await.unwrap();
+    let mut flood = pod(&token).bytes().repeat(49);
+    flood.extend_from_slice(&request(Some(HOST), Some(&token)));
+    let mut stream = connect_from(ATTACKER, agent.addr()).await;
+    stream.write_all(&flood).await.unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out))
         .await
@@ -937,7 +857,7 @@ async fn a_flooding_client_gets_429_while_another_is_served() {
     // The flood drew nothing from the other pods' share.
     for pod in [POD_A, POD_B] {
         let (status, body) =
-            exchange_from(pod, agent.addr, &request(Some(HOST), Some(&token))).await;
+            exchange_from(pod, agent.addr(), &request(Some(HOST), Some(&token))).await;
         assert_eq!(status, 200, "{body}");
     }
     assert_eq!(
@@ -961,7 +881,7 @@ async fn one_forged_token_sent_again_and_again_makes_one_upstream_call() {
     let token = forged_token(0);
     for _ in 0..20 {
         let (status, body) =
-            exchange_from(ATTACKER, agent.addr, &request(Some(HOST), Some(&token))).await;
+            exchange_from(ATTACKER, agent.addr(), &request(Some(HOST), Some(&token))).await;
         assert_eq!(status, 400, "{body}");
         assert!(body.contains("InvalidTokenException"), "{body}");
     }
@@ -977,7 +897,7 @@ async fn unique_forged_tokens_are_held_to_the_clients_miss_budget() {
     for n in 0..50 {
         let (status, _) = exchange_from(
             ATTACKER,
-            agent.addr,
+            agent.addr(),
             &request(Some(HOST), Some(&forged_token(n))),
         )
         .await;
@@ -992,8 +912,12 @@ async fn unique_forged_tokens_are_held_to_the_clients_miss_budget() {
         50 - upstream
     );
     // Another pod's first request is not held to the attacker's budget.
-    let (status, body) =
-        exchange_from(POD_A, agent.addr, &request(Some(HOST), Some(&good_token()))).await;
+    let (status, body) = exchange_from(
+        POD_A,
+        agent.addr(),
+        &request(Some(HOST), Some(&good_token())),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     agent.shutdown().await;
 }

@@ -5,264 +5,51 @@
 //!
 //! Every case checks the status of contracts §6, that cached credentials keep being served,
 //! and that the upstream calls stay bounded (counted at the upstream).
-#![cfg(all(feature = "eks-auth", feature = "simulator"))]
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, future};
 use aws_sdk_eksauth::config::Credentials;
-use pod_identity_agent_lib::server::ConnectionLimits;
-use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
-};
-use pod_identity_agent_lib::time::{SharedWallClock, SystemWallClock, WallClock};
-use pod_identity_agent_lib::{
-    AgentBuilder, BoundServer, CredentialCache, CredentialsRouter, EksAuthSource,
-    EksAuthSourceBuilder, ServerBuilder,
-};
 use pod_identity_core::EksAuthErrorCode;
-use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-const NODE_KEY: &str = "AKIDNODE";
-const NODE_SECRET: &str = "node-secret";
-
-// ---------------------------------------------------------------------------------------------
-// Fixtures
-// ---------------------------------------------------------------------------------------------
-
-fn now() -> SystemTime {
-    SystemWallClock::new().now()
-}
-
-fn epoch_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-}
+use crate::support::http::{access_key, credentials as http};
+use crate::support::{
+    AgentBuilder, CredentialCache, EksAuthSource, EksAuthSourceBuilder, Serving, SharedWallClock,
+    Times, Upstream, WallClock, eks_auth_source, eks_error, eventually, hex_digest, minted_token,
+    now, ok, serve_agent, serve_blocks, simulator, success_body,
+};
 
 /// A minted token for pod `pod` of `default/app`, valid for a day.
 fn token(pod: &str) -> String {
-    mint_token(&PodToken::new(
-        "default".parse().unwrap(),
-        "app".parse().unwrap(),
-        pod,
-        now(),
-    ))
-    .expose_secret()
-    .to_owned()
-}
-
-fn hex_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
-    let simulator = EksAuthSimulator::builder()
-        .cluster_name("demo".parse().unwrap())
-        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
-        .associate(
-            "default".parse().unwrap(),
-            "app".parse().unwrap(),
-            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
-        )
-        .build()
-        .unwrap();
-    let server = simulator
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    (simulator, server)
+    minted_token("app", pod)
 }
 
 /// An EKS Auth source for `endpoint`, signing with the node key.
 fn source(endpoint: &str, attempts: u32, attempt_timeout: Duration) -> EksAuthSourceBuilder {
-    EksAuthSource::builder()
-        .region("us-west-2")
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(NODE_KEY, NODE_SECRET, None, None, "node"))
+    eks_auth_source(endpoint)
         .max_attempts(attempts)
         .attempt_timeout(attempt_timeout)
-        .connect_timeout(Duration::from_secs(5))
 }
 
-/// A running agent on 127.0.0.1.
-struct Agent {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    serving: JoinHandle<()>,
+/// The assembled agent (reference defaults) around `source`.
+async fn start_agent(source: EksAuthSource) -> Serving {
+    serve_agent(AgentBuilder::new("demo".parse().unwrap(), source)).await
 }
 
-impl Agent {
-    fn start(server: BoundServer) -> Self {
-        let addr = server.credential_addrs()[0];
-        let (stop, stopped) = oneshot::channel::<()>();
-        let serving = tokio::spawn(server.serve(async {
-            let _ = stopped.await;
-        }));
-        Self {
-            addr,
-            stop: Some(stop),
-            serving,
-        }
-    }
-
-    /// The assembled agent (reference defaults) around `source`.
-    async fn with_source(source: EksAuthSource) -> Self {
-        Self::with_builder(AgentBuilder::new("demo".parse().unwrap(), source)).await
-    }
-
-    /// Every client here comes from 127.0.0.1, standing for many pods at once: the per-client
-    /// bounds (tested in `hostile.rs`) are lifted.
-    async fn with_builder(builder: AgentBuilder<EksAuthSource>) -> Self {
-        let server = builder
-            .bind_hosts(["127.0.0.1"])
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
-            .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
-            .client_rate_limit(0, 0)
-            .client_miss_budget(0, 0)
-            .bind()
+/// The assembled agent around an EKS Auth source for `endpoint`.
+async fn agent_for(endpoint: &str, attempts: u32, attempt_timeout: Duration) -> Serving {
+    start_agent(
+        source(endpoint, attempts, attempt_timeout)
+            .build()
             .await
-            .unwrap();
-        Self::start(server)
-    }
-
-    /// The blocks composed by hand, for cache settings the agent builder does not expose.
-    async fn with_cache(cache: CredentialCache<EksAuthSource>, clock: SharedWallClock) -> Self {
-        let router = CredentialsRouter::new("demo".parse().unwrap(), cache)
-            .allowed_hosts(pod_identity_agent_lib::HostAllowList::new(["127.0.0.1"]))
-            .clock(clock)
-            .client_rate_limit(0, 0)
-            .into_router();
-        let server = ServerBuilder::new(router)
-            .bind_hosts(["127.0.0.1"])
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
-            .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
-            .bind()
-            .await
-            .unwrap();
-        Self::start(server)
-    }
-
-    async fn get(&self, token: &str) -> (u16, String) {
-        http(self.addr, token).await
-    }
-
-    async fn shutdown(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(30), self.serving)
-            .await
-            .expect("the agent drains within 30 s")
-            .unwrap();
-    }
-}
-
-/// One `GET /v1/credentials` with `Connection: close`: (status, body).
-async fn http(addr: SocketAddr, token: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /v1/credentials HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
-}
-
-/// The access key id of a credentials body.
-fn access_key(body: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(body).unwrap();
-    value["AccessKeyId"].as_str().unwrap().to_owned()
-}
-
-/// A restJson1 success body expiring at `expiration`.
-fn success_body(access_key_id: &str, expiration: SystemTime) -> serde_json::Value {
-    serde_json::json!({
-        "subject": {"namespace": "default", "serviceAccount": "app"},
-        "audience": "pods.eks.amazonaws.com",
-        "podIdentityAssociation": {
-            "associationArn": "arn:aws:eks:us-west-2:111122223333:podidentityassociation/demo/a-abcdefghijklmnopq",
-            "associationId": "a-abcdefghijklmnopq"
-        },
-        "assumedRoleUser": {
-            "arn": "arn:aws:sts::111122223333:assumed-role/app/eks-demo-p-1234",
-            "assumeRoleId": "AROAEXAMPLE:eks-demo-p-1234"
-        },
-        "credentials": {
-            "sessionToken": format!("session-token-of-{access_key_id}"),
-            "secretAccessKey": format!("secret-key-of-{access_key_id}"),
-            "accessKeyId": access_key_id,
-            "expiration": epoch_secs(expiration)
-        }
-    })
-}
-
-fn ok(access_key_id: &str, lifetime: Duration) -> ResponseTemplate {
-    ResponseTemplate::new(200).set_body_json(success_body(access_key_id, now() + lifetime))
-}
-
-fn eks_error(status: u16, code: &str) -> ResponseTemplate {
-    ResponseTemplate::new(status)
-        .insert_header("x-amzn-errortype", code)
-        .insert_header("x-amzn-requestid", "req-1")
-        .set_body_json(serde_json::json!({"message": format!("{code} happened")}))
-}
-
-/// A wiremock EKS Auth whose answer the test switches, counting and timing the calls.
-#[derive(Clone)]
-struct Upstream {
-    answer: Arc<Mutex<ResponseTemplate>>,
-    calls: Arc<Mutex<Vec<tokio::time::Instant>>>,
-}
-
-impl Upstream {
-    async fn start(initial: ResponseTemplate) -> (Self, MockServer) {
-        let upstream = Self {
-            answer: Arc::new(Mutex::new(initial)),
-            calls: Arc::default(),
-        };
-        let server = MockServer::start().await;
-        Mock::given(wiremock::matchers::method("POST"))
-            .respond_with(upstream.clone())
-            .mount(&server)
-            .await;
-        (upstream, server)
-    }
-
-    fn set(&self, answer: ResponseTemplate) {
-        *self.answer.lock().unwrap() = answer;
-    }
-
-    fn calls(&self) -> usize {
-        self.calls.lock().unwrap().len()
-    }
-
-    fn call_times(&self) -> Vec<tokio::time::Instant> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
-impl Respond for Upstream {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        self.calls.lock().unwrap().push(tokio::time::Instant::now());
-        self.answer.lock().unwrap().clone()
-    }
+            .unwrap(),
+    )
+    .await
 }
 
 /// A wall clock that can be moved ahead of the system clock (expirations only; schedules run
@@ -282,31 +69,14 @@ impl WallClock for AheadClock {
     }
 }
 
-/// Polls `condition` every 10 ms for at most 20 s.
-async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if condition() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 // ---------------------------------------------------------------------------------------------
 // EKS Auth errors
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn each_eks_auth_error_gets_its_status_and_retries_stay_within_three_attempts() {
-    let (simulator, server) = simulator().await;
-    let agent = Agent::with_source(
-        source(&server.endpoint_url(), 3, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (simulator, server) = simulator(&["app"]).await;
+    let agent = agent_for(&server.endpoint_url(), 3, Duration::from_secs(10)).await;
     for code in EksAuthErrorCode::MODELED {
         simulator.fail(code.clone(), Times::Always);
         simulator.reset_counts();
@@ -345,13 +115,7 @@ async fn each_eks_auth_error_gets_its_status_and_retries_stay_within_three_attem
 #[tokio::test]
 async fn throttling_is_retried_with_backoff_and_answered_429_when_it_persists() {
     let (upstream, eks) = Upstream::start(eks_error(429, "ThrottlingException")).await;
-    let agent = Agent::with_source(
-        source(&eks.uri(), 3, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&eks.uri(), 3, Duration::from_secs(10)).await;
     let (status, body) = agent.get(&token("throttled")).await;
     assert_eq!(
         (status, body.as_str()),
@@ -382,13 +146,7 @@ async fn throttling_is_retried_with_backoff_and_answered_429_when_it_persists() 
             .await;
         (flaky, server)
     };
-    let second = Agent::with_source(
-        source(&flaky_eks.uri(), 3, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let second = agent_for(&flaky_eks.uri(), 3, Duration::from_secs(10)).await;
     let (status, body) = second.get(&token("throttled-once")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(access_key(&body), "ASIAAFTERTHROTTLE");
@@ -467,13 +225,7 @@ async fn timeouts_resets_and_garbage_are_500_empty_brackets_after_at_most_three_
         Misbehaviour::Truncated,
     ] {
         let (addr, accepted) = misbehaving_upstream(how).await;
-        let agent = Agent::with_source(
-            source(&format!("http://{addr}"), 3, Duration::from_millis(300))
-                .build()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let agent = agent_for(&format!("http://{addr}"), 3, Duration::from_millis(300)).await;
         let (status, body) = agent.get(&token("transport")).await;
         assert_eq!((status, body.as_str()), (500, "[]\n"), "{how:?}");
         let connections = accepted.load(Ordering::SeqCst);
@@ -493,13 +245,7 @@ async fn an_unreachable_upstream_is_500_empty_brackets() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let agent = Agent::with_source(
-        source(&format!("http://{addr}"), 3, Duration::from_millis(300))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&format!("http://{addr}"), 3, Duration::from_millis(300)).await;
     assert_eq!(agent.get(&token("refused")).await, (500, "[]\n".to_owned()));
     agent.shutdown().await;
 }
@@ -556,13 +302,7 @@ async fn unusable_success_bodies_are_500_and_never_cached_incomplete_ones_are_se
         ),
     ];
     let (upstream, eks) = Upstream::start(ResponseTemplate::new(500)).await;
-    let agent = Agent::with_source(
-        source(&eks.uri(), 1, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&eks.uri(), 1, Duration::from_secs(10)).await;
     for (what, answer) in cases {
         upstream.set(answer);
         let token = token(what);
@@ -601,13 +341,7 @@ async fn unusable_success_bodies_are_500_and_never_cached_incomplete_ones_are_se
 #[tokio::test]
 async fn expired_or_expiring_credentials_are_500_with_the_reference_text_and_not_cached() {
     let (upstream, eks) = Upstream::start(ResponseTemplate::new(500)).await;
-    let agent = Agent::with_source(
-        source(&eks.uri(), 1, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&eks.uri(), 1, Duration::from_secs(10)).await;
     let expired = now() - Duration::from_secs(600);
     upstream.set(ResponseTemplate::new(200).set_body_json(success_body("ASIAOLD", expired)));
     let token = token("expiring");
@@ -640,7 +374,7 @@ async fn expired_or_expiring_credentials_are_500_with_the_reference_text_and_not
 async fn cached_credentials_are_served_through_an_outage_until_15_seconds_before_expiry() {
     let (upstream, eks) = Upstream::start(ok("ASIACACHED", Duration::from_secs(3600))).await;
     let clock = AheadClock::default();
-    let agent = Agent::with_builder(
+    let agent = serve_agent(
         AgentBuilder::new(
             "demo".parse().unwrap(),
             source(&eks.uri(), 3, Duration::from_secs(10))
@@ -702,13 +436,16 @@ async fn failed_renewals_back_off_with_jitter_while_the_old_credentials_are_serv
     .renewal_qps(0)
     .clock(clock.clone())
     .build();
-    let agent = Agent::with_cache(cache, clock).await;
+    let agent = serve_blocks(cache, clock).await;
     let token = token("renewing");
     assert_eq!(access_key(&agent.get(&token).await.1), "ASIAFIRST");
 
     upstream.set(eks_error(503, "ServiceUnavailableException"));
     let started = tokio::time::Instant::now();
-    eventually("six failed renewals", || upstream.calls() >= 7).await;
+    eventually(Duration::from_secs(20), "six failed renewals", async || {
+        upstream.calls() >= 7
+    })
+    .await;
     // Pods never notice: the last good credentials keep being served.
     for _ in 0..5 {
         let (status, body) = agent.get(&token).await;
@@ -738,30 +475,19 @@ async fn failed_renewals_back_off_with_jitter_while_the_old_credentials_are_serv
 
     // Recovery: the next renewal succeeds and the new credentials are served.
     upstream.set(ok("ASIARENEWED", Duration::from_secs(3600)));
-    let agent_addr = agent.addr;
-    let token_again = token.clone();
-    let mut renewed = false;
-    for _ in 0..200 {
-        if access_key(&http(agent_addr, &token_again).await.1) == "ASIARENEWED" {
-            renewed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(renewed, "the renewal recovered by itself");
+    eventually(
+        Duration::from_secs(10),
+        "the renewal to recover by itself",
+        async || access_key(&agent.get(&token).await.1) == "ASIARENEWED",
+    )
+    .await;
     agent.shutdown().await;
 }
 
 #[tokio::test]
 async fn concurrent_requests_during_an_outage_share_calls_no_retry_storm() {
-    let (simulator, server) = simulator().await;
-    let agent = Agent::with_source(
-        source(&server.endpoint_url(), 3, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (simulator, server) = simulator(&["app"]).await;
+    let agent = agent_for(&server.endpoint_url(), 3, Duration::from_secs(10)).await;
     simulator.fail(EksAuthErrorCode::ServiceUnavailable, Times::Always);
     simulator.set_latency(Duration::from_millis(200));
     let tokens: Vec<String> = (0..10).map(|i| token(&format!("storm-{i}"))).collect();
@@ -769,7 +495,7 @@ async fn concurrent_requests_during_an_outage_share_calls_no_retry_storm() {
     for round in 0..30 {
         for token in &tokens {
             let token = token.clone();
-            let addr = agent.addr;
+            let addr = agent.addr();
             requests.spawn(async move { (round, http(addr, &token).await) });
         }
     }
@@ -793,14 +519,8 @@ async fn concurrent_requests_during_an_outage_share_calls_no_retry_storm() {
 
 #[tokio::test]
 async fn a_flapping_upstream_never_mixes_up_credentials() {
-    let (simulator, server) = simulator().await;
-    let agent = Agent::with_source(
-        source(&server.endpoint_url(), 1, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (simulator, server) = simulator(&["app"]).await;
+    let agent = agent_for(&server.endpoint_url(), 1, Duration::from_secs(10)).await;
     let tokens: Vec<String> = (0..20).map(|i| token(&format!("flap-{i}"))).collect();
     let mut served: Vec<Option<String>> = vec![None; tokens.len()];
     for round in 0..4 {
@@ -906,16 +626,12 @@ async fn rotated_node_credentials_are_used_from_the_next_call_on() {
         .respond_with(upstream.clone())
         .mount(&eks)
         .await;
-    let source = EksAuthSource::builder()
-        .region("us-west-2")
-        .endpoint_url(eks.uri())
+    let source = source(&eks.uri(), 1, Duration::from_secs(10))
         .credentials_provider(node.clone())
-        .max_attempts(1)
-        .attempt_timeout(Duration::from_secs(10))
         .build()
         .await
         .unwrap();
-    let agent = Agent::with_source(source).await;
+    let agent = start_agent(source).await;
     let before: Vec<String> = (0..5).map(|i| token(&format!("before-{i}"))).collect();
     for token in &before {
         let (status, body) = agent.get(token).await;
@@ -934,7 +650,7 @@ async fn rotated_node_credentials_are_used_from_the_next_call_on() {
 
     let mut requests = tokio::task::JoinSet::new();
     for i in 0..20 {
-        let addr = agent.addr;
+        let addr = agent.addr();
         let token = token(&format!("after-{i}"));
         requests.spawn(async move { http(addr, &token).await });
     }
@@ -963,18 +679,12 @@ async fn rotated_node_credentials_are_used_from_the_next_call_on() {
 
 #[tokio::test]
 async fn shutdown_with_requests_in_flight_loses_none() {
-    let (simulator, server) = simulator().await;
+    let (simulator, server) = simulator(&["app"]).await;
     simulator.set_latency(Duration::from_millis(500));
-    let agent = Agent::with_source(
-        source(&server.endpoint_url(), 1, Duration::from_secs(10))
-            .build()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let agent = agent_for(&server.endpoint_url(), 1, Duration::from_secs(10)).await;
     // A keep-alive connection that sits idle through the shutdown.
-    let mut idle = TcpStream::connect(agent.addr).await.unwrap();
-    idle.write_all(format!("GET /nowhere HTTP/1.1\r\nHost: {}\r\n\r\n", agent.addr).as_bytes())
+    let mut idle = TcpStream::connect(agent.addr()).await.unwrap();
+    idle.write_all(format!("GET /nowhere HTTP/1.1\r\nHost: {}\r\n\r\n", agent.addr()).as_bytes())
         .await
         .unwrap();
     let mut first = [0u8; 12];
@@ -984,16 +694,20 @@ async fn shutdown_with_requests_in_flight_loses_none() {
     let tokens: Vec<String> = (0..40).map(|i| token(&format!("drain-{i}"))).collect();
     let mut requests = tokio::task::JoinSet::new();
     for token in tokens.clone() {
-        let addr = agent.addr;
+        let addr = agent.addr();
         requests.spawn(async move {
             let answer = http(addr, &token).await;
             (token, answer)
         });
     }
     // Every request has reached EKS Auth: all are in flight.
-    let sim = simulator.clone();
-    eventually("40 requests in flight", move || sim.request_count() >= 40).await;
-    let addr = agent.addr;
+    eventually(
+        Duration::from_secs(20),
+        "40 requests in flight",
+        async || simulator.request_count() >= 40,
+    )
+    .await;
+    let addr = agent.addr();
     agent.shutdown().await;
     let mut served = 0;
     while let Some(answer) = requests.join_next().await {

@@ -1,9 +1,4 @@
 //! The EKS Auth simulator and its STS target, driven by the real AWS SDK clients over loopback.
-//!
-//! Run with `cargo test -p pod-identity-agent-lib --features simulator --test simulator`.
-#![cfg(feature = "simulator")]
-// Helpers outside `#[test]` functions unwrap too: a failed setup is a failed test.
-#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, SystemTime};
 
@@ -12,11 +7,12 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_eksauth::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_eksauth::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_async::time::StaticTimeSource;
-use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, Failure, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
-    parse_associations,
-};
 use pod_identity_core::{EksAuthError, EksAuthErrorCode, SecretString};
+
+use crate::support::{
+    EksAuthSimulator, Failure, NodeCredentials, PodToken, SharedWallClock, SimulatorServer, Times,
+    WallClock, eventually, logs, mint_token, parse_associations,
+};
 
 const CLUSTER: &str = "demo";
 const NODE_KEY: &str = "AKIAIOSFODNN7EXAMPLE";
@@ -106,6 +102,16 @@ fn code_and_status<E: ProvideErrorMetadata>(
         .unwrap_or_default();
     let code = err.code().unwrap_or_default().to_owned();
     (code, status)
+}
+
+/// The call failed with `code` and `status`.
+#[track_caller]
+fn assert_refused<E: ProvideErrorMetadata>(
+    result: Result<impl std::fmt::Debug, SdkError<E>>,
+    code: &str,
+    status: u16,
+) {
+    assert_eq!(code_and_status(result), (code.to_owned(), status));
 }
 
 fn sts_client(server: &SimulatorServer, credentials: Credentials) -> aws_sdk_sts::Client {
@@ -239,10 +245,7 @@ async fn a_wrong_secret_is_an_invalid_signature() {
     let (sim, server) = start().await;
     let token = token_for("default", "app", "app-1");
     let result = assume(&eks_client(&server, "not-the-node-secret"), CLUSTER, &token).await;
-    assert_eq!(
-        code_and_status(result),
-        ("InvalidSignatureException".to_owned(), 403)
-    );
+    assert_refused(result, "InvalidSignatureException", 403);
     assert!(sim.sessions().is_empty());
     assert_eq!(sim.request_count(), 1);
     // A request that fails verification does not count toward its token.
@@ -268,10 +271,7 @@ async fn an_unknown_access_key_is_an_unrecognized_client() {
         &token_for("default", "app", "app-1"),
     )
     .await;
-    assert_eq!(
-        code_and_status(result),
-        ("UnrecognizedClientException".to_owned(), 403)
-    );
+    assert_refused(result, "UnrecognizedClientException", 403);
     server.shutdown().await.unwrap();
 }
 
@@ -309,13 +309,15 @@ async fn node_credentials_with_a_session_token_need_that_token() {
             .await
             .is_ok()
     );
-    assert_eq!(
-        code_and_status(assume(&with(Some("other-session")), CLUSTER, &token).await),
-        ("UnrecognizedClientException".to_owned(), 403)
+    assert_refused(
+        assume(&with(Some("other-session")), CLUSTER, &token).await,
+        "UnrecognizedClientException",
+        403,
     );
-    assert_eq!(
-        code_and_status(assume(&with(None), CLUSTER, &token).await),
-        ("UnrecognizedClientException".to_owned(), 403)
+    assert_refused(
+        assume(&with(None), CLUSTER, &token).await,
+        "UnrecognizedClientException",
+        403,
     );
     server.shutdown().await.unwrap();
 }
@@ -410,20 +412,14 @@ async fn an_unknown_association_or_cluster_is_resource_not_found() {
         &token_for("default", "nobody", "nobody-1"),
     )
     .await;
-    assert_eq!(
-        code_and_status(result),
-        ("ResourceNotFoundException".to_owned(), 404)
-    );
+    assert_refused(result, "ResourceNotFoundException", 404);
     let result = assume(
         &client,
         "another-cluster",
         &token_for("default", "app", "app-1"),
     )
     .await;
-    assert_eq!(
-        code_and_status(result),
-        ("ResourceNotFoundException".to_owned(), 404)
-    );
+    assert_refused(result, "ResourceNotFoundException", 404);
     server.shutdown().await.unwrap();
 }
 
@@ -580,15 +576,15 @@ async fn shutdown_releases_hanging_requests() {
     let client = eks_client(&server, NODE_SECRET);
     let token = token_for("default", "app", "app-1");
     let call = tokio::spawn(async move { assume(&client, CLUSTER, &token).await });
-    while sim.request_count() == 0 {
-        tokio::task::yield_now().await;
-    }
+    eventually(
+        Duration::from_secs(10),
+        "the simulator to hold the call",
+        async || sim.request_count() > 0,
+    )
+    .await;
     server.shutdown().await.unwrap();
     let result = call.await.unwrap();
-    assert_eq!(
-        code_and_status(result),
-        ("ServiceUnavailableException".to_owned(), 503)
-    );
+    assert_refused(result, "ServiceUnavailableException", 503);
 }
 
 #[tokio::test]
@@ -664,41 +660,41 @@ async fn the_sts_target_rejects_what_the_simulator_did_not_issue() {
     let last = if secret.ends_with('x') { 'y' } else { 'x' };
     let tampered = format!("{}{last}", &secret[..secret.len() - 1]);
     assert_ne!(tampered, secret);
-    assert_eq!(
-        code_and_status(call(akid, &tampered, Some(token)).await),
-        ("SignatureDoesNotMatch".to_owned(), 403)
+    assert_refused(
+        call(akid, &tampered, Some(token)).await,
+        "SignatureDoesNotMatch",
+        403,
     );
-    assert_eq!(
-        code_and_status(call(akid, secret, Some("another-token")).await),
-        ("InvalidClientTokenId".to_owned(), 403)
+    assert_refused(
+        call(akid, secret, Some("another-token")).await,
+        "InvalidClientTokenId",
+        403,
     );
-    assert_eq!(
-        code_and_status(call(akid, secret, None).await),
-        ("InvalidClientTokenId".to_owned(), 403)
-    );
-    assert_eq!(
-        code_and_status(call("ASIAUNKNOWNKEY000000", secret, Some(token)).await),
-        ("InvalidClientTokenId".to_owned(), 403)
+    assert_refused(call(akid, secret, None).await, "InvalidClientTokenId", 403);
+    assert_refused(
+        call("ASIAUNKNOWNKEY000000", secret, Some(token)).await,
+        "InvalidClientTokenId",
+        403,
     );
     // The node credentials are for EKS Auth, not an identity the target knows.
-    assert_eq!(
-        code_and_status(call(NODE_KEY, NODE_SECRET, None).await),
-        ("InvalidClientTokenId".to_owned(), 403)
+    assert_refused(
+        call(NODE_KEY, NODE_SECRET, None).await,
+        "InvalidClientTokenId",
+        403,
     );
 
     // Credentials past their expiration.
     sim.set_credential_lifetime(Duration::ZERO);
     let expired = issued_credentials(&server).await;
-    assert_eq!(
-        code_and_status(
-            call(
-                expired.access_key_id(),
-                expired.secret_access_key(),
-                Some(expired.session_token())
-            )
-            .await
-        ),
-        ("ExpiredToken".to_owned(), 403)
+    assert_refused(
+        call(
+            expired.access_key_id(),
+            expired.secret_access_key(),
+            Some(expired.session_token()),
+        )
+        .await,
+        "ExpiredToken",
+        403,
     );
     server.shutdown().await.unwrap();
 }
@@ -750,6 +746,13 @@ fn signed_sts_request(
     request
 }
 
+/// An STS error answer: `status`, and `code` in the XML body.
+async fn assert_sts_error(response: reqwest::Response, status: u16, code: &str) {
+    assert_eq!(response.status(), status);
+    let xml = response.text().await.unwrap();
+    assert!(xml.contains(&format!("<Code>{code}</Code>")), "{xml}");
+}
+
 #[tokio::test]
 async fn the_sts_target_answers_only_get_caller_identity() {
     let (sim, server) = start().await;
@@ -783,9 +786,7 @@ async fn the_sts_target_answers_only_get_caller_identity() {
     .send()
     .await
     .unwrap();
-    assert_eq!(response.status(), 400);
-    let xml = response.text().await.unwrap();
-    assert!(xml.contains("<Code>InvalidAction</Code>"), "{xml}");
+    assert_sts_error(response, 400, "InvalidAction").await;
 
     // The body is signed: changing it after signing breaks the signature.
     let response = signed_sts_request(
@@ -797,14 +798,7 @@ async fn the_sts_target_answers_only_get_caller_identity() {
     .send()
     .await
     .unwrap();
-    assert_eq!(response.status(), 403);
-    assert!(
-        response
-            .text()
-            .await
-            .unwrap()
-            .contains("<Code>SignatureDoesNotMatch</Code>")
-    );
+    assert_sts_error(response, 403, "SignatureDoesNotMatch").await;
 
     // No signature at all.
     let response = reqwest::Client::new()
@@ -813,14 +807,7 @@ async fn the_sts_target_answers_only_get_caller_identity() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), 403);
-    assert!(
-        response
-            .text()
-            .await
-            .unwrap()
-            .contains("<Code>MissingAuthenticationToken</Code>")
-    );
+    assert_sts_error(response, 403, "MissingAuthenticationToken").await;
     server.shutdown().await.unwrap();
 }
 
@@ -857,44 +844,9 @@ async fn unknown_paths_are_unknown_operations() {
 }
 
 /// Log lines written during a test.
-#[derive(Clone, Default)]
-struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl CapturedLogs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn logs_narrate_each_hop_without_a_secret() {
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
-    // The test runs on one thread, server included, so the thread's default subscriber sees all.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (logs, _capture) = logs::capture();
 
     let (_sim, server) = start().await;
     let token = token_for("default", "app", "app-1");
@@ -959,7 +911,7 @@ impl ManualClock {
     }
 }
 
-impl pod_identity_agent_lib::time::WallClock for ManualClock {
+impl WallClock for ManualClock {
     fn now(&self) -> SystemTime {
         self.time()
     }
@@ -983,9 +935,7 @@ async fn time_comes_from_the_injected_clock() {
             "app".parse().unwrap(),
             "arn:aws:iam::111122223333:role/app".parse().unwrap(),
         )
-        .clock(pod_identity_agent_lib::time::SharedWallClock::new(
-            clock.clone(),
-        ))
+        .clock(SharedWallClock::new(clock.clone()))
         .build()
         .unwrap();
     let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
@@ -1031,9 +981,10 @@ async fn time_comes_from_the_injected_clock() {
 
     // Six hours on, for both sides: the credentials have expired.
     clock.advance(Duration::from_secs(6 * 3600));
-    assert_eq!(
-        code_and_status(sts(&clock).get_caller_identity().send().await),
-        ("ExpiredToken".to_owned(), 403)
+    assert_refused(
+        sts(&clock).get_caller_identity().send().await,
+        "ExpiredToken",
+        403,
     );
 
     // A day on, the token has expired too.
@@ -1135,14 +1086,13 @@ async fn only_the_newest_sessions_are_remembered() {
         None,
         "issued",
     );
-    assert_eq!(
-        code_and_status(
-            sts_client(&server, credentials)
-                .get_caller_identity()
-                .send()
-                .await
-        ),
-        ("InvalidClientTokenId".to_owned(), 403)
+    assert_refused(
+        sts_client(&server, credentials)
+            .get_caller_identity()
+            .send()
+            .await,
+        "InvalidClientTokenId",
+        403,
     );
     server.shutdown().await.unwrap();
 }

@@ -4,141 +4,30 @@
 //!
 //! Every credential served is traced back to the simulator session it came from, whose token
 //! digest must be that of the token presented.
-#![cfg(all(feature = "eks-auth", feature = "simulator"))]
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use aws_sdk_eksauth::config::Credentials;
-use pod_identity_agent_lib::server::ConnectionLimits;
-use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
+use crate::support::http::{access_key, credentials as http};
+use crate::support::{
+    AgentBuilder, CredentialCache, CredentialRequest, CredentialSource, EksAuthSimulator,
+    EksAuthSource, IssuedCredentials, Metrics, Serving, SharedWallClock, SimulatorServer,
+    SourceError, eks_auth_source, eventually, hex_digest, minted_token as token, serve_agent,
+    serve_blocks, simulator,
 };
-use pod_identity_agent_lib::time::{SharedWallClock, SystemWallClock, WallClock};
-use pod_identity_agent_lib::{
-    AgentBuilder, CredentialCache, CredentialRequest, CredentialSource, CredentialsRouter,
-    EksAuthSource, HostAllowList, IssuedCredentials, Metrics, ServerBuilder, SourceError,
-};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-fn token(service_account: &str, pod: &str) -> String {
-    mint_token(&PodToken::new(
-        "default".parse().unwrap(),
-        service_account.parse().unwrap(),
-        pod,
-        SystemWallClock::new().now(),
-    ))
-    .expose_secret()
-    .to_owned()
-}
-
-fn hex_digest(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// A simulator for cluster `demo` with the given service accounts of `default` associated.
-async fn simulator(service_accounts: &[&str]) -> (EksAuthSimulator, SimulatorServer) {
-    let mut builder = EksAuthSimulator::builder()
-        .cluster_name("demo".parse().unwrap())
-        .node_credentials(NodeCredentials::new("AKIDNODE", "node-secret"));
-    for sa in service_accounts {
-        builder = builder.associate(
-            "default".parse().unwrap(),
-            sa.parse().unwrap(),
-            format!("arn:aws:iam::111122223333:role/{sa}")
-                .parse()
-                .unwrap(),
-        );
-    }
-    let simulator = builder.build().unwrap();
-    let server = simulator
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    (simulator, server)
-}
 
 async fn source(server: &SimulatorServer) -> EksAuthSource {
-    EksAuthSource::builder()
-        .region("us-west-2")
-        .endpoint_url(server.endpoint_url())
-        .credentials_provider(Credentials::new(
-            "AKIDNODE",
-            "node-secret",
-            None,
-            None,
-            "node",
-        ))
+    eks_auth_source(server.endpoint_url())
         .max_attempts(1)
-        .attempt_timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
         .build()
         .await
         .unwrap()
 }
 
-/// Serves `router` on 127.0.0.1; the task ends with the test. Every client here comes from
-/// 127.0.0.1, standing for many pods: the per-client bounds (tested in `hostile.rs`) are
-/// lifted, here and in the routers and caches below.
-async fn serve(router: axum::Router) -> SocketAddr {
-    let server = ServerBuilder::new(router)
-        .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
-        .bind()
-        .await
-        .unwrap();
-    let addr = server.credential_addrs()[0];
-    tokio::spawn(server.serve(std::future::pending()));
-    addr
-}
-
-async fn agent(source: EksAuthSource) -> SocketAddr {
-    serve(
-        AgentBuilder::new("demo".parse().unwrap(), source)
-            .bind_hosts(["127.0.0.1"])
-            .client_rate_limit(0, 0)
-            .client_miss_budget(0, 0)
-            .into_router(),
-    )
-    .await
-}
-
-async fn http(addr: SocketAddr, token: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream
-        .write_all(
-            format!(
-                "GET /v1/credentials HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    (
-        status,
-        response.split_once("\r\n\r\n").unwrap().1.to_owned(),
-    )
-}
-
-fn access_key(body: &str) -> String {
-    let value: serde_json::Value = serde_json::from_str(body).unwrap();
-    value["AccessKeyId"].as_str().unwrap().to_owned()
+/// The assembled agent around `source`.
+async fn agent(source: EksAuthSource) -> Serving {
+    serve_agent(AgentBuilder::new("demo".parse().unwrap(), source)).await
 }
 
 /// The credentials served for `token` were issued for exactly that token.
@@ -167,7 +56,8 @@ fn assert_issued_for(simulator: &EksAuthSimulator, body: &str, token: &str) -> S
 #[tokio::test]
 async fn tokens_differing_in_one_byte_never_share_credentials() {
     let (simulator, server) = simulator(&["app"]).await;
-    let addr = agent(source(&server).await).await;
+    let agent = agent(source(&server).await).await;
+    let addr = agent.addr();
     let original = token("app", "one-byte");
     let (status, body) = http(addr, &original).await;
     assert_eq!(status, 200, "{body}");
@@ -210,7 +100,8 @@ async fn tokens_differing_in_one_byte_never_share_credentials() {
 #[tokio::test]
 async fn two_pods_of_one_service_account_keep_their_own_credentials_under_concurrency() {
     let (simulator, server) = simulator(&["app"]).await;
-    let addr = agent(source(&server).await).await;
+    let agent = agent(source(&server).await).await;
+    let addr = agent.addr();
     let pods: Vec<(String, String)> = (0..4)
         .map(|i| {
             let pod = format!("twin-{i}");
@@ -280,14 +171,8 @@ async fn a_replayed_token_of_a_deleted_association_gets_nothing_once_renewal_see
     .clock(clock.clone())
     .metrics(metrics.clone())
     .build();
-    let addr = serve(
-        CredentialsRouter::new("demo".parse().unwrap(), cache.clone())
-            .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
-            .clock(clock)
-            .client_rate_limit(0, 0)
-            .into_router(),
-    )
-    .await;
+    let agent = serve_blocks(cache.clone(), clock).await;
+    let addr = agent.addr();
 
     let app = token("app", "deleted-pod");
     let other = token("other", "kept-pod");
@@ -301,21 +186,20 @@ async fn a_replayed_token_of_a_deleted_association_gets_nothing_once_renewal_see
     deleted.store(true, Ordering::SeqCst);
     // Until the next renewal the credentials already issued are served (they stay valid at
     // AWS too); from then on the token gets EKS Auth's 404, never old or foreign credentials.
-    let mut refused = false;
-    for _ in 0..200 {
-        let (status, body) = http(addr, &app).await;
-        match status {
-            200 => assert_eq!(access_key(&body), app_key),
-            404 => {
-                assert!(body.contains("(ResourceNotFoundException)"), "{body}");
-                refused = true;
-                break;
+    eventually(
+        Duration::from_secs(10),
+        "the deletion to be seen",
+        async || {
+            let (status, body) = http(addr, &app).await;
+            match status {
+                200 => assert_eq!(access_key(&body), app_key),
+                404 => assert!(body.contains("(ResourceNotFoundException)"), "{body}"),
+                other => panic!("{other}: {body}"),
             }
-            other => panic!("{other}: {body}"),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(refused, "the deletion was never seen");
+            status == 404
+        },
+    )
+    .await;
     for _ in 0..5 {
         let (status, body) = http(addr, &app).await;
         assert_eq!(status, 404, "{body}");
@@ -329,18 +213,19 @@ async fn a_replayed_token_of_a_deleted_association_gets_nothing_once_renewal_see
         metrics.encode()
     );
     // The other pod, still associated, is renewed from the new EKS Auth and served.
-    let mut renewed = false;
-    for _ in 0..200 {
-        let (status, body) = http(addr, &other).await;
-        assert_eq!(status, 200, "{body}");
-        if after.session(&access_key(&body)).is_some() {
-            assert_issued_for(&after, &body, &other);
-            renewed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(renewed);
+    let mut renewed = String::new();
+    eventually(
+        Duration::from_secs(10),
+        "the other pod renewed from the new EKS Auth",
+        async || {
+            let (status, body) = http(addr, &other).await;
+            assert_eq!(status, 200, "{body}");
+            renewed = body;
+            after.session(&access_key(&renewed)).is_some()
+        },
+    )
+    .await;
+    assert_issued_for(&after, &renewed, &other);
     assert_eq!(cache.len(), 1, "only the associated pod is cached");
 }
 
@@ -355,14 +240,8 @@ async fn a_full_cache_forgets_evicted_tokens_and_never_serves_their_credentials_
         .clock(clock.clone())
         .metrics(metrics.clone())
         .build();
-    let addr = serve(
-        CredentialsRouter::new("demo".parse().unwrap(), cache.clone())
-            .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
-            .clock(clock)
-            .client_rate_limit(0, 0)
-            .into_router(),
-    )
-    .await;
+    let agent = serve_blocks(cache.clone(), clock).await;
+    let addr = agent.addr();
     let tokens: Vec<String> = (0..20)
         .map(|i| token("app", &format!("evict-{i}")))
         .collect();

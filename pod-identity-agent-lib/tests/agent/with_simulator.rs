@@ -1,85 +1,21 @@
 //! The agent against the SigV4-verifying EKS Auth simulator, over loopback.
-#![cfg(all(feature = "eks-auth", feature = "simulator"))]
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
-use aws_sdk_eksauth::config::Credentials;
-use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
-};
-use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
-use pod_identity_agent_lib::{AgentBuilder, CredentialRequest, CredentialSource, EksAuthSource};
 use pod_identity_core::ServiceAccountToken;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
-    let simulator = EksAuthSimulator::builder()
-        .cluster_name("demo".parse().unwrap())
-        .node_credentials(NodeCredentials::new("AKIDNODE", "node-secret"))
-        .associate(
-            "default".parse().unwrap(),
-            "app".parse().unwrap(),
-            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
-        )
-        .build()
-        .unwrap();
-    let server = simulator
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    (simulator, server)
-}
+use crate::support::http::credentials as http;
+use crate::support::{
+    AgentBuilder, CredentialRequest, CredentialSource, EksAuthSimulator, EksAuthSourceBuilder,
+    Serving, SharedCredentialsFile, SimulatorServer, eks_auth_source, minted_token as pod_token,
+    simulator,
+};
 
-fn pod_token(service_account: &str, pod: &str) -> String {
-    let now = SystemWallClock::new().now();
-    mint_token(&PodToken::new(
-        "default".parse().unwrap(),
-        service_account.parse().unwrap(),
-        pod,
-        now,
-    ))
-    .expose_secret()
-    .to_owned()
-}
-
-fn source(
-    simulator: &EksAuthSimulator,
-    server: &SimulatorServer,
-) -> pod_identity_agent_lib::EksAuthSourceBuilder {
-    EksAuthSource::builder()
-        .region(simulator.region())
-        .endpoint_url(server.endpoint_url())
-        .credentials_provider(Credentials::new(
-            "AKIDNODE",
-            "node-secret",
-            None,
-            None,
-            "node",
-        ))
-        .attempt_timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
-}
-
-async fn http(addr: SocketAddr, token: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /v1/credentials HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
+fn source(simulator: &EksAuthSimulator, server: &SimulatorServer) -> EksAuthSourceBuilder {
+    eks_auth_source(server.endpoint_url()).region(simulator.region())
 }
 
 #[tokio::test]
 async fn node_details_are_signed_with_the_body() {
-    let (simulator, server) = simulator().await;
+    let (simulator, server) = simulator(&["app"]).await;
     let source = source(&simulator, &server)
         .eks_node_name("ip-10-0-0-1.us-west-2.compute.internal")
         .instance_id("i-0123456789abcdef0")
@@ -101,7 +37,7 @@ async fn node_details_are_signed_with_the_body() {
 
 #[tokio::test]
 async fn the_agent_serves_simulator_credentials_with_one_call_per_token() {
-    let (simulator, server) = simulator().await;
+    let (simulator, server) = simulator(&["app"]).await;
     let source = source(&simulator, &server).build().await.unwrap();
     let agent = AgentBuilder::new("demo".parse().unwrap(), source)
         .bind_hosts(["127.0.0.1"])
@@ -111,8 +47,8 @@ async fn the_agent_serves_simulator_credentials_with_one_call_per_token() {
         .bind()
         .await
         .unwrap();
-    let addr = agent.credential_addrs()[0];
-    let serving = tokio::spawn(agent.serve(std::future::pending()));
+    let agent = Serving::start(agent);
+    let addr = agent.addr();
 
     // Fifty pods' SDKs asking at once for one token: one EKS Auth call.
     let token = pod_token("app", "burst");
@@ -140,16 +76,14 @@ async fn the_agent_serves_simulator_credentials_with_one_call_per_token() {
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("(ResourceNotFoundException)"), "{body}");
     assert!(body.ends_with(", fault: client\n"), "{body}");
-    serving.abort();
+    agent.shutdown().await;
 }
 
 /// `--rotate-credentials`: the node's keys are re-read from the shared credentials file when it
 /// changes, and the next EKS Auth call is signed with them, without rebuilding the source.
 #[tokio::test]
 async fn a_rotated_credentials_file_signs_the_next_call_with_the_new_keys() {
-    use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;
-
-    let (simulator, server) = simulator().await;
+    let (simulator, server) = simulator(&["app"]).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("credentials");
     let write = |id: &str, secret: &str| {

@@ -1,32 +1,26 @@
 //! The self-managed source end to end: keys generated here, a JWKS served by wiremock (or read
 //! from a file), a wiremock STS that checks the `AssumeRole` form, the file association store
 //! under paused time, and the agent's router in front of it all.
-#![cfg(feature = "self-managed")]
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use axum::body::Body;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http_body_util::BodyExt;
-use pod_identity_agent_lib::self_managed::{
-    AssociationStore, Associations, FileAssociationStore, JwksLocation, SelfManagedSource,
-    TokenVerifier, VerifyError,
-};
-use pod_identity_agent_lib::time::TokioWallClock;
-use pod_identity_agent_lib::{
-    AgentBuilder, CredentialRequest, CredentialSource, SharedWallClock, SourceError,
-};
 use pod_identity_core::{ErrorClass, ServiceAccountToken};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::support::{
+    AgentBuilder, AssociationStore, Associations, CredentialCache, CredentialRequest,
+    CredentialSource, FileAssociationStore, JwksLocation, SelfManagedSource, SharedWallClock,
+    Signer, SourceError, TokenVerifier, TokioWallClock, VerifyError, eventually, logs, within,
+};
 
 /// Wall-clock start of every test: 2023-11-14T22:13:20Z.
 const START: u64 = 1_700_000_000;
@@ -44,116 +38,6 @@ fn clock() -> SharedWallClock {
 
 // ---------------------------------------------------------------------------------------------
 // Keys and tokens.
-
-enum KeyKind {
-    Rsa(RsaKeyPair),
-    Ec(EcdsaKeyPair, &'static str),
-}
-
-/// A signing key with its `kid` and `alg`.
-struct Signer {
-    kid: String,
-    alg: &'static str,
-    key: KeyKind,
-}
-
-impl Signer {
-    fn rsa(kid: &str) -> Self {
-        Self {
-            kid: kid.to_owned(),
-            alg: "RS256",
-            key: KeyKind::Rsa(RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap()),
-        }
-    }
-
-    fn ec(alg: &'static str, kid: &str) -> Self {
-        let (algorithm, crv): (&'static signature::EcdsaSigningAlgorithm, _) = match alg {
-            "ES256" => (&signature::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256"),
-            "ES384" => (&signature::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384"),
-            "ES512" => (&signature::ECDSA_P521_SHA512_FIXED_SIGNING, "P-521"),
-            other => panic!("{other}"),
-        };
-        Self {
-            kid: kid.to_owned(),
-            alg,
-            key: KeyKind::Ec(EcdsaKeyPair::generate(algorithm).unwrap(), crv),
-        }
-    }
-
-    /// The public key as a JWK.
-    fn jwk(&self) -> Value {
-        let b64 = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
-        match &self.key {
-            KeyKind::Rsa(key) => {
-                let (n, e) = rsa_public_components(key.public_key().as_ref());
-                json!({"kty": "RSA", "kid": self.kid, "alg": "RS256", "use": "sig",
-                       "n": b64(n), "e": b64(e)})
-            }
-            KeyKind::Ec(key, crv) => {
-                let point = key.public_key().as_ref();
-                let size = (point.len() - 1) / 2;
-                json!({"kty": "EC", "kid": self.kid, "crv": crv, "use": "sig",
-                       "x": b64(&point[1..=size]), "y": b64(&point[1 + size..])})
-            }
-        }
-    }
-
-    fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
-        let rng = SystemRandom::new();
-        match &self.key {
-            KeyKind::Rsa(key) => {
-                let mut signature = vec![0; key.public_modulus_len()];
-                key.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut signature)
-                    .unwrap();
-                signature
-            }
-            KeyKind::Ec(key, _) => key.sign(&rng, message).unwrap().as_ref().to_vec(),
-        }
-    }
-
-    /// A JWT with this key's `alg` and `kid` over `claims`.
-    fn sign(&self, claims: &Value) -> String {
-        self.sign_with_header(&json!({"alg": self.alg, "kid": self.kid}), claims)
-    }
-
-    fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
-        let signed = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header.to_string()),
-            URL_SAFE_NO_PAD.encode(claims.to_string())
-        );
-        let signature = self.sign_bytes(signed.as_bytes());
-        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
-    }
-}
-
-/// `n` and `e` of a DER `RSAPublicKey` (PKCS #1: a SEQUENCE of two INTEGERs).
-fn rsa_public_components(der: &[u8]) -> (&[u8], &[u8]) {
-    /// One DER element: (tag, contents, rest).
-    fn element(der: &[u8]) -> (u8, &[u8], &[u8]) {
-        let (tag, first) = (der[0], der[1]);
-        let (len, header) = if first < 0x80 {
-            (usize::from(first), 2)
-        } else {
-            let count = usize::from(first & 0x7f);
-            let len = der[2..2 + count]
-                .iter()
-                .fold(0usize, |len, b| (len << 8) | usize::from(*b));
-            (len, 2 + count)
-        };
-        (tag, &der[header..header + len], &der[header + len..])
-    }
-    let (0x30, sequence, _) = element(der) else {
-        panic!("not a SEQUENCE")
-    };
-    let (0x02, n, rest) = element(sequence) else {
-        panic!("no modulus")
-    };
-    let (0x02, e, _) = element(rest) else {
-        panic!("no exponent")
-    };
-    (n.strip_prefix(&[0]).unwrap_or(n), e)
-}
 
 /// Keys shared by the tests (RSA generation is slow in debug builds).
 fn keys() -> &'static [Signer; 4] {
@@ -583,6 +467,7 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
 #[tokio::test]
 async fn keys_come_from_a_file_and_are_reread_on_schedule() {
     tokio::time::pause();
+    let (logs, _capture) = logs::capture();
     let [rsa, es256, ..] = keys();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("jwks.json");
@@ -603,14 +488,24 @@ async fn keys_come_from_a_file_and_are_reread_on_schedule() {
 
     std::fs::write(&file, jwks(&[es256]).to_string()).unwrap();
     tokio::time::advance(Duration::from_secs(3600)).await;
-    while verifier.key_ids() != ["ec-256"] {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    // The schedule starts when the refresh task first runs, which may be after the advance:
+    // the wait allows a second interval.
+    eventually(
+        Duration::from_secs(2 * 3600),
+        "the scheduled re-read",
+        async || verifier.key_ids() == ["ec-256"],
+    )
+    .await;
     verifier.verify(&ec_token).await.unwrap();
-    // A broken file keeps the last good keys.
+    // A broken file keeps the last good keys: checked once the scheduled re-read has failed.
     std::fs::write(&file, "{not json").unwrap();
     tokio::time::advance(Duration::from_secs(3600)).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    eventually(
+        Duration::from_secs(2 * 3600),
+        "the scheduled re-read of the broken file",
+        async || logs.text().contains("scheduled JWKS refresh failed"),
+    )
+    .await;
     assert_eq!(verifier.key_ids(), ["ec-256"]);
     verifier.verify(&ec_token).await.unwrap();
 }
@@ -842,13 +737,7 @@ async fn sts_errors_keep_the_agents_statuses() {
 #[tokio::test]
 async fn the_association_file_hot_reloads_and_survives_a_bad_edit() {
     tokio::time::pause();
-    let logs = CapturedLogs::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_ansi(false)
-            .finish(),
-    );
+    let (logs, _capture) = logs::capture();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("associations.json");
     std::fs::write(&file, json!({"associations": [association()]}).to_string()).unwrap();
@@ -874,7 +763,13 @@ async fn the_association_file_hot_reloads_and_survives_a_bad_edit() {
     edited["roleArn"] = json!(TARGET_ROLE);
     std::fs::write(&file, json!([edited]).to_string()).unwrap();
     tokio::time::advance(Duration::from_secs(10)).await;
-    generation.changed().await.unwrap();
+    within(
+        Duration::from_secs(60),
+        "the valid edit",
+        generation.changed(),
+    )
+    .await
+    .unwrap();
     assert_eq!(*generation.borrow_and_update(), 2);
     assert_eq!(role(&store).as_deref(), Some(TARGET_ROLE));
     assert_eq!(
@@ -892,16 +787,38 @@ async fn the_association_file_hot_reloads_and_survives_a_bad_edit() {
     let mut rejected = store.rejected();
     std::fs::write(&file, r#"{"associations": [{"clusterName": "lab"}]}"#).unwrap();
     tokio::time::advance(Duration::from_secs(10)).await;
-    rejected.changed().await.unwrap();
+    within(
+        Duration::from_secs(60),
+        "the bad edit refused",
+        rejected.changed(),
+    )
+    .await
+    .unwrap();
     assert_eq!(role(&store).as_deref(), Some(TARGET_ROLE));
     assert!(
         logs.text().contains("keeping the last good associations"),
         "{}",
         logs.text()
     );
-    // Logged once, not at every poll.
-    tokio::time::advance(Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Logged once, not at every poll: a re-read of the unchanged bad file takes nothing.
+    for _ in 0..6 {
+        store.reload().await.unwrap();
+        tokio::time::advance(Duration::from_secs(10)).await;
+    }
+    assert_eq!(*rejected.borrow(), 1);
+
+    // Fixing the file brings it back. The polls of the bad file ran before this one, so the
+    // counts below include them.
+    std::fs::write(&file, json!([association()]).to_string()).unwrap();
+    tokio::time::advance(Duration::from_secs(10)).await;
+    within(
+        Duration::from_secs(60),
+        "the fixed file",
+        generation.changed(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(role(&store).as_deref(), Some(ROLE));
     assert_eq!(*rejected.borrow(), 1);
     assert_eq!(
         logs.text()
@@ -910,12 +827,6 @@ async fn the_association_file_hot_reloads_and_survives_a_bad_edit() {
         1
     );
 
-    // Fixing the file brings it back.
-    std::fs::write(&file, json!([association()]).to_string()).unwrap();
-    tokio::time::advance(Duration::from_secs(10)).await;
-    generation.changed().await.unwrap();
-    assert_eq!(role(&store).as_deref(), Some(ROLE));
-
     // A file that does not parse at start is an error.
     std::fs::write(&file, "nope").unwrap();
     assert!(FileAssociationStore::open(&file).await.is_err());
@@ -923,14 +834,7 @@ async fn the_association_file_hot_reloads_and_survives_a_bad_edit() {
 
 #[tokio::test]
 async fn the_agent_serves_self_managed_credentials_and_refuses_forgeries() {
-    let logs = CapturedLogs::default();
-    let _guard = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .finish(),
-    );
+    let (logs, _capture) = logs::capture();
     let [rsa, ..] = keys();
     let issuer = issuer(&jwks(&[rsa])).await;
     let sts = sts().await;
@@ -995,38 +899,8 @@ async fn the_agent_serves_self_managed_credentials_and_refuses_forgeries() {
     assert!(text.contains("refused a service-account token"), "{text}");
 }
 
-#[derive(Clone, Default)]
-struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
-
-impl CapturedLogs {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for CapturedLogs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
-    type Writer = Self;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn a_rotated_token_of_the_same_pod_is_served_from_its_entry_after_local_verification() {
-    use pod_identity_agent_lib::CredentialCache;
-
     let issuer = issuer(&jwks(&[&keys()[1]])).await;
     let sts = sts().await;
     let verifier = verifier(&issuer).await;
