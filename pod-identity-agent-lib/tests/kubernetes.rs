@@ -1,6 +1,8 @@
 //! The Kubernetes blocks against a fake API server on loopback (axum) that speaks the real
-//! endpoints: `/version`, `/openid/v1/jwks` (bearer token required), and the pod list and watch
-//! with resource versions, bookmarks and `410 Gone`. Tokens are minted and signed here.
+//! endpoints as kube-rs calls them: `/version`, `/openid/v1/jwks` (bearer token required), and
+//! the pod list (`limit`, `continue`) and watch (`watch=true`, `allowWatchBookmarks`,
+//! `timeoutSeconds`, `resourceVersion`) with bookmarks and, for an expired version, a `410`
+//! `ERROR` event. Tokens are minted and signed here.
 #![cfg(feature = "kubernetes")]
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
@@ -200,7 +202,7 @@ struct Api {
     jwks: Option<Value>,
     jwks_requests: usize,
     version_requests: usize,
-    /// The pod list answers 500 while set.
+    /// The pod list and watch answer 500 while set.
     pods_fail: bool,
     pods: BTreeMap<String, Value>,
     resource_version: u64,
@@ -367,20 +369,29 @@ async fn pods_handler(State(api): State<Shared>, RawQuery(query): RawQuery) -> R
         "{query}"
     );
     let mut api = api.lock().unwrap();
-    if params.get("watch") == Some(&"1") {
+    if matches!(params.get("watch"), Some(&("1" | "true"))) {
         assert_eq!(params.get("allowWatchBookmarks"), Some(&"true"));
         assert!(params.contains_key("timeoutSeconds"));
         let from = params.get("resourceVersion").copied().unwrap_or_default();
         api.watches_from.push(from.to_owned());
+        if api.pods_fail {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
         if from.parse::<u64>().is_ok_and(|v| v < api.oldest_version) {
-            let status =
-                json!({"kind": "Status", "status": "Failure", "reason": "Expired", "code": 410});
-            return json_response(StatusCode::GONE, &status);
+            // As the API server does: the watch starts, its one event is the 410, and it ends.
+            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "reason": "Expired", "code": 410,
+                                "message": format!("too old resource version: {from}")});
+            let line = format!("{}\n", json!({"type": "ERROR", "object": status}));
+            return ([("content-type", "application/json")], line).into_response();
         }
         let (tx, rx) = mpsc::unbounded_channel();
         api.watchers.push(tx);
         return Response::new(Body::new(ChannelBody(rx)));
     }
+    // A list: a consistent read (no resourceVersion), in pages.
+    assert!(params.contains_key("limit"), "{query}");
+    assert!(!params.contains_key("resourceVersion"), "{query}");
     api.lists += 1;
     if api.pods_fail {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
