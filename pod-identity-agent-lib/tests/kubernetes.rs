@@ -908,6 +908,48 @@ async fn a_closed_watch_resumes_from_the_last_bookmark() {
 }
 
 #[tokio::test]
+async fn the_watch_itself_sets_the_synced_gauge() {
+    let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
+    api.add_pod("uid-a", "Running");
+    api.api().pods_fail = true;
+    let metrics = pod_identity_agent_lib::Metrics::new();
+    let gauge = |value: u8| {
+        let series = format!("pod_identity_pod_watch_synced {value}");
+        metrics.encode().lines().any(|line| line == series)
+    };
+    // No credential cache and no renewals here: only the watch moves the gauge.
+    let pods = PodWatch::builder(api.client(), NODE)
+        .metrics(metrics.clone())
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .start()
+        .unwrap();
+    until("the list is retried", || api.api().lists >= 2).await;
+    assert!(gauge(0), "not synced before the first list");
+
+    api.api().pods_fail = false;
+    tokio::time::timeout(WAIT, pods.synced()).await.unwrap();
+    assert!(gauge(1), "set on sync");
+    api.watching().await;
+    let lists = api.api().lists;
+
+    // The watch breaks: the server ends it and refuses to resume it.
+    api.api().pods_fail = true;
+    api.close_watches();
+    until("the gauge is cleared", || gauge(0)).await;
+    assert!(!pods.is_synced());
+    assert_eq!(pods.liveness("uid-a"), PodLiveness::Unknown, "fail open");
+
+    // It resumes from its version; the next event shows the view is current again.
+    api.api().pods_fail = false;
+    api.watching().await;
+    api.add_pod("uid-b", "Running");
+    until("the gauge is set again", || gauge(1)).await;
+    assert!(pods.is_synced());
+    assert_eq!(pods.liveness("uid-b"), PodLiveness::Alive);
+    assert_eq!(api.api().lists, lists, "resumed, not re-listed");
+}
+
+#[tokio::test]
 async fn a_bad_node_name_is_refused() {
     let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
     assert!(
