@@ -1459,6 +1459,100 @@ mod with_cache {
         );
     }
 
+    fn cache_with(
+        verifier: RotationVerifier,
+        eks: &EksAuth,
+        metrics: &Metrics,
+    ) -> CredentialCache<EksAuth> {
+        CredentialCache::builder(eks.clone())
+            .clock(clock())
+            .metrics(metrics.clone())
+            .rotation_validator(Arc::new(verifier))
+            .build()
+    }
+
+    async fn down_client() -> KubeClient {
+        KubeClient::new(ClientConfig::new(dead_url().await).token(SecretString::new(AGENT_TOKEN)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn with_the_api_server_down_at_start_a_rotation_is_served_with_the_disk_keys() {
+        let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("jwks-cache.json");
+        // An earlier run of the agent left the disk copy.
+        drop(verifier(&api, &keys).await);
+        assert!(keys.exists());
+
+        let verifier = RotationVerifier::builder(down_client().await)
+            .cache_path(Some(keys))
+            .clock(clock())
+            .build()
+            .await;
+        assert_eq!(verifier.keys_source(), KeysSource::Disk);
+        let eks = EksAuth::default();
+        let metrics = Metrics::new();
+        let cache = cache_with(verifier, &eks, &metrics);
+        let first = cache
+            .get(&request(&cluster_key().sign(&claims(0))))
+            .await
+            .unwrap();
+        assert_eq!(eks.calls(), 1);
+
+        eks.down.store(true, Ordering::SeqCst);
+        let rotated = cluster_key().sign(&claims(3600));
+        let served = cache.get(&request(&rotated)).await.unwrap();
+        assert_eq!(
+            served.credentials().access_key_id,
+            first.credentials().access_key_id
+        );
+        assert_eq!(eks.calls(), 1, "served from the cache, no upstream call");
+        assert!(counted(
+            &metrics,
+            r#"pod_identity_local_validation{result="success"} 1"#
+        ));
+        assert!(matches!(
+            cache.cached(raw(&rotated).as_bytes(), now()),
+            Some(Ok(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn with_the_api_server_down_and_no_disk_copy_a_rotation_gets_the_eks_auth_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let verifier = RotationVerifier::builder(down_client().await)
+            .cache_path(Some(dir.path().join("jwks-cache.json")))
+            .clock(clock())
+            .build()
+            .await;
+        assert_eq!(verifier.keys_source(), KeysSource::None);
+        let eks = EksAuth::default();
+        let metrics = Metrics::new();
+        let cache = cache_with(verifier, &eks, &metrics);
+        cache
+            .get(&request(&cluster_key().sign(&claims(0))))
+            .await
+            .unwrap();
+
+        eks.down.store(true, Ordering::SeqCst);
+        let rotated = cluster_key().sign(&claims(3600));
+        let error = cache.get(&request(&rotated)).await.unwrap_err();
+        assert_eq!(eks.calls(), 2, "the rotation went to EKS Auth");
+        assert!(matches!(error, SourceError::Unavailable(_)), "{error:?}");
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("EKS Auth is unreachable"));
+        assert!(counted(
+            &metrics,
+            r#"pod_identity_local_validation{result="failure"} 1"#
+        ));
+        // Never the cached credentials on the unverified token.
+        assert!(!matches!(
+            cache.cached(raw(&rotated).as_bytes(), now()),
+            Some(Ok(_))
+        ));
+    }
+
     fn liveness_cache(
         watch: PodWatch,
         eks: &EksAuth,
