@@ -4,7 +4,7 @@
 //!
 //! The pods are those with `spec.nodeName=<node>` (the node name from `--eks-node-name`, else
 //! the `NODE_NAME` environment variable the chart sets from the downward API: see
-//! [`node_name`]). [`kube::runtime::watcher`] works as Kubernetes informers do:
+//! [`node_name`]). [`kube::runtime::watcher()`] works as Kubernetes informers do:
 //!
 //! - a consistent list (pages of [`PAGE_SIZE`]), then a watch from the list's
 //!   `resourceVersion` with bookmarks (`allowWatchBookmarks=true`), following each event's and
