@@ -1,19 +1,20 @@
 //! Kubernetes API blocks for EKS mode (feature `kubernetes`).
 //!
-//! - [`client`]: [`KubeClient`], configured in the cluster or from `KUBECONFIG`, every call
-//!   with a timeout;
+//! - [`client`]: [`KubeClient`], a kube-rs client configured in the cluster or from
+//!   `KUBECONFIG`, every call with a timeout;
 //! - [`jwks`]: [`RotationVerifier`], local validation of a pod's rotated service-account token
 //!   against the API server's keys (kept on disk for when the API server is unreachable), bound
 //!   to the cached entry's issuer, namespace, service account and pod uid;
 //! - [`version`]: [`VersionGate`], validation only on Kubernetes 1.34 and later;
-//! - [`liveness`]: [`PodWatch`], the pods of this node, to drop the credentials of deleted and
-//!   finished pods (failing open while it is not synced).
+//! - [`liveness`]: [`PodWatch`], the pods of this node from kube-rs's watcher, to drop the
+//!   credentials of deleted and finished pods (failing open while it is not synced).
 //!
 //! The agent's service account needs `get`, `list` and `watch` on `pods` for the watch; the key
 //! endpoint needs no extra RBAC.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use pod_identity_agent_lib::Metrics;
 //! use pod_identity_agent_lib::kubernetes::{
 //!     ClientConfig, KubeClient, PodWatch, RotationVerifier, VersionGate, liveness,
 //! };
@@ -26,7 +27,9 @@
 //!     .build()
 //!     .await;
 //! let node = liveness::node_name(None, &env).ok_or("no NODE_NAME")?;
+//! let metrics = Metrics::new();
 //! let pods = PodWatch::builder(client, node)
+//!     .metrics(metrics.clone())
 //!     .on_pod_gone(|pod| println!("gone: {}", pod.uid))
 //!     .start()?;
 //! # drop((verifier, pods));
@@ -39,12 +42,12 @@ pub mod jwks;
 pub mod liveness;
 pub mod version;
 
-pub use client::{ApiError, ClientConfig, ConfigError, KubeClient};
+pub use client::{ApiError, BuildError, ClientConfig, ConfigError, KubeClient};
 pub use jwks::{
     Checks, KeysSource, LocalValidation, RotationVerifier, RotationVerifierBuilder, VerifiedToken,
     VerifyError, verify_token,
 };
-pub use liveness::{GoneReason, PodGone, PodLiveness, PodWatch, PodWatchBuilder};
+pub use liveness::{GoneReason, PodGone, PodLiveness, PodWatch, PodWatchBuilder, PodWatchError};
 pub use version::{GateAnswer, KubernetesVersion, VersionGate};
 
 use std::sync::Arc;

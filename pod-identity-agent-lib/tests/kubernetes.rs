@@ -1,6 +1,8 @@
 //! The Kubernetes blocks against a fake API server on loopback (axum) that speaks the real
-//! endpoints: `/version`, `/openid/v1/jwks` (bearer token required), and the pod list and watch
-//! with resource versions, bookmarks and `410 Gone`. Tokens are minted and signed here.
+//! endpoints as kube-rs calls them: `/version`, `/openid/v1/jwks` (bearer token required), and
+//! the pod list (`limit`, `continue`) and watch (`watch=true`, `allowWatchBookmarks`,
+//! `timeoutSeconds`, `resourceVersion`) with bookmarks and, for an expired version, a `410`
+//! `ERROR` event. Tokens are minted and signed here.
 #![cfg(feature = "kubernetes")]
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
@@ -200,7 +202,7 @@ struct Api {
     jwks: Option<Value>,
     jwks_requests: usize,
     version_requests: usize,
-    /// The pod list answers 500 while set.
+    /// The pod list and watch answer 500 while set.
     pods_fail: bool,
     pods: BTreeMap<String, Value>,
     resource_version: u64,
@@ -367,20 +369,29 @@ async fn pods_handler(State(api): State<Shared>, RawQuery(query): RawQuery) -> R
         "{query}"
     );
     let mut api = api.lock().unwrap();
-    if params.get("watch") == Some(&"1") {
+    if matches!(params.get("watch"), Some(&("1" | "true"))) {
         assert_eq!(params.get("allowWatchBookmarks"), Some(&"true"));
         assert!(params.contains_key("timeoutSeconds"));
         let from = params.get("resourceVersion").copied().unwrap_or_default();
         api.watches_from.push(from.to_owned());
+        if api.pods_fail {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        }
         if from.parse::<u64>().is_ok_and(|v| v < api.oldest_version) {
-            let status =
-                json!({"kind": "Status", "status": "Failure", "reason": "Expired", "code": 410});
-            return json_response(StatusCode::GONE, &status);
+            // As the API server does: the watch starts, its one event is the 410, and it ends.
+            let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                "status": "Failure", "reason": "Expired", "code": 410,
+                                "message": format!("too old resource version: {from}")});
+            let line = format!("{}\n", json!({"type": "ERROR", "object": status}));
+            return ([("content-type", "application/json")], line).into_response();
         }
         let (tx, rx) = mpsc::unbounded_channel();
         api.watchers.push(tx);
         return Response::new(Body::new(ChannelBody(rx)));
     }
+    // A list: a consistent read (no resourceVersion), in pages.
+    assert!(params.contains_key("limit"), "{query}");
+    assert!(!params.contains_key("resourceVersion"), "{query}");
     api.lists += 1;
     if api.pods_fail {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
@@ -897,6 +908,48 @@ async fn a_closed_watch_resumes_from_the_last_bookmark() {
 }
 
 #[tokio::test]
+async fn the_watch_itself_sets_the_synced_gauge() {
+    let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
+    api.add_pod("uid-a", "Running");
+    api.api().pods_fail = true;
+    let metrics = pod_identity_agent_lib::Metrics::new();
+    let gauge = |value: u8| {
+        let series = format!("pod_identity_pod_watch_synced {value}");
+        metrics.encode().lines().any(|line| line == series)
+    };
+    // No credential cache and no renewals here: only the watch moves the gauge.
+    let pods = PodWatch::builder(api.client(), NODE)
+        .metrics(metrics.clone())
+        .backoff(Duration::from_millis(10), Duration::from_millis(20))
+        .start()
+        .unwrap();
+    until("the list is retried", || api.api().lists >= 2).await;
+    assert!(gauge(0), "not synced before the first list");
+
+    api.api().pods_fail = false;
+    tokio::time::timeout(WAIT, pods.synced()).await.unwrap();
+    assert!(gauge(1), "set on sync");
+    api.watching().await;
+    let lists = api.api().lists;
+
+    // The watch breaks: the server ends it and refuses to resume it.
+    api.api().pods_fail = true;
+    api.close_watches();
+    until("the gauge is cleared", || gauge(0)).await;
+    assert!(!pods.is_synced());
+    assert_eq!(pods.liveness("uid-a"), PodLiveness::Unknown, "fail open");
+
+    // It resumes from its version; the next event shows the view is current again.
+    api.api().pods_fail = false;
+    api.watching().await;
+    api.add_pod("uid-b", "Running");
+    until("the gauge is set again", || gauge(1)).await;
+    assert!(pods.is_synced());
+    assert_eq!(pods.liveness("uid-b"), PodLiveness::Alive);
+    assert_eq!(api.api().lists, lists, "resumed, not re-listed");
+}
+
+#[tokio::test]
 async fn a_bad_node_name_is_refused() {
     let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
     assert!(
@@ -1404,6 +1457,100 @@ mod with_cache {
             first.credentials().access_key_id,
             rotated.credentials().access_key_id
         );
+    }
+
+    fn cache_with(
+        verifier: RotationVerifier,
+        eks: &EksAuth,
+        metrics: &Metrics,
+    ) -> CredentialCache<EksAuth> {
+        CredentialCache::builder(eks.clone())
+            .clock(clock())
+            .metrics(metrics.clone())
+            .rotation_validator(Arc::new(verifier))
+            .build()
+    }
+
+    async fn down_client() -> KubeClient {
+        KubeClient::new(ClientConfig::new(dead_url().await).token(SecretString::new(AGENT_TOKEN)))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn with_the_api_server_down_at_start_a_rotation_is_served_with_the_disk_keys() {
+        let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("jwks-cache.json");
+        // An earlier run of the agent left the disk copy.
+        drop(verifier(&api, &keys).await);
+        assert!(keys.exists());
+
+        let verifier = RotationVerifier::builder(down_client().await)
+            .cache_path(Some(keys))
+            .clock(clock())
+            .build()
+            .await;
+        assert_eq!(verifier.keys_source(), KeysSource::Disk);
+        let eks = EksAuth::default();
+        let metrics = Metrics::new();
+        let cache = cache_with(verifier, &eks, &metrics);
+        let first = cache
+            .get(&request(&cluster_key().sign(&claims(0))))
+            .await
+            .unwrap();
+        assert_eq!(eks.calls(), 1);
+
+        eks.down.store(true, Ordering::SeqCst);
+        let rotated = cluster_key().sign(&claims(3600));
+        let served = cache.get(&request(&rotated)).await.unwrap();
+        assert_eq!(
+            served.credentials().access_key_id,
+            first.credentials().access_key_id
+        );
+        assert_eq!(eks.calls(), 1, "served from the cache, no upstream call");
+        assert!(counted(
+            &metrics,
+            r#"pod_identity_local_validation{result="success"} 1"#
+        ));
+        assert!(matches!(
+            cache.cached(raw(&rotated).as_bytes(), now()),
+            Some(Ok(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn with_the_api_server_down_and_no_disk_copy_a_rotation_gets_the_eks_auth_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let verifier = RotationVerifier::builder(down_client().await)
+            .cache_path(Some(dir.path().join("jwks-cache.json")))
+            .clock(clock())
+            .build()
+            .await;
+        assert_eq!(verifier.keys_source(), KeysSource::None);
+        let eks = EksAuth::default();
+        let metrics = Metrics::new();
+        let cache = cache_with(verifier, &eks, &metrics);
+        cache
+            .get(&request(&cluster_key().sign(&claims(0))))
+            .await
+            .unwrap();
+
+        eks.down.store(true, Ordering::SeqCst);
+        let rotated = cluster_key().sign(&claims(3600));
+        let error = cache.get(&request(&rotated)).await.unwrap_err();
+        assert_eq!(eks.calls(), 2, "the rotation went to EKS Auth");
+        assert!(matches!(error, SourceError::Unavailable(_)), "{error:?}");
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("EKS Auth is unreachable"));
+        assert!(counted(
+            &metrics,
+            r#"pod_identity_local_validation{result="failure"} 1"#
+        ));
+        // Never the cached credentials on the unverified token.
+        assert!(!matches!(
+            cache.cached(raw(&rotated).as_bytes(), now()),
+            Some(Ok(_))
+        ));
     }
 
     fn liveness_cache(

@@ -1,42 +1,49 @@
-//! [`KubeClient`]: the few Kubernetes API calls the agent makes, configured as Kubernetes
-//! clients are.
+//! [`KubeClient`]: the Kubernetes API client of the blocks, a [`kube::Client`] configured as
+//! Kubernetes clients are.
 //!
 //! # Configuration ([`ClientConfig::infer`])
 //!
-//! 1. `KUBECONFIG`, when set: the first file it lists (`:`-separated), its current context;
+//! 1. `KUBECONFIG`, when set: the files it lists (`:`-separated; missing ones skipped) merged as
+//!    kubectl merges them, its current context;
 //! 2. else in the cluster, when `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT` are set:
 //!    `https://<host>:<port>`, the CA at
-//!    `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt` and the pod's service-account token
-//!    from `.../token`, re-read on every call (kubelet rotates it);
+//!    `/var/run/secrets/kubernetes.io/serviceaccount/ca.crt` (re-read about every minute, for CA
+//!    rotation) and the pod's service-account token from `.../token` (re-read about every
+//!    minute: kubelet rotates it);
 //! 3. else `$HOME/.kube/config`.
 //!
-//! From a kubeconfig: the cluster's `server` (`https://`, or `http://` for a local test server),
-//! `certificate-authority(-data)` or `insecure-skip-tls-verify`, and the user's `token`,
-//! `tokenFile` or `client-certificate(-data)` with `client-key(-data)`. Credential plugins
-//! (`exec`, `auth-provider`) are not run: [`ConfigError::Unsupported`]. With a CA, only that CA
-//! is trusted, as kubectl does.
+//! A kubeconfig is read by kube's own parser: the cluster's `server` (`https://`, or `http://`
+//! for a local test server), `certificate-authority(-data)` or `insecure-skip-tls-verify`,
+//! `tls-server-name`, and the user's `token`, `tokenFile` or `client-certificate(-data)` with
+//! `client-key(-data)`. Credential plugins (`exec`, `auth-provider`) are not run and a
+//! `proxy-url` is not followed: [`ConfigError::Unsupported`]. With a CA, only that CA is
+//! trusted, as kubectl does. Nothing else is read from the environment (no `HTTPS_PROXY`).
 //!
 //! # Timeouts
 //!
-//! Every call has one: connects time out after [`DEFAULT_CONNECT_TIMEOUT`], a `GET` after
-//! [`DEFAULT_REQUEST_TIMEOUT`] (including the body), and a watch after the server-side
-//! `timeoutSeconds` it asks for plus [`WATCH_GRACE`].
+//! Every call has one. Connects time out after [`DEFAULT_CONNECT_TIMEOUT`]; a `GET`
+//! ([`KubeClient::get_bytes`], [`KubeClient::get_json`], the version) after
+//! [`DEFAULT_REQUEST_TIMEOUT`], its body included. The pod watch's list and watch requests run
+//! on a second client whose reads time out after the watch's server-side `timeoutSeconds` plus
+//! [`WATCH_GRACE`]; the watcher also ends a watch that stays silent past `timeoutSeconds` + 5 s.
 //!
-//! Why not kube-rs: the agent needs four read-only endpoints (`/version`, `/openid/v1/jwks`, and
-//! listing and watching pods) and three fields of a pod. kube-rs with k8s-openapi would compile
-//! every API type and a second HTTP and TLS stack (hyper-rustls, tower-http) next to reqwest,
-//! which the agent already links, and decode whole pod objects where a partial one does. What
-//! kube-rs would add beyond that (the watcher's re-list on 410, bookmarks, backoff) is in
-//! [`super::liveness`], tested against a fake API server.
+//! # Why kube-rs
+//!
+//! It is the Rust ecosystem's standard Kubernetes client, and it configures itself as `kubectl`
+//! and client-go do (in-cluster token and CA reloading, kubeconfig merging, client
+//! certificates), which a hand-written client has to chase. Its watcher implements the
+//! informer protocol (paged lists, resource versions, bookmarks, re-list on `410 Gone`, idle
+//! detection) that [`super::liveness`] builds on. The price is compile time (k8s-openapi's types
+//! and a hyper/tower stack beside reqwest): the crate's `kubernetes` feature is off by default,
+//! so embedders who do not enable it do not build any of it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use http_body_util::{BodyExt as _, Limited};
+use kube::config::Kubeconfig;
 use pod_identity_core::SecretString;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// The in-cluster service-account directory.
@@ -45,43 +52,41 @@ pub const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceacc
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default timeout of one `GET`, body included.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How much longer than its `timeoutSeconds` a watch may run before the client ends it.
+/// How much longer than its `timeoutSeconds` a list or watch read may wait for data.
 pub const WATCH_GRACE: Duration = Duration::from_secs(30);
-/// The largest `GET` body read (a page of pods, a JWKS).
+/// The largest `GET` body read (a JWKS, a version document).
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
-/// The largest watch event read.
-pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// How the agent reaches and authenticates to the API server.
 #[derive(Clone)]
 pub struct ClientConfig {
     server: String,
+    /// PEM bundle to trust, decoded when the client is built.
     ca_pem: Option<Vec<u8>>,
-    insecure_skip_tls_verify: bool,
-    credentials: Credentials,
-}
-
-#[derive(Clone)]
-enum Credentials {
-    None,
-    Token(SecretString),
-    TokenFile(PathBuf),
-    /// PEM certificate chain followed by the PEM private key.
-    ClientCertificate(SecretString),
+    /// Everything else: credentials, TLS settings of a kubeconfig. Its `cluster_url` is set
+    /// from `server` when the client is built.
+    kube: kube::Config,
 }
 
 impl fmt::Debug for ClientConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let credentials = match &self.credentials {
-            Credentials::None => "none",
-            Credentials::Token(_) => "token",
-            Credentials::TokenFile(_) => "token file",
-            Credentials::ClientCertificate(_) => "client certificate",
+        let auth = &self.kube.auth_info;
+        let credentials = if auth.token.is_some() {
+            "token"
+        } else if auth.token_file.is_some() {
+            "token file"
+        } else if auth.client_certificate.is_some() || auth.client_certificate_data.is_some() {
+            "client certificate"
+        } else {
+            "none"
         };
         f.debug_struct("ClientConfig")
             .field("server", &self.server)
-            .field("ca", &self.ca_pem.is_some())
-            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
+            .field(
+                "ca",
+                &(self.ca_pem.is_some() || self.kube.root_cert.is_some()),
+            )
+            .field("insecure_skip_tls_verify", &self.kube.accept_invalid_certs)
             .field("credentials", &credentials)
             .finish()
     }
@@ -117,20 +122,23 @@ impl ClientConfig {
         Self {
             server: server.into().trim_end_matches('/').to_owned(),
             ca_pem: None,
-            insecure_skip_tls_verify: false,
-            credentials: Credentials::None,
+            kube: kube::Config::new(http::Uri::default()),
         }
     }
 
     /// Sends this bearer token.
+    // Taken by value as builders take secrets; kube keeps its own copy (a `secrecy` string).
+    #[allow(clippy::needless_pass_by_value)]
     pub fn token(mut self, token: SecretString) -> Self {
-        self.credentials = Credentials::Token(token);
+        self.kube.auth_info.token = Some(token.expose_secret().into());
+        self.kube.auth_info.token_file = None;
         self
     }
 
-    /// Sends the bearer token in this file, re-read on every call.
+    /// Sends the bearer token in this file, re-read about every minute.
     pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.credentials = Credentials::TokenFile(path.into());
+        self.kube.auth_info.token_file = Some(path.into().to_string_lossy().into_owned());
+        self.kube.auth_info.token = None;
         self
     }
 
@@ -149,11 +157,18 @@ impl ClientConfig {
     /// environment variable.
     pub fn infer(env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         if let Some(list) = env("KUBECONFIG").filter(|v| !v.is_empty()) {
-            let path = list
+            let mut merged: Option<Kubeconfig> = None;
+            for path in list
                 .split(':')
-                .find(|p| !p.is_empty() && Path::new(p).exists())
-                .ok_or(ConfigError::NotFound)?;
-            return Self::from_kubeconfig(path, None);
+                .filter(|p| !p.is_empty() && Path::new(p).exists())
+            {
+                let next = read_kubeconfig(Path::new(path))?;
+                merged = Some(match merged {
+                    Some(first) => first.merge(next).map_err(|e| invalid(&e))?,
+                    None => next,
+                });
+            }
+            return Self::from_document(merged.ok_or(ConfigError::NotFound)?, None);
         }
         if let (Some(host), Some(port)) = (
             env("KUBERNETES_SERVICE_HOST"),
@@ -171,7 +186,7 @@ impl ClientConfig {
     }
 
     /// The in-cluster configuration: `https://<host>:<port>`, with the CA and the token from
-    /// `service_account_dir` (normally [`SERVICE_ACCOUNT_DIR`]).
+    /// `service_account_dir` (normally [`SERVICE_ACCOUNT_DIR`]), both re-read as they rotate.
     pub fn in_cluster(
         host: &str,
         port: &str,
@@ -184,12 +199,14 @@ impl ClientConfig {
         };
         let ca_path = service_account_dir.join("ca.crt");
         let ca = std::fs::read(&ca_path).map_err(|source| ConfigError::Read {
-            path: ca_path,
+            path: ca_path.clone(),
             source,
         })?;
-        Ok(Self::new(format!("https://{host}:{port}"))
+        let mut config = Self::new(format!("https://{host}:{port}"))
             .ca_pem(ca)
-            .token_file(service_account_dir.join("token")))
+            .token_file(service_account_dir.join("token"));
+        config.kube.root_cert_file = Some(ca_path);
+        Ok(config)
     }
 
     /// A kubeconfig file's `context` (default: its `current-context`).
@@ -197,104 +214,99 @@ impl ClientConfig {
         path: impl AsRef<Path>,
         context: Option<&str>,
     ) -> Result<Self, ConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_kubeconfig_yaml(&text, context, base)
+        Self::from_document(read_kubeconfig(path.as_ref())?, context)
     }
 
-    fn from_kubeconfig_yaml(
-        text: &[u8],
-        context: Option<&str>,
-        base: &Path,
-    ) -> Result<Self, ConfigError> {
-        let config: Kubeconfig =
-            serde_yaml_ng::from_slice(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    fn from_document(mut document: Kubeconfig, context: Option<&str>) -> Result<Self, ConfigError> {
         let name = context
             .map(str::to_owned)
-            .or(config.current_context)
+            .or_else(|| document.current_context.clone())
             .ok_or_else(|| ConfigError::Invalid("no current-context".to_owned()))?;
-        let context = config
+        let selected = document
             .contexts
-            .into_iter()
+            .iter()
             .find(|c| c.name == name)
-            .ok_or_else(|| ConfigError::Invalid(format!("no context {name:?}")))?
-            .context;
-        let cluster = config
-            .clusters
-            .into_iter()
-            .find(|c| c.name == context.cluster)
-            .ok_or_else(|| ConfigError::Invalid(format!("no cluster {:?}", context.cluster)))?
-            .cluster;
-        let read = |file: &str| {
-            let path = base.join(file);
-            std::fs::read(&path).map_err(|source| ConfigError::Read { path, source })
-        };
-        let decode = |field: &str, data: &str| {
-            STANDARD
-                .decode(data.trim())
-                .map_err(|_| ConfigError::Invalid(format!("{field} is not base64")))
-        };
-        let mut out = Self::new(cluster.server);
-        out.insecure_skip_tls_verify = cluster.insecure_skip_tls_verify;
-        out.ca_pem = match (
-            cluster.certificate_authority_data,
-            cluster.certificate_authority,
-        ) {
-            (Some(data), _) => Some(decode("certificate-authority-data", &data)?),
-            (None, Some(file)) => Some(read(&file)?),
-            (None, None) => None,
-        };
-        let user = match context.user {
-            Some(name) => {
-                config
-                    .users
-                    .into_iter()
-                    .find(|u| u.name == name)
-                    .ok_or_else(|| ConfigError::Invalid(format!("no user {name:?}")))?
-                    .user
-            }
-            None => User::default(),
-        };
-        if user.exec.is_some() {
+            .and_then(|c| c.context.as_ref())
+            .ok_or_else(|| ConfigError::Invalid(format!("no context {name:?}")))?;
+        let user = selected.user.as_ref().and_then(|user| {
+            document
+                .auth_infos
+                .iter()
+                .find(|u| &u.name == user)
+                .and_then(|u| u.auth_info.as_ref())
+        });
+        if user.is_some_and(|u| u.exec.is_some()) {
             return Err(ConfigError::Unsupported("exec credential plugins"));
         }
-        if user.auth_provider.is_some() {
+        if user.is_some_and(|u| u.auth_provider.is_some()) {
             return Err(ConfigError::Unsupported("auth-provider plugins"));
         }
-        let certificate = match (user.client_certificate_data, user.client_certificate) {
-            (Some(data), _) => Some(decode("client-certificate-data", &data)?),
-            (None, Some(file)) => Some(read(&file)?),
-            (None, None) => None,
-        };
-        let key = match (user.client_key_data, user.client_key) {
-            (Some(data), _) => Some(decode("client-key-data", &data)?),
-            (None, Some(file)) => Some(read(&file)?),
-            (None, None) => None,
-        };
-        out.credentials = match (user.token, user.token_file, certificate, key) {
-            (Some(token), _, _, _) => Credentials::Token(SecretString::new(token)),
-            (None, Some(file), _, _) => Credentials::TokenFile(base.join(file)),
-            (None, None, Some(mut certificate), Some(key)) => {
-                certificate.push(b'\n');
-                certificate.extend_from_slice(&key);
-                let pem = String::from_utf8(certificate).map_err(|_| {
-                    ConfigError::Invalid("client certificate or key is not PEM".to_owned())
-                })?;
-                Credentials::ClientCertificate(SecretString::new(pem))
-            }
-            (None, None, Some(_), None) | (None, None, None, Some(_)) => {
-                return Err(ConfigError::Invalid(
-                    "a client certificate needs its key, and a key its certificate".to_owned(),
-                ));
-            }
-            (None, None, None, None) => Credentials::None,
-        };
-        Ok(out)
+        let cluster = document
+            .clusters
+            .iter()
+            .find(|c| c.name == selected.cluster)
+            .and_then(|c| c.cluster.as_ref());
+        if cluster.is_some_and(|c| c.proxy_url.as_deref().is_some_and(|p| !p.is_empty())) {
+            return Err(ConfigError::Unsupported("proxy-url"));
+        }
+        document.current_context = Some(name);
+        let mut kube = kube::Config::try_from(document).map_err(|e| invalid(&e))?;
+        // Only what the kubeconfig says: not `HTTPS_PROXY` from the process environment.
+        kube.proxy_url = None;
+        let server = kube.cluster_url.to_string();
+        Ok(Self {
+            server: server.trim_end_matches('/').to_owned(),
+            ca_pem: None,
+            kube,
+        })
     }
+
+    /// The kube configuration with these timeouts.
+    fn to_kube(&self, connect: Duration, read: Duration) -> Result<kube::Config, BuildError> {
+        let mut config = self.kube.clone();
+        config.cluster_url = self
+            .server
+            .parse()
+            .map_err(|_| BuildError("the API server URL is not a URL".to_owned()))?;
+        if let Some(pem) = &self.ca_pem {
+            let certificates = rustls_pki_types::pem::PemObject::pem_slice_iter(pem)
+                .map(|c: Result<rustls_pki_types::CertificateDer<'_>, _>| c.map(|c| c.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .ok()
+                .filter(|certificates| !certificates.is_empty())
+                .ok_or_else(|| BuildError("the cluster CA is not a PEM certificate".to_owned()))?;
+            config.root_cert = Some(certificates);
+        }
+        config.connect_timeout = Some(connect);
+        config.read_timeout = Some(read);
+        config.write_timeout = Some(read);
+        // A pooled connection's idle time does not count against the next answer.
+        config.reset_reader_on_write = true;
+        // The callers have their own retry policies (the version gate, the key refresh
+        // interval, the watcher's backoff).
+        config.default_retry = false;
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(concat!(
+                "pod-identity-agent/",
+                env!("CARGO_PKG_VERSION")
+            )),
+        ));
+        Ok(config)
+    }
+}
+
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, ConfigError> {
+    Kubeconfig::read_from(path).map_err(|error| match error {
+        kube::config::KubeconfigError::ReadConfig(source, path) => {
+            ConfigError::Read { path, source }
+        }
+        other => invalid(&other),
+    })
+}
+
+fn invalid(error: &kube::config::KubeconfigError) -> ConfigError {
+    ConfigError::Invalid(error.to_string())
 }
 
 /// Why an API call failed.
@@ -319,8 +331,8 @@ pub enum ApiError {
     /// The answer is not what the endpoint returns.
     #[error("unexpected Kubernetes API answer: {0}")]
     Decode(String),
-    /// The bearer token file could not be read.
-    #[error("cannot read the service-account token")]
+    /// The bearer token or client certificate could not be used.
+    #[error("cannot use the Kubernetes credentials")]
     Credentials(#[source] std::io::Error),
 }
 
@@ -333,28 +345,39 @@ impl ApiError {
         }
     }
 
-    fn from_reqwest(error: &reqwest::Error) -> Self {
-        if error.is_timeout() {
-            Self::Timeout
-        } else {
-            Self::Transport(ErrorText(error).to_string())
+    pub(crate) fn from_kube(error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => Self::Status { code: status.code },
+            kube::Error::SerdeError(error) => Self::Decode(error.to_string()),
+            kube::Error::FromUtf8(error) => Self::Decode(error.to_string()),
+            kube::Error::Auth(error) => Self::Credentials(std::io::Error::other(error.to_string())),
+            other if timed_out(&other) => Self::Timeout,
+            other => Self::Transport(ErrorText(&other).to_string()),
         }
     }
 }
 
-/// A reqwest error with its causes and without its URL (which may hold a query).
-struct ErrorText<'a>(&'a reqwest::Error);
+/// Whether an I/O timeout (connect or read) is among the error's causes.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// An error with its causes (none of which holds a credential).
+pub(crate) struct ErrorText<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
 
 impl fmt::Display for ErrorText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use std::error::Error as _;
-        if self.0.is_connect() {
-            write!(f, "connection failed")?;
-        } else if self.0.is_body() || self.0.is_decode() {
-            write!(f, "reading the answer failed")?;
-        } else {
-            write!(f, "request failed")?;
-        }
+        write!(f, "{}", self.0)?;
         let mut source = self.0.source();
         while let Some(cause) = source {
             write!(f, ": {cause}")?;
@@ -369,70 +392,78 @@ impl fmt::Display for ErrorText<'_> {
 #[error("cannot build the Kubernetes client: {0}")]
 pub struct BuildError(String);
 
-/// A read-only Kubernetes API client; cheap to clone.
+impl BuildError {
+    fn from_kube(error: &kube::Error) -> Self {
+        Self(ErrorText(error).to_string())
+    }
+}
+
+/// A read-only Kubernetes API client over [`kube::Client`]; cheap to clone.
 #[derive(Clone)]
 pub struct KubeClient {
-    http: reqwest::Client,
-    server: String,
-    credentials: Credentials,
+    client: kube::Client,
+    config: ClientConfig,
+    connect_timeout: Duration,
     request_timeout: Duration,
 }
 
 impl fmt::Debug for KubeClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KubeClient")
-            .field("server", &self.server)
+            .field("server", &self.config.server)
             .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
 }
 
 impl KubeClient {
-    /// A client with the default timeouts.
+    /// A client with the default timeouts. Must be called within a tokio runtime.
     pub fn new(config: ClientConfig) -> Result<Self, BuildError> {
         Self::with_timeouts(config, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
     }
 
-    /// A client whose connects time out after `connect` and `GET`s after `request`.
+    /// A client whose connects time out after `connect` and `GET`s after `request`. Must be
+    /// called within a tokio runtime.
     pub fn with_timeouts(
         config: ClientConfig,
         connect: Duration,
         request: Duration,
     ) -> Result<Self, BuildError> {
-        let mut http = reqwest::Client::builder()
-            .connect_timeout(connect)
-            .user_agent(concat!("pod-identity-agent/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = &config.ca_pem {
-            let certificates = reqwest::Certificate::from_pem_bundle(pem)
-                .ok()
-                .filter(|certificates| !certificates.is_empty())
-                .ok_or_else(|| BuildError("the cluster CA is not a PEM certificate".to_owned()))?;
-            http = http.tls_certs_only(certificates);
-        }
-        if config.insecure_skip_tls_verify {
-            http = http.danger_accept_invalid_certs(true);
-        }
-        if let Credentials::ClientCertificate(pem) = &config.credentials {
-            let identity =
-                reqwest::Identity::from_pem(pem.expose_secret().as_bytes()).map_err(|_| {
-                    BuildError("the client certificate or key is not usable".to_owned())
-                })?;
-            http = http.identity(identity);
-        }
-        let http = http
-            .build()
-            .map_err(|e| BuildError(ErrorText(&e).to_string()))?;
+        let client = kube::Client::try_from(config.to_kube(connect, request)?)
+            .map_err(|e| BuildError::from_kube(&e))?;
         Ok(Self {
-            http,
-            server: config.server,
-            credentials: config.credentials,
+            client,
+            config,
+            connect_timeout: connect,
             request_timeout: request,
         })
     }
 
     /// The API server's URL.
     pub fn server(&self) -> &str {
-        &self.server
+        &self.config.server
+    }
+
+    /// The underlying client, for the `GET`s (each wrapped in [`call`](Self::call)).
+    pub(crate) fn kube(&self) -> &kube::Client {
+        &self.client
+    }
+
+    /// A client for long calls (lists and watches): reads time out after `read`.
+    pub(crate) fn long_call_client(&self, read: Duration) -> Result<kube::Client, BuildError> {
+        kube::Client::try_from(self.config.to_kube(self.connect_timeout, read)?)
+            .map_err(|e| BuildError::from_kube(&e))
+    }
+
+    /// Runs one call of the underlying client within the request timeout.
+    pub(crate) async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, ApiError> {
+        tokio::time::timeout(self.request_timeout, call)
+            .await
+            .map_err(|_| ApiError::Timeout)?
+            .map_err(ApiError::from_kube)
     }
 
     /// `GET path` (with its query), decoded from JSON.
@@ -441,184 +472,45 @@ impl KubeClient {
         serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
     }
 
-    /// `GET path`, the body of at most `limit` bytes.
+    /// `GET path`, the body of at most `limit` bytes, within the request timeout.
     pub async fn get_bytes(&self, path: &str, limit: usize) -> Result<Vec<u8>, ApiError> {
-        let request = self.request(path).await?.timeout(self.request_timeout);
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| ApiError::from_reqwest(&e))?;
-        if !response.status().is_success() {
-            return Err(ApiError::Status {
-                code: response.status().as_u16(),
-            });
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| ApiError::from_reqwest(&e))?
-        {
-            if body.len() + chunk.len() > limit {
-                return Err(ApiError::TooLarge(limit));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    }
-
-    /// Starts a watch (`path` with `watch=1` and `timeoutSeconds=<server_timeout>` in its
-    /// query); the client ends it [`WATCH_GRACE`] after `server_timeout` at the latest.
-    pub async fn watch(
-        &self,
-        path: &str,
-        server_timeout: Duration,
-    ) -> Result<WatchEvents, ApiError> {
-        let request = self
-            .request(path)
-            .await?
-            .timeout(server_timeout + WATCH_GRACE);
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ApiError::from_reqwest(&e))?;
-        if !response.status().is_success() {
-            return Err(ApiError::Status {
-                code: response.status().as_u16(),
-            });
-        }
-        Ok(WatchEvents {
-            response,
-            buffer: Vec::new(),
-        })
-    }
-
-    async fn request(&self, path: &str) -> Result<reqwest::RequestBuilder, ApiError> {
-        let request = self
-            .http
-            .get(format!("{}{path}", self.server))
-            .header(http::header::ACCEPT, "application/json");
-        let token = match &self.credentials {
-            Credentials::Token(token) => token.clone(),
-            Credentials::TokenFile(path) => {
-                let path = path.clone();
-                let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(path))
-                    .await
-                    .map_err(|e| ApiError::Credentials(std::io::Error::other(e.to_string())))?
-                    .map_err(ApiError::Credentials)?;
-                SecretString::new(text.trim())
-            }
-            Credentials::None | Credentials::ClientCertificate(_) => return Ok(request),
-        };
-        let mut value = http::HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-            .map_err(|_| {
-            ApiError::Credentials(std::io::Error::other(
-                "the service-account token is not a header value",
-            ))
-        })?;
-        value.set_sensitive(true);
-        Ok(request.header(http::header::AUTHORIZATION, value))
-    }
-}
-
-/// The lines of a watch: one JSON event each.
-#[derive(Debug)]
-pub struct WatchEvents {
-    response: reqwest::Response,
-    buffer: Vec<u8>,
-}
-
-impl WatchEvents {
-    /// The next event's JSON; `None` when the server ended the watch.
-    pub async fn next_line(&mut self) -> Result<Option<Vec<u8>>, ApiError> {
-        loop {
-            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
-                let rest = self.buffer.split_off(end + 1);
-                let mut line = std::mem::replace(&mut self.buffer, rest);
-                line.truncate(end);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return Ok(Some(line));
-            }
-            match self
-                .response
-                .chunk()
+        let request = http::Request::get(path)
+            .header(http::header::ACCEPT, "application/json")
+            .body(kube::client::Body::from(Vec::new()))
+            .map_err(|e| ApiError::Decode(format!("not a request path: {e}")))?;
+        let get = async {
+            let response = self
+                .client
+                .send(request)
                 .await
-                .map_err(|e| ApiError::from_reqwest(&e))?
-            {
-                Some(chunk) => {
-                    if self.buffer.len() + chunk.len() > MAX_EVENT_BYTES {
-                        return Err(ApiError::TooLarge(MAX_EVENT_BYTES));
-                    }
-                    self.buffer.extend_from_slice(&chunk);
-                }
-                None if self.buffer.iter().all(u8::is_ascii_whitespace) => return Ok(None),
-                None => return Ok(Some(std::mem::take(&mut self.buffer))),
+                .map_err(ApiError::from_kube)?;
+            let status = response.status();
+            if !status.is_success() {
+                return Err(ApiError::Status {
+                    code: status.as_u16(),
+                });
             }
-        }
+            let body = Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|error| {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        ApiError::TooLarge(limit)
+                    } else if timed_out(&*error) {
+                        ApiError::Timeout
+                    } else {
+                        ApiError::Transport(format!(
+                            "reading the answer failed: {}",
+                            ErrorText(&*error)
+                        ))
+                    }
+                })?;
+            Ok(body.to_bytes().to_vec())
+        };
+        tokio::time::timeout(self.request_timeout, get)
+            .await
+            .map_err(|_| ApiError::Timeout)?
     }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct Kubeconfig {
-    current_context: Option<String>,
-    #[serde(default)]
-    contexts: Vec<NamedContext>,
-    #[serde(default)]
-    clusters: Vec<NamedCluster>,
-    #[serde(default)]
-    users: Vec<NamedUser>,
-}
-
-#[derive(Deserialize)]
-struct NamedContext {
-    name: String,
-    context: Context,
-}
-
-#[derive(Deserialize)]
-struct NamedCluster {
-    name: String,
-    cluster: Cluster,
-}
-
-#[derive(Deserialize)]
-struct NamedUser {
-    name: String,
-    user: User,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct Context {
-    cluster: String,
-    user: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct Cluster {
-    server: String,
-    certificate_authority: Option<String>,
-    certificate_authority_data: Option<String>,
-    #[serde(default)]
-    insecure_skip_tls_verify: bool,
-}
-
-#[derive(Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-struct User {
-    token: Option<String>,
-    #[serde(rename = "tokenFile")]
-    token_file: Option<String>,
-    client_certificate: Option<String>,
-    client_certificate_data: Option<String>,
-    client_key: Option<String>,
-    client_key_data: Option<String>,
-    exec: Option<serde_yaml_ng::Value>,
-    auth_provider: Option<serde_yaml_ng::Value>,
 }
 
 #[cfg(test)]
@@ -631,42 +523,63 @@ mod tests {
         )
     }
 
+    fn parse(text: &str) -> Result<ClientConfig, ConfigError> {
+        let document = Kubeconfig::from_yaml(text).map_err(|e| invalid(&e))?;
+        ClientConfig::from_document(document, None)
+    }
+
     #[test]
-    fn kubeconfig_fields_are_read_and_paths_are_relative_to_the_file() {
-        let ca = STANDARD.encode("-----BEGIN CERTIFICATE-----\n");
+    fn kubeconfig_fields_are_read() {
         let text = kubeconfig(
-            &format!("    server: https://10.0.0.1:6443/\n    certificate-authority-data: {ca}\n"),
+            "    server: https://10.0.0.1:6443/\n    insecure-skip-tls-verify: true\n",
+            "    tokenFile: /etc/kube/secrets/token\n",
+        );
+        let config = parse(&text).unwrap();
+        assert_eq!(config.server(), "https://10.0.0.1:6443");
+        assert!(config.kube.accept_invalid_certs);
+        assert_eq!(
+            config.kube.auth_info.token_file.as_deref(),
+            Some("/etc/kube/secrets/token")
+        );
+        assert!(format!("{config:?}").contains("token file"));
+    }
+
+    #[test]
+    fn paths_are_relative_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config");
+        let text = kubeconfig(
+            "    server: https://10.0.0.1\n",
             "    tokenFile: secrets/token\n",
         );
-        let config =
-            ClientConfig::from_kubeconfig_yaml(text.as_bytes(), None, Path::new("/etc/kube"))
-                .unwrap();
-        assert_eq!(config.server(), "https://10.0.0.1:6443");
+        std::fs::write(&path, text).unwrap();
+        let config = ClientConfig::from_kubeconfig(&path, None).unwrap();
         assert_eq!(
-            config.ca_pem.as_deref(),
-            Some(&b"-----BEGIN CERTIFICATE-----\n"[..])
-        );
-        assert!(
-            matches!(&config.credentials, Credentials::TokenFile(p) if p == Path::new("/etc/kube/secrets/token"))
+            config.kube.auth_info.token_file.map(PathBuf::from),
+            Some(dir.path().join("secrets/token"))
         );
     }
 
     #[test]
-    fn a_client_certificate_needs_its_key_and_data_must_be_base64() {
+    fn bad_data_and_proxies_are_refused() {
         let cluster = "    server: https://10.0.0.1\n";
-        let text = kubeconfig(cluster, "    client-certificate-data: AAAA\n");
-        assert!(matches!(
-            ClientConfig::from_kubeconfig_yaml(text.as_bytes(), None, Path::new(".")),
-            Err(ConfigError::Invalid(_))
-        ));
-        let text = kubeconfig(cluster, "    token: '%%%'\n    client-key-data: '***'\n");
-        assert!(matches!(
-            ClientConfig::from_kubeconfig_yaml(text.as_bytes(), None, Path::new(".")),
-            Err(ConfigError::Invalid(_))
-        ));
-        assert!(
-            ClientConfig::from_kubeconfig_yaml(b"[not, a, config", None, Path::new(".")).is_err()
+        let text = kubeconfig(
+            "    server: https://10.0.0.1\n    certificate-authority-data: '***'\n",
+            "    token: t\n",
         );
+        assert!(matches!(parse(&text), Err(ConfigError::Invalid(_))));
+        let text = kubeconfig(
+            "    server: https://10.0.0.1\n    proxy-url: http://proxy:3128\n",
+            "    token: t\n",
+        );
+        assert!(matches!(parse(&text), Err(ConfigError::Unsupported(_))));
+        let text = kubeconfig(cluster, "    auth-provider:\n      name: gcp\n");
+        assert!(matches!(parse(&text), Err(ConfigError::Unsupported(_))));
+        assert!(parse("[not, a, config").is_err());
+        assert!(matches!(
+            parse("current-context: x\n"),
+            Err(ConfigError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -676,10 +589,17 @@ mod tests {
         assert!(!format!("{config:?}").contains("s3cr3t-token"));
     }
 
+    #[tokio::test]
+    async fn a_bad_ca_or_url_is_refused_when_the_client_is_built() {
+        let config = ClientConfig::new("https://10.0.0.1").ca_pem("not a certificate");
+        assert!(KubeClient::new(config).is_err());
+        assert!(KubeClient::new(ClientConfig::new("not a url at all")).is_err());
+    }
+
     proptest::proptest! {
         #[test]
-        fn any_kubeconfig_never_panics(text in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
-            let _ = ClientConfig::from_kubeconfig_yaml(&text, None, Path::new("."));
+        fn any_kubeconfig_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = parse(&String::from_utf8_lossy(&bytes));
         }
     }
 }

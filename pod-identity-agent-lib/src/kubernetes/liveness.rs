@@ -1,36 +1,45 @@
-//! [`PodWatch`]: which pods on this node are alive, from a list and watch of the API server, so
-//! credentials of deleted or finished pods are dropped at once instead of being renewed.
+//! [`PodWatch`]: which pods on this node are alive, from kube's watcher (list, then watch) of the
+//! API server, so credentials of deleted or finished pods are dropped at once instead of being
+//! renewed.
 //!
 //! The pods are those with `spec.nodeName=<node>` (the node name from `--eks-node-name`, else
 //! the `NODE_NAME` environment variable the chart sets from the downward API: see
-//! [`node_name`]). The watch works as Kubernetes informers do:
+//! [`node_name`]). [`kube::runtime::watcher()`] works as Kubernetes informers do:
 //!
-//! - list (pages of [`PAGE_SIZE`]), then watch from the list's `resourceVersion` with
-//!   bookmarks (`allowWatchBookmarks=true`), following each event's and bookmark's version;
-//! - a watch that ends (the server's `timeoutSeconds`, default [`DEFAULT_WATCH_TIMEOUT`]) is
-//!   resumed from the last version; `410 Gone` (an expired version, as a status or an `ERROR`
-//!   event) re-lists, and pods missing from the new list are reported gone;
-//! - any other error backs off (1 s doubling to 30 s, with jitter) and retries.
+//! - a consistent list (pages of [`PAGE_SIZE`]), then a watch from the list's
+//!   `resourceVersion` with bookmarks (`allowWatchBookmarks=true`), following each event's and
+//!   bookmark's version;
+//! - a watch that ends (the server's `timeoutSeconds`, default [`DEFAULT_WATCH_TIMEOUT`], or
+//!   silence past it) is resumed from the last version; `410 Gone` (an expired version) re-lists,
+//!   and pods missing from the new list are reported gone;
+//! - any other error backs off (1 s doubling to 30 s, with up to 20 % jitter) and retries.
 //!
-//! Only the pod's uid, name, namespace and `status.phase` are decoded. A pod is reported gone
-//! ([`PodGone`], to the callback given to [`PodWatchBuilder::on_pod_gone`]) when it is deleted
-//! or its phase becomes `Succeeded` or `Failed`; a pod that is only terminating
-//! (`deletionTimestamp` set) is still alive: its containers may need credentials to finish.
+//! A pod is reported gone ([`PodGone`], to the callback given to
+//! [`PodWatchBuilder::on_pod_gone`]) when it is deleted or its phase becomes `Succeeded` or
+//! `Failed`; a pod that is only terminating (`deletionTimestamp` set) is still alive: its
+//! containers may need credentials to finish.
 //!
-//! **Fail open.** Until the first list, and from an error until a watch is running again,
-//! [`PodWatch::is_synced`] is false and [`PodWatch::liveness`] answers
-//! [`PodLiveness::Unknown`]: callers then behave as without the watch (renew as usual). The
-//! change is logged at `warn` (broken) and `info` (synced again).
+//! **Fail open.** Until the first list is complete, and from an error until the watch delivers
+//! again (an event, or a re-list), [`PodWatch::is_synced`] is false and [`PodWatch::liveness`]
+//! answers [`PodLiveness::Unknown`]: callers then behave as without the watch (renew as usual).
+//! An expired version is not an error: the re-list keeps the view current. The change is logged
+//! at `warn` (broken) and `info` (synced), and the watch sets the gauge
+//! `pod_identity_pod_watch_synced` of the [`Metrics`] given to [`PodWatchBuilder::metrics`].
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde::Deserialize;
+use futures_util::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 
-use super::client::{ApiError, KubeClient};
+use super::client::{ErrorText, KubeClient, WATCH_GRACE};
+use crate::metrics::Metrics;
 
 /// How long the server keeps one watch open before the client resumes it.
 pub const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(290);
@@ -101,6 +110,9 @@ pub enum PodWatchError {
     /// The node name is not a Kubernetes node name (a DNS subdomain).
     #[error("{0:?} is not a Kubernetes node name")]
     NodeName(String),
+    /// The watch's client could not be built.
+    #[error("cannot build the pod watch's client: {0}")]
+    Client(String),
 }
 
 /// Builds a [`PodWatch`].
@@ -108,6 +120,7 @@ pub struct PodWatchBuilder {
     client: KubeClient,
     node: String,
     on_gone: Option<GoneCallback>,
+    metrics: Option<Metrics>,
     watch_timeout: Duration,
     backoff: (Duration, Duration),
 }
@@ -129,7 +142,14 @@ impl PodWatchBuilder {
         self
     }
 
-    /// The server-side timeout of one watch (default 290 s).
+    /// The watch sets `pod_identity_pod_watch_synced` here: 1 when synced, 0 from the start and
+    /// while broken.
+    pub fn metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The server-side timeout of one watch (default 290 s, at least 1 s).
     pub fn watch_timeout(mut self, timeout: Duration) -> Self {
         self.watch_timeout = timeout;
         self
@@ -149,21 +169,35 @@ impl PodWatchBuilder {
                 self.node.chars().take(256).collect(),
             ));
         }
+        let timeout_seconds = u32::try_from(self.watch_timeout.as_secs())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let client = self
+            .client
+            .long_call_client(Duration::from_secs(u64::from(timeout_seconds)) + WATCH_GRACE)
+            .map_err(|e| PodWatchError::Client(e.to_string()))?;
+        let config = watcher::Config::default()
+            .fields(&format!("spec.nodeName={}", self.node))
+            .timeout(timeout_seconds)
+            .page_size(PAGE_SIZE);
         let (synced_tx, synced_rx) = watch::channel(false);
         let state = Arc::new(State {
             pods: RwLock::new(HashMap::new()),
             synced: synced_rx,
         });
-        let task = Watcher {
-            client: self.client,
-            selector: format!("spec.nodeName={}", self.node),
+        if let Some(metrics) = &self.metrics {
+            metrics.set_pod_watch_synced(false);
+        }
+        let view = View {
             state: Arc::clone(&state),
             synced: synced_tx,
             on_gone: self.on_gone,
-            watch_timeout: self.watch_timeout,
-            backoff: self.backoff,
+            metrics: self.metrics,
+            relist: None,
         };
-        let handle = tokio::spawn(task.run());
+        let events = watcher::watcher(kube::Api::<Pod>::all(client), config)
+            .backoff(Jittered::new(self.backoff));
+        let handle = tokio::spawn(view.run(events));
         Ok(PodWatch {
             state,
             _task: Arc::new(AbortOnDrop(handle)),
@@ -195,7 +229,7 @@ impl Drop for AbortOnDrop {
 }
 
 struct State {
-    /// By uid: whether the pod has terminated.
+    /// By uid.
     pods: RwLock<HashMap<String, PodRecord>>,
     synced: watch::Receiver<bool>,
 }
@@ -214,6 +248,7 @@ impl PodWatch {
             client,
             node: node.into(),
             on_gone: None,
+            metrics: None,
             watch_timeout: DEFAULT_WATCH_TIMEOUT,
             backoff: (DEFAULT_MIN_BACKOFF, DEFAULT_MAX_BACKOFF),
         }
@@ -256,65 +291,89 @@ impl PodWatch {
     }
 }
 
-struct Watcher {
-    client: KubeClient,
-    selector: String,
+/// Backoff after watcher errors: `min` doubling to `max`, each wait with up to 20 % jitter;
+/// back to `min` after any success.
+struct Jittered {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Jittered {
+    fn new((min, max): (Duration, Duration)) -> Self {
+        Self {
+            min,
+            max,
+            next: min,
+        }
+    }
+}
+
+impl Iterator for Jittered {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.max);
+        Some(wait + wait.mul_f64(fastrand::f64() * 0.2))
+    }
+}
+
+impl Backoff for Jittered {
+    fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// The watch task's side of the view.
+struct View {
     state: Arc<State>,
     synced: watch::Sender<bool>,
     on_gone: Option<GoneCallback>,
-    watch_timeout: Duration,
-    backoff: (Duration, Duration),
+    metrics: Option<Metrics>,
+    /// The pods of a re-list in progress (between `Init` and `InitDone`).
+    relist: Option<HashMap<String, PodRecord>>,
 }
 
-/// Why a watch stopped.
-enum WatchEnd {
-    /// The server closed it; resume from the last version.
-    Closed,
-    /// The version expired: re-list.
-    Gone,
-    /// Something failed: back off.
-    Failed(String),
-}
-
-impl Watcher {
-    async fn run(self) {
-        let mut version: Option<String> = None;
-        let mut backoff = self.backoff.0;
-        loop {
-            let from = match version.take() {
-                Some(version) => version,
-                None => match self.list().await {
-                    Ok(version) => {
-                        self.set_synced(true);
-                        backoff = self.backoff.0;
-                        version
-                    }
-                    Err(error) => {
-                        self.broken(&format!("listing pods failed: {error}"));
-                        backoff = self.wait(backoff).await;
-                        continue;
-                    }
-                },
-            };
-            let mut current = from;
-            let started = tokio::time::Instant::now();
-            match self.watch(&mut current).await {
-                WatchEnd::Closed => {
-                    // A server (or proxy) that ends every watch at once is not resumed in a
-                    // tight loop.
-                    if started.elapsed() < self.backoff.0 {
-                        tokio::time::sleep(self.backoff.0).await;
-                    }
-                    backoff = self.backoff.0;
-                    version = Some(current);
-                }
-                WatchEnd::Gone => {
+impl View {
+    async fn run(
+        mut self,
+        events: impl futures_util::Stream<Item = Result<Event<Pod>, watcher::Error>>,
+    ) {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(event) => self.apply_event(event),
+                Err(error) if expired(&error) => {
                     tracing::debug!("pod watch version expired; listing again");
                 }
-                WatchEnd::Failed(error) => {
-                    self.broken(&error);
-                    backoff = self.wait(backoff).await;
-                    version = Some(current);
+                Err(error) => self.broken(&ErrorText(&error).to_string()),
+            }
+        }
+        self.broken("the pod watch ended");
+    }
+
+    fn apply_event(&mut self, event: Event<Pod>) {
+        match event {
+            Event::Init => self.relist = Some(HashMap::new()),
+            Event::InitApply(pod) => {
+                if let (Some(listed), Some((uid, record))) = (self.relist.as_mut(), record(&pod)) {
+                    listed.insert(uid, record);
+                }
+            }
+            Event::InitDone => {
+                let listed = self.relist.take().unwrap_or_default();
+                let gone = self.replace(listed);
+                self.set_synced(true);
+                self.report(gone);
+            }
+            Event::Apply(ref pod) | Event::Delete(ref pod) => {
+                let deleted = matches!(event, Event::Delete(_));
+                // The watch delivers again: what was missed meanwhile has been replayed.
+                self.set_synced(true);
+                if let Some((uid, record)) = record(pod) {
+                    let gone = self.update(uid, record, deleted);
+                    self.report(gone.into_iter().collect());
                 }
             }
         }
@@ -326,6 +385,9 @@ impl Watcher {
             *current = synced;
             changed
         });
+        if let Some(metrics) = &self.metrics {
+            metrics.set_pod_watch_synced(synced);
+        }
         if changed && synced {
             tracing::info!(
                 pods = self.pod_count(),
@@ -344,13 +406,6 @@ impl Watcher {
             tracing::warn!(error, "pod watch not synced: failing open");
         }
         self.set_synced(false);
-    }
-
-    /// Sleeps `backoff` (with up to 20% jitter) and returns the next one.
-    async fn wait(&self, backoff: Duration) -> Duration {
-        let jitter = backoff.mul_f64(fastrand::f64() * 0.2);
-        tokio::time::sleep(backoff + jitter).await;
-        (backoff * 2).min(self.backoff.1)
     }
 
     fn pod_count(&self) -> usize {
@@ -377,129 +432,29 @@ impl Watcher {
         }
     }
 
-    /// Lists every page and replaces the view; returns the list's version.
-    async fn list(&self) -> Result<String, ApiError> {
-        let mut listed = HashMap::new();
-        let mut next: Option<String> = None;
-        let version = loop {
-            let mut path = format!(
-                "/api/v1/pods?fieldSelector={}&limit={PAGE_SIZE}",
-                encode(&self.selector)
-            );
-            if let Some(token) = &next {
-                path.push_str("&continue=");
-                path.push_str(&encode(token));
-            }
-            let page: PodList = self.client.get_json(&path).await?;
-            for pod in page.items {
-                if let Some((uid, record)) = pod.into_record() {
-                    listed.insert(uid, record);
-                }
-            }
-            match page.metadata.continue_token.filter(|t| !t.is_empty()) {
-                Some(token) => next = Some(token),
-                None => {
-                    break page.metadata.resource_version.ok_or_else(|| {
-                        ApiError::Decode("a pod list without resourceVersion".to_owned())
-                    })?;
-                }
-            }
-        };
+    /// Replaces the view with a complete list; returns the pods gone since the last view.
+    fn replace(&self, listed: HashMap<String, PodRecord>) -> Vec<PodGone> {
         let mut gone = Vec::new();
-        {
-            let mut pods = self.pods();
-            for (uid, old) in pods.iter() {
-                match listed.get(uid) {
-                    None => gone.push(gone_pod(uid, old, GoneReason::Deleted)),
-                    Some(new) if new.terminated && !old.terminated => {
-                        gone.push(gone_pod(uid, new, GoneReason::Terminated));
-                    }
-                    Some(_) => {}
-                }
-            }
-            for (uid, new) in &listed {
-                if new.terminated && !pods.contains_key(uid) {
+        let mut pods = self.pods();
+        for (uid, old) in pods.iter() {
+            match listed.get(uid) {
+                None => gone.push(gone_pod(uid, old, GoneReason::Deleted)),
+                Some(new) if new.terminated && !old.terminated => {
                     gone.push(gone_pod(uid, new, GoneReason::Terminated));
                 }
-            }
-            *pods = listed;
-        }
-        self.report(gone);
-        Ok(version)
-    }
-
-    /// Watches from `version`, advancing it with each event and bookmark.
-    async fn watch(&self, version: &mut String) -> WatchEnd {
-        let path = format!(
-            "/api/v1/pods?fieldSelector={}&watch=1&allowWatchBookmarks=true&resourceVersion={}&timeoutSeconds={}",
-            encode(&self.selector),
-            encode(version),
-            self.watch_timeout.as_secs().max(1)
-        );
-        let mut events = match self.client.watch(&path, self.watch_timeout).await {
-            Ok(events) => events,
-            Err(error) if error.status() == Some(410) => return WatchEnd::Gone,
-            Err(error) => {
-                return WatchEnd::Failed(format!("starting the pod watch failed: {error}"));
-            }
-        };
-        // Resuming from a known version replays what was missed: the view is current again.
-        self.set_synced(true);
-        loop {
-            let line = match events.next_line().await {
-                Ok(Some(line)) => line,
-                Ok(None) => return WatchEnd::Closed,
-                Err(error) => return WatchEnd::Failed(format!("the pod watch failed: {error}")),
-            };
-            let event: WatchEvent = match serde_json::from_slice(&line) {
-                Ok(event) => event,
-                Err(error) => {
-                    return WatchEnd::Failed(format!("unreadable pod watch event: {error}"));
-                }
-            };
-            match event.kind.as_str() {
-                "ERROR" => {
-                    let status: Status = serde_json::from_value(event.object).unwrap_or_default();
-                    if status.code == Some(410) {
-                        return WatchEnd::Gone;
-                    }
-                    return WatchEnd::Failed(format!(
-                        "the pod watch answered an error (code {:?})",
-                        status.code
-                    ));
-                }
-                "BOOKMARK" => {
-                    if let Ok(bookmark) = serde_json::from_value::<PodObject>(event.object)
-                        && let Some(v) = bookmark.metadata.resource_version
-                    {
-                        *version = v;
-                    }
-                }
-                kind @ ("ADDED" | "MODIFIED" | "DELETED") => {
-                    let pod: PodObject = match serde_json::from_value(event.object) {
-                        Ok(pod) => pod,
-                        Err(error) => {
-                            return WatchEnd::Failed(format!(
-                                "unreadable pod in the watch: {error}"
-                            ));
-                        }
-                    };
-                    if let Some(v) = pod.metadata.resource_version.clone() {
-                        *version = v;
-                    }
-                    let deleted = kind == "DELETED";
-                    let Some((uid, record)) = pod.into_record() else {
-                        continue;
-                    };
-                    let gone = self.apply(uid, record, deleted);
-                    self.report(gone.into_iter().collect());
-                }
-                _ => {}
+                Some(_) => {}
             }
         }
+        for (uid, new) in &listed {
+            if new.terminated && !pods.contains_key(uid) {
+                gone.push(gone_pod(uid, new, GoneReason::Terminated));
+            }
+        }
+        *pods = listed;
+        gone
     }
 
-    fn apply(&self, uid: String, record: PodRecord, deleted: bool) -> Option<PodGone> {
+    fn update(&self, uid: String, record: PodRecord, deleted: bool) -> Option<PodGone> {
         let mut pods = self.pods();
         if deleted {
             let old = pods.remove(&uid);
@@ -517,6 +472,34 @@ impl Watcher {
     }
 }
 
+/// Whether the watcher reports an expired resource version (it re-lists next).
+fn expired(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 410,
+        _ => false,
+    }
+}
+
+/// A pod's uid and what the view keeps of it; `None` without a uid.
+fn record(pod: &Pod) -> Option<(String, PodRecord)> {
+    let uid = pod.metadata.uid.clone().filter(|u| !u.is_empty())?;
+    let terminated = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
+    Some((
+        uid,
+        PodRecord {
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            terminated,
+        },
+    ))
+}
+
 fn gone_pod(uid: &str, record: &PodRecord, reason: GoneReason) -> PodGone {
     PodGone {
         uid: uid.to_owned(),
@@ -532,87 +515,6 @@ fn is_node_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-}
-
-/// Percent-encodes a query value (everything but the unreserved characters).
-fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[derive(Deserialize)]
-struct PodList {
-    metadata: ListMeta,
-    #[serde(default)]
-    items: Vec<PodObject>,
-}
-
-#[derive(Deserialize)]
-struct ListMeta {
-    #[serde(rename = "resourceVersion")]
-    resource_version: Option<String>,
-    #[serde(rename = "continue")]
-    continue_token: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WatchEvent {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    object: serde_json::Value,
-}
-
-#[derive(Default, Deserialize)]
-struct Status {
-    code: Option<u16>,
-}
-
-#[derive(Deserialize)]
-struct PodObject {
-    #[serde(default)]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    status: Option<PodStatus>,
-}
-
-#[derive(Default, Deserialize)]
-struct ObjectMeta {
-    uid: Option<String>,
-    name: Option<String>,
-    namespace: Option<String>,
-    #[serde(rename = "resourceVersion")]
-    resource_version: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct PodStatus {
-    phase: Option<String>,
-}
-
-impl PodObject {
-    fn into_record(self) -> Option<(String, PodRecord)> {
-        let uid = self.metadata.uid.filter(|u| !u.is_empty())?;
-        let terminated = self
-            .status
-            .and_then(|s| s.phase)
-            .is_some_and(|phase| phase == "Succeeded" || phase == "Failed");
-        Some((
-            uid,
-            PodRecord {
-                namespace: self.metadata.namespace.unwrap_or_default(),
-                name: self.metadata.name.unwrap_or_default(),
-                terminated,
-            },
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -640,9 +542,19 @@ mod tests {
     }
 
     #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(encode("spec.nodeName=n-1"), "spec.nodeName%3Dn-1");
-        assert_eq!(encode("eyJ2+/="), "eyJ2%2B%2F%3D");
+    fn backoff_doubles_to_its_maximum_with_jitter_and_resets() {
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(30));
+        let mut backoff = Jittered::new((min, max));
+        let waits: Vec<Duration> = backoff.by_ref().take(7).collect();
+        for (wait, base) in waits.iter().zip([1, 2, 4, 8, 16, 30, 30]) {
+            let base = Duration::from_secs(base);
+            assert!(
+                *wait >= base && *wait <= base.mul_f64(1.2),
+                "{wait:?} for {base:?}"
+            );
+        }
+        backoff.reset();
+        assert!(backoff.next().unwrap() <= min.mul_f64(1.2));
     }
 
     #[test]
@@ -653,16 +565,13 @@ mod tests {
             ("Succeeded", true),
             ("Failed", true),
         ] {
-            let pod: PodObject = serde_json::from_value(serde_json::json!({
+            let pod: Pod = serde_json::from_value(serde_json::json!({
+                "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"uid": "u", "name": "p", "namespace": "n"},
                 "status": {"phase": phase}
             }))
             .unwrap();
-            assert_eq!(
-                pod.into_record().unwrap().1.terminated,
-                terminated,
-                "{phase}"
-            );
+            assert_eq!(record(&pod).unwrap().1.terminated, terminated, "{phase}");
         }
     }
 }

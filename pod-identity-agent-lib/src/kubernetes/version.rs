@@ -1,5 +1,6 @@
 //! [`VersionGate`]: local validation of rotated tokens only on Kubernetes 1.34 and later, as
-//! the reference agent does, read from `GET /version`.
+//! the reference agent does, read from `GET /version` (kube's `Client::apiserver_version`, within
+//! the client's request timeout).
 //!
 //! EKS reports minors such as `"34+"`; the leading digits count, and when `minor` has none the
 //! `gitVersion` (`v1.34.2-eks-...`) is read instead. The answer is cached for
@@ -76,12 +77,20 @@ impl KubernetesVersion {
         }
         let info: Info = serde_json::from_slice(document)
             .map_err(|_| VersionParseError("a document that is not /version".to_owned()))?;
-        if let (Some(major), Some(minor)) =
-            (leading_number(&info.major), leading_number(&info.minor))
-        {
+        Self::from_parts(&info.major, &info.minor, &info.git_version)
+    }
+
+    /// The version from `/version`'s `major`, `minor` (`"34+"` is 34) and, when those have no
+    /// number, its `gitVersion`.
+    pub fn from_parts(
+        major: &str,
+        minor: &str,
+        git_version: &str,
+    ) -> Result<Self, VersionParseError> {
+        if let (Some(major), Some(minor)) = (leading_number(major), leading_number(minor)) {
             return Ok(Self { major, minor });
         }
-        info.git_version.parse()
+        git_version.parse()
     }
 }
 
@@ -196,8 +205,12 @@ impl VersionGate {
     }
 
     async fn lookup(&self) -> Result<KubernetesVersion, ApiError> {
-        let body = self.client.get_bytes("/version", 64 * 1024).await?;
-        KubernetesVersion::from_version_document(&body).map_err(|e| ApiError::Decode(e.to_string()))
+        let info = self
+            .client
+            .call(self.client.kube().apiserver_version())
+            .await?;
+        KubernetesVersion::from_parts(&info.major, &info.minor, &info.git_version)
+            .map_err(|e| ApiError::Decode(e.to_string()))
     }
 }
 

@@ -652,7 +652,11 @@ async fn kubernetes_blocks<S: pod_identity_agent_lib::CredentialSource>(
         };
         let slot: Arc<OnceLock<PodEvictor>> = Arc::new(OnceLock::new());
         let evictor = Arc::clone(&slot);
+        // The watch keeps `pod_identity_pod_watch_synced` current in the agent's metrics.
+        let metrics = pod_identity_agent_lib::Metrics::new();
+        agent = agent.metrics(metrics.clone());
         let watch = PodWatch::builder(client, node.clone())
+            .metrics(metrics)
             .on_pod_gone(move |pod| {
                 if let Some(evict) = evictor.get() {
                     evict(&pod.uid, gone_reason_label(pod.reason));
