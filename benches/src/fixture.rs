@@ -169,17 +169,19 @@ impl LocalAgent {
         let simulator_server = simulator.serve("127.0.0.1:0".parse()?).await?;
         let node = simulator.node_credentials();
         let source = EksAuthSource::builder()
-            .region(simulator.region())
-            .endpoint_url(simulator_server.endpoint_url())
-            .credentials_provider(Credentials::new(
-                node.access_key_id(),
-                node.secret_access_key().expose_secret(),
-                None,
-                None,
-                "bench-node",
-            ))
-            // Cold bursts queue a thousand calls on one machine: no attempt may time out.
-            .attempt_timeout(Duration::from_secs(30))
+            .aws_client(|aws| {
+                aws.region(simulator.region())
+                    .endpoint_url(simulator_server.endpoint_url())
+                    .credentials_provider(Credentials::new(
+                        node.access_key_id(),
+                        node.secret_access_key().expose_secret(),
+                        None,
+                        None,
+                        "bench-node",
+                    ))
+                    // Cold bursts queue a thousand calls on one machine: no attempt may time out.
+                    .attempt_timeout(Duration::from_secs(30))
+            })
             .build()
             .await?;
         let builder = AgentBuilder::new(cluster(), source)

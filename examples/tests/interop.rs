@@ -96,8 +96,7 @@ impl Stack {
             .load()
             .await;
         let source = EksAuthSource::builder()
-            .sdk_config(node_config)
-            .endpoint_url(&sim_url)
+            .aws_client(|aws| aws.sdk_config(node_config).endpoint_url(&sim_url))
             .build()
             .await
             .unwrap();

@@ -101,15 +101,17 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
         .await
         .unwrap();
     let source = SelfManagedSource::builder(verifier, store)
-        .region("eu-west-1")
-        .endpoint_url(sts.uri())
-        .credentials_provider(aws_sdk_sts::config::Credentials::new(
-            "AKIDNODE",
-            "node-secret",
-            None,
-            None,
-            "node",
-        ))
+        .aws_client(|aws| {
+            aws.region("eu-west-1")
+                .endpoint_url(sts.uri())
+                .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                    "AKIDNODE",
+                    "node-secret",
+                    None,
+                    None,
+                    "node",
+                ))
+        })
         .build()
         .await
         .unwrap();

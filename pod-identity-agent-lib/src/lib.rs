@@ -100,7 +100,10 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use pod_identity_agent_lib::{AgentBuilder, EksAuthSource, server::shutdown_signal};
 //!
-//! let source = EksAuthSource::builder().region("us-west-2").build().await?;
+//! let source = EksAuthSource::builder()
+//!     .aws_client(|aws| aws.region("us-west-2"))
+//!     .build()
+//!     .await?;
 //! AgentBuilder::new("my-cluster".parse()?, source)
 //!     .bind()
 //!     .await?

@@ -29,8 +29,10 @@
 //! use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;
 //!
 //! let source = EksAuthSource::builder()
-//!     .region("us-west-2")
-//!     .credentials_provider_uncached(SharedCredentialsFile::from_env().build())
+//!     .aws_client(|aws| {
+//!         aws.region("us-west-2")
+//!             .credentials_provider_uncached(SharedCredentialsFile::from_env().build())
+//!     })
 //!     .build()
 //!     .await?;
 //! # Ok(()) }

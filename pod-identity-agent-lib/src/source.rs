@@ -6,8 +6,13 @@
 //! EKS Auth; [`CredentialCache`](crate::CredentialCache) wraps any source and is one itself;
 //! a vendor can bring their own (a local STS broker, a simulator, a fake in tests).
 
+#[cfg(any(feature = "eks-auth", feature = "self-managed"))]
+pub(crate) mod aws_client;
 #[cfg(feature = "eks-auth")]
 pub mod eks_auth;
+
+#[cfg(any(feature = "eks-auth", feature = "self-managed"))]
+pub use aws_client::AwsClientSettings;
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -87,19 +87,21 @@ impl Match for SignedForEksAuth {
 
 async fn source(eks: &MockServer, attempts: u32, attempt_timeout: Duration) -> EksAuthSource {
     EksAuthSource::builder()
-        .region("us-west-2")
-        .endpoint_url(eks.uri())
-        .credentials_provider(Credentials::new(
-            "AKIDNODE",
-            "node-secret",
-            None,
-            None,
-            "test",
-        ))
-        .max_attempts(attempts)
-        .attempt_timeout(attempt_timeout)
-        // Generous: the machine may be busy; only the timeout test relies on timing out.
-        .connect_timeout(Duration::from_secs(5))
+        .aws_client(|aws| {
+            aws.region("us-west-2")
+                .endpoint_url(eks.uri())
+                .credentials_provider(Credentials::new(
+                    "AKIDNODE",
+                    "node-secret",
+                    None,
+                    None,
+                    "test",
+                ))
+                .max_attempts(attempts)
+                .attempt_timeout(attempt_timeout)
+                // Generous: the machine may be busy; only the timeout test relies on timing out.
+                .connect_timeout(Duration::from_secs(5))
+        })
         .build()
         .await
         .unwrap()

@@ -49,18 +49,19 @@ fn source(
     simulator: &EksAuthSimulator,
     server: &SimulatorServer,
 ) -> pod_identity_agent_lib::EksAuthSourceBuilder {
-    EksAuthSource::builder()
-        .region(simulator.region())
-        .endpoint_url(server.endpoint_url())
-        .credentials_provider(Credentials::new(
-            "AKIDNODE",
-            "node-secret",
-            None,
-            None,
-            "node",
-        ))
-        .attempt_timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
+    EksAuthSource::builder().aws_client(|aws| {
+        aws.region(simulator.region())
+            .endpoint_url(server.endpoint_url())
+            .credentials_provider(Credentials::new(
+                "AKIDNODE",
+                "node-secret",
+                None,
+                None,
+                "node",
+            ))
+            .attempt_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+    })
 }
 
 async fn http(addr: SocketAddr, token: &str) -> (u16, String) {
@@ -161,7 +162,9 @@ async fn a_rotated_credentials_file_signs_the_next_call_with_the_new_keys() {
     };
     write("AKIDEXPIRED", "expired-secret");
     let source = source(&simulator, &server)
-        .credentials_provider_uncached(SharedCredentialsFile::builder(&path).build())
+        .aws_client(|aws| {
+            aws.credentials_provider_uncached(SharedCredentialsFile::builder(&path).build())
+        })
         .build()
         .await
         .unwrap();

@@ -86,13 +86,14 @@ async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
 
 /// An EKS Auth source for `endpoint`, signing with the node key.
 fn source(endpoint: &str, attempts: u32, attempt_timeout: Duration) -> EksAuthSourceBuilder {
-    EksAuthSource::builder()
-        .region("us-west-2")
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new(NODE_KEY, NODE_SECRET, None, None, "node"))
-        .max_attempts(attempts)
-        .attempt_timeout(attempt_timeout)
-        .connect_timeout(Duration::from_secs(5))
+    EksAuthSource::builder().aws_client(|aws| {
+        aws.region("us-west-2")
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new(NODE_KEY, NODE_SECRET, None, None, "node"))
+            .max_attempts(attempts)
+            .attempt_timeout(attempt_timeout)
+            .connect_timeout(Duration::from_secs(5))
+    })
 }
 
 /// A running agent on 127.0.0.1.
@@ -907,11 +908,13 @@ async fn rotated_node_credentials_are_used_from_the_next_call_on() {
         .mount(&eks)
         .await;
     let source = EksAuthSource::builder()
-        .region("us-west-2")
-        .endpoint_url(eks.uri())
-        .credentials_provider(node.clone())
-        .max_attempts(1)
-        .attempt_timeout(Duration::from_secs(10))
+        .aws_client(|aws| {
+            aws.region("us-west-2")
+                .endpoint_url(eks.uri())
+                .credentials_provider(node.clone())
+                .max_attempts(1)
+                .attempt_timeout(Duration::from_secs(10))
+        })
         .build()
         .await
         .unwrap();

@@ -69,18 +69,20 @@ async fn simulator(service_accounts: &[&str]) -> (EksAuthSimulator, SimulatorSer
 
 async fn source(server: &SimulatorServer) -> EksAuthSource {
     EksAuthSource::builder()
-        .region("us-west-2")
-        .endpoint_url(server.endpoint_url())
-        .credentials_provider(Credentials::new(
-            "AKIDNODE",
-            "node-secret",
-            None,
-            None,
-            "node",
-        ))
-        .max_attempts(1)
-        .attempt_timeout(Duration::from_secs(10))
-        .connect_timeout(Duration::from_secs(5))
+        .aws_client(|aws| {
+            aws.region("us-west-2")
+                .endpoint_url(server.endpoint_url())
+                .credentials_provider(Credentials::new(
+                    "AKIDNODE",
+                    "node-secret",
+                    None,
+                    None,
+                    "node",
+                ))
+                .max_attempts(1)
+                .attempt_timeout(Duration::from_secs(10))
+                .connect_timeout(Duration::from_secs(5))
+        })
         .build()
         .await
         .unwrap()

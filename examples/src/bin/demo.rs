@@ -201,8 +201,7 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
         .load()
         .await;
     let source = EksAuthSource::builder()
-        .sdk_config(node_config)
-        .endpoint_url(&sim_url)
+        .aws_client(|aws| aws.sdk_config(node_config).endpoint_url(&sim_url))
         .build()
         .await?;
     let api = cluster_keys.serve_api().await?;

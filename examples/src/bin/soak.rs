@@ -176,15 +176,17 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error + Send + Sync
         .build()?;
     let sim_server = simulator.serve("127.0.0.1:0".parse()?).await?;
     let source = EksAuthSource::builder()
-        .region(simulator.region())
-        .endpoint_url(sim_server.endpoint_url())
-        .credentials_provider(Credentials::new(
-            node.access_key_id(),
-            node.secret_access_key().expose_secret(),
-            None,
-            None,
-            "soak-node",
-        ))
+        .aws_client(|aws| {
+            aws.region(simulator.region())
+                .endpoint_url(sim_server.endpoint_url())
+                .credentials_provider(Credentials::new(
+                    node.access_key_id(),
+                    node.secret_access_key().expose_secret(),
+                    None,
+                    None,
+                    "soak-node",
+                ))
+        })
         .build()
         .await?;
     let metrics = Metrics::new();

@@ -36,6 +36,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;
 use pod_identity_agent_lib::server::{ConnectionLimits, shutdown_signal};
+use pod_identity_agent_lib::source::AwsClientSettings;
 use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
 use pod_identity_agent_lib::{cache, handler, server};
 use pod_identity_core::ClusterName;
@@ -342,6 +343,26 @@ impl ServerArgs {
         }
     }
 
+    /// The AWS client settings of the flags (`--region`, `--endpoint`, `--fips`,
+    /// `--rotate-credentials`) and of `AWS_CA_BUNDLE`, for the client of `service`.
+    async fn aws_client(&self, service: &str) -> Result<AwsClientSettings, String> {
+        let mut settings = AwsClientSettings::new().fips(self.fips);
+        if let Some(config) = ca_bundle_sdk_config(self.region.as_deref()).await? {
+            settings = settings.sdk_config(config);
+        }
+        if let Some(file) = self.node_credentials() {
+            settings = settings.credentials_provider_uncached(file);
+        }
+        if let Some(region) = &self.region {
+            settings = settings.region(region);
+        }
+        if !self.endpoint.is_empty() {
+            tracing::info!(endpoint = %self.endpoint, "overriding the {service} endpoint");
+            settings = settings.endpoint_url(&self.endpoint);
+        }
+        Ok(settings)
+    }
+
     /// The node's credentials provider when `--rotate-credentials` is on.
     fn node_credentials(&self) -> Option<SharedCredentialsFile> {
         if !self.rotate_credentials() {
@@ -419,25 +440,14 @@ fn parse_ipv6(text: &str) -> Result<std::net::Ipv6Addr, String> {
 }
 
 async fn server(args: ServerArgs) -> ExitCode {
-    let mut source = EksAuthSource::builder().fips(args.fips);
-    match ca_bundle_sdk_config(args.region.as_deref()).await {
-        Ok(Some(config)) => source = source.sdk_config(config),
-        Ok(None) => {}
+    let aws_client = match args.aws_client("EKS Auth").await {
+        Ok(settings) => settings,
         Err(error) => {
             tracing::error!(error = %error, "cannot use AWS_CA_BUNDLE");
             return ExitCode::FAILURE;
         }
-    }
-    if let Some(file) = args.node_credentials() {
-        source = source.credentials_provider_uncached(file);
-    }
-    if let Some(region) = &args.region {
-        source = source.region(region);
-    }
-    if !args.endpoint.is_empty() {
-        tracing::info!(endpoint = %args.endpoint, "overriding the EKS Auth endpoint");
-        source = source.endpoint_url(&args.endpoint);
-    }
+    };
+    let mut source = EksAuthSource::builder().aws_client(|_| aws_client);
     if let Some(name) = &args.eks_node_name {
         source = source.eks_node_name(name);
     }
@@ -498,27 +508,16 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
         }
     };
     let continuity = Blocks::Verifier(Arc::new(verifier.clone()));
-    let mut source = SelfManagedSource::builder(verifier, store)
-        .session_duration(args.session_duration)
-        .fips(server.fips);
-    if let Some(file) = server.node_credentials() {
-        source = source.credentials_provider_uncached(file);
-    }
-    match ca_bundle_sdk_config(server.region.as_deref()).await {
-        Ok(Some(config)) => source = source.sdk_config(config),
-        Ok(None) => {}
+    let aws_client = match server.aws_client("STS").await {
+        Ok(settings) => settings,
         Err(error) => {
             tracing::error!(error = %error, "cannot use AWS_CA_BUNDLE");
             return ExitCode::FAILURE;
         }
-    }
-    if let Some(region) = &server.region {
-        source = source.region(region);
-    }
-    if !server.endpoint.is_empty() {
-        tracing::info!(endpoint = %server.endpoint, "overriding the STS endpoint");
-        source = source.endpoint_url(&server.endpoint);
-    }
+    };
+    let mut source = SelfManagedSource::builder(verifier, store)
+        .session_duration(args.session_duration)
+        .aws_client(|_| aws_client);
     if let Some(arn) = &args.cluster_arn {
         source = source.cluster_arn(arn.clone());
     }
