@@ -1086,10 +1086,10 @@ mod tests {
 
     #[test]
     fn ca_bundles_are_checked_before_the_client_sees_them() {
-        let ca = include_bytes!("../../../tests/test-data/tls/ca.pem");
+        let ca = include_bytes!("../tests/test-data/tls/ca.pem");
         assert_eq!(trusted_certificates(ca), Ok(1));
         let mut two = ca.to_vec();
-        two.extend_from_slice(include_bytes!("../../../tests/test-data/tls/server.pem"));
+        two.extend_from_slice(include_bytes!("../tests/test-data/tls/server.pem"));
         assert_eq!(trusted_certificates(&two), Ok(2));
         for bad in [
             &b""[..],
