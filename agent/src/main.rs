@@ -661,7 +661,9 @@ async fn kubernetes_blocks<S: pod_identity_agent_lib::CredentialSource>(
         match watch {
             Ok(watch) => {
                 tracing::info!(node = %node, "watching this node's pods");
-                agent = agent.pod_liveness(Arc::new(watch)).pod_evictor(slot);
+                agent = agent
+                    .cache(|cache| cache.pod_liveness(Arc::new(watch)))
+                    .pod_evictor(slot);
             }
             Err(error) => {
                 tracing::warn!(error = %error, "cannot watch this node's pods; running without pod liveness");
@@ -685,37 +687,44 @@ async fn serve<S: pod_identity_agent_lib::CredentialSource>(
     source: S,
     blocks: Blocks,
 ) -> ExitCode {
+    let protection = &args.protection;
+    let port = args.port;
+    let probe_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.probe_port);
+    let metrics_addr = SocketAddr::new(args.metrics_address, args.metrics_port);
+    let limits = ConnectionLimits::default()
+        .max_connections(protection.max_connections)
+        .max_connections_per_client(protection.max_connections_per_client)
+        .request_timeout(protection.request_timeout);
+    let allow_wildcard_bind = protection.allow_wildcard_bind;
+    let rate = (args.rate_limit, args.rate_limit_burst);
+    let client_rate = (
+        protection.client_rate_limit,
+        protection.client_rate_limit_burst,
+    );
     let agent = AgentBuilder::new(args.cluster_name.clone(), source)
         .bind_hosts(args.bind_hosts.clone())
-        .port(args.port)
-        .probe_addr(Some(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            args.probe_port,
-        )))
-        .metrics_addr(Some(SocketAddr::new(
-            args.metrics_address,
-            args.metrics_port,
-        )))
-        .max_cache_size(args.max_cache_size)
-        .max_retention(args.max_credential_retention_before_renewal)
-        .max_service_qps(args.renewal_qps())
-        .idle_timeout(args.idle_timeout)
-        .rate_limit(args.rate_limit, args.rate_limit_burst);
-    let protection = &args.protection;
-    let agent = agent
-        .connection_limits(
-            ConnectionLimits::default()
-                .max_connections(protection.max_connections)
-                .max_connections_per_client(protection.max_connections_per_client)
-                .request_timeout(protection.request_timeout),
-        )
-        .client_rate_limit(
-            protection.client_rate_limit,
-            protection.client_rate_limit_burst,
-        )
-        .client_miss_budget(protection.client_miss_rate, protection.client_miss_burst)
-        .refused_ttl(protection.refused_token_ttl)
-        .allow_wildcard_bind(protection.allow_wildcard_bind);
+        .cache(|cache| {
+            cache
+                .max_entries(args.max_cache_size)
+                .max_retention(args.max_credential_retention_before_renewal)
+                .renewal_qps(args.renewal_qps())
+                .idle_timeout(args.idle_timeout)
+                .client_miss_budget(protection.client_miss_rate, protection.client_miss_burst)
+                .refused_ttl(protection.refused_token_ttl)
+        })
+        .router(move |router| {
+            router
+                .rate_limit(rate.0, rate.1)
+                .client_rate_limit(client_rate.0, client_rate.1)
+        })
+        .server(move |server| {
+            server
+                .port(port)
+                .probe_addr(Some(probe_addr))
+                .metrics_addr(Some(metrics_addr))
+                .connection_limits(limits)
+                .allow_wildcard_bind(allow_wildcard_bind)
+        });
     let agent = match blocks {
         Blocks::Kubernetes => kubernetes_blocks(args, agent).await,
         Blocks::Verifier(verifier) if args.rotation_validation => {

@@ -392,9 +392,7 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     let metrics = pod_identity_agent_lib::Metrics::new();
     let agent = AgentBuilder::new("demo".parse().unwrap(), source.clone())
         .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
+        .server(move |server| server.port(0).probe_addr(None).metrics_addr(None))
         .metrics(metrics.clone())
         .bind()
         .await

@@ -41,7 +41,7 @@ fn main() {
     let source = CountingSource::new(SharedWallClock::default(), Duration::ZERO);
     let router = AgentBuilder::new(cluster(), source.clone())
         .bind_hosts(["127.0.0.1"])
-        .rate_limit(0, 0)
+        .router(move |router| router.rate_limit(0, 0))
         .into_router();
     let body = runtime.block_on(async {
         body_of(

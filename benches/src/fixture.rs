@@ -186,20 +186,26 @@ impl LocalAgent {
             .await?;
         let builder = AgentBuilder::new(cluster(), source)
             .bind_hosts(["127.0.0.1"])
-            .port(port)
-            .probe_addr(None)
-            .metrics_addr(None)
-            .rate_limit(0, 0)
             // One loopback address stands for every pod: the per-client bounds are raised out
             // of reach (their checks still run on every request and connection).
-            .client_rate_limit(u32::MAX, u32::MAX)
-            .client_miss_budget(u32::MAX, u32::MAX)
-            .connection_limits(
-                ConnectionLimits::default()
-                    .max_connections(usize::MAX)
-                    .max_connections_per_client(usize::MAX),
-            )
-            .drain_timeout(Duration::from_secs(1));
+            .server(move |server| {
+                server
+                    .port(port)
+                    .probe_addr(None)
+                    .metrics_addr(None)
+                    .connection_limits(
+                        ConnectionLimits::default()
+                            .max_connections(usize::MAX)
+                            .max_connections_per_client(usize::MAX),
+                    )
+                    .drain_timeout(Duration::from_secs(1))
+            })
+            .router(|router| {
+                router
+                    .rate_limit(0, 0)
+                    .client_rate_limit(u32::MAX, u32::MAX)
+            })
+            .cache(|cache| cache.client_miss_budget(u32::MAX, u32::MAX));
         let server = configure(builder).bind().await?;
         let addr = *server
             .credential_addrs()

@@ -102,10 +102,13 @@ impl Stack {
             .unwrap();
         let agent = AgentBuilder::new(simulator.cluster_name().clone(), source)
             .bind_hosts([host])
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
-            .drain_timeout(Duration::from_secs(1))
+            .server(move |server| {
+                server
+                    .port(0)
+                    .probe_addr(None)
+                    .metrics_addr(None)
+                    .drain_timeout(Duration::from_secs(1))
+            })
             .bind()
             .await
             .unwrap_or_else(|e| panic!("cannot bind the agent on {host}: {e}"));

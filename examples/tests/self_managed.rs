@@ -117,10 +117,13 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
         .unwrap();
     let agent = AgentBuilder::new("lab".parse().unwrap(), source)
         .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .drain_timeout(Duration::from_secs(1))
+        .server(move |server| {
+            server
+                .port(0)
+                .probe_addr(None)
+                .metrics_addr(None)
+                .drain_timeout(Duration::from_secs(1))
+        })
         .bind()
         .await
         .unwrap();

@@ -145,9 +145,12 @@ impl Agent {
 fn agent(source: EksAuthSource, hosts: &[&str]) -> AgentBuilder<EksAuthSource> {
     AgentBuilder::new("demo".parse().unwrap(), source)
         .bind_hosts(hosts.iter().copied())
-        .port(0)
-        .probe_addr(Some("127.0.0.1:0".parse().unwrap()))
-        .metrics_addr(Some("127.0.0.1:0".parse().unwrap()))
+        .server(move |server| {
+            server
+                .port(0)
+                .probe_addr(Some("127.0.0.1:0".parse().unwrap()))
+                .metrics_addr(Some("127.0.0.1:0".parse().unwrap()))
+        })
 }
 
 /// One HTTP/1.1 exchange: (status, body).

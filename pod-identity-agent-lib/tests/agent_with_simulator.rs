@@ -106,9 +106,7 @@ async fn the_agent_serves_simulator_credentials_with_one_call_per_token() {
     let source = source(&simulator, &server).build().await.unwrap();
     let agent = AgentBuilder::new("demo".parse().unwrap(), source)
         .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
+        .server(move |server| server.port(0).probe_addr(None).metrics_addr(None))
         .bind()
         .await
         .unwrap();

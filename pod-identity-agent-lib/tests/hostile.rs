@@ -105,13 +105,19 @@ impl Agent {
         let metrics = Metrics::new();
         let agent = AgentBuilder::new("demo".parse().unwrap(), source)
             .bind_hosts(["127.0.0.1"])
-            .allowed_hosts(HostAllowList::reference())
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
-            .metrics(metrics.clone())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .rate_limit(0, 0);
+            .router(move |router| {
+                router
+                    .allowed_hosts(HostAllowList::reference())
+                    .rate_limit(0, 0)
+            })
+            .server(move |server| {
+                server
+                    .port(0)
+                    .probe_addr(None)
+                    .metrics_addr(None)
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+            })
+            .metrics(metrics.clone());
         let server = adjust(agent).bind().await.unwrap();
         let addr = server.credential_addrs()[0];
         let (stop, stopped) = oneshot::channel::<()>();
@@ -805,8 +811,10 @@ async fn a_client_that_stops_reading_is_disconnected_within_the_request_timeout(
     let timeout = Duration::from_secs(1);
     let agent = Agent::start_with(|agent| {
         agent
-            .connection_limits(ConnectionLimits::default().request_timeout(timeout))
-            .client_rate_limit(0, 0)
+            .server(move |server| {
+                server.connection_limits(ConnectionLimits::default().request_timeout(timeout))
+            })
+            .router(|router| router.client_rate_limit(0, 0))
     })
     .await;
     let open = "pod_identity_connections_open{listener=\"credentials\"}";
@@ -853,13 +861,15 @@ async fn a_client_that_stops_reading_is_disconnected_within_the_request_timeout(
 #[tokio::test]
 async fn connections_beyond_the_caps_are_closed_at_once_and_others_still_served() {
     let agent = Agent::start_with(|agent| {
-        agent
-            .header_read_timeout(Duration::from_secs(30))
-            .connection_limits(
-                ConnectionLimits::default()
-                    .max_connections(6)
-                    .max_connections_per_client(3),
-            )
+        agent.server(|server| {
+            server
+                .header_read_timeout(Duration::from_secs(30))
+                .connection_limits(
+                    ConnectionLimits::default()
+                        .max_connections(6)
+                        .max_connections_per_client(3),
+                )
+        })
     })
     .await;
     let mut held = Vec::new();
@@ -908,8 +918,10 @@ async fn connections_beyond_the_caps_are_closed_at_once_and_others_still_served(
 
 #[tokio::test]
 async fn a_flooding_client_gets_429_while_another_is_served() {
-    let agent =
-        Agent::start_with(|agent| agent.client_rate_limit(10, 10).rate_limit(1000, 500)).await;
+    let agent = Agent::start_with(|agent| {
+        agent.router(|router| router.client_rate_limit(10, 10).rate_limit(1000, 500))
+    })
+    .await;
     let token = good_token();
     // Fifty pipelined requests on one connection, faster than 10/s.
     let mut flood = String::new();
@@ -972,7 +984,8 @@ async fn one_forged_token_sent_again_and_again_makes_one_upstream_call() {
 
 #[tokio::test]
 async fn unique_forged_tokens_are_held_to_the_clients_miss_budget() {
-    let agent = Agent::start_with(|agent| agent.client_miss_budget(1, 5)).await;
+    let agent =
+        Agent::start_with(|agent| agent.cache(|cache| cache.client_miss_budget(1, 5))).await;
     let mut statuses = Vec::new();
     for n in 0..50 {
         let (status, _) = exchange_from(
@@ -1003,9 +1016,7 @@ async fn wildcard_bind_hosts_are_refused_unless_allowed() {
     for host in ["0.0.0.0", "::", "[::]"] {
         let refused = AgentBuilder::new("demo".parse().unwrap(), Source::default())
             .bind_hosts([host])
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
+            .server(move |server| server.port(0).probe_addr(None).metrics_addr(None))
             .bind()
             .await;
         assert!(
@@ -1017,10 +1028,13 @@ async fn wildcard_bind_hosts_are_refused_unless_allowed() {
     }
     let allowed = AgentBuilder::new("demo".parse().unwrap(), Source::default())
         .bind_hosts(["0.0.0.0"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .allow_wildcard_bind(true)
+        .server(move |server| {
+            server
+                .port(0)
+                .probe_addr(None)
+                .metrics_addr(None)
+                .allow_wildcard_bind(true)
+        })
         .bind()
         .await
         .unwrap();

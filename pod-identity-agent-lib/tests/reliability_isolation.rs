@@ -110,8 +110,8 @@ async fn agent(source: EksAuthSource) -> SocketAddr {
     serve(
         AgentBuilder::new("demo".parse().unwrap(), source)
             .bind_hosts(["127.0.0.1"])
-            .client_rate_limit(0, 0)
-            .client_miss_budget(0, 0)
+            .router(move |router| router.client_rate_limit(0, 0))
+            .cache(|cache| cache.client_miss_budget(0, 0))
             .into_router(),
     )
     .await

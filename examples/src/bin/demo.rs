@@ -545,10 +545,13 @@ impl Agent {
         let server = AgentBuilder::new(cluster, source)
             .rotation_validator(Arc::new(verifier))
             .bind_hosts([HOST])
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
-            .drain_timeout(Duration::from_secs(1))
+            .server(move |server| {
+                server
+                    .port(0)
+                    .probe_addr(None)
+                    .metrics_addr(None)
+                    .drain_timeout(Duration::from_secs(1))
+            })
             .bind()
             .await?;
         let addr = *server

@@ -192,15 +192,18 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error + Send + Sync
     let metrics = Metrics::new();
     let agent = AgentBuilder::new("soak".parse()?, source)
         .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .max_cache_size(args.cache_size)
-        .rate_limit(0, 0)
         // One loopback address stands for every pod: no per-client bounds.
-        .client_rate_limit(0, 0)
-        .client_miss_budget(0, 0)
-        .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
+        .server(|server| {
+            server
+                .port(0)
+                .probe_addr(None)
+                .metrics_addr(None)
+                .connection_limits(
+                    ConnectionLimits::default().max_connections_per_client(usize::MAX),
+                )
+        })
+        .cache(|cache| cache.max_entries(args.cache_size).client_miss_budget(0, 0))
+        .router(|router| router.rate_limit(0, 0).client_rate_limit(0, 0))
         .metrics(metrics.clone())
         .bind()
         .await?;
