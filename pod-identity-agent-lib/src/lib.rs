@@ -290,12 +290,6 @@ impl<S: CredentialSource> AgentBuilder<S> {
         self
     }
 
-    /// The wall clock of every block (tests use [`time::TokioWallClock`]).
-    pub fn clock(mut self, clock: SharedWallClock) -> Self {
-        self.clock = clock;
-        self
-    }
-
     /// The metrics every block reports to.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
@@ -351,6 +345,12 @@ impl<S: CredentialSource> AgentBuilder<S> {
     /// when a pod goes.
     pub fn pod_evictor(mut self, slot: Arc<OnceLock<PodEvictor>>) -> Self {
         self.pod_evictor = Some(slot);
+        self
+    }
+
+    /// The wall clock of every block (tests use [`time::TokioWallClock`]).
+    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+        self.clock = clock;
         self
     }
 

@@ -265,22 +265,13 @@ impl TokenVerifierBuilder {
 
 /// Refreshes the keys every `interval` while the verifier lives.
 async fn scheduled_refresh(inner: Weak<Inner>, interval: Duration) {
-    // An interval too long to add to now is one that never comes.
-    let Some(first) = tokio::time::Instant::now().checked_add(interval) else {
-        return;
-    };
-    let mut ticks = tokio::time::interval_at(first, interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
+    super::every(inner, interval, |inner| async move {
         let verifier = TokenVerifier { inner };
         if let Err(error) = verifier.refresh().await {
             tracing::warn!(%error, "scheduled JWKS refresh failed; keeping the last keys");
         }
-    }
+    })
+    .await;
 }
 
 impl TokenVerifier {

@@ -112,6 +112,8 @@ pub mod jwks;
 pub mod sts;
 
 use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use pod_identity_core::{Arn, EksAuthError, EksAuthErrorCode};
@@ -222,6 +224,27 @@ impl<A: AssociationStore> CredentialSource for SelfManagedSource<A> {
     }
 }
 
+/// Runs `tick` every `interval` (the first after one interval) while `inner` lives.
+async fn every<T, F, Fut>(inner: Weak<T>, interval: Duration, tick: F)
+where
+    F: Fn(Arc<T>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    // An interval too long to add to now is one that never comes.
+    let Some(first) = tokio::time::Instant::now().checked_add(interval) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval_at(first, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        tick(inner).await;
+    }
+}
+
 /// The agent's answer for a refused token: 400 with EKS Auth's codes; 500 when no keys could
 /// be read at all.
 fn refused(error: VerifyError) -> SourceError {
@@ -262,11 +285,8 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
     /// The STS client's settings: region, endpoint (a VPC endpoint, a test server), FIPS
     /// (`sts-fips.{region}.amazonaws.com`), signing credentials, timeouts (default 3 s per
     /// attempt, 1 s to connect) and attempts.
-    pub fn aws_client(
-        mut self,
-        configure: impl FnOnce(AwsClientSettings) -> AwsClientSettings,
-    ) -> Self {
-        self.aws_client = configure(self.aws_client);
+    pub fn aws_client(mut self, sts: impl FnOnce(AwsClientSettings) -> AwsClientSettings) -> Self {
+        self.aws_client = sts(self.aws_client);
         self
     }
 
@@ -291,15 +311,13 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
                 self.session_duration,
             ));
         }
-        let config = self
-            .aws_client
-            .load(ClientDefaults {
-                attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
-                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                max_attempts: DEFAULT_MAX_ATTEMPTS,
-            })
-            .await
-            .ok_or(SelfManagedSourceError::NoRegion)?;
+        let defaults = ClientDefaults::new(
+            DEFAULT_ATTEMPT_TIMEOUT,
+            DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_MAX_ATTEMPTS,
+        );
+        let config = self.aws_client.load(defaults).await;
+        let config = config.ok_or(SelfManagedSourceError::NoRegion)?;
         Ok(SelfManagedSource {
             verifier: self.verifier,
             store: self.store,

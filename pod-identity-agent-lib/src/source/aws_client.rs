@@ -53,9 +53,23 @@ impl fmt::Debug for AwsClientSettings {
 /// A source's defaults for what [`AwsClientSettings`] leaves unset.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ClientDefaults {
-    pub(crate) attempt_timeout: Duration,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) max_attempts: u32,
+    attempt_timeout: Duration,
+    connect_timeout: Duration,
+    max_attempts: u32,
+}
+
+impl ClientDefaults {
+    pub(crate) fn new(
+        attempt_timeout: Duration,
+        connect_timeout: Duration,
+        max_attempts: u32,
+    ) -> Self {
+        Self {
+            attempt_timeout,
+            connect_timeout,
+            max_attempts,
+        }
+    }
 }
 
 impl AwsClientSettings {

@@ -139,15 +139,14 @@ impl EksAuthSourceBuilder {
 
     /// Loads aws-config's defaults (unless an `SdkConfig` was given) and builds the source.
     pub async fn build(self) -> Result<EksAuthSource, EksAuthSourceError> {
-        let config = self
-            .aws_client
-            .load(ClientDefaults {
-                attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
-                connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-                max_attempts: DEFAULT_MAX_ATTEMPTS,
-            })
-            .await
-            .ok_or(EksAuthSourceError::NoRegion)?;
+        let defaults = ClientDefaults::new(
+            DEFAULT_ATTEMPT_TIMEOUT,
+            DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_MAX_ATTEMPTS,
+        );
+        let Some(config) = self.aws_client.load(defaults).await else {
+            return Err(EksAuthSourceError::NoRegion);
+        };
         Ok(EksAuthSource {
             client: aws_sdk_eksauth::Client::new(&config),
             node: self.node,
@@ -304,6 +303,13 @@ mod tests {
                 "expiration": 1_700_021_600.25
             }
         })
+    }
+
+    /// A 503 `ServiceUnavailableException`.
+    fn busy() -> ResponseTemplate {
+        ResponseTemplate::new(503)
+            .insert_header("x-amzn-errortype", "ServiceUnavailableException")
+            .set_body_json(serde_json::json!({"message": "busy"}))
     }
 
     fn settings(endpoint: String) -> AwsClientSettings {
@@ -528,11 +534,7 @@ mod tests {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path(PATH))
-            .respond_with(
-                ResponseTemplate::new(503)
-                    .insert_header("x-amzn-errortype", "ServiceUnavailableException")
-                    .set_body_json(serde_json::json!({"message": "busy"})),
-            )
+            .respond_with(busy())
             .up_to_n_times(1)
             .mount(&server)
             .await;
@@ -553,11 +555,7 @@ mod tests {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path(PATH))
-            .respond_with(
-                ResponseTemplate::new(503)
-                    .insert_header("x-amzn-errortype", "ServiceUnavailableException")
-                    .set_body_json(serde_json::json!({"message": "busy"})),
-            )
+            .respond_with(busy())
             .mount(&server)
             .await;
         let one_attempt = SdkConfig::builder()
