@@ -37,7 +37,7 @@ use clap::{Args, Parser, Subcommand};
 use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;
 use pod_identity_agent_lib::server::{ConnectionLimits, shutdown_signal};
 use pod_identity_agent_lib::source::AwsClientSettings;
-use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_agent_lib::{cache, handler, server};
 use pod_identity_core::ClusterName;
 
@@ -607,7 +607,7 @@ fn env_var(key: &str) -> Option<String> {
 
 /// Adds the Kubernetes blocks the flags ask for to `agent`; without a Kubernetes configuration
 /// (or a node name, for the pod watch) the agent runs without them, as before.
-async fn kubernetes_blocks<S: pod_identity_agent_lib::CredentialSource>(
+async fn kubernetes_blocks<S: pod_identity_agent_lib::source::CredentialSource>(
     args: &ServerArgs,
     mut agent: AgentBuilder<S>,
 ) -> AgentBuilder<S> {
@@ -682,7 +682,7 @@ enum Blocks {
     Verifier(Arc<dyn cache::RotationValidator>),
 }
 
-async fn serve<S: pod_identity_agent_lib::CredentialSource>(
+async fn serve<S: pod_identity_agent_lib::source::CredentialSource>(
     args: &ServerArgs,
     source: S,
     blocks: Blocks,

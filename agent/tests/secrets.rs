@@ -21,7 +21,10 @@ use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
 };
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
-use pod_identity_agent_lib::{AgentBuilder, CredentialRequest, CredentialSource, EksAuthSource};
+use pod_identity_agent_lib::{
+    AgentBuilder, source::CredentialRequest, source::CredentialSource,
+    source::eks_auth::EksAuthSource,
+};
 use pod_identity_core::{EksAuthErrorCode, ServiceAccountToken};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 
@@ -389,7 +392,7 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
         .build()
         .await
         .unwrap();
-    let metrics = pod_identity_agent_lib::Metrics::new();
+    let metrics = pod_identity_agent_lib::metrics::Metrics::new();
     let agent = AgentBuilder::new("demo".parse().unwrap(), source.clone())
         .bind_hosts(["127.0.0.1"])
         .server(move |server| server.port(0).probe_addr(None).metrics_addr(None))

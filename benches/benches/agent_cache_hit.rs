@@ -10,7 +10,9 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use criterion::Criterion;
-use pod_identity_agent_lib::{AgentBuilder, CredentialCache, CredentialRequest, SharedWallClock};
+use pod_identity_agent_lib::{
+    AgentBuilder, cache::CredentialCache, source::CredentialRequest, time::SharedWallClock,
+};
 use pod_identity_benches::fixture::{cluster, pod_token};
 use pod_identity_benches::upstream::CountingSource;
 use pod_identity_core::ServiceAccountToken;

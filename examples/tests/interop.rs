@@ -25,7 +25,7 @@ use aws_sdk_sts::config::{Credentials, ProvideCredentials, Region};
 use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
 };
-use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 use tempfile::TempDir;
 use tokio::sync::oneshot;

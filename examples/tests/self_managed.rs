@@ -12,10 +12,10 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_agent_lib::AgentBuilder;
-use pod_identity_agent_lib::SharedWallClock;
 use pod_identity_agent_lib::self_managed::{
     FileAssociationStore, JwksLocation, SelfManagedSource, TokenVerifier,
 };
+use pod_identity_agent_lib::time::SharedWallClock;
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 use serde_json::json;
 use tokio::sync::oneshot;

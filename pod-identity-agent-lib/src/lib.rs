@@ -7,14 +7,32 @@
 //!
 //! | block | what it does |
 //! |---|---|
-//! | [`CredentialSource`] | validated request → issued credentials or a classified error |
-//! | [`EksAuthSource`] | the source over `aws-sdk-eksauth` (feature `eks-auth`) |
+//! | [`source::CredentialSource`] | validated request → issued credentials or a classified error |
+//! | [`source::eks_auth::EksAuthSource`] | the source over `aws-sdk-eksauth` (feature `eks-auth`) |
 //! | [`validation`] | `Host` allow-list, then the token checks, in the reference's order |
-//! | [`CredentialCache`] | SHA-256-keyed LRU, strict single flight, background renewal |
+//! | [`cache::CredentialCache`] | SHA-256-keyed LRU, strict single flight, background renewal |
 //! | [`handler`] | `/v1/credentials` as an axum `Router` with the reference answers |
 //! | [`probe`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`server`] | listeners, header limits, read timeouts, graceful shutdown |
 //! | `node_credentials` | the node's keys from a shared credentials file rotated on disk (hybrid nodes; features `eks-auth` or `self-managed`) |
+//!
+//! # Public API
+//!
+//! Each item has one path: the module that defines it (the crate root holds only what it
+//! defines).
+//!
+//! - crate root: [`AgentBuilder`], [`PodEvictor`], [`DEFAULT_BIND_HOSTS`].
+//! - [`source`]: `CredentialSource`, `SharedCredentialSource`, `CredentialRequest`,
+//!   `IssuedCredentials`, `SourceError`, `AwsClientSettings` (features `eks-auth` or
+//!   `self-managed`); [`source::eks_auth`]: `EksAuthSource`, its builder, error and defaults.
+//! - [`cache`]: `CredentialCache`, `CredentialCacheBuilder`, the pod blocks
+//!   (`RotationValidator`, `PodLivenessSource`, `PodIdentity`) and the defaults.
+//! - [`validation`]: `HostAllowList`, `RequestValidator`. [`handler`]: `CredentialsRouter`,
+//!   the rate limit layer, the response renderers. [`server`]: `ServerBuilder`, `BoundServer`,
+//!   `BindError`, `ConnectionLimits`, `shutdown_signal`. [`probe`]: `Probe`. [`metrics`]:
+//!   `Metrics`. [`time`]: `WallClock`, `SharedWallClock` and the clocks.
+//! - Behind features: `node_credentials`, `jwk`, `self_managed` (and its `sts`), `kubernetes`,
+//!   `node_network`, `simulator`.
 //!
 //! The blocks composed by hand, with a custom source standing in for EKS Auth, and one request
 //! answered without a socket:
@@ -23,10 +41,13 @@
 //! use std::time::{Duration, SystemTime};
 //!
 //! use axum::body::Body;
-//! use pod_identity_agent_lib::{
-//!     CredentialCache, CredentialRequest, CredentialSource, CredentialsRouter, HostAllowList,
-//!     IssuedCredentials, Metrics, SourceError,
+//! use pod_identity_agent_lib::cache::CredentialCache;
+//! use pod_identity_agent_lib::handler::CredentialsRouter;
+//! use pod_identity_agent_lib::metrics::Metrics;
+//! use pod_identity_agent_lib::source::{
+//!     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
 //! };
+//! use pod_identity_agent_lib::validation::HostAllowList;
 //! use pod_identity_core::{ContainerCredentials, SecretString};
 //! use tower::ServiceExt;
 //!
@@ -69,11 +90,13 @@
 //! # });
 //! ```
 //!
-//! Serving it: [`ServerBuilder`] binds the router (and the probe and metrics servers), or
+//! Serving it: [`server::ServerBuilder`] binds the router (and the probe and metrics servers), or
 //! [`AgentBuilder`] does all of the above from one source:
 //!
 //! ```no_run
-//! # use pod_identity_agent_lib::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+//! # use pod_identity_agent_lib::source::{
+//! #     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
+//! # };
 //! # struct Fixed;
 //! # impl CredentialSource for Fixed {
 //! #     async fn credentials(&self, _: &CredentialRequest) -> Result<IssuedCredentials, SourceError> {
@@ -98,7 +121,9 @@
 //! ```no_run
 //! # #[cfg(feature = "eks-auth")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use pod_identity_agent_lib::{AgentBuilder, EksAuthSource, server::shutdown_signal};
+//! use pod_identity_agent_lib::AgentBuilder;
+//! use pod_identity_agent_lib::server::shutdown_signal;
+//! use pod_identity_agent_lib::source::eks_auth::EksAuthSource;
 //!
 //! let source = EksAuthSource::builder()
 //!     .aws_client(|aws| aws.region("us-west-2"))
@@ -115,7 +140,8 @@
 //!
 //! # Features
 //!
-//! - `eks-auth` (default): [`EksAuthSource`], over `aws-sdk-eksauth` and `aws-config`.
+//! - `eks-auth` (default): [`source::eks_auth::EksAuthSource`], over `aws-sdk-eksauth` and
+//!   `aws-config`.
 //! - `simulator`: a local EKS Auth simulator for tests and demos.
 //! - `self-managed`: [`self_managed::SelfManagedSource`], for clusters outside EKS (local
 //!   token verification, a file of associations, STS `AssumeRole`); see its guide.
@@ -153,7 +179,7 @@
 //! The AWS SDK crates underneath are another matter: at `TRACE`, `aws-sigv4` logs the signed
 //! request (with the node's session token) and `aws-smithy-runtime` logs EKS Auth requests and
 //! responses with their bodies (pod tokens, secret keys, session tokens). A program embedding
-//! [`EksAuthSource`] or the self-managed source must cap both, whatever verbosity it is asked
+//! [`source::eks_auth::EksAuthSource`] or the self-managed source must cap both, whatever verbosity it is asked
 //! for, for example with the filter directives `aws_sigv4=debug,aws_smithy_runtime=debug` (the
 //! `pod-identity-agent` binary does).
 
@@ -188,18 +214,13 @@ use std::sync::{Arc, OnceLock};
 
 use pod_identity_core::ClusterName;
 
-pub use cache::{CredentialCache, CredentialCacheBuilder};
-pub use handler::CredentialsRouter;
-pub use metrics::Metrics;
-pub use probe::Probe;
-pub use server::{BindError, BoundServer, ServerBuilder};
-#[cfg(feature = "eks-auth")]
-pub use source::eks_auth::{EksAuthSource, EksAuthSourceBuilder};
-pub use source::{
-    CredentialRequest, CredentialSource, IssuedCredentials, SharedCredentialSource, SourceError,
-};
-pub use time::{SharedWallClock, WallClock};
-pub use validation::{HostAllowList, RequestValidator};
+use cache::{CredentialCache, CredentialCacheBuilder};
+use handler::CredentialsRouter;
+use metrics::Metrics;
+use server::{BindError, BoundServer, ServerBuilder};
+use source::CredentialSource;
+use time::SharedWallClock;
+use validation::HostAllowList;
 
 /// The reference agent's bind hosts: `169.254.170.23` and `[fd00:ec2::23]`.
 pub const DEFAULT_BIND_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
@@ -215,7 +236,9 @@ pub const DEFAULT_BIND_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
 /// requirement) and the pod evictor.
 ///
 /// ```no_run
-/// # use pod_identity_agent_lib::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+/// # use pod_identity_agent_lib::source::{
+/// #     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
+/// # };
 /// # struct Fixed;
 /// # impl CredentialSource for Fixed {
 /// #     async fn credentials(&self, _: &CredentialRequest) -> Result<IssuedCredentials, SourceError> {

@@ -25,7 +25,7 @@
 //! ```no_run
 //! # #[cfg(feature = "eks-auth")]
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use pod_identity_agent_lib::EksAuthSource;
+//! use pod_identity_agent_lib::source::eks_auth::EksAuthSource;
 //! use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;
 //!
 //! let source = EksAuthSource::builder()

@@ -11,7 +11,7 @@ use aws_sdk_eksauth::config::Credentials;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
-use pod_identity_agent_lib::{AgentBuilder, BoundServer, EksAuthSource};
+use pod_identity_agent_lib::{AgentBuilder, server::BoundServer, source::eks_auth::EksAuthSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;

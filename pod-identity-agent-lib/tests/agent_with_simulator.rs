@@ -10,7 +10,10 @@ use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
 };
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
-use pod_identity_agent_lib::{AgentBuilder, CredentialRequest, CredentialSource, EksAuthSource};
+use pod_identity_agent_lib::{
+    AgentBuilder, source::CredentialRequest, source::CredentialSource,
+    source::eks_auth::EksAuthSource,
+};
 use pod_identity_core::ServiceAccountToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -48,7 +51,7 @@ fn pod_token(service_account: &str, pod: &str) -> String {
 fn source(
     simulator: &EksAuthSimulator,
     server: &SimulatorServer,
-) -> pod_identity_agent_lib::EksAuthSourceBuilder {
+) -> pod_identity_agent_lib::source::eks_auth::EksAuthSourceBuilder {
     EksAuthSource::builder().aws_client(|aws| {
         aws.region(simulator.region())
             .endpoint_url(server.endpoint_url())

@@ -17,8 +17,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_agent_lib::server::ConnectionLimits;
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
 use pod_identity_agent_lib::{
-    AgentBuilder, BindError, CredentialRequest, CredentialSource, HostAllowList, IssuedCredentials,
-    Metrics, SourceError,
+    AgentBuilder, metrics::Metrics, server::BindError, source::CredentialRequest,
+    source::CredentialSource, source::IssuedCredentials, source::SourceError,
+    validation::HostAllowList,
 };
 use pod_identity_core::{ContainerCredentials, EksAuthError, SecretString};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

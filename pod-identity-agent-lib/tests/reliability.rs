@@ -21,8 +21,8 @@ use pod_identity_agent_lib::simulator::{
 };
 use pod_identity_agent_lib::time::{SharedWallClock, SystemWallClock, WallClock};
 use pod_identity_agent_lib::{
-    AgentBuilder, BoundServer, CredentialCache, CredentialsRouter, EksAuthSource,
-    EksAuthSourceBuilder, ServerBuilder,
+    AgentBuilder, cache::CredentialCache, handler::CredentialsRouter, server::BoundServer,
+    server::ServerBuilder, source::eks_auth::EksAuthSource, source::eks_auth::EksAuthSourceBuilder,
 };
 use pod_identity_core::EksAuthErrorCode;
 use sha2::{Digest, Sha256};
@@ -147,7 +147,9 @@ impl Agent {
     /// The blocks composed by hand, for cache settings the agent builder does not expose.
     async fn with_cache(cache: CredentialCache<EksAuthSource>, clock: SharedWallClock) -> Self {
         let router = CredentialsRouter::new("demo".parse().unwrap(), cache)
-            .allowed_hosts(pod_identity_agent_lib::HostAllowList::new(["127.0.0.1"]))
+            .allowed_hosts(pod_identity_agent_lib::validation::HostAllowList::new([
+                "127.0.0.1",
+            ]))
             .clock(clock)
             .client_rate_limit(0, 0)
             .into_router();

@@ -20,8 +20,10 @@ use pod_identity_agent_lib::simulator::{
 };
 use pod_identity_agent_lib::time::{SharedWallClock, SystemWallClock, WallClock};
 use pod_identity_agent_lib::{
-    AgentBuilder, CredentialCache, CredentialRequest, CredentialSource, CredentialsRouter,
-    EksAuthSource, HostAllowList, IssuedCredentials, Metrics, ServerBuilder, SourceError,
+    AgentBuilder, cache::CredentialCache, handler::CredentialsRouter, metrics::Metrics,
+    server::ServerBuilder, source::CredentialRequest, source::CredentialSource,
+    source::IssuedCredentials, source::SourceError, source::eks_auth::EksAuthSource,
+    validation::HostAllowList,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

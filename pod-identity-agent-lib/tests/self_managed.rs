@@ -20,7 +20,8 @@ use pod_identity_agent_lib::self_managed::{
 };
 use pod_identity_agent_lib::time::TokioWallClock;
 use pod_identity_agent_lib::{
-    AgentBuilder, CredentialRequest, CredentialSource, SharedWallClock, SourceError,
+    AgentBuilder, source::CredentialRequest, source::CredentialSource, source::SourceError,
+    time::SharedWallClock,
 };
 use pod_identity_core::{ErrorClass, ServiceAccountToken};
 use serde_json::{Value, json};
@@ -1029,7 +1030,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
 
 #[tokio::test]
 async fn a_rotated_token_of_the_same_pod_is_served_from_its_entry_after_local_verification() {
-    use pod_identity_agent_lib::CredentialCache;
+    use pod_identity_agent_lib::cache::CredentialCache;
 
     let issuer = issuer(&jwks(&[&keys()[1]])).await;
     let sts = sts().await;

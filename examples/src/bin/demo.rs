@@ -52,7 +52,7 @@ use pod_identity_agent_lib::simulator::{
     DEFAULT_CLUSTER_NAME, EksAuthSimulator, NodeCredentials, PodToken, load_associations,
     mint_token,
 };
-use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_core::endpoint::{
     CREDENTIALS_PATH, ENV_AUTHORIZATION_TOKEN_FILE, ENV_FULL_URI, TOKEN_FILE_PATH,
 };

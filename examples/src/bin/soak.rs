@@ -36,7 +36,7 @@ use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, Times, mint_token,
 };
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
-use pod_identity_agent_lib::{AgentBuilder, EksAuthSource, Metrics};
+use pod_identity_agent_lib::{AgentBuilder, metrics::Metrics, source::eks_auth::EksAuthSource};
 use pod_identity_core::EksAuthErrorCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -41,13 +41,13 @@ use pod_identity_core::{Namespace, ServiceAccountName, ServiceAccountToken};
 use serde::Deserialize;
 use tokio::sync::Mutex as AsyncMutex;
 
-pub use crate::jwk::SUPPORTED_ALGORITHMS;
+use crate::jwk::SUPPORTED_ALGORITHMS;
 use crate::jwk::{AlgorithmPolicy, ClaimRefusal, KeySet, SignatureError, check_audience_and_times};
 use crate::time::SharedWallClock;
 
 /// How often the keys are re-read when nothing asks earlier.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60);
-pub use crate::jwk::MAX_REPORTED_HEADER_CHARS;
+use crate::jwk::MAX_REPORTED_HEADER_CHARS;
 
 /// The least time between two refreshes caused by unknown `kid`s.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);

@@ -107,8 +107,8 @@
 //! - **Errors** speak the EKS Auth vocabulary (`[request-id]: (Code): message, fault: …`), so
 //!   the cache's classes and the metrics are the same.
 
-pub mod associations;
-pub mod jwks;
+mod associations;
+mod jwks;
 pub mod sts;
 
 use std::fmt;
@@ -118,8 +118,14 @@ use std::time::Duration;
 
 use pod_identity_core::{Arn, EksAuthError, EksAuthErrorCode};
 
-pub use associations::{AssociationStore, Associations, FileAssociationStore, StoreError};
-pub use jwks::{JwksLocation, TokenVerifier, TokenVerifierBuilder, VerifiedPod, VerifyError};
+pub use associations::{
+    AssociationStore, Associations, DEFAULT_POLL_INTERVAL, FileAssociationStore, StoreError,
+};
+pub use jwks::{
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_LEEWAY, DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REFRESH_INTERVAL,
+    JwksLocation, MAX_DOCUMENT_BYTES, TokenVerifier, TokenVerifierBuilder, VerifiedPod,
+    VerifyError,
+};
 
 use crate::source::aws_client::ClientDefaults;
 use crate::source::{
