@@ -959,43 +959,25 @@ mod tests {
 
     #[test]
     fn command_lines_including_the_reference_charts_parse_as_the_reference_reads_them() {
+        // The reference chart's cloud DaemonSet (metrics on), verbatim.
+        let cloud = [
+            "server",
+            "--port",
+            "80",
+            "--cluster-name",
+            "EKS_CLUSTER_NAME",
+            "--probe-port",
+            "2703",
+            "--metrics-port",
+            "2705",
+            "-v",
+            "trace",
+        ];
+        // Its hybrid and hybrid-bottlerocket DaemonSets: `--rotate-credentials true`, two words.
+        let hybrid = [&cloud[..], &["--rotate-credentials", "true"]].concat();
         let table: &[(&[&str], Parsed)] = &[
-            // The reference chart's cloud DaemonSet (metrics on), verbatim.
-            (
-                &[
-                    "server",
-                    "--port",
-                    "80",
-                    "--cluster-name",
-                    "EKS_CLUSTER_NAME",
-                    "--probe-port",
-                    "2703",
-                    "--metrics-port",
-                    "2705",
-                    "-v",
-                    "trace",
-                ],
-                Some((false, "trace", LogFormat::Json, 3)),
-            ),
-            // Its hybrid and hybrid-bottlerocket DaemonSets: `--rotate-credentials true`, two words.
-            (
-                &[
-                    "server",
-                    "--port",
-                    "80",
-                    "--cluster-name",
-                    "EKS_CLUSTER_NAME",
-                    "--probe-port",
-                    "2703",
-                    "--metrics-port",
-                    "2705",
-                    "-v",
-                    "trace",
-                    "--rotate-credentials",
-                    "true",
-                ],
-                Some((true, "trace", LogFormat::Json, 3)),
-            ),
+            (&cloud, Some((false, "trace", LogFormat::Json, 3))),
+            (&hybrid, Some((true, "trace", LogFormat::Json, 3))),
             (
                 &["server", "-c", "demo", "--rotate-credentials"],
                 Some((true, "info", LogFormat::Json, 3)),

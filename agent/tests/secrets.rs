@@ -10,6 +10,8 @@
 //! node request, the provider fetching through the agent and failing, shutdown.
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -78,23 +80,8 @@ fn pod_token(service_account: &str, pod: &str, issued_at: SystemTime) -> String 
 }
 
 async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
-    let simulator = EksAuthSimulator::builder()
-        .cluster_name("demo".parse().unwrap())
-        .node_credentials(
-            NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token(NODE_SESSION),
-        )
-        .associate(
-            "default".parse().unwrap(),
-            "app".parse().unwrap(),
-            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
-        )
-        .build()
-        .unwrap();
-    let server = simulator
-        .serve("127.0.0.1:0".parse().unwrap())
+    support::simulator(NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token(NODE_SESSION))
         .await
-        .unwrap();
-    (simulator, server)
 }
 
 /// One plain HTTP/1.1 exchange (blocking, on a worker thread): (status, body).
@@ -135,27 +122,9 @@ impl AgentProcess {
     fn start(endpoint: &str, metrics_port: u16) -> Self {
         let metrics_port = metrics_port.to_string();
         let mut child = Command::new(AGENT)
-            .args([
-                "server",
-                "--cluster-name",
-                "demo",
-                "--bind-hosts",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--probe-port",
-                "0",
-                "--metrics-address",
-                "127.0.0.1",
-                "--metrics-port",
-                &metrics_port,
-                "--region",
-                "us-west-2",
-                "--endpoint",
-                endpoint,
-                "-v",
-                "trace",
-            ])
+            .args(support::SERVER_ON_LOOPBACK)
+            .args(["--metrics-port", &metrics_port])
+            .args(["--endpoint", endpoint, "-v", "trace"])
             .env_clear()
             .env("AWS_ACCESS_KEY_ID", NODE_KEY)
             .env("AWS_SECRET_ACCESS_KEY", NODE_SECRET)
