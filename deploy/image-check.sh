@@ -197,11 +197,11 @@ fi
 [ "${1:-}" = --bases-only ] && exit 0
 
 step "binaries"
-timeout 1200 cargo build --release --locked -q -p pod-identity-examples \
-  --bin pod-identity-agent --bin eks-auth-simulator
+timeout 1200 cargo build --release --locked -q -p pod-identity-agent \
+  -p pod-identity-examples --bin pod-identity-agent --bin eks-auth-simulator
 AGENT_BIN="$TARGET_DIR/release/pod-identity-agent"
 SIM_BIN="$TARGET_DIR/release/eks-auth-simulator"
-ok "cargo build --release --locked -p pod-identity-examples ($(du -h "$AGENT_BIN" | cut -f1) agent binary)"
+ok "cargo build --release --locked -p pod-identity-agent ($(du -h "$AGENT_BIN" | cut -f1) agent binary)"
 
 # ---------------------------------------------------------------------------------------------
 step "image"

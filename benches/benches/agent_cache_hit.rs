@@ -10,7 +10,9 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use criterion::Criterion;
-use pod_identity_agent_lib::{AgentBuilder, CredentialCache, CredentialRequest, SharedWallClock};
+use pod_identity_agent_lib::{
+    AgentBuilder, cache::CredentialCache, source::CredentialRequest, time::SharedWallClock,
+};
 use pod_identity_benches::fixture::{cluster, pod_token};
 use pod_identity_benches::upstream::CountingSource;
 use pod_identity_core::ServiceAccountToken;
@@ -41,7 +43,7 @@ fn main() {
     let source = CountingSource::new(SharedWallClock::default(), Duration::ZERO);
     let router = AgentBuilder::new(cluster(), source.clone())
         .bind_hosts(["127.0.0.1"])
-        .rate_limit(0, 0)
+        .router(move |router| router.rate_limit(0, 0))
         .into_router();
     let body = runtime.block_on(async {
         body_of(

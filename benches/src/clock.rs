@@ -5,7 +5,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_smithy_async::rt::sleep::{AsyncSleep, Sleep};
 use aws_smithy_async::time::TimeSource;
-use pod_identity_agent_lib::WallClock;
+use pod_identity_agent_lib::time::WallClock;
 
 /// The monotonic clock the benchmarks time with.
 ///

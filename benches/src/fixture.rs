@@ -11,7 +11,7 @@ use pod_identity_agent_lib::server::ConnectionLimits;
 use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
 };
-use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_core::endpoint::{
     CREDENTIALS_PATH, ENV_AUTHORIZATION_TOKEN, ENV_AUTHORIZATION_TOKEN_FILE, ENV_FULL_URI,
     ENV_RELATIVE_URI,
@@ -169,35 +169,43 @@ impl LocalAgent {
         let simulator_server = simulator.serve("127.0.0.1:0".parse()?).await?;
         let node = simulator.node_credentials();
         let source = EksAuthSource::builder()
-            .region(simulator.region())
-            .endpoint_url(simulator_server.endpoint_url())
-            .credentials_provider(Credentials::new(
-                node.access_key_id(),
-                node.secret_access_key().expose_secret(),
-                None,
-                None,
-                "bench-node",
-            ))
-            // Cold bursts queue a thousand calls on one machine: no attempt may time out.
-            .attempt_timeout(Duration::from_secs(30))
+            .aws_client(|aws| {
+                aws.region(simulator.region())
+                    .endpoint_url(simulator_server.endpoint_url())
+                    .credentials_provider(Credentials::new(
+                        node.access_key_id(),
+                        node.secret_access_key().expose_secret(),
+                        None,
+                        None,
+                        "bench-node",
+                    ))
+                    // Cold bursts queue a thousand calls on one machine: no attempt may time out.
+                    .attempt_timeout(Duration::from_secs(30))
+            })
             .build()
             .await?;
         let builder = AgentBuilder::new(cluster(), source)
             .bind_hosts(["127.0.0.1"])
-            .port(port)
-            .probe_addr(None)
-            .metrics_addr(None)
-            .rate_limit(0, 0)
             // One loopback address stands for every pod: the per-client bounds are raised out
             // of reach (their checks still run on every request and connection).
-            .client_rate_limit(u32::MAX, u32::MAX)
-            .client_miss_budget(u32::MAX, u32::MAX)
-            .connection_limits(
-                ConnectionLimits::default()
-                    .max_connections(usize::MAX)
-                    .max_connections_per_client(usize::MAX),
-            )
-            .drain_timeout(Duration::from_secs(1));
+            .server(move |server| {
+                server
+                    .port(port)
+                    .probe_addr(None)
+                    .metrics_addr(None)
+                    .connection_limits(
+                        ConnectionLimits::default()
+                            .max_connections(usize::MAX)
+                            .max_connections_per_client(usize::MAX),
+                    )
+                    .drain_timeout(Duration::from_secs(1))
+            })
+            .router(|router| {
+                router
+                    .rate_limit(0, 0)
+                    .client_rate_limit(u32::MAX, u32::MAX)
+            })
+            .cache(|cache| cache.client_miss_budget(u32::MAX, u32::MAX));
         let server = configure(builder).bind().await?;
         let addr = *server
             .credential_addrs()

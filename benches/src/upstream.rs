@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pod_identity_agent_lib::{
-    CredentialRequest, CredentialSource, IssuedCredentials, SharedWallClock, SourceError,
+    source::CredentialRequest, source::CredentialSource, source::IssuedCredentials,
+    source::SourceError, time::SharedWallClock,
 };
 use pod_identity_core::eks_auth::PodIdentityAssociation;
 use pod_identity_core::{ContainerCredentials, SecretString};

@@ -25,7 +25,7 @@ use aws_sdk_sts::config::{Credentials, ProvideCredentials, Region};
 use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
 };
-use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -96,17 +96,19 @@ impl Stack {
             .load()
             .await;
         let source = EksAuthSource::builder()
-            .sdk_config(node_config)
-            .endpoint_url(&sim_url)
+            .aws_client(|aws| aws.sdk_config(node_config).endpoint_url(&sim_url))
             .build()
             .await
             .unwrap();
         let agent = AgentBuilder::new(simulator.cluster_name().clone(), source)
             .bind_hosts([host])
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
-            .drain_timeout(Duration::from_secs(1))
+            .server(move |server| {
+                server
+                    .port(0)
+                    .probe_addr(None)
+                    .metrics_addr(None)
+                    .drain_timeout(Duration::from_secs(1))
+            })
             .bind()
             .await
             .unwrap_or_else(|e| panic!("cannot bind the agent on {host}: {e}"));

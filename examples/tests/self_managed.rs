@@ -12,10 +12,10 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_agent_lib::AgentBuilder;
-use pod_identity_agent_lib::SharedWallClock;
 use pod_identity_agent_lib::self_managed::{
     FileAssociationStore, JwksLocation, SelfManagedSource, TokenVerifier,
 };
+use pod_identity_agent_lib::time::SharedWallClock;
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -101,24 +101,29 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
         .await
         .unwrap();
     let source = SelfManagedSource::builder(verifier, store)
-        .region("eu-west-1")
-        .endpoint_url(sts.uri())
-        .credentials_provider(aws_sdk_sts::config::Credentials::new(
-            "AKIDNODE",
-            "node-secret",
-            None,
-            None,
-            "node",
-        ))
+        .aws_client(|aws| {
+            aws.region("eu-west-1")
+                .endpoint_url(sts.uri())
+                .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                    "AKIDNODE",
+                    "node-secret",
+                    None,
+                    None,
+                    "node",
+                ))
+        })
         .build()
         .await
         .unwrap();
     let agent = AgentBuilder::new("lab".parse().unwrap(), source)
         .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .drain_timeout(Duration::from_secs(1))
+        .server(move |server| {
+            server
+                .port(0)
+                .probe_addr(None)
+                .metrics_addr(None)
+                .drain_timeout(Duration::from_secs(1))
+        })
         .bind()
         .await
         .unwrap();

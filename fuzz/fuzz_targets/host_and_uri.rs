@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use libfuzzer_sys::fuzz_target;
-use pod_identity_agent_lib::{HostAllowList, RequestValidator};
+use pod_identity_agent_lib::{validation::HostAllowList, validation::RequestValidator};
 use pod_identity_core::endpoint::{
     AGENT_IPV4, AGENT_IPV6, FullUri, HostCheck, host_without_port, is_allowed_ip,
 };

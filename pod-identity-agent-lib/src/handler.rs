@@ -509,7 +509,7 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::CredentialCache;
+    use crate::cache::CredentialCache;
     use crate::test_support::{
         FakeSource, SECRET_ACCESS_KEY, START_SECS, capture_logs, day_token, jwt, jwt_with_header,
         token, wall_clock,

@@ -14,7 +14,7 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use pod_identity_agent_lib::Metrics;
+//! use pod_identity_agent_lib::metrics::Metrics;
 //! use pod_identity_agent_lib::kubernetes::{
 //!     ClientConfig, KubeClient, PodWatch, RotationVerifier, VersionGate, liveness,
 //! };

@@ -7,14 +7,32 @@
 //!
 //! | block | what it does |
 //! |---|---|
-//! | [`CredentialSource`] | validated request → issued credentials or a classified error |
-//! | [`EksAuthSource`] | the source over `aws-sdk-eksauth` (feature `eks-auth`) |
+//! | [`source::CredentialSource`] | validated request → issued credentials or a classified error |
+//! | [`source::eks_auth::EksAuthSource`] | the source over `aws-sdk-eksauth` (feature `eks-auth`) |
 //! | [`validation`] | `Host` allow-list, then the token checks, in the reference's order |
-//! | [`CredentialCache`] | SHA-256-keyed LRU, strict single flight, background renewal |
+//! | [`cache::CredentialCache`] | SHA-256-keyed LRU, strict single flight, background renewal |
 //! | [`handler`] | `/v1/credentials` as an axum `Router` with the reference answers |
 //! | [`probe`], [`metrics`] | `/healthz`, `/readyz`, `/metrics` |
 //! | [`server`] | listeners, header limits, read timeouts, graceful shutdown |
 //! | `node_credentials` | the node's keys from a shared credentials file rotated on disk (hybrid nodes; features `eks-auth` or `self-managed`) |
+//!
+//! # Public API
+//!
+//! Each item has one path: the module that defines it (the crate root holds only what it
+//! defines).
+//!
+//! - crate root: [`AgentBuilder`], [`PodEvictor`], [`DEFAULT_BIND_HOSTS`].
+//! - [`source`]: `CredentialSource`, `SharedCredentialSource`, `CredentialRequest`,
+//!   `IssuedCredentials`, `SourceError`, `AwsClientSettings` (features `eks-auth` or
+//!   `self-managed`); [`source::eks_auth`]: `EksAuthSource`, its builder, error and defaults.
+//! - [`cache`]: `CredentialCache`, `CredentialCacheBuilder`, the pod blocks
+//!   (`RotationValidator`, `PodLivenessSource`, `PodIdentity`) and the defaults.
+//! - [`validation`]: `HostAllowList`, `RequestValidator`. [`handler`]: `CredentialsRouter`,
+//!   the rate limit layer, the response renderers. [`server`]: `ServerBuilder`, `BoundServer`,
+//!   `BindError`, `ConnectionLimits`, `shutdown_signal`. [`probe`]: `Probe`. [`metrics`]:
+//!   `Metrics`. [`time`]: `WallClock`, `SharedWallClock` and the clocks.
+//! - Behind features: `node_credentials`, `jwk`, `self_managed` (and its `sts`), `kubernetes`,
+//!   `node_network`, `simulator`.
 //!
 //! The blocks composed by hand, with a custom source standing in for EKS Auth, and one request
 //! answered without a socket:
@@ -23,10 +41,13 @@
 //! use std::time::{Duration, SystemTime};
 //!
 //! use axum::body::Body;
-//! use pod_identity_agent_lib::{
-//!     CredentialCache, CredentialRequest, CredentialSource, CredentialsRouter, HostAllowList,
-//!     IssuedCredentials, Metrics, SourceError,
+//! use pod_identity_agent_lib::cache::CredentialCache;
+//! use pod_identity_agent_lib::handler::CredentialsRouter;
+//! use pod_identity_agent_lib::metrics::Metrics;
+//! use pod_identity_agent_lib::source::{
+//!     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
 //! };
+//! use pod_identity_agent_lib::validation::HostAllowList;
 //! use pod_identity_core::{ContainerCredentials, SecretString};
 //! use tower::ServiceExt;
 //!
@@ -69,11 +90,13 @@
 //! # });
 //! ```
 //!
-//! Serving it: [`ServerBuilder`] binds the router (and the probe and metrics servers), or
+//! Serving it: [`server::ServerBuilder`] binds the router (and the probe and metrics servers), or
 //! [`AgentBuilder`] does all of the above from one source:
 //!
 //! ```no_run
-//! # use pod_identity_agent_lib::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+//! # use pod_identity_agent_lib::source::{
+//! #     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
+//! # };
 //! # struct Fixed;
 //! # impl CredentialSource for Fixed {
 //! #     async fn credentials(&self, _: &CredentialRequest) -> Result<IssuedCredentials, SourceError> {
@@ -85,7 +108,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = AgentBuilder::new("demo".parse()?, Fixed)
 //!     .bind_hosts(["127.0.0.1", "[::1]"])
-//!     .port(8080)
+//!     .server(|server| server.port(8080))
 //!     .bind()
 //!     .await?;
 //! server.serve(shutdown_signal()).await;
@@ -98,9 +121,14 @@
 //! ```no_run
 //! # #[cfg(feature = "eks-auth")]
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use pod_identity_agent_lib::{AgentBuilder, EksAuthSource, server::shutdown_signal};
+//! use pod_identity_agent_lib::AgentBuilder;
+//! use pod_identity_agent_lib::server::shutdown_signal;
+//! use pod_identity_agent_lib::source::eks_auth::EksAuthSource;
 //!
-//! let source = EksAuthSource::builder().region("us-west-2").build().await?;
+//! let source = EksAuthSource::builder()
+//!     .aws_client(|aws| aws.region("us-west-2"))
+//!     .build()
+//!     .await?;
 //! AgentBuilder::new("my-cluster".parse()?, source)
 //!     .bind()
 //!     .await?
@@ -112,7 +140,8 @@
 //!
 //! # Features
 //!
-//! - `eks-auth` (default): [`EksAuthSource`], over `aws-sdk-eksauth` and `aws-config`.
+//! - `eks-auth` (default): [`source::eks_auth::EksAuthSource`], over `aws-sdk-eksauth` and
+//!   `aws-config`.
 //! - `simulator`: a local EKS Auth simulator for tests and demos.
 //! - `self-managed`: [`self_managed::SelfManagedSource`], for clusters outside EKS (local
 //!   token verification, a file of associations, STS `AssumeRole`); see its guide.
@@ -126,8 +155,9 @@
 //! # Hostile pods
 //!
 //! Every pod on a node can reach the agent, so each is treated as a possible attacker that the
-//! agent must outlast while it keeps serving the others. The defaults, each a setting of
-//! [`AgentBuilder`] and of the block that enforces it:
+//! agent must outlast while it keeps serving the others. The defaults, each a setting of the
+//! block that enforces it (through [`AgentBuilder::server`], [`AgentBuilder::router`] and
+//! [`AgentBuilder::cache`] when the agent is assembled):
 //!
 //! | what a pod could try | what bounds it | where |
 //! |---|---|---|
@@ -149,7 +179,7 @@
 //! The AWS SDK crates underneath are another matter: at `TRACE`, `aws-sigv4` logs the signed
 //! request (with the node's session token) and `aws-smithy-runtime` logs EKS Auth requests and
 //! responses with their bodies (pod tokens, secret keys, session tokens). A program embedding
-//! [`EksAuthSource`] or the self-managed source must cap both, whatever verbosity it is asked
+//! [`source::eks_auth::EksAuthSource`] or the self-managed source must cap both, whatever verbosity it is asked
 //! for, for example with the filter directives `aws_sigv4=debug,aws_smithy_runtime=debug` (the
 //! `pod-identity-agent` binary does).
 
@@ -180,86 +210,82 @@ mod test_support;
 
 use std::error::Error as StdError;
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use pod_identity_core::ClusterName;
-use server::ConnectionLimits;
 
-pub use cache::{CredentialCache, CredentialCacheBuilder};
-pub use handler::CredentialsRouter;
-pub use metrics::Metrics;
-pub use probe::Probe;
-pub use server::{BindError, BoundServer, ServerBuilder};
-#[cfg(feature = "eks-auth")]
-pub use source::eks_auth::{EksAuthSource, EksAuthSourceBuilder};
-pub use source::{
-    CredentialRequest, CredentialSource, IssuedCredentials, SharedCredentialSource, SourceError,
-};
-pub use time::{SharedWallClock, WallClock};
-pub use validation::{HostAllowList, RequestValidator};
+use cache::{CredentialCache, CredentialCacheBuilder};
+use handler::CredentialsRouter;
+use metrics::Metrics;
+use server::{BindError, BoundServer, ServerBuilder};
+use source::CredentialSource;
+use time::SharedWallClock;
+use validation::HostAllowList;
 
 /// The reference agent's bind hosts: `169.254.170.23` and `[fd00:ec2::23]`.
 pub const DEFAULT_BIND_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
 
 /// Composes the blocks into an agent: source → cache → handler → server.
+///
+/// Each block keeps its own builder and its own names: [`cache`](Self::cache) configures the
+/// [`CredentialCacheBuilder`], [`router`](Self::router) the [`CredentialsRouter`] and
+/// [`server`](Self::server) the [`ServerBuilder`], each with the reference defaults. The agent
+/// itself holds only what ties the blocks together: the bind hosts (the server's listeners and
+/// the router's `Host` allow-list unless one is set), one clock and one set of metrics for every
+/// block, local validation of rotated tokens (the cache's validator and the router's pod uid
+/// requirement) and the pod evictor.
+///
+/// ```no_run
+/// # use pod_identity_agent_lib::source::{
+/// #     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
+/// # };
+/// # struct Fixed;
+/// # impl CredentialSource for Fixed {
+/// #     async fn credentials(&self, _: &CredentialRequest) -> Result<IssuedCredentials, SourceError> {
+/// #         Err(SourceError::Timeout)
+/// #     }
+/// # }
+/// use std::time::Duration;
+///
+/// use pod_identity_agent_lib::AgentBuilder;
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let server = AgentBuilder::new("demo".parse()?, Fixed)
+///     .bind_hosts(["127.0.0.1"])
+///     .cache(|cache| cache.max_entries(500).renewal_qps(10))
+///     .router(|router| router.rate_limit(1000, 500))
+///     .server(|server| server.port(8080).drain_timeout(Duration::from_secs(5)))
+///     .bind()
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
 pub struct AgentBuilder<S> {
-    source: S,
-    settings: Settings,
-}
-
-#[derive(Clone, Debug)]
-struct Settings {
     cluster_name: ClusterName,
     bind_hosts: Vec<String>,
-    allowed_hosts: Option<HostAllowList>,
-    port: u16,
-    probe_addr: Option<SocketAddr>,
-    metrics_addr: Option<SocketAddr>,
-    max_entries: usize,
-    max_retention: Duration,
-    renewal_qps: u32,
-    idle_timeout: Duration,
-    rate: (u32, u32),
-    client_rate: (u32, u32),
-    client_miss_budget: (u32, u32),
-    refused_ttl: Duration,
     clock: SharedWallClock,
     metrics: Metrics,
-    max_header_bytes: usize,
-    header_read_timeout: Duration,
-    drain_timeout: Duration,
-    connection_limits: ConnectionLimits,
-    allow_wildcard_bind: bool,
-    pods: PodBlocks,
+    cache: CredentialCacheBuilder<S>,
+    router: Configure<CredentialsRouter<CredentialCache<S>>>,
+    server: Configure<ServerBuilder>,
+    rotation: Option<Arc<dyn cache::RotationValidator>>,
+    pod_evictor: Option<Arc<OnceLock<PodEvictor>>>,
 }
+
+/// The configuration of a block built later, as the closures given so far.
+type Configure<B> = Box<dyn FnOnce(B) -> B + Send>;
 
 /// Evicts every cached entry of the pod with the uid given, counting the eviction under the
 /// reason given (`deleted`, `terminated`); returns how many went.
 pub type PodEvictor = Arc<dyn Fn(&str, &'static str) -> usize + Send + Sync>;
 
-/// The cache's optional pod blocks (see [`CredentialCacheBuilder`](cache::CredentialCacheBuilder)).
-#[derive(Clone, Default)]
-struct PodBlocks {
-    rotation: Option<Arc<dyn cache::RotationValidator>>,
-    liveness: Option<Arc<dyn cache::PodLivenessSource>>,
-    evictor: Option<Arc<OnceLock<PodEvictor>>>,
-}
-
-impl fmt::Debug for PodBlocks {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PodBlocks")
-            .field("rotation", &self.rotation.is_some())
-            .field("liveness", &self.liveness.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
 impl<S> fmt::Debug for AgentBuilder<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentBuilder")
-            .field("settings", &self.settings)
+            .field("cluster_name", &self.cluster_name)
+            .field("bind_hosts", &self.bind_hosts)
+            .field("cache", &self.cache)
+            .field("rotation", &self.rotation.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -268,239 +294,111 @@ impl<S: CredentialSource> AgentBuilder<S> {
     /// An agent for `cluster_name` issuing from `source`, with the reference defaults.
     pub fn new(cluster_name: ClusterName, source: S) -> Self {
         Self {
-            source,
-            settings: Settings {
-                cluster_name,
-                bind_hosts: DEFAULT_BIND_HOSTS.iter().map(|h| (*h).to_owned()).collect(),
-                allowed_hosts: None,
-                port: pod_identity_core::endpoint::AGENT_PORT,
-                probe_addr: Some(server::DEFAULT_PROBE_ADDR),
-                metrics_addr: Some(server::DEFAULT_METRICS_ADDR),
-                max_entries: cache::DEFAULT_MAX_ENTRIES,
-                max_retention: cache::DEFAULT_MAX_RETENTION,
-                renewal_qps: cache::DEFAULT_RENEWAL_QPS,
-                idle_timeout: cache::DEFAULT_IDLE_TIMEOUT,
-                rate: (
-                    handler::DEFAULT_REQUEST_RATE,
-                    handler::DEFAULT_REQUEST_BURST,
-                ),
-                client_rate: (
-                    handler::DEFAULT_CLIENT_REQUEST_RATE,
-                    handler::DEFAULT_CLIENT_REQUEST_BURST,
-                ),
-                client_miss_budget: (
-                    cache::DEFAULT_CLIENT_MISS_RATE,
-                    cache::DEFAULT_CLIENT_MISS_BURST,
-                ),
-                refused_ttl: cache::DEFAULT_REFUSED_TTL,
-                clock: SharedWallClock::default(),
-                metrics: Metrics::new(),
-                max_header_bytes: server::DEFAULT_MAX_HEADER_BYTES,
-                header_read_timeout: server::DEFAULT_HEADER_READ_TIMEOUT,
-                drain_timeout: server::DEFAULT_DRAIN_TIMEOUT,
-                connection_limits: ConnectionLimits::default(),
-                allow_wildcard_bind: false,
-                pods: PodBlocks::default(),
-            },
+            cluster_name,
+            bind_hosts: DEFAULT_BIND_HOSTS.iter().map(|h| (*h).to_owned()).collect(),
+            clock: SharedWallClock::default(),
+            metrics: Metrics::new(),
+            cache: CredentialCache::builder(source),
+            router: Box::new(|router| router),
+            server: Box::new(|server| server),
+            rotation: None,
+            pod_evictor: None,
         }
     }
 
-    /// The hosts to bind; they are also the `Host` allow-list unless one is set (see
-    /// [`HostAllowList::for_bind_hosts`]).
+    /// The hosts to bind; they are also the `Host` allow-list unless the router is given one
+    /// (see [`HostAllowList::for_bind_hosts`]).
     pub fn bind_hosts(mut self, hosts: impl IntoIterator<Item = impl Into<String>>) -> Self {
-        self.settings.bind_hosts = hosts.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// A `Host` allow-list other than the bind hosts.
-    pub fn allowed_hosts(mut self, hosts: HostAllowList) -> Self {
-        self.settings.allowed_hosts = Some(hosts);
-        self
-    }
-
-    /// The credential port (default 80).
-    pub fn port(mut self, port: u16) -> Self {
-        self.settings.port = port;
-        self
-    }
-
-    /// The probe server's address (default `127.0.0.1:2703`); `None` turns it off.
-    pub fn probe_addr(mut self, addr: Option<SocketAddr>) -> Self {
-        self.settings.probe_addr = addr;
-        self
-    }
-
-    /// The metrics server's address (default `0.0.0.0:2705`); `None` turns it off.
-    pub fn metrics_addr(mut self, addr: Option<SocketAddr>) -> Self {
-        self.settings.metrics_addr = addr;
-        self
-    }
-
-    /// Largest number of cached credentials (default 2000; 0 turns caching off).
-    pub fn max_cache_size(mut self, entries: usize) -> Self {
-        self.settings.max_entries = entries;
-        self
-    }
-
-    /// Longest time between renewals (default 3 h; zero turns caching off).
-    pub fn max_retention(mut self, retention: Duration) -> Self {
-        self.settings.max_retention = retention;
-        self
-    }
-
-    /// Renewals per second at most (default 3).
-    pub fn max_service_qps(mut self, qps: u32) -> Self {
-        self.settings.renewal_qps = qps;
-        self
-    }
-
-    /// An entry not read for this long is not renewed (default 7 h).
-    pub fn idle_timeout(mut self, idle: Duration) -> Self {
-        self.settings.idle_timeout = idle;
-        self
-    }
-
-    /// Requests per second and burst of all clients together (default 5000 and 2500; the
-    /// reference's are 1000 and 500; a rate of
-    /// 0 turns this limit off).
-    pub fn rate_limit(mut self, per_second: u32, burst: u32) -> Self {
-        self.settings.rate = (per_second, burst);
-        self
-    }
-
-    /// Requests per second and burst of one client address (default 100 and 100; a rate of 0
-    /// turns this limit off).
-    pub fn client_rate_limit(mut self, per_second: u32, burst: u32) -> Self {
-        self.settings.client_rate = (per_second, burst);
-        self
-    }
-
-    /// Upstream calls one client address may start: `burst` at once, then `per_second`
-    /// (default 10, then 1/s; a rate of 0 turns the budget off).
-    pub fn client_miss_budget(mut self, per_second: u32, burst: u32) -> Self {
-        self.settings.client_miss_budget = (per_second, burst);
-        self
-    }
-
-    /// How long an irrecoverable answer for a token is repeated without an upstream call
-    /// (default 5 s; zero turns this off).
-    pub fn refused_ttl(mut self, ttl: Duration) -> Self {
-        self.settings.refused_ttl = ttl;
-        self
-    }
-
-    /// Connection caps and the request/response cycle deadline of the credential port
-    /// (default [`ConnectionLimits::default`]).
-    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
-        self.settings.connection_limits = limits;
-        self
-    }
-
-    /// Allows wildcard bind hosts (`0.0.0.0`, `::`), which serve credentials on every address
-    /// of the node (default: refused).
-    pub fn allow_wildcard_bind(mut self, allow: bool) -> Self {
-        self.settings.allow_wildcard_bind = allow;
-        self
-    }
-
-    /// The wall clock (tests use [`time::TokioWallClock`]).
-    pub fn clock(mut self, clock: SharedWallClock) -> Self {
-        self.settings.clock = clock;
+        self.bind_hosts = hosts.into_iter().map(Into::into).collect();
         self
     }
 
     /// The metrics every block reports to.
     pub fn metrics(mut self, metrics: Metrics) -> Self {
-        self.settings.metrics = metrics;
+        self.metrics = metrics;
         self
     }
 
-    /// The largest request head (default 16 KiB); larger gets 431.
-    pub fn max_header_bytes(mut self, bytes: usize) -> Self {
-        self.settings.max_header_bytes = bytes;
+    /// Configures the cache (entries, retention, renewal rate, idle time, the per-client
+    /// upstream budget, refused tokens, pod liveness, …).
+    pub fn cache(
+        mut self,
+        configure: impl FnOnce(CredentialCacheBuilder<S>) -> CredentialCacheBuilder<S>,
+    ) -> Self {
+        self.cache = configure(self.cache);
         self
     }
 
-    /// How long a client may take to send its request head (default 10 s).
-    pub fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.header_read_timeout = timeout;
+    /// Configures the credentials router (the `Host` allow-list, request rate limits, the
+    /// header size it answers 431 above, …).
+    pub fn router(
+        mut self,
+        configure: impl FnOnce(
+            CredentialsRouter<CredentialCache<S>>,
+        ) -> CredentialsRouter<CredentialCache<S>>
+        + Send
+        + 'static,
+    ) -> Self {
+        let earlier = self.router;
+        self.router = Box::new(move |router| configure(earlier(router)));
         self
     }
 
-    /// How long shutdown waits for in-flight requests (default 25 s).
-    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.drain_timeout = timeout;
+    /// Configures the server (port, probe and metrics addresses, connection limits, header
+    /// limits and timeouts, drain, …).
+    pub fn server(
+        mut self,
+        configure: impl FnOnce(ServerBuilder) -> ServerBuilder + Send + 'static,
+    ) -> Self {
+        let earlier = self.server;
+        self.server = Box::new(move |server| configure(earlier(server)));
         self
     }
 
     /// Validates pods' rotated tokens locally (see
-    /// [`CredentialCacheBuilder::rotation_validator`](cache::CredentialCacheBuilder::rotation_validator));
-    /// with it, and caching on, a token without a pod uid claim gets 400 before any upstream
-    /// call (the cache is keyed by pod, as the reference's 0.2 line).
+    /// [`CredentialCacheBuilder::rotation_validator`]); with it, and caching on, a token
+    /// without a pod uid claim gets 400 before any upstream call (the cache is keyed by pod, as
+    /// the reference's 0.2 line).
     pub fn rotation_validator(mut self, validator: Arc<dyn cache::RotationValidator>) -> Self {
-        self.settings.pods.rotation = Some(validator);
-        self
-    }
-
-    /// No renewals for gone pods (see
-    /// [`CredentialCacheBuilder::pod_liveness`](cache::CredentialCacheBuilder::pod_liveness)).
-    pub fn pod_liveness(mut self, pods: Arc<dyn cache::PodLivenessSource>) -> Self {
-        self.settings.pods.liveness = Some(pods);
+        self.rotation = Some(validator);
         self
     }
 
     /// Filled, when the cache is built, with a [`PodEvictor`] for it: what a pod watch calls
     /// when a pod goes.
     pub fn pod_evictor(mut self, slot: Arc<OnceLock<PodEvictor>>) -> Self {
-        self.settings.pods.evictor = Some(slot);
+        self.pod_evictor = Some(slot);
+        self
+    }
+
+    /// The wall clock of every block (tests use [`time::TokioWallClock`]).
+    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+        self.clock = clock;
         self
     }
 
     /// The credentials router alone (source → cache → handler), to serve it yourself.
     pub fn into_router(self) -> axum::Router {
-        self.settings.router(self.source)
+        self.assemble().0
     }
 
     /// Binds every listener (skipping hosts that cannot be bound).
     pub async fn bind(self) -> Result<BoundServer, BindError> {
-        let settings = self.settings;
-        ServerBuilder::new(settings.router(self.source))
-            .bind_hosts(settings.bind_hosts)
-            .port(settings.port)
-            .probe_addr(settings.probe_addr)
-            .metrics_addr(settings.metrics_addr)
-            .metrics(settings.metrics)
-            .max_header_bytes(settings.max_header_bytes)
-            .header_read_timeout(settings.header_read_timeout)
-            .drain_timeout(settings.drain_timeout)
-            .connection_limits(settings.connection_limits)
-            .allow_wildcard_bind(settings.allow_wildcard_bind)
-            .bind()
-            .await
+        let (router, server) = self.assemble();
+        server(router).bind().await
     }
-}
 
-impl Settings {
-    fn router<S: CredentialSource>(&self, source: S) -> axum::Router {
-        let cache = CredentialCache::builder(source)
-            .max_entries(self.max_entries)
-            .max_retention(self.max_retention)
-            .renewal_qps(self.renewal_qps)
-            .idle_timeout(self.idle_timeout)
-            .client_miss_budget(self.client_miss_budget.0, self.client_miss_budget.1)
-            .refused_ttl(self.refused_ttl)
+    /// The credentials router, and the server configuration waiting for it.
+    fn assemble(self) -> (axum::Router, impl FnOnce(axum::Router) -> ServerBuilder) {
+        let mut cache = self
+            .cache
             .clock(self.clock.clone())
             .metrics(self.metrics.clone());
-        let cache = match &self.pods.rotation {
-            Some(validator) => cache.rotation_validator(Arc::clone(validator)),
-            None => cache,
-        };
-        let cache = match &self.pods.liveness {
-            Some(pods) => cache.pod_liveness(Arc::clone(pods)),
-            None => cache,
-        };
+        if let Some(validator) = &self.rotation {
+            cache = cache.rotation_validator(Arc::clone(validator));
+        }
         let cache = cache.build();
-        if let Some(slot) = &self.pods.evictor {
+        if let Some(slot) = &self.pod_evictor {
             let evicting = cache.clone();
             let evictor: PodEvictor =
                 Arc::new(move |uid: &str, reason: &'static str| evicting.evict_pod(uid, reason));
@@ -508,20 +406,18 @@ impl Settings {
                 tracing::warn!("a pod evictor was already set; the new cache's is not used");
             }
         }
-        let require_pod_uid = self.pods.rotation.is_some() && cache.is_enabled();
-        let hosts = self
-            .allowed_hosts
-            .clone()
-            .unwrap_or_else(|| HostAllowList::for_bind_hosts(&self.bind_hosts));
-        CredentialsRouter::new(self.cluster_name.clone(), cache)
-            .allowed_hosts(hosts)
-            .rate_limit(self.rate.0, self.rate.1)
-            .client_rate_limit(self.client_rate.0, self.client_rate.1)
-            .clock(self.clock.clone())
+        let require_pod_uid = self.rotation.is_some() && cache.is_enabled();
+        let router = CredentialsRouter::new(self.cluster_name, cache)
+            .allowed_hosts(HostAllowList::for_bind_hosts(&self.bind_hosts))
+            .require_pod_uid(require_pod_uid);
+        let router = (self.router)(router)
+            .clock(self.clock)
             .metrics(self.metrics.clone())
-            .max_header_bytes(self.max_header_bytes)
-            .require_pod_uid(require_pod_uid)
-            .into_router()
+            .into_router();
+        let (bind_hosts, metrics, configure) = (self.bind_hosts, self.metrics, self.server);
+        (router, move |router| {
+            configure(ServerBuilder::new(router).bind_hosts(bind_hosts)).metrics(metrics)
+        })
     }
 }
 

@@ -25,12 +25,14 @@
 //! ```no_run
 //! # #[cfg(feature = "eks-auth")]
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
-//! use pod_identity_agent_lib::EksAuthSource;
+//! use pod_identity_agent_lib::source::eks_auth::EksAuthSource;
 //! use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;
 //!
 //! let source = EksAuthSource::builder()
-//!     .region("us-west-2")
-//!     .credentials_provider_uncached(SharedCredentialsFile::from_env().build())
+//!     .aws_client(|aws| {
+//!         aws.region("us-west-2")
+//!             .credentials_provider_uncached(SharedCredentialsFile::from_env().build())
+//!     })
 //!     .build()
 //!     .await?;
 //! # Ok(()) }

@@ -2,12 +2,17 @@
 //!
 //! A [`CredentialSource`] turns a validated [`CredentialRequest`] (a decoded service-account
 //! token and the cluster name) into [`IssuedCredentials`], or a [`SourceError`] classified the
-//! way the cache acts on it. [`EksAuthSource`](crate::EksAuthSource) (feature `eks-auth`) calls
-//! EKS Auth; [`CredentialCache`](crate::CredentialCache) wraps any source and is one itself;
+//! way the cache acts on it. [`EksAuthSource`](crate::source::eks_auth::EksAuthSource) (feature `eks-auth`) calls
+//! EKS Auth; [`CredentialCache`](crate::cache::CredentialCache) wraps any source and is one itself;
 //! a vendor can bring their own (a local STS broker, a simulator, a fake in tests).
 
+#[cfg(any(feature = "eks-auth", feature = "self-managed"))]
+pub(crate) mod aws_client;
 #[cfg(feature = "eks-auth")]
 pub mod eks_auth;
+
+#[cfg(any(feature = "eks-auth", feature = "self-managed"))]
+pub use aws_client::AwsClientSettings;
 
 use std::error::Error as StdError;
 use std::fmt;

@@ -22,13 +22,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use pod_identity_agent_lib::SharedWallClock;
 use pod_identity_agent_lib::cache::PodIdentity;
 use pod_identity_agent_lib::jwk::SignatureError;
 use pod_identity_agent_lib::kubernetes::{
     ApiError, ClientConfig, ConfigError, GoneReason, KeysSource, KubeClient, KubernetesVersion,
     LocalValidation, PodGone, PodLiveness, PodWatch, RotationVerifier, VerifyError, VersionGate,
 };
+use pod_identity_agent_lib::time::SharedWallClock;
 use pod_identity_agent_lib::time::TokioWallClock;
 use pod_identity_core::{SecretString, ServiceAccountToken};
 use serde_json::{Value, json};
@@ -912,7 +912,7 @@ async fn the_watch_itself_sets_the_synced_gauge() {
     let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
     api.add_pod("uid-a", "Running");
     api.api().pods_fail = true;
-    let metrics = pod_identity_agent_lib::Metrics::new();
+    let metrics = pod_identity_agent_lib::metrics::Metrics::new();
     let gauge = |value: u8| {
         let series = format!("pod_identity_pod_watch_synced {value}");
         metrics.encode().lines().any(|line| line == series)
@@ -1132,8 +1132,8 @@ mod with_cache {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::time::SystemTime;
 
-    use pod_identity_agent_lib::Metrics;
     use pod_identity_agent_lib::cache::CredentialCache;
+    use pod_identity_agent_lib::metrics::Metrics;
     use pod_identity_agent_lib::source::{
         CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
     };

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use pod_identity_agent_lib::{CredentialCache, CredentialRequest, SharedWallClock};
+use pod_identity_agent_lib::{
+    cache::CredentialCache, source::CredentialRequest, time::SharedWallClock,
+};
 use pod_identity_core::ServiceAccountToken;
 
 use crate::fixture::{BoxError, cluster, pod_token};

@@ -2,7 +2,7 @@
 //! `scripts/reliability.sh hostile`; figures in RELIABILITY.md).
 //!
 //! ```text
-//! cargo build --release -p pod-identity-examples --bin pod-identity-agent --bin hostile-load
+//! cargo build --release -p pod-identity-agent -p pod-identity-examples --bin pod-identity-agent --bin hostile-load
 //! target/release/hostile-load --seconds 30
 //! ```
 //!

@@ -36,7 +36,7 @@ use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, Times, mint_token,
 };
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
-use pod_identity_agent_lib::{AgentBuilder, EksAuthSource, Metrics};
+use pod_identity_agent_lib::{AgentBuilder, metrics::Metrics, source::eks_auth::EksAuthSource};
 use pod_identity_core::EksAuthErrorCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -176,29 +176,34 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error + Send + Sync
         .build()?;
     let sim_server = simulator.serve("127.0.0.1:0".parse()?).await?;
     let source = EksAuthSource::builder()
-        .region(simulator.region())
-        .endpoint_url(sim_server.endpoint_url())
-        .credentials_provider(Credentials::new(
-            node.access_key_id(),
-            node.secret_access_key().expose_secret(),
-            None,
-            None,
-            "soak-node",
-        ))
+        .aws_client(|aws| {
+            aws.region(simulator.region())
+                .endpoint_url(sim_server.endpoint_url())
+                .credentials_provider(Credentials::new(
+                    node.access_key_id(),
+                    node.secret_access_key().expose_secret(),
+                    None,
+                    None,
+                    "soak-node",
+                ))
+        })
         .build()
         .await?;
     let metrics = Metrics::new();
     let agent = AgentBuilder::new("soak".parse()?, source)
         .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .max_cache_size(args.cache_size)
-        .rate_limit(0, 0)
         // One loopback address stands for every pod: no per-client bounds.
-        .client_rate_limit(0, 0)
-        .client_miss_budget(0, 0)
-        .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
+        .server(|server| {
+            server
+                .port(0)
+                .probe_addr(None)
+                .metrics_addr(None)
+                .connection_limits(
+                    ConnectionLimits::default().max_connections_per_client(usize::MAX),
+                )
+        })
+        .cache(|cache| cache.max_entries(args.cache_size).client_miss_budget(0, 0))
+        .router(|router| router.rate_limit(0, 0).client_rate_limit(0, 0))
         .metrics(metrics.clone())
         .bind()
         .await?;

@@ -340,21 +340,12 @@ impl FileInner {
 }
 
 async fn poll(inner: Weak<FileInner>, interval: Duration) {
-    // An interval too long to add to now is one that never comes.
-    let Some(first) = tokio::time::Instant::now().checked_add(interval) else {
-        return;
-    };
-    let mut ticks = tokio::time::interval_at(first, interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
+    super::every(inner, interval, |inner| async move {
         if let Err(error) = inner.reload().await {
             tracing::error!(%error, "keeping the last good associations");
         }
-    }
+    })
+    .await;
 }
 
 async fn read(path: &Path) -> Result<Vec<u8>, StoreError> {

@@ -41,13 +41,13 @@ use pod_identity_core::{Namespace, ServiceAccountName, ServiceAccountToken};
 use serde::Deserialize;
 use tokio::sync::Mutex as AsyncMutex;
 
-pub use crate::jwk::SUPPORTED_ALGORITHMS;
+use crate::jwk::SUPPORTED_ALGORITHMS;
 use crate::jwk::{AlgorithmPolicy, ClaimRefusal, KeySet, SignatureError, check_audience_and_times};
 use crate::time::SharedWallClock;
 
 /// How often the keys are re-read when nothing asks earlier.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60);
-pub use crate::jwk::MAX_REPORTED_HEADER_CHARS;
+use crate::jwk::MAX_REPORTED_HEADER_CHARS;
 
 /// The least time between two refreshes caused by unknown `kid`s.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
@@ -265,22 +265,13 @@ impl TokenVerifierBuilder {
 
 /// Refreshes the keys every `interval` while the verifier lives.
 async fn scheduled_refresh(inner: Weak<Inner>, interval: Duration) {
-    // An interval too long to add to now is one that never comes.
-    let Some(first) = tokio::time::Instant::now().checked_add(interval) else {
-        return;
-    };
-    let mut ticks = tokio::time::interval_at(first, interval);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticks.tick().await;
-        let Some(inner) = inner.upgrade() else {
-            return;
-        };
+    super::every(inner, interval, |inner| async move {
         let verifier = TokenVerifier { inner };
         if let Err(error) = verifier.refresh().await {
             tracing::warn!(%error, "scheduled JWKS refresh failed; keeping the last keys");
         }
-    }
+    })
+    .await;
 }
 
 impl TokenVerifier {

@@ -31,7 +31,7 @@
 //!     .await?;
 //! let store = FileAssociationStore::open("/etc/pod-identity/associations.json").await?;
 //! let source = SelfManagedSource::builder(verifier, store)
-//!     .region("eu-west-1")
+//!     .aws_client(|aws| aws.region("eu-west-1"))
 //!     .build()
 //!     .await?;
 //! AgentBuilder::new("lab".parse()?, source)
@@ -107,23 +107,30 @@
 //! - **Errors** speak the EKS Auth vocabulary (`[request-id]: (Code): message, fault: …`), so
 //!   the cache's classes and the metrics are the same.
 
-pub mod associations;
-pub mod jwks;
+mod associations;
+mod jwks;
 pub mod sts;
 
 use std::fmt;
+use std::future::Future;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_sts::config::retry::RetryConfig;
-use aws_sdk_sts::config::timeout::TimeoutConfig;
-use aws_sdk_sts::config::{ProvideCredentials, Region, SharedCredentialsProvider};
 use pod_identity_core::{Arn, EksAuthError, EksAuthErrorCode};
 
-pub use associations::{AssociationStore, Associations, FileAssociationStore, StoreError};
-pub use jwks::{JwksLocation, TokenVerifier, TokenVerifierBuilder, VerifiedPod, VerifyError};
+pub use associations::{
+    AssociationStore, Associations, DEFAULT_POLL_INTERVAL, FileAssociationStore, StoreError,
+};
+pub use jwks::{
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_LEEWAY, DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REFRESH_INTERVAL,
+    JwksLocation, MAX_DOCUMENT_BYTES, TokenVerifier, TokenVerifierBuilder, VerifiedPod,
+    VerifyError,
+};
 
-use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+use crate::source::aws_client::ClientDefaults;
+use crate::source::{
+    AwsClientSettings, CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
+};
 
 /// Default lifetime of issued credentials: 1 h, what a role allows unless raised.
 pub const DEFAULT_SESSION_DURATION: Duration = Duration::from_secs(60 * 60);
@@ -170,17 +177,9 @@ impl<A: AssociationStore> SelfManagedSource<A> {
         SelfManagedSourceBuilder {
             verifier,
             store,
-            sdk_config: None,
-            region: None,
-            endpoint_url: None,
-            fips: false,
-            credentials_provider: None,
-            uncached_credentials: false,
+            aws_client: AwsClientSettings::default(),
             session_duration: DEFAULT_SESSION_DURATION,
             cluster_arn: None,
-            attempt_timeout: DEFAULT_ATTEMPT_TIMEOUT,
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            max_attempts: None,
         }
     }
 
@@ -231,6 +230,27 @@ impl<A: AssociationStore> CredentialSource for SelfManagedSource<A> {
     }
 }
 
+/// Runs `tick` every `interval` (the first after one interval) while `inner` lives.
+async fn every<T, F, Fut>(inner: Weak<T>, interval: Duration, tick: F)
+where
+    F: Fn(Arc<T>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    // An interval too long to add to now is one that never comes.
+    let Some(first) = tokio::time::Instant::now().checked_add(interval) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval_at(first, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        tick(inner).await;
+    }
+}
+
 /// The agent's answer for a refused token: 400 with EKS Auth's codes; 500 when no keys could
 /// be read at all.
 fn refused(error: VerifyError) -> SourceError {
@@ -251,26 +271,16 @@ fn refused(error: VerifyError) -> SourceError {
 pub struct SelfManagedSourceBuilder<A> {
     verifier: TokenVerifier,
     store: A,
-    sdk_config: Option<SdkConfig>,
-    region: Option<String>,
-    endpoint_url: Option<String>,
-    fips: bool,
-    credentials_provider: Option<SharedCredentialsProvider>,
-    uncached_credentials: bool,
+    aws_client: AwsClientSettings,
     session_duration: Duration,
     cluster_arn: Option<Arn>,
-    attempt_timeout: Duration,
-    connect_timeout: Duration,
-    max_attempts: Option<u32>,
 }
 
 impl<A> fmt::Debug for SelfManagedSourceBuilder<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The credentials provider is left out: it may hold static keys.
         f.debug_struct("SelfManagedSourceBuilder")
             .field("verifier", &self.verifier)
-            .field("region", &self.region)
-            .field("endpoint_url", &self.endpoint_url)
+            .field("aws_client", &self.aws_client)
             .field("session_duration", &self.session_duration)
             .field("cluster_arn", &self.cluster_arn)
             .finish_non_exhaustive()
@@ -278,46 +288,11 @@ impl<A> fmt::Debug for SelfManagedSourceBuilder<A> {
 }
 
 impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
-    /// Starts from this SDK configuration instead of loading aws-config's defaults.
-    pub fn sdk_config(mut self, config: SdkConfig) -> Self {
-        self.sdk_config = Some(config);
-        self
-    }
-
-    /// The STS region (else the environment's or profile's).
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
-        self
-    }
-
-    /// An STS endpoint URL instead of the regional one (a VPC endpoint, or a test server).
-    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint_url = Some(url.into());
-        self
-    }
-
-    /// Uses STS's FIPS endpoint (`sts-fips.{region}.amazonaws.com`).
-    pub fn fips(mut self, fips: bool) -> Self {
-        self.fips = fips;
-        self
-    }
-
-    /// Signs with these credentials instead of the default chain's.
-    pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
-        self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
-        self.uncached_credentials = false;
-        self
-    }
-
-    /// Signs with these credentials, asking `provider` on every call (no SDK identity cache in
-    /// front): for a provider that caches itself and must be heard at once when its keys
-    /// change, such as [`SharedCredentialsFile`](crate::node_credentials::SharedCredentialsFile).
-    pub fn credentials_provider_uncached(
-        mut self,
-        provider: impl ProvideCredentials + 'static,
-    ) -> Self {
-        self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
-        self.uncached_credentials = true;
+    /// The STS client's settings: region, endpoint (a VPC endpoint, a test server), FIPS
+    /// (`sts-fips.{region}.amazonaws.com`), signing credentials, timeouts (default 3 s per
+    /// attempt, 1 s to connect) and attempts.
+    pub fn aws_client(mut self, sts: impl FnOnce(AwsClientSettings) -> AwsClientSettings) -> Self {
+        self.aws_client = sts(self.aws_client);
         self
     }
 
@@ -335,26 +310,6 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
         self
     }
 
-    /// Per-attempt timeout of STS calls (default 3 s).
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = timeout;
-        self
-    }
-
-    /// Connect timeout of STS calls (default 1 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// Attempts per STS call (at least 1). Default: the SDK configuration's retry settings
-    /// (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, the profile), 3 attempts of the standard mode when
-    /// nothing sets them.
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = Some(attempts.max(1));
-        self
-    }
-
     /// Loads aws-config's defaults (unless an `SdkConfig` was given) and builds the source.
     pub async fn build(self) -> Result<SelfManagedSource<A>, SelfManagedSourceError> {
         if !(sts::MIN_DURATION..=sts::MAX_DURATION).contains(&self.session_duration) {
@@ -362,53 +317,18 @@ impl<A: AssociationStore> SelfManagedSourceBuilder<A> {
                 self.session_duration,
             ));
         }
-        let sdk_config = match self.sdk_config {
-            Some(config) => config,
-            None => {
-                let mut loader = aws_config::defaults(BehaviorVersion::latest());
-                if let Some(region) = &self.region {
-                    loader = loader.region(Region::new(region.clone()));
-                }
-                loader.load().await
-            }
-        };
-        let mut config = aws_sdk_sts::config::Builder::from(&sdk_config)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_attempt_timeout(self.attempt_timeout)
-                    .connect_timeout(self.connect_timeout)
-                    .build(),
-            )
-            .retry_config(match self.max_attempts {
-                Some(attempts) => RetryConfig::standard().with_max_attempts(attempts),
-                None => sdk_config.retry_config().cloned().unwrap_or_else(|| {
-                    RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS)
-                }),
-            });
-        if let Some(region) = self.region {
-            config = config.region(Region::new(region));
-        }
-        if let Some(url) = self.endpoint_url {
-            config = config.endpoint_url(url);
-        }
-        if self.fips {
-            config = config.use_fips(true);
-        }
-        if let Some(provider) = self.credentials_provider {
-            config.set_credentials_provider(Some(provider));
-            if self.uncached_credentials {
-                config = config.identity_cache(aws_sdk_sts::config::IdentityCache::no_cache());
-            }
-        }
-        let config = config.build();
-        if config.region().is_none() {
-            return Err(SelfManagedSourceError::NoRegion);
-        }
+        let defaults = ClientDefaults::new(
+            DEFAULT_ATTEMPT_TIMEOUT,
+            DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_MAX_ATTEMPTS,
+        );
+        let config = self.aws_client.load(defaults).await;
+        let config = config.ok_or(SelfManagedSourceError::NoRegion)?;
         Ok(SelfManagedSource {
             verifier: self.verifier,
             store: self.store,
             roles: sts::RoleAssumer {
-                client: aws_sdk_sts::Client::from_conf(config),
+                client: aws_sdk_sts::Client::new(&config),
                 duration: self.session_duration,
                 cluster_arn: self.cluster_arn,
             },

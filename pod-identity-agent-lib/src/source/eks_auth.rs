@@ -1,10 +1,12 @@
 //! [`EksAuthSource`]: credentials from EKS Auth `AssumeRoleForPodIdentity` (feature `eks-auth`).
 //!
 //! The call is signed (SigV4, service `eks-auth`) with the node's own credentials from the
-//! aws-config default chain, unless a provider or an `SdkConfig` is given. Defaults follow the
-//! reference agent: 1 s per attempt, 500 ms to connect, the SDK's standard retries (3 attempts),
-//! unless the SDK configuration sets others (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, the profile's
-//! `max_attempts`/`retry_mode`) or [`EksAuthSourceBuilder::max_attempts`] does.
+//! aws-config default chain, unless a provider or an `SdkConfig` is given (see
+//! [`AwsClientSettings`]). Defaults follow the reference agent: 1 s per attempt, 500 ms to
+//! connect, the SDK's standard retries (3 attempts), unless the SDK configuration sets others
+//! (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, the profile's `max_attempts`/`retry_mode`) or
+//! [`AwsClientSettings::max_attempts`] does. The optional request fields `eksNodeName`,
+//! `instanceId` and `zone` are set through the SDK's own request builder.
 //! The endpoint is `https://eks-auth.{region}.api.aws` (FIPS and China variants via the SDK's
 //! resolver) unless overridden, for example with a PrivateLink endpoint.
 //!
@@ -13,22 +15,13 @@
 //! timeouts become [`SourceError::Timeout`], and connection failures and unreadable answers
 //! [`SourceError::Unavailable`] — both answered 500 `[]`.
 
-use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use aws_config::{BehaviorVersion, SdkConfig};
-use aws_sdk_eksauth::config::interceptors::BeforeTransmitInterceptorContextMut;
-use aws_sdk_eksauth::config::retry::RetryConfig;
-use aws_sdk_eksauth::config::timeout::TimeoutConfig;
-use aws_sdk_eksauth::config::{
-    ConfigBag, Intercept, ProvideCredentials, Region, RuntimeComponents, SharedCredentialsProvider,
-};
 use aws_sdk_eksauth::error::SdkError;
 use aws_sdk_eksauth::operation::RequestId;
 use aws_sdk_eksauth::operation::assume_role_for_pod_identity::{
     AssumeRoleForPodIdentityError, AssumeRoleForPodIdentityOutput,
 };
-use aws_smithy_types::body::SdkBody;
 use pod_identity_core::EksAuthError;
 use pod_identity_core::SecretString;
 use pod_identity_core::eks_auth::{
@@ -36,7 +29,10 @@ use pod_identity_core::eks_auth::{
     Subject,
 };
 
-use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
+use crate::source::aws_client::ClientDefaults;
+use crate::source::{
+    AwsClientSettings, CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
+};
 
 /// Default per-attempt timeout of an EKS Auth call (the reference's).
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -49,69 +45,16 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 #[derive(Clone, Debug)]
 pub struct EksAuthSource {
     client: aws_sdk_eksauth::Client,
+    node: NodeDetails,
 }
 
-/// The optional node fields of the request body.
+/// The optional node fields of the request (`eksNodeName`, `instanceId`, `zone`).
 #[derive(Clone, Debug, Default)]
 struct NodeDetails {
     eks_node_name: Option<String>,
     instance_id: Option<String>,
     zone: Option<String>,
 }
-
-impl NodeDetails {
-    fn is_empty(&self) -> bool {
-        self.eks_node_name.is_none() && self.instance_id.is_none() && self.zone.is_none()
-    }
-
-    fn fields(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        [
-            ("eksNodeName", &self.eks_node_name),
-            ("instanceId", &self.instance_id),
-            ("zone", &self.zone),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| value.as_deref().map(|v| (name, v)))
-    }
-}
-
-/// Adds `eksNodeName`, `instanceId` and `zone` to the request body before signing.
-///
-/// The `aws-sdk-eksauth` this workspace can use (1.90, for its minimum Rust version) predates
-/// these members of the model, so they are written into the serialized restJson1 body.
-#[derive(Debug)]
-struct NodeDetailsInterceptor(NodeDetails);
-
-impl Intercept for NodeDetailsInterceptor {
-    fn name(&self) -> &'static str {
-        "NodeDetailsInterceptor"
-    }
-
-    fn modify_before_signing(
-        &self,
-        context: &mut BeforeTransmitInterceptorContextMut<'_>,
-        _runtime_components: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let request = context.request_mut();
-        let Some(body) = request.body().bytes() else {
-            return Ok(());
-        };
-        let mut document: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_slice(body)?;
-        for (name, value) in self.0.fields() {
-            document.insert(name.to_owned(), value.into());
-        }
-        let body = serde_json::to_vec(&document)?;
-        request
-            .headers_mut()
-            .insert("content-length", body.len().to_string());
-        *request.body_mut() = SdkBody::from(body);
-        Ok(())
-    }
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why an [`EksAuthSource`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +81,9 @@ impl EksAuthSource {
             .assume_role_for_pod_identity()
             .cluster_name(request.cluster_name().as_str())
             .token(request.token().expose_secret())
+            .set_eks_node_name(self.node.eks_node_name.clone())
+            .set_instance_id(self.node.instance_id.clone())
+            .set_zone(self.node.zone.clone())
             .send()
             .await
             .map_err(map_sdk_error)?;
@@ -156,97 +102,20 @@ impl CredentialSource for EksAuthSource {
 }
 
 /// Builds an [`EksAuthSource`].
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct EksAuthSourceBuilder {
-    sdk_config: Option<SdkConfig>,
-    region: Option<String>,
-    endpoint_url: Option<String>,
-    fips: bool,
-    credentials_provider: Option<SharedCredentialsProvider>,
-    uncached_credentials: bool,
-    attempt_timeout: Option<Duration>,
-    connect_timeout: Option<Duration>,
-    max_attempts: Option<u32>,
+    aws_client: AwsClientSettings,
     node: NodeDetails,
 }
 
-impl fmt::Debug for EksAuthSourceBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The credentials provider is left out: it may hold static keys.
-        f.debug_struct("EksAuthSourceBuilder")
-            .field("region", &self.region)
-            .field("endpoint_url", &self.endpoint_url)
-            .field("fips", &self.fips)
-            .field("attempt_timeout", &self.attempt_timeout)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("max_attempts", &self.max_attempts)
-            .field("node", &self.node)
-            .finish_non_exhaustive()
-    }
-}
-
 impl EksAuthSourceBuilder {
-    /// Starts from this SDK configuration instead of loading aws-config's defaults.
-    pub fn sdk_config(mut self, config: SdkConfig) -> Self {
-        self.sdk_config = Some(config);
-        self
-    }
-
-    /// The region of the cluster (else the environment's or profile's).
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
-        self
-    }
-
-    /// An endpoint URL instead of the regional one (e.g. PrivateLink, or a local simulator).
-    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint_url = Some(url.into());
-        self
-    }
-
-    /// Uses the FIPS endpoint (`eks-auth-fips.{region}.api.aws`).
-    pub fn fips(mut self, fips: bool) -> Self {
-        self.fips = fips;
-        self
-    }
-
-    /// Signs with these credentials instead of the default chain's.
-    pub fn credentials_provider(mut self, provider: impl ProvideCredentials + 'static) -> Self {
-        self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
-        self.uncached_credentials = false;
-        self
-    }
-
-    /// Signs with these credentials, asking `provider` on every call (no SDK identity cache in
-    /// front): for a provider that caches itself and must be heard at once when its keys
-    /// change, such as [`SharedCredentialsFile`](crate::node_credentials::SharedCredentialsFile).
-    pub fn credentials_provider_uncached(
+    /// The EKS Auth client's settings: region, endpoint, signing credentials, timeouts
+    /// (default 1 s per attempt, 500 ms to connect) and attempts.
+    pub fn aws_client(
         mut self,
-        provider: impl ProvideCredentials + 'static,
+        configure: impl FnOnce(AwsClientSettings) -> AwsClientSettings,
     ) -> Self {
-        self.credentials_provider = Some(SharedCredentialsProvider::new(provider));
-        self.uncached_credentials = true;
-        self
-    }
-
-    /// The timeout of each attempt (default 1 s).
-    pub fn attempt_timeout(mut self, timeout: Duration) -> Self {
-        self.attempt_timeout = Some(timeout);
-        self
-    }
-
-    /// The connect timeout (default 500 ms).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = Some(timeout);
-        self
-    }
-
-    /// Attempts per call with the SDK's standard retry mode (1 turns retries off). Default: the
-    /// SDK configuration's retry settings (`AWS_MAX_ATTEMPTS`, `AWS_RETRY_MODE`, the profile's
-    /// `max_attempts`/`retry_mode`), which are the standard mode with 3 attempts when nothing
-    /// sets them.
-    pub fn max_attempts(mut self, attempts: u32) -> Self {
-        self.max_attempts = Some(attempts.max(1));
+        self.aws_client = configure(self.aws_client);
         self
     }
 
@@ -270,54 +139,17 @@ impl EksAuthSourceBuilder {
 
     /// Loads aws-config's defaults (unless an `SdkConfig` was given) and builds the source.
     pub async fn build(self) -> Result<EksAuthSource, EksAuthSourceError> {
-        let sdk_config = match self.sdk_config {
-            Some(config) => config,
-            None => {
-                let mut loader = aws_config::defaults(BehaviorVersion::latest());
-                if let Some(region) = &self.region {
-                    loader = loader.region(Region::new(region.clone()));
-                }
-                loader.load().await
-            }
-        };
-        let timeouts = TimeoutConfig::builder()
-            .operation_attempt_timeout(self.attempt_timeout.unwrap_or(DEFAULT_ATTEMPT_TIMEOUT))
-            .connect_timeout(self.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
-            .build();
-        let retries = match self.max_attempts {
-            Some(attempts) => RetryConfig::standard().with_max_attempts(attempts),
-            None => sdk_config
-                .retry_config()
-                .cloned()
-                .unwrap_or_else(|| RetryConfig::standard().with_max_attempts(DEFAULT_MAX_ATTEMPTS)),
-        };
-        let mut config = aws_sdk_eksauth::config::Builder::from(&sdk_config)
-            .timeout_config(timeouts)
-            .retry_config(retries);
-        if let Some(region) = self.region {
-            config = config.region(Region::new(region));
-        }
-        if let Some(url) = self.endpoint_url {
-            config = config.endpoint_url(url);
-        }
-        if self.fips {
-            config = config.use_fips(true);
-        }
-        if let Some(provider) = self.credentials_provider {
-            config.set_credentials_provider(Some(provider));
-            if self.uncached_credentials {
-                config = config.identity_cache(aws_sdk_eksauth::config::IdentityCache::no_cache());
-            }
-        }
-        if !self.node.is_empty() {
-            config = config.interceptor(NodeDetailsInterceptor(self.node));
-        }
-        let config = config.build();
-        if config.region().is_none() {
+        let defaults = ClientDefaults::new(
+            DEFAULT_ATTEMPT_TIMEOUT,
+            DEFAULT_CONNECT_TIMEOUT,
+            DEFAULT_MAX_ATTEMPTS,
+        );
+        let Some(config) = self.aws_client.load(defaults).await else {
             return Err(EksAuthSourceError::NoRegion);
-        }
+        };
         Ok(EksAuthSource {
-            client: aws_sdk_eksauth::Client::from_conf(config),
+            client: aws_sdk_eksauth::Client::new(&config),
+            node: self.node,
         })
     }
 }
@@ -424,6 +256,8 @@ fn convert(
 mod tests {
     use std::time::UNIX_EPOCH;
 
+    use aws_config::retry::RetryConfig;
+    use aws_config::{BehaviorVersion, SdkConfig};
     use aws_sdk_eksauth::config::Credentials;
     use pod_identity_core::{EksAuthErrorCode, ErrorClass, Fault};
     use wiremock::matchers::{body_partial_json, header, method, path};
@@ -471,10 +305,17 @@ mod tests {
         })
     }
 
-    fn builder(server: &MockServer) -> EksAuthSourceBuilder {
-        EksAuthSource::builder()
+    /// A 503 `ServiceUnavailableException`.
+    fn busy() -> ResponseTemplate {
+        ResponseTemplate::new(503)
+            .insert_header("x-amzn-errortype", "ServiceUnavailableException")
+            .set_body_json(serde_json::json!({"message": "busy"}))
+    }
+
+    fn settings(endpoint: String) -> AwsClientSettings {
+        AwsClientSettings::new()
             .region("us-west-2")
-            .endpoint_url(server.uri())
+            .endpoint_url(endpoint)
             .credentials_provider(Credentials::new(
                 "AKIDTEST",
                 "test-secret",
@@ -482,6 +323,10 @@ mod tests {
                 None,
                 "test",
             ))
+    }
+
+    fn builder(server: &MockServer) -> EksAuthSourceBuilder {
+        EksAuthSource::builder().aws_client(|_| settings(server.uri()))
     }
 
     #[tokio::test]
@@ -584,7 +429,11 @@ mod tests {
             .respond_with(response)
             .mount(&server)
             .await;
-        let source = builder(&server).max_attempts(1).build().await.unwrap();
+        let source = builder(&server)
+            .aws_client(|aws| aws.max_attempts(1))
+            .build()
+            .await
+            .unwrap();
         match source.credentials(&request(&day_token("p"))).await {
             Err(SourceError::EksAuth(error)) => error,
             other => panic!("{status} {code} {via:?}: {other:?}"),
@@ -685,11 +534,7 @@ mod tests {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path(PATH))
-            .respond_with(
-                ResponseTemplate::new(503)
-                    .insert_header("x-amzn-errortype", "ServiceUnavailableException")
-                    .set_body_json(serde_json::json!({"message": "busy"})),
-            )
+            .respond_with(busy())
             .up_to_n_times(1)
             .mount(&server)
             .await;
@@ -710,11 +555,7 @@ mod tests {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path(PATH))
-            .respond_with(
-                ResponseTemplate::new(503)
-                    .insert_header("x-amzn-errortype", "ServiceUnavailableException")
-                    .set_body_json(serde_json::json!({"message": "busy"})),
-            )
+            .respond_with(busy())
             .mount(&server)
             .await;
         let one_attempt = SdkConfig::builder()
@@ -722,7 +563,7 @@ mod tests {
             .retry_config(RetryConfig::standard().with_max_attempts(1))
             .build();
         let source = builder(&server)
-            .sdk_config(one_attempt.clone())
+            .aws_client(|aws| aws.sdk_config(one_attempt.clone()))
             .build()
             .await
             .unwrap();
@@ -731,8 +572,7 @@ mod tests {
         assert_eq!(server.received_requests().await.unwrap().len(), 1);
 
         let source = builder(&server)
-            .sdk_config(one_attempt)
-            .max_attempts(2)
+            .aws_client(|aws| aws.sdk_config(one_attempt).max_attempts(2))
             .build()
             .await
             .unwrap();
@@ -753,8 +593,10 @@ mod tests {
             .mount(&server)
             .await;
         let source = builder(&server)
-            .attempt_timeout(Duration::from_millis(200))
-            .max_attempts(1)
+            .aws_client(|aws| {
+                aws.attempt_timeout(Duration::from_millis(200))
+                    .max_attempts(1)
+            })
             .build()
             .await
             .unwrap();
@@ -773,16 +615,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let source = EksAuthSource::builder()
-            .region("us-west-2")
-            .endpoint_url(format!("http://{addr}"))
-            .credentials_provider(Credentials::new(
-                "AKIDTEST",
-                "test-secret",
-                None,
-                None,
-                "test",
-            ))
-            .max_attempts(1)
+            .aws_client(|_| settings(format!("http://{addr}")).max_attempts(1))
             .build()
             .await
             .unwrap();
@@ -808,7 +641,11 @@ mod tests {
             .respond_with(ResponseTemplate::new(200).set_body_json(body))
             .mount(&server)
             .await;
-        let source = builder(&server).max_attempts(1).build().await.unwrap();
+        let source = builder(&server)
+            .aws_client(|aws| aws.max_attempts(1))
+            .build()
+            .await
+            .unwrap();
         let error = source
             .credentials(&request(&day_token("p")))
             .await
@@ -823,7 +660,7 @@ mod tests {
             .behavior_version(BehaviorVersion::latest())
             .build();
         let error = EksAuthSource::builder()
-            .sdk_config(config)
+            .aws_client(|aws| aws.sdk_config(config))
             .build()
             .await
             .unwrap_err();

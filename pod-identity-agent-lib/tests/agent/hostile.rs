@@ -83,13 +83,13 @@ impl Agent {
         let metrics = Metrics::new();
         let agent = AgentBuilder::new("demo".parse().unwrap(), source)
             .bind_hosts(["127.0.0.1"])
-            .allowed_hosts(HostAllowList::reference())
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
+            .router(move |router| router.allowed_hosts(HostAllowList::reference()))
+            .server(move |server| server.port(0))
+            .server(move |server| server.probe_addr(None))
+            .server(move |server| server.metrics_addr(None))
             .metrics(metrics.clone())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .rate_limit(0, 0);
+            .server(move |server| server.header_read_timeout(HEADER_READ_TIMEOUT))
+            .router(move |router| router.rate_limit(0, 0));
         let server = adjust(agent).bind().await.unwrap();
         Self {
             serving: Serving::start(server),
@@ -731,8 +731,10 @@ async fn a_client_that_stops_reading_is_disconnected_within_the_request_timeout(
     let timeout = Duration::from_secs(1);
     let agent = Agent::start_with(|agent| {
         agent
-            .connection_limits(ConnectionLimits::default().request_timeout(timeout))
-            .client_rate_limit(0, 0)
+            .server(move |server| {
+                server.connection_limits(ConnectionLimits::default().request_timeout(timeout))
+            })
+            .router(move |router| router.client_rate_limit(0, 0))
     })
     .await;
     let open = "pod_identity_connections_open{listener=\"credentials\"}";
@@ -775,12 +777,14 @@ async fn a_client_that_stops_reading_is_disconnected_within_the_request_timeout(
 async fn connections_beyond_the_caps_are_closed_at_once_and_others_still_served() {
     let agent = Agent::start_with(|agent| {
         agent
-            .header_read_timeout(Duration::from_secs(30))
-            .connection_limits(
-                ConnectionLimits::default()
-                    .max_connections(6)
-                    .max_connections_per_client(3),
-            )
+            .server(move |server| server.header_read_timeout(Duration::from_secs(30)))
+            .server(move |server| {
+                server.connection_limits(
+                    ConnectionLimits::default()
+                        .max_connections(6)
+                        .max_connections_per_client(3),
+                )
+            })
     })
     .await;
     let mut held = Vec::new();
@@ -833,8 +837,12 @@ async fn connections_beyond_the_caps_are_closed_at_once_and_others_still_served(
 
 #[tokio::test]
 async fn a_flooding_client_gets_429_while_another_is_served() {
-    let agent =
-        Agent::start_with(|agent| agent.client_rate_limit(10, 10).rate_limit(1000, 500)).await;
+    let agent = Agent::start_with(|agent| {
+        agent
+            .router(move |router| router.client_rate_limit(10, 10))
+            .router(move |router| router.rate_limit(1000, 500))
+    })
+    .await;
     let token = good_token();
     // Fifty pipelined requests on one connection, faster than 10/s.
     let mut flood = pod(&token).bytes().repeat(49);
@@ -892,7 +900,8 @@ async fn one_forged_token_sent_again_and_again_makes_one_upstream_call() {
 
 #[tokio::test]
 async fn unique_forged_tokens_are_held_to_the_clients_miss_budget() {
-    let agent = Agent::start_with(|agent| agent.client_miss_budget(1, 5)).await;
+    let agent =
+        Agent::start_with(|agent| agent.cache(|cache| cache.client_miss_budget(1, 5))).await;
     let mut statuses = Vec::new();
     for n in 0..50 {
         let (status, _) = exchange_from(
@@ -927,9 +936,9 @@ async fn wildcard_bind_hosts_are_refused_unless_allowed() {
     for host in ["0.0.0.0", "::", "[::]"] {
         let refused = AgentBuilder::new("demo".parse().unwrap(), Source::default())
             .bind_hosts([host])
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
+            .server(move |server| server.port(0))
+            .server(move |server| server.probe_addr(None))
+            .server(move |server| server.metrics_addr(None))
             .bind()
             .await;
         assert!(
@@ -941,10 +950,10 @@ async fn wildcard_bind_hosts_are_refused_unless_allowed() {
     }
     let allowed = AgentBuilder::new("demo".parse().unwrap(), Source::default())
         .bind_hosts(["0.0.0.0"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .allow_wildcard_bind(true)
+        .server(move |server| server.port(0))
+        .server(move |server| server.probe_addr(None))
+        .server(move |server| server.metrics_addr(None))
+        .server(move |server| server.allow_wildcard_bind(true))
         .bind()
         .await
         .unwrap();

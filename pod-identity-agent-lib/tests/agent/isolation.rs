@@ -19,7 +19,7 @@ use crate::support::{
 
 async fn source(server: &SimulatorServer) -> EksAuthSource {
     eks_auth_source(server.endpoint_url())
-        .max_attempts(1)
+        .aws_client(|aws| aws.max_attempts(1))
         .build()
         .await
         .unwrap()

@@ -32,8 +32,8 @@ fn token(pod: &str) -> String {
 /// An EKS Auth source for `endpoint`, signing with the node key.
 fn source(endpoint: &str, attempts: u32, attempt_timeout: Duration) -> EksAuthSourceBuilder {
     eks_auth_source(endpoint)
-        .max_attempts(attempts)
-        .attempt_timeout(attempt_timeout)
+        .aws_client(|aws| aws.max_attempts(attempts))
+        .aws_client(|aws| aws.attempt_timeout(attempt_timeout))
 }
 
 /// The assembled agent (reference defaults) around `source`.
@@ -627,7 +627,7 @@ async fn rotated_node_credentials_are_used_from_the_next_call_on() {
         .mount(&eks)
         .await;
     let source = source(&eks.uri(), 1, Duration::from_secs(10))
-        .credentials_provider(node.clone())
+        .aws_client(|aws| aws.credentials_provider(node.clone()))
         .build()
         .await
         .unwrap();

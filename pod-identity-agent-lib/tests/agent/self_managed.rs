@@ -242,16 +242,18 @@ async fn source<A: AssociationStore>(
     sts: &MockServer,
 ) -> SelfManagedSource<A> {
     SelfManagedSource::builder(verifier, store)
-        .region("eu-west-1")
-        .endpoint_url(sts.uri())
-        .credentials_provider(aws_sdk_sts::config::Credentials::new(
-            "AKIDNODE",
-            NODE_SECRET,
-            None,
-            None,
-            "test",
-        ))
-        .max_attempts(1)
+        .aws_client(|aws| aws.region("eu-west-1"))
+        .aws_client(|aws| aws.endpoint_url(sts.uri()))
+        .aws_client(|aws| {
+            aws.credentials_provider(aws_sdk_sts::config::Credentials::new(
+                "AKIDNODE",
+                NODE_SECRET,
+                None,
+                None,
+                "test",
+            ))
+        })
+        .aws_client(|aws| aws.max_attempts(1))
         .build()
         .await
         .unwrap()
@@ -604,15 +606,17 @@ async fn an_explicit_external_id_and_policy_go_on_the_single_call() {
     entry["externalId"] = json!("tenant-42");
     entry["policy"] = json!("{\"Version\":\"2012-10-17\",\"Statement\":[]}");
     let source = SelfManagedSource::builder(verifier(&issuer).await, associations(&[entry]))
-        .region("eu-west-1")
-        .endpoint_url(sts.uri())
-        .credentials_provider(aws_sdk_sts::config::Credentials::new(
-            "AKIDNODE",
-            NODE_SECRET,
-            None,
-            None,
-            "test",
-        ))
+        .aws_client(|aws| aws.region("eu-west-1"))
+        .aws_client(|aws| aws.endpoint_url(sts.uri()))
+        .aws_client(|aws| {
+            aws.credentials_provider(aws_sdk_sts::config::Credentials::new(
+                "AKIDNODE",
+                NODE_SECRET,
+                None,
+                None,
+                "test",
+            ))
+        })
         .session_duration(Duration::from_secs(2 * 3600))
         .cluster_arn(
             "arn:aws:eks:eu-west-1:999988887777:cluster/lab"

@@ -10,7 +10,7 @@ use crate::support::{
 };
 
 fn source(simulator: &EksAuthSimulator, server: &SimulatorServer) -> EksAuthSourceBuilder {
-    eks_auth_source(server.endpoint_url()).region(simulator.region())
+    eks_auth_source(server.endpoint_url()).aws_client(|aws| aws.region(simulator.region()))
 }
 
 #[tokio::test]
@@ -41,9 +41,9 @@ async fn the_agent_serves_simulator_credentials_with_one_call_per_token() {
     let source = source(&simulator, &server).build().await.unwrap();
     let agent = AgentBuilder::new("demo".parse().unwrap(), source)
         .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
+        .server(move |server| server.port(0))
+        .server(move |server| server.probe_addr(None))
+        .server(move |server| server.metrics_addr(None))
         .bind()
         .await
         .unwrap();
@@ -95,7 +95,9 @@ async fn a_rotated_credentials_file_signs_the_next_call_with_the_new_keys() {
     };
     write("AKIDEXPIRED", "expired-secret");
     let source = source(&simulator, &server)
-        .credentials_provider_uncached(SharedCredentialsFile::builder(&path).build())
+        .aws_client(|aws| {
+            aws.credentials_provider_uncached(SharedCredentialsFile::builder(&path).build())
+        })
         .build()
         .await
         .unwrap();

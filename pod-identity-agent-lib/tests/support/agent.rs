@@ -68,12 +68,17 @@ impl Serving {
 pub async fn serve_agent<S: CredentialSource>(builder: AgentBuilder<S>) -> Serving {
     let server = builder
         .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .connection_limits(ConnectionLimits::default().max_connections_per_client(usize::MAX))
-        .client_rate_limit(0, 0)
-        .client_miss_budget(0, 0)
+        .server(|server| {
+            server
+                .port(0)
+                .probe_addr(None)
+                .metrics_addr(None)
+                .connection_limits(
+                    ConnectionLimits::default().max_connections_per_client(usize::MAX),
+                )
+        })
+        .router(|router| router.client_rate_limit(0, 0))
+        .cache(|cache| cache.client_miss_budget(0, 0))
         .bind()
         .await
         .unwrap();

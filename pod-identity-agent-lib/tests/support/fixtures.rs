@@ -75,13 +75,14 @@ mod eks_auth {
     /// An EKS Auth source for `endpoint` in us-west-2, signing with the node key; one attempt
     /// may take 10 s.
     pub fn eks_auth_source(endpoint: impl Into<String>) -> EksAuthSourceBuilder {
-        EksAuthSource::builder()
-            .region("us-west-2")
-            .endpoint_url(endpoint)
-            .credentials_provider(Credentials::new(NODE_KEY, NODE_SECRET, None, None, "node"))
-            .attempt_timeout(Duration::from_secs(10))
-            // Generous: the machine may be busy; only timeout tests rely on timing out.
-            .connect_timeout(Duration::from_secs(5))
+        EksAuthSource::builder().aws_client(|aws| {
+            aws.region("us-west-2")
+                .endpoint_url(endpoint)
+                .credentials_provider(Credentials::new(NODE_KEY, NODE_SECRET, None, None, "node"))
+                .attempt_timeout(Duration::from_secs(10))
+                // Generous: the machine may be busy; only timeout tests rely on timing out.
+                .connect_timeout(Duration::from_secs(5))
+        })
     }
 
     /// A restJson1 `AssumeRoleForPodIdentity` answer with credentials `access_key_id`

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pod_identity_agent_lib::kubernetes::RotationVerifier;
-use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_core::endpoint::CREDENTIALS_PATH;
 use pod_identity_core::{ClusterName, SecretString};
 use tokio::sync::oneshot;
@@ -30,10 +30,10 @@ impl Agent {
         let server = AgentBuilder::new(cluster, source)
             .rotation_validator(Arc::new(verifier))
             .bind_hosts([HOST])
-            .port(0)
-            .probe_addr(None)
-            .metrics_addr(None)
-            .drain_timeout(Duration::from_secs(1))
+            .server(move |server| server.port(0))
+            .server(move |server| server.probe_addr(None))
+            .server(move |server| server.metrics_addr(None))
+            .server(move |server| server.drain_timeout(Duration::from_secs(1)))
             .bind()
             .await?;
         let addr = *server

@@ -10,6 +10,8 @@
 //! node request, the provider fetching through the agent and failing, shutdown.
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -21,7 +23,10 @@ use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
 };
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
-use pod_identity_agent_lib::{AgentBuilder, CredentialRequest, CredentialSource, EksAuthSource};
+use pod_identity_agent_lib::{
+    AgentBuilder, source::CredentialRequest, source::CredentialSource,
+    source::eks_auth::EksAuthSource,
+};
 use pod_identity_core::{EksAuthErrorCode, ServiceAccountToken};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 
@@ -75,23 +80,8 @@ fn pod_token(service_account: &str, pod: &str, issued_at: SystemTime) -> String 
 }
 
 async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
-    let simulator = EksAuthSimulator::builder()
-        .cluster_name("demo".parse().unwrap())
-        .node_credentials(
-            NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token(NODE_SESSION),
-        )
-        .associate(
-            "default".parse().unwrap(),
-            "app".parse().unwrap(),
-            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
-        )
-        .build()
-        .unwrap();
-    let server = simulator
-        .serve("127.0.0.1:0".parse().unwrap())
+    support::simulator(NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token(NODE_SESSION))
         .await
-        .unwrap();
-    (simulator, server)
 }
 
 /// One plain HTTP/1.1 exchange (blocking, on a worker thread): (status, body).
@@ -132,27 +122,9 @@ impl AgentProcess {
     fn start(endpoint: &str, metrics_port: u16) -> Self {
         let metrics_port = metrics_port.to_string();
         let mut child = Command::new(AGENT)
-            .args([
-                "server",
-                "--cluster-name",
-                "demo",
-                "--bind-hosts",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--probe-port",
-                "0",
-                "--metrics-address",
-                "127.0.0.1",
-                "--metrics-port",
-                &metrics_port,
-                "--region",
-                "us-west-2",
-                "--endpoint",
-                endpoint,
-                "-v",
-                "trace",
-            ])
+            .args(support::SERVER_ON_LOOPBACK)
+            .args(["--metrics-port", &metrics_port])
+            .args(["--endpoint", endpoint, "-v", "trace"])
             .env_clear()
             .env("AWS_ACCESS_KEY_ID", NODE_KEY)
             .env("AWS_SECRET_ACCESS_KEY", NODE_SECRET)
@@ -375,24 +347,24 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
 
     // --- An in-process agent over the same simulator, and a wrongly signed source.
     let source = EksAuthSource::builder()
-        .region("us-west-2")
-        .endpoint_url(server.endpoint_url())
-        .credentials_provider(Credentials::new(
-            NODE_KEY,
-            NODE_SECRET,
-            Some(NODE_SESSION.to_owned()),
-            None,
-            "node",
-        ))
+        .aws_client(|aws| {
+            aws.region("us-west-2")
+                .endpoint_url(server.endpoint_url())
+                .credentials_provider(Credentials::new(
+                    NODE_KEY,
+                    NODE_SECRET,
+                    Some(NODE_SESSION.to_owned()),
+                    None,
+                    "node",
+                ))
+        })
         .build()
         .await
         .unwrap();
-    let metrics = pod_identity_agent_lib::Metrics::new();
+    let metrics = pod_identity_agent_lib::metrics::Metrics::new();
     let agent = AgentBuilder::new("demo".parse().unwrap(), source.clone())
         .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
+        .server(move |server| server.port(0).probe_addr(None).metrics_addr(None))
         .metrics(metrics.clone())
         .bind()
         .await
@@ -417,16 +389,18 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     texts.push(("the in-process metrics", metrics.encode()));
 
     let wrong_node = EksAuthSource::builder()
-        .region("us-west-2")
-        .endpoint_url(server.endpoint_url())
-        .credentials_provider(Credentials::new(
-            NODE_KEY,
-            "a-wrong-node-secret-key-0123456789",
-            None,
-            None,
-            "node",
-        ))
-        .max_attempts(1)
+        .aws_client(|aws| {
+            aws.region("us-west-2")
+                .endpoint_url(server.endpoint_url())
+                .credentials_provider(Credentials::new(
+                    NODE_KEY,
+                    "a-wrong-node-secret-key-0123456789",
+                    None,
+                    None,
+                    "node",
+                ))
+                .max_attempts(1)
+        })
         .build()
         .await
         .unwrap();

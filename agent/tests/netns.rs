@@ -136,7 +136,7 @@ fn text(bytes: &[u8]) -> String {
 fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("examples/ is inside the workspace")
+        .expect("agent/ is inside the workspace")
 }
 
 /// The arguments of the DaemonSet container that runs `subcommand`, read from a plain manifest

@@ -10,6 +10,8 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,21 +33,7 @@ const NODE_SECRET: &str = "node-secret-env-test";
 const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/test-data/tls");
 
 async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
-    let simulator = EksAuthSimulator::builder()
-        .cluster_name("demo".parse().unwrap())
-        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
-        .associate(
-            "default".parse().unwrap(),
-            "app".parse().unwrap(),
-            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
-        )
-        .build()
-        .unwrap();
-    let server = simulator
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    (simulator, server)
+    support::simulator(NodeCredentials::new(NODE_KEY, NODE_SECRET)).await
 }
 
 fn pod_token(pod: &str) -> String {
@@ -161,23 +149,8 @@ impl Agent {
     fn start(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Self {
         let mut command = Command::new(AGENT);
         command
-            .args([
-                "server",
-                "--cluster-name",
-                "demo",
-                "--bind-hosts",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--probe-port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--metrics-address",
-                "127.0.0.1",
-                "--region",
-                "us-west-2",
-            ])
+            .args(support::SERVER_ON_LOOPBACK)
+            .args(["--metrics-port", "0"])
             .args(args)
             .env_clear()
             .env("HOME", dir)

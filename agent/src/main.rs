@@ -36,7 +36,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;
 use pod_identity_agent_lib::server::{ConnectionLimits, shutdown_signal};
-use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_agent_lib::source::AwsClientSettings;
+use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_agent_lib::{cache, handler, server};
 use pod_identity_core::ClusterName;
 
@@ -342,6 +343,26 @@ impl ServerArgs {
         }
     }
 
+    /// The AWS client settings of the flags (`--region`, `--endpoint`, `--fips`,
+    /// `--rotate-credentials`) and of `AWS_CA_BUNDLE`, for the client of `service`.
+    async fn aws_client(&self, service: &str) -> Result<AwsClientSettings, String> {
+        let mut settings = AwsClientSettings::new().fips(self.fips);
+        if let Some(config) = ca_bundle_sdk_config(self.region.as_deref()).await? {
+            settings = settings.sdk_config(config);
+        }
+        if let Some(file) = self.node_credentials() {
+            settings = settings.credentials_provider_uncached(file);
+        }
+        if let Some(region) = &self.region {
+            settings = settings.region(region);
+        }
+        if !self.endpoint.is_empty() {
+            tracing::info!(endpoint = %self.endpoint, "overriding the {service} endpoint");
+            settings = settings.endpoint_url(&self.endpoint);
+        }
+        Ok(settings)
+    }
+
     /// The node's credentials provider when `--rotate-credentials` is on.
     fn node_credentials(&self) -> Option<SharedCredentialsFile> {
         if !self.rotate_credentials() {
@@ -419,25 +440,14 @@ fn parse_ipv6(text: &str) -> Result<std::net::Ipv6Addr, String> {
 }
 
 async fn server(args: ServerArgs) -> ExitCode {
-    let mut source = EksAuthSource::builder().fips(args.fips);
-    match ca_bundle_sdk_config(args.region.as_deref()).await {
-        Ok(Some(config)) => source = source.sdk_config(config),
-        Ok(None) => {}
+    let aws_client = match args.aws_client("EKS Auth").await {
+        Ok(settings) => settings,
         Err(error) => {
             tracing::error!(error = %error, "cannot use AWS_CA_BUNDLE");
             return ExitCode::FAILURE;
         }
-    }
-    if let Some(file) = args.node_credentials() {
-        source = source.credentials_provider_uncached(file);
-    }
-    if let Some(region) = &args.region {
-        source = source.region(region);
-    }
-    if !args.endpoint.is_empty() {
-        tracing::info!(endpoint = %args.endpoint, "overriding the EKS Auth endpoint");
-        source = source.endpoint_url(&args.endpoint);
-    }
+    };
+    let mut source = EksAuthSource::builder().aws_client(|_| aws_client);
     if let Some(name) = &args.eks_node_name {
         source = source.eks_node_name(name);
     }
@@ -498,27 +508,16 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
         }
     };
     let continuity = Blocks::Verifier(Arc::new(verifier.clone()));
-    let mut source = SelfManagedSource::builder(verifier, store)
-        .session_duration(args.session_duration)
-        .fips(server.fips);
-    if let Some(file) = server.node_credentials() {
-        source = source.credentials_provider_uncached(file);
-    }
-    match ca_bundle_sdk_config(server.region.as_deref()).await {
-        Ok(Some(config)) => source = source.sdk_config(config),
-        Ok(None) => {}
+    let aws_client = match server.aws_client("STS").await {
+        Ok(settings) => settings,
         Err(error) => {
             tracing::error!(error = %error, "cannot use AWS_CA_BUNDLE");
             return ExitCode::FAILURE;
         }
-    }
-    if let Some(region) = &server.region {
-        source = source.region(region);
-    }
-    if !server.endpoint.is_empty() {
-        tracing::info!(endpoint = %server.endpoint, "overriding the STS endpoint");
-        source = source.endpoint_url(&server.endpoint);
-    }
+    };
+    let mut source = SelfManagedSource::builder(verifier, store)
+        .session_duration(args.session_duration)
+        .aws_client(|_| aws_client);
     if let Some(arn) = &args.cluster_arn {
         source = source.cluster_arn(arn.clone());
     }
@@ -608,7 +607,7 @@ fn env_var(key: &str) -> Option<String> {
 
 /// Adds the Kubernetes blocks the flags ask for to `agent`; without a Kubernetes configuration
 /// (or a node name, for the pod watch) the agent runs without them, as before.
-async fn kubernetes_blocks<S: pod_identity_agent_lib::CredentialSource>(
+async fn kubernetes_blocks<S: pod_identity_agent_lib::source::CredentialSource>(
     args: &ServerArgs,
     mut agent: AgentBuilder<S>,
 ) -> AgentBuilder<S> {
@@ -653,7 +652,7 @@ async fn kubernetes_blocks<S: pod_identity_agent_lib::CredentialSource>(
         let slot: Arc<OnceLock<PodEvictor>> = Arc::new(OnceLock::new());
         let evictor = Arc::clone(&slot);
         // The watch keeps `pod_identity_pod_watch_synced` current in the agent's metrics.
-        let metrics = pod_identity_agent_lib::Metrics::new();
+        let metrics = pod_identity_agent_lib::metrics::Metrics::new();
         agent = agent.metrics(metrics.clone());
         let watch = PodWatch::builder(client, node.clone())
             .metrics(metrics)
@@ -666,7 +665,9 @@ async fn kubernetes_blocks<S: pod_identity_agent_lib::CredentialSource>(
         match watch {
             Ok(watch) => {
                 tracing::info!(node = %node, "watching this node's pods");
-                agent = agent.pod_liveness(Arc::new(watch)).pod_evictor(slot);
+                agent = agent
+                    .cache(|cache| cache.pod_liveness(Arc::new(watch)))
+                    .pod_evictor(slot);
             }
             Err(error) => {
                 tracing::warn!(error = %error, "cannot watch this node's pods; running without pod liveness");
@@ -685,42 +686,49 @@ enum Blocks {
     Verifier(Arc<dyn cache::RotationValidator>),
 }
 
-async fn serve<S: pod_identity_agent_lib::CredentialSource>(
+async fn serve<S: pod_identity_agent_lib::source::CredentialSource>(
     args: &ServerArgs,
     source: S,
     blocks: Blocks,
 ) -> ExitCode {
+    let protection = &args.protection;
+    let port = args.port;
+    let probe_addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.probe_port);
+    let metrics_addr = SocketAddr::new(args.metrics_address, args.metrics_port);
+    let limits = ConnectionLimits::default()
+        .max_connections(protection.max_connections)
+        .max_connections_per_client(protection.max_connections_per_client)
+        .request_timeout(protection.request_timeout);
+    let allow_wildcard_bind = protection.allow_wildcard_bind;
+    let rate = (args.rate_limit, args.rate_limit_burst);
+    let client_rate = (
+        protection.client_rate_limit,
+        protection.client_rate_limit_burst,
+    );
     let agent = AgentBuilder::new(args.cluster_name.clone(), source)
         .bind_hosts(args.bind_hosts.clone())
-        .port(args.port)
-        .probe_addr(Some(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            args.probe_port,
-        )))
-        .metrics_addr(Some(SocketAddr::new(
-            args.metrics_address,
-            args.metrics_port,
-        )))
-        .max_cache_size(args.max_cache_size)
-        .max_retention(args.max_credential_retention_before_renewal)
-        .max_service_qps(args.renewal_qps())
-        .idle_timeout(args.idle_timeout)
-        .rate_limit(args.rate_limit, args.rate_limit_burst);
-    let protection = &args.protection;
-    let agent = agent
-        .connection_limits(
-            ConnectionLimits::default()
-                .max_connections(protection.max_connections)
-                .max_connections_per_client(protection.max_connections_per_client)
-                .request_timeout(protection.request_timeout),
-        )
-        .client_rate_limit(
-            protection.client_rate_limit,
-            protection.client_rate_limit_burst,
-        )
-        .client_miss_budget(protection.client_miss_rate, protection.client_miss_burst)
-        .refused_ttl(protection.refused_token_ttl)
-        .allow_wildcard_bind(protection.allow_wildcard_bind);
+        .cache(|cache| {
+            cache
+                .max_entries(args.max_cache_size)
+                .max_retention(args.max_credential_retention_before_renewal)
+                .renewal_qps(args.renewal_qps())
+                .idle_timeout(args.idle_timeout)
+                .client_miss_budget(protection.client_miss_rate, protection.client_miss_burst)
+                .refused_ttl(protection.refused_token_ttl)
+        })
+        .router(move |router| {
+            router
+                .rate_limit(rate.0, rate.1)
+                .client_rate_limit(client_rate.0, client_rate.1)
+        })
+        .server(move |server| {
+            server
+                .port(port)
+                .probe_addr(Some(probe_addr))
+                .metrics_addr(Some(metrics_addr))
+                .connection_limits(limits)
+                .allow_wildcard_bind(allow_wildcard_bind)
+        });
     let agent = match blocks {
         Blocks::Kubernetes => kubernetes_blocks(args, agent).await,
         Blocks::Verifier(verifier) if args.rotation_validation => {
@@ -955,43 +963,25 @@ mod tests {
 
     #[test]
     fn command_lines_including_the_reference_charts_parse_as_the_reference_reads_them() {
+        // The reference chart's cloud DaemonSet (metrics on), verbatim.
+        let cloud = [
+            "server",
+            "--port",
+            "80",
+            "--cluster-name",
+            "EKS_CLUSTER_NAME",
+            "--probe-port",
+            "2703",
+            "--metrics-port",
+            "2705",
+            "-v",
+            "trace",
+        ];
+        // Its hybrid and hybrid-bottlerocket DaemonSets: `--rotate-credentials true`, two words.
+        let hybrid = [&cloud[..], &["--rotate-credentials", "true"]].concat();
         let table: &[(&[&str], Parsed)] = &[
-            // The reference chart's cloud DaemonSet (metrics on), verbatim.
-            (
-                &[
-                    "server",
-                    "--port",
-                    "80",
-                    "--cluster-name",
-                    "EKS_CLUSTER_NAME",
-                    "--probe-port",
-                    "2703",
-                    "--metrics-port",
-                    "2705",
-                    "-v",
-                    "trace",
-                ],
-                Some((false, "trace", LogFormat::Json, 3)),
-            ),
-            // Its hybrid and hybrid-bottlerocket DaemonSets: `--rotate-credentials true`, two words.
-            (
-                &[
-                    "server",
-                    "--port",
-                    "80",
-                    "--cluster-name",
-                    "EKS_CLUSTER_NAME",
-                    "--probe-port",
-                    "2703",
-                    "--metrics-port",
-                    "2705",
-                    "-v",
-                    "trace",
-                    "--rotate-credentials",
-                    "true",
-                ],
-                Some((true, "trace", LogFormat::Json, 3)),
-            ),
+            (&cloud, Some((false, "trace", LogFormat::Json, 3))),
+            (&hybrid, Some((true, "trace", LogFormat::Json, 3))),
             (
                 &["server", "-c", "demo", "--rotate-credentials"],
                 Some((true, "info", LogFormat::Json, 3)),
@@ -1091,10 +1081,10 @@ mod tests {
 
     #[test]
     fn ca_bundles_are_checked_before_the_client_sees_them() {
-        let ca = include_bytes!("../../../tests/test-data/tls/ca.pem");
+        let ca = include_bytes!("../tests/test-data/tls/ca.pem");
         assert_eq!(trusted_certificates(ca), Ok(1));
         let mut two = ca.to_vec();
-        two.extend_from_slice(include_bytes!("../../../tests/test-data/tls/server.pem"));
+        two.extend_from_slice(include_bytes!("../tests/test-data/tls/server.pem"));
         assert_eq!(trusted_certificates(&two), Ok(2));
         for bad in [
             &b""[..],
