@@ -6,7 +6,8 @@
 //!   `AccessKeyId, SecretAccessKey, Token, AccountId, Expiration`, empty strings left out
 //!   (`omitempty`), `Expiration` in RFC 3339 UTC with `Z` and trailing fractional zeros trimmed,
 //!   Go's string escaping (`<`, `>`, `&`, U+2028 and U+2029 as `\u…`), no trailing newline.
-//!   Content type `application/json`.
+//!   Content type `application/json`. It is serde_json with a formatter that adds Go's extra
+//!   escapes; only the timestamp is formatted by hand ([`crate::time::format_rfc3339`]).
 //! - **Parsing** ([`ContainerCredentials::from_json`]) is as lenient as the Rust SDK
 //!   (`aws-config` `json_credentials.rs`): keys match case-insensitively, `SessionToken` is
 //!   accepted for `Token` and `ExpiresAt` for `Expiration`, non-string values are ignored, the
@@ -21,11 +22,13 @@ use std::fmt;
 use std::time::SystemTime;
 
 use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use crate::eks_auth::EksAuthError;
 use crate::secret::SecretString;
-use crate::time::{format_rfc3339, parse_rfc3339};
+use crate::go_json;
+use crate::time::{GoRfc3339, parse_rfc3339};
 use crate::token::TokenError;
 
 /// Content type of a credentials response.
@@ -99,41 +102,16 @@ impl ContainerCredentials {
 
     /// Appends the reference agent's exact bytes to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        let mut first = true;
-        let mut field = |out: &mut Vec<u8>, name: &str, value: &str| {
-            // Go's `omitempty`.
-            if value.is_empty() {
-                return;
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            write_go_json_string(out, value);
-        };
-        field(out, "AccessKeyId", &self.access_key_id);
-        field(
+        go_json::write(
             out,
-            "SecretAccessKey",
-            self.secret_access_key.expose_secret(),
+            &WireCredentials {
+                access_key_id: &self.access_key_id,
+                secret_access_key: self.secret_access_key.expose_secret(),
+                token: self.token.expose_secret(),
+                account_id: self.account_id.as_deref().unwrap_or_default(),
+                expiration: GoRfc3339(self.expiration),
+            },
         );
-        field(out, "Token", self.token.expose_secret());
-        field(
-            out,
-            "AccountId",
-            self.account_id.as_deref().unwrap_or_default(),
-        );
-        // A struct in Go, so `omitempty` never drops it.
-        if !first {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"\"Expiration\":\"");
-        out.extend_from_slice(format_rfc3339(self.expiration).as_bytes());
-        out.extend_from_slice(b"\"}");
     }
 
     /// Parses a body as leniently as the Rust SDK (see the module docs).
@@ -176,6 +154,27 @@ impl ContainerCredentials {
             expiration,
         })
     }
+}
+
+/// The served document: Go's `EksCredentialsResponse`, whose strings are `omitempty` and whose
+/// `Expiration` is a `time.Time` (never omitted).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireCredentials<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    access_key_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    secret_access_key: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    token: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    account_id: &'a str,
+    #[serde(serialize_with = "serialize_display")]
+    expiration: GoRfc3339,
+}
+
+fn serialize_display<S: Serializer>(value: &GoRfc3339, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
 }
 
 /// The string-valued fields the SDK looks at, in document order, last duplicate winning.
@@ -226,36 +225,6 @@ impl<'de> serde::Deserialize<'de> for LenientFields {
         }
         deserializer.deserialize_map(FieldsVisitor)
     }
-}
-
-/// Writes `s` as a JSON string the way Go's `encoding/json` does (HTML-safe escaping).
-pub(crate) fn write_go_json_string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\u{2028}' => out.extend_from_slice(b"\\u2028"),
-            '\u{2029}' => out.extend_from_slice(b"\\u2029"),
-            c if c < ' ' || c == '<' || c == '>' || c == '&' => {
-                let b = c as u32;
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize & 0xf]);
-                out.push(HEX[b as usize & 0xf]);
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
-    }
-    out.push(b'"');
 }
 
 /// The agent's plain-text error answers (contracts §6): each knows its status and body.

@@ -33,7 +33,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::arn::{Arn, dns_suffix, partition_for_region};
@@ -112,23 +112,26 @@ impl AssumeRoleForPodIdentityRequest {
         )
     }
 
-    /// The JSON body.
+    /// The JSON body: members in alphabetical order, absent ones left out.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut body = serde_json::Map::new();
-        let mut put = |k: &str, v: &str| {
-            body.insert(k.to_owned(), serde_json::Value::String(v.to_owned()));
-        };
-        if let Some(v) = &self.eks_node_name {
-            put("eksNodeName", v);
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            eks_node_name: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            instance_id: Option<&'a str>,
+            token: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            zone: Option<&'a str>,
         }
-        if let Some(v) = &self.instance_id {
-            put("instanceId", v);
-        }
-        put("token", self.token.expose_secret());
-        if let Some(v) = &self.zone {
-            put("zone", v);
-        }
-        serde_json::to_vec(&body).unwrap_or_default()
+        serde_json::to_vec(&Body {
+            eks_node_name: self.eks_node_name.as_deref(),
+            instance_id: self.instance_id.as_deref(),
+            token: self.token.expose_secret(),
+            zone: self.zone.as_deref(),
+        })
+        .unwrap_or_default()
     }
 
     /// Reads a request body (for simulators). A missing or empty `token` or a body that is not
@@ -348,29 +351,72 @@ impl AssumeRoleForPodIdentityResponse {
         })
     }
 
-    /// The body as EKS Auth sends it (for simulators).
+    /// The body as EKS Auth sends it (for simulators): members in alphabetical order,
+    /// `expiration` as exact epoch seconds.
     pub fn to_json(&self) -> Vec<u8> {
-        let s = |v: &str| serde_json::Value::String(v.to_owned()).to_string();
-        format!(
-            concat!(
-                r#"{{"assumedRoleUser":{{"arn":{},"assumeRoleId":{}}},"audience":{},"#,
-                r#""credentials":{{"accessKeyId":{},"expiration":{},"secretAccessKey":{},"sessionToken":{}}},"#,
-                r#""podIdentityAssociation":{{"associationArn":{},"associationId":{}}},"#,
-                r#""subject":{{"namespace":{},"serviceAccount":{}}}}}"#
-            ),
-            s(&self.assumed_role_user.arn),
-            s(&self.assumed_role_user.assume_role_id),
-            s(&self.audience),
-            s(&self.credentials.access_key_id),
-            format_epoch_seconds(self.credentials.expiration),
-            s(self.credentials.secret_access_key.expose_secret()),
-            s(self.credentials.session_token.expose_secret()),
-            s(&self.pod_identity_association.association_arn),
-            s(&self.pod_identity_association.association_id),
-            s(&self.subject.namespace),
-            s(&self.subject.service_account),
-        )
-        .into_bytes()
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            assumed_role_user: RoleUser<'a>,
+            audience: &'a str,
+            credentials: Credentials<'a>,
+            pod_identity_association: Association<'a>,
+            subject: SubjectBody<'a>,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct RoleUser<'a> {
+            arn: &'a str,
+            assume_role_id: &'a str,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Credentials<'a> {
+            access_key_id: &'a str,
+            expiration: &'a RawValue,
+            secret_access_key: &'a str,
+            session_token: &'a str,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Association<'a> {
+            association_arn: &'a str,
+            association_id: &'a str,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct SubjectBody<'a> {
+            namespace: &'a str,
+            service_account: &'a str,
+        }
+        // Exact to the nanosecond, which an `f64` is not; the text is always a JSON number.
+        let Ok(expiration) =
+            RawValue::from_string(format_epoch_seconds(self.credentials.expiration))
+        else {
+            return Vec::new();
+        };
+        serde_json::to_vec(&Body {
+            assumed_role_user: RoleUser {
+                arn: &self.assumed_role_user.arn,
+                assume_role_id: &self.assumed_role_user.assume_role_id,
+            },
+            audience: &self.audience,
+            credentials: Credentials {
+                access_key_id: &self.credentials.access_key_id,
+                expiration: &expiration,
+                secret_access_key: self.credentials.secret_access_key.expose_secret(),
+                session_token: self.credentials.session_token.expose_secret(),
+            },
+            pod_identity_association: Association {
+                association_arn: &self.pod_identity_association.association_arn,
+                association_id: &self.pod_identity_association.association_id,
+            },
+            subject: SubjectBody {
+                namespace: &self.subject.namespace,
+                service_account: &self.subject.service_account,
+            },
+        })
+        .unwrap_or_default()
     }
 
     /// The account id of `assumedRoleUser.arn`, when it is a valid ARN with one.
@@ -713,9 +759,17 @@ impl EksAuthError {
     /// The restJson1 error body (for simulators): `{"__type":"<Code>","message":"..."}`; send
     /// the code in `X-Amzn-Errortype` too.
     pub fn to_json(&self) -> Vec<u8> {
-        serde_json::json!({ "__type": self.code.as_str(), "message": self.message })
-            .to_string()
-            .into_bytes()
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "__type")]
+            type_: &'a str,
+            message: &'a str,
+        }
+        serde_json::to_vec(&Body {
+            type_: self.code.as_str(),
+            message: &self.message,
+        })
+        .unwrap_or_default()
     }
 }
 

@@ -55,6 +55,7 @@ pub mod arn;
 pub mod association;
 pub mod container_credentials;
 pub mod eks_auth;
+mod go_json;
 pub mod endpoint;
 pub mod secret;
 pub mod time;

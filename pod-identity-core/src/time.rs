@@ -15,7 +15,7 @@
 //! The calendar arithmetic is Howard Hinnant's `days_from_civil` / `civil_from_days`
 //! (proleptic Gregorian, valid for every `SystemTime`).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const NANOS_PER_SEC: u32 = 1_000_000_000;
@@ -83,29 +83,79 @@ pub const MAX_RFC3339_EPOCH_SECS: i64 = 253_402_300_799;
 
 /// Formats `t` as Go's `time.RFC3339Nano` does in UTC: `2023-11-14T22:13:20Z`,
 /// `1996-03-27T07:45:23.123456789Z`, `2024-01-01T00:00:00.5Z`.
+///
+/// Hand-written on purpose: date-time crates print a fixed number of fraction digits or refuse
+/// years outside 0000–9999, while the reference agent's Go formatter trims trailing zeros and
+/// prints any year; this keeps the served `Expiration` byte-identical.
 pub fn format_rfc3339(t: SystemTime) -> String {
-    let (secs, nanos) = to_epoch(t);
-    let days = secs.div_euclid(SECS_PER_DAY);
-    let second_of_day = secs.rem_euclid(SECS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (
-        second_of_day / 3600,
-        (second_of_day % 3600) / 60,
-        second_of_day % 60,
-    );
-    let mut out = String::with_capacity(30);
-    // Go pads the year to four digits and puts a minus sign before negative years.
-    if year < 0 {
-        out.push('-');
+    GoRfc3339(t).to_string()
+}
+
+/// [`format_rfc3339`] as a `Display`, to write the timestamp without an intermediate `String`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoRfc3339(pub SystemTime);
+
+impl fmt::Display for GoRfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (secs, nanos) = to_epoch(self.0);
+        let days = secs.div_euclid(SECS_PER_DAY);
+        let second_of_day = secs.rem_euclid(SECS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        // Go pads the year to four digits and puts a minus sign before negative years. The
+        // largest year of a `SystemTime` has 12 digits; the rest is 26 bytes at most.
+        let mut buf = [0u8; 48];
+        let mut len = 0;
+        let mut push = |bytes: &[u8]| {
+            buf[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        };
+        if year < 0 {
+            push(b"-");
+        }
+        push_digits(&mut push, year.unsigned_abs(), 4);
+        push(b"-");
+        push_digits(&mut push, u64::from(month), 2);
+        push(b"-");
+        push_digits(&mut push, u64::from(day), 2);
+        push(b"T");
+        push_digits(&mut push, second_of_day.unsigned_abs() / 3600, 2);
+        push(b":");
+        push_digits(&mut push, (second_of_day.unsigned_abs() % 3600) / 60, 2);
+        push(b":");
+        push_digits(&mut push, second_of_day.unsigned_abs() % 60, 2);
+        push_fraction_digits(&mut push, nanos);
+        push(b"Z");
+        // Only ASCII digits and separators were written.
+        f.write_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
     }
-    let _ = write!(
-        out,
-        "{:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}",
-        year.unsigned_abs()
-    );
-    push_fraction(&mut out, nanos);
-    out.push('Z');
-    out
+}
+
+/// Pushes `n` in decimal, zero-padded to `width` digits.
+fn push_digits(push: &mut impl FnMut(&[u8]), n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    while n > 0 || digits.len() - at < width {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    push(&digits[at..]);
+}
+
+/// Pushes `.` and the fraction with trailing zeros trimmed, or nothing for zero.
+fn push_fraction_digits(push: &mut impl FnMut(&[u8]), nanos: u32) {
+    if nanos == 0 {
+        return;
+    }
+    let mut digits = [b'.'; 10];
+    let mut n = nanos;
+    for d in digits[1..].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let end = digits.iter().rposition(|&d| d != b'0').map_or(1, |p| p + 1);
+    push(&digits[..end]);
 }
 
 /// Parses an RFC 3339 UTC timestamp as the Rust SDK does for container credentials.
@@ -216,6 +266,9 @@ pub fn from_epoch_seconds_f64(secs: f64) -> Option<SystemTime> {
 
 /// Parses the text of a JSON number of epoch seconds (`1700000000`, `1700000000.25`,
 /// `1.7E9`) exactly, to the nanosecond (further digits are truncated).
+///
+/// Hand-written on purpose: going through `f64` (as serde_json and date-time crates do) loses
+/// the nanoseconds of a 10-digit epoch, so a fractional `expiration` would not be served exactly.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};

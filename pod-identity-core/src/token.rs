@@ -21,6 +21,10 @@
 //! (namespace, service account, pod, node names and uids) is read leniently: a field of the
 //! wrong shape is left out rather than rejected, since the reference ignores it.
 //!
+//! The decoder and its texts are hand-written on purpose: a JWT library would verify, reject or
+//! word these cases differently, and the agent's 400 bodies must match golang-jwt's word for
+//! word.
+//!
 //! The raw token is a [`SecretString`]: it never appears in `Debug`, `Display` or an error.
 
 use std::fmt;
