@@ -40,7 +40,8 @@
 //!
 //! | module | contract |
 //! |---|---|
-//! | [`container_credentials`] | the agent → SDK JSON, and the agent's plain-text errors |
+//! | [`container_credentials`] | the agent → SDK JSON |
+//! | [`agent_error`] | the agent's plain-text error answers |
 //! | [`eks_auth`] | `AssumeRoleForPodIdentity` request, response, error codes |
 //! | [`association`] | associations, Kubernetes/EKS names, session tags, external id |
 //! | [`arn`] | partition-aware ARNs |
@@ -51,21 +52,23 @@
 //!
 //! This crate has no cargo features.
 
+pub mod agent_error;
 pub mod arn;
 pub mod association;
 pub mod container_credentials;
 pub mod eks_auth;
-mod go_json;
 pub mod endpoint;
+mod go_json;
 pub mod secret;
 pub mod time;
 pub mod token;
 
+pub use agent_error::AgentError;
 pub use arn::Arn;
 pub use association::{
     Association, AssociationId, ClusterName, NameError, Namespace, PodIdentity, ServiceAccountName,
 };
-pub use container_credentials::{AgentError, ContainerCredentials, ResponseError};
+pub use container_credentials::{ContainerCredentials, ResponseError};
 pub use eks_auth::{
     AssumeRoleForPodIdentityRequest, AssumeRoleForPodIdentityResponse, EksAuthError,
     EksAuthErrorCode, ErrorClass, Fault,

@@ -210,10 +210,12 @@ fn parse_error_reason(e: &time::error::Parse) -> &'static str {
                 _ => "invalid date-time",
             }
         }
-        Parse::ParseFromDescription(ParseFromDescription::InvalidLiteral { .. }) => "misplaced separator",
-        Parse::ParseFromDescription(ParseFromDescription::UnexpectedTrailingCharacters { .. }) => {
-            "unexpected characters after the seconds"
+        Parse::ParseFromDescription(ParseFromDescription::InvalidLiteral { .. }) => {
+            "misplaced separator"
         }
+        Parse::ParseFromDescription(ParseFromDescription::UnexpectedTrailingCharacters {
+            ..
+        }) => "unexpected characters after the seconds",
         Parse::TryFromParsed(TryFromParsed::ComponentRange(range)) => match range.name() {
             "month" => "month out of range",
             "day" => "day out of range",
