@@ -4,6 +4,7 @@
 use std::hint::black_box;
 
 use criterion::Criterion;
+use pod_identity_agent_lib::simulator::response_body;
 use pod_identity_benches::wire::{
     container_credentials, eks_auth_response, serde_parse_container_credentials,
     serde_parse_eks_auth, serde_write_container_credentials, serde_write_eks_auth,
@@ -15,7 +16,7 @@ fn main() {
     let credentials = container_credentials();
     let credentials_json = credentials.to_json().into_bytes();
     let response = eks_auth_response();
-    let response_json = response.to_json();
+    let response_json = response_body(&response);
 
     let mut criterion = Criterion::default().configure_from_args();
     let mut group = criterion.benchmark_group("container_credentials");
@@ -45,7 +46,7 @@ fn main() {
 
     let mut group = criterion.benchmark_group("eks_auth_response");
     group.bench_function("serialize/core", |b| {
-        b.iter(|| black_box(&response).to_json());
+        b.iter(|| response_body(black_box(&response)));
     });
     group.bench_function("serialize/serde_json", |b| {
         b.iter(|| serde_write_eks_auth(black_box(&response)).expect("serializes"));

@@ -40,10 +40,7 @@ use crate::arn::{Arn, dns_suffix, partition_for_region};
 use crate::association::ClusterName;
 use crate::container_credentials::ContainerCredentials;
 use crate::secret::SecretString;
-use crate::time::{
-    MAX_RFC3339_EPOCH_SECS, MIN_RFC3339_EPOCH_SECS, format_epoch_seconds, parse_epoch_seconds,
-    to_epoch,
-};
+use crate::time::{MAX_RFC3339_EPOCH_SECS, MIN_RFC3339_EPOCH_SECS, parse_epoch_seconds, to_epoch};
 
 /// SigV4 signing name.
 pub const SIGNING_NAME: &str = "eks-auth";
@@ -132,36 +129,6 @@ impl AssumeRoleForPodIdentityRequest {
             zone: self.zone.as_deref(),
         })
         .unwrap_or_default()
-    }
-
-    /// Reads a request body (for simulators). A missing or empty `token` or a body that is not
-    /// a JSON object is an `InvalidParameterException`.
-    pub fn from_json(cluster_name: ClusterName, body: &[u8]) -> Result<Self, EksAuthError> {
-        #[derive(Deserialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Body {
-            token: Option<String>,
-            eks_node_name: Option<String>,
-            instance_id: Option<String>,
-            zone: Option<String>,
-        }
-        let invalid = |message: &str| {
-            EksAuthError::new(EksAuthErrorCode::InvalidParameter, 400, message)
-                .with_fault(Fault::Client)
-        };
-        let body: Body =
-            serde_json::from_slice(body).map_err(|_| invalid("request body is not valid JSON"))?;
-        let token = body
-            .token
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| invalid("token is required"))?;
-        Ok(Self {
-            cluster_name,
-            token: SecretString::new(token),
-            eks_node_name: body.eks_node_name,
-            instance_id: body.instance_id,
-            zone: body.zone,
-        })
     }
 }
 
@@ -349,74 +316,6 @@ impl AssumeRoleForPodIdentityResponse {
                 expiration,
             },
         })
-    }
-
-    /// The body as EKS Auth sends it (for simulators): members in alphabetical order,
-    /// `expiration` as exact epoch seconds.
-    pub fn to_json(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Body<'a> {
-            assumed_role_user: RoleUser<'a>,
-            audience: &'a str,
-            credentials: Credentials<'a>,
-            pod_identity_association: Association<'a>,
-            subject: SubjectBody<'a>,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct RoleUser<'a> {
-            arn: &'a str,
-            assume_role_id: &'a str,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Credentials<'a> {
-            access_key_id: &'a str,
-            expiration: &'a RawValue,
-            secret_access_key: &'a str,
-            session_token: &'a str,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct Association<'a> {
-            association_arn: &'a str,
-            association_id: &'a str,
-        }
-        #[derive(Serialize)]
-        #[serde(rename_all = "camelCase")]
-        struct SubjectBody<'a> {
-            namespace: &'a str,
-            service_account: &'a str,
-        }
-        // Exact to the nanosecond, which an `f64` is not; the text is always a JSON number.
-        let Ok(expiration) =
-            RawValue::from_string(format_epoch_seconds(self.credentials.expiration))
-        else {
-            return Vec::new();
-        };
-        serde_json::to_vec(&Body {
-            assumed_role_user: RoleUser {
-                arn: &self.assumed_role_user.arn,
-                assume_role_id: &self.assumed_role_user.assume_role_id,
-            },
-            audience: &self.audience,
-            credentials: Credentials {
-                access_key_id: &self.credentials.access_key_id,
-                expiration: &expiration,
-                secret_access_key: self.credentials.secret_access_key.expose_secret(),
-                session_token: self.credentials.session_token.expose_secret(),
-            },
-            pod_identity_association: Association {
-                association_arn: &self.pod_identity_association.association_arn,
-                association_id: &self.pod_identity_association.association_id,
-            },
-            subject: SubjectBody {
-                namespace: &self.subject.namespace,
-                service_account: &self.subject.service_account,
-            },
-        })
-        .unwrap_or_default()
     }
 
     /// The account id of `assumedRoleUser.arn`, when it is a valid ARN with one.
@@ -755,28 +654,10 @@ impl EksAuthError {
             self.fault
         )
     }
-
-    /// The restJson1 error body (for simulators): `{"__type":"<Code>","message":"..."}`; send
-    /// the code in `X-Amzn-Errortype` too.
-    pub fn to_json(&self) -> Vec<u8> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            #[serde(rename = "__type")]
-            type_: &'a str,
-            message: &'a str,
-        }
-        serde_json::to_vec(&Body {
-            type_: self.code.as_str(),
-            message: &self.message,
-        })
-        .unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use super::*;
 
     #[test]
@@ -833,34 +714,6 @@ mod tests {
     }
 
     #[test]
-    fn response_round_trip() {
-        let response = AssumeRoleForPodIdentityResponse {
-            subject: Subject { namespace: "default".into(), service_account: "app".into() },
-            audience: "pods.eks.amazonaws.com".into(),
-            pod_identity_association: PodIdentityAssociation {
-                association_arn: "arn:aws:eks:us-west-2:111122223333:podidentityassociation/demo/a-abcdefghij0123456".into(),
-                association_id: "a-abcdefghij0123456".into(),
-            },
-            assumed_role_user: AssumedRoleUser {
-                arn: "arn:aws:sts::111122223333:assumed-role/app/eks-demo-app".into(),
-                assume_role_id: "AROAEXAMPLE:eks-demo-app".into(),
-            },
-            credentials: EksCredentials {
-                session_token: "tok\"en".into(),
-                secret_access_key: "sec".into(),
-                access_key_id: "ASIA".into(),
-                expiration: UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
-            },
-        };
-        let json = response.to_json();
-        assert_eq!(
-            AssumeRoleForPodIdentityResponse::from_json(&json).unwrap(),
-            response
-        );
-        assert!(!format!("{response:?}").contains("sec\""));
-    }
-
-    #[test]
     fn malformed_response_is_recoverable() {
         for body in [&b""[..], b"[]", b"{}", br#"{"credentials":{"accessKeyId":"a"}}"#,
             br#"{"credentials":{"accessKeyId":"a","secretAccessKey":"s","sessionToken":"t","expiration":"soon"}}"#] {
@@ -906,20 +759,6 @@ mod tests {
         req.zone = Some("use1-az1".into());
         assert_eq!(req.path(), "/clusters/demo/assume-role-for-pod-identity");
         assert_eq!(req.to_json(), br#"{"token":"jwt","zone":"use1-az1"}"#);
-        let back =
-            AssumeRoleForPodIdentityRequest::from_json(req.cluster_name.clone(), &req.to_json())
-                .unwrap();
-        assert_eq!(back, req);
         assert!(!format!("{req:?}").contains("jwt"));
-        let err = AssumeRoleForPodIdentityRequest::from_json(req.cluster_name, b"{}").unwrap_err();
-        assert_eq!(err.code(), &EksAuthErrorCode::InvalidParameter);
-    }
-
-    #[test]
-    fn simulator_error_body_parses_back() {
-        let err = EksAuthError::modeled(EksAuthErrorCode::ResourceNotFound, "no association")
-            .with_request_id("r-1");
-        let back = EksAuthError::from_http(err.status(), None, Some("r-1"), &err.to_json());
-        assert_eq!(back, err);
     }
 }

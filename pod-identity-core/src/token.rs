@@ -48,26 +48,6 @@ pub const KNOWN_ALGORITHMS: [&str; 14] = [
     "RS512", "PS256", "PS384", "PS512",
 ];
 
-/// A JWT with header `{"alg":"RS256","kid":"test"}`, the given claims JSON and a placeholder
-/// signature: for tests, demos and simulators (nothing here verifies signatures).
-///
-/// ```
-/// use pod_identity_core::token::{unsigned_token, ServiceAccountToken};
-///
-/// let raw = unsigned_token(r#"{"sub":"system:serviceaccount:default:app","exp":4102444800}"#);
-/// let token = ServiceAccountToken::decode(&raw).unwrap();
-/// assert_eq!(token.claims().exp, Some(4_102_444_800));
-/// ```
-pub fn unsigned_token(claims_json: &str) -> String {
-    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!(
-        "{}.{}.{}",
-        b64.encode(r#"{"alg":"RS256","kid":"test"}"#),
-        b64.encode(claims_json),
-        b64.encode("not-a-signature")
-    )
-}
-
 /// The `sub` prefix of a service-account token.
 pub const SUBJECT_PREFIX: &str = "system:serviceaccount:";
 

@@ -13,7 +13,11 @@ fn module_graph() -> BTreeMap<String, BTreeSet<String>> {
             files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
             continue;
         }
-        let relative = path.strip_prefix(&src).unwrap().to_string_lossy().into_owned();
+        let relative = path
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let module = relative.split(['/', '.']).next().unwrap().to_owned();
         let text = std::fs::read_to_string(&path).unwrap();
         let uses = graph.entry(module.clone()).or_default();

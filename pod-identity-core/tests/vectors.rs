@@ -190,8 +190,6 @@ fn eks_auth_endpoints_requests_responses() {
         req.zone = opt_s(&case["zone"]).map(str::to_owned);
         assert_eq!(req.path(), s(&case["path"]));
         assert_eq!(String::from_utf8(req.to_json()).unwrap(), s(&case["body"]));
-        let back = AssumeRoleForPodIdentityRequest::from_json(cluster, s(&case["body"]).as_bytes());
-        assert_eq!(back, Ok(req));
     }
     for case in arr(&file, "responses") {
         let n = name(case);
@@ -218,8 +216,6 @@ fn eks_auth_endpoints_requests_responses() {
         assert_eq!(response.account_id(), opt_s(&case["account_id"]), "{n}");
         let served = response.to_container_credentials().to_json();
         assert_eq!(served, s(&case["container_credentials"]), "{n}");
-        let again = AssumeRoleForPodIdentityResponse::from_json(&response.to_json()).unwrap();
-        assert_eq!(again, response, "{n}");
     }
 }
 

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use pod_identity_agent_lib::simulator::unsigned_token;
 use pod_identity_core::eks_auth::{AssumeRoleForPodIdentityResponse, EksAuthError};
 use pod_identity_core::endpoint::{FullUri, HostCheck};
-use pod_identity_core::token::unsigned_token;
 use pod_identity_core::{AgentError, ServiceAccountToken};
 
 fn main() {

@@ -90,6 +90,7 @@ mod sigv4;
 mod state;
 mod sts;
 mod token;
+mod wire;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -107,7 +108,8 @@ pub use builder::{
 };
 pub use server::SimulatorServer;
 pub use state::{Failure, IssuedSession, Times};
-pub use token::{DEFAULT_TOKEN_LIFETIME, PodToken, mint_token};
+pub use token::{DEFAULT_TOKEN_LIFETIME, PodToken, mint_token, unsigned_token};
+pub use wire::{error_body, read_request_body, response_body};
 
 use state::Inner;
 

@@ -140,6 +140,26 @@ pub fn mint_token(spec: &PodToken) -> SecretString {
     ))
 }
 
+/// A JWT with header `{"alg":"RS256","kid":"test"}`, the given claims JSON and a placeholder
+/// signature (nothing here verifies signatures).
+///
+/// ```
+/// use pod_identity_agent_lib::simulator::unsigned_token;
+/// use pod_identity_core::ServiceAccountToken;
+///
+/// let raw = unsigned_token(r#"{"sub":"system:serviceaccount:default:app","exp":4102444800}"#);
+/// let token = ServiceAccountToken::decode(&raw).unwrap();
+/// assert_eq!(token.claims().exp, Some(4_102_444_800));
+/// ```
+pub fn unsigned_token(claims_json: &str) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"test"}"#),
+        URL_SAFE_NO_PAD.encode(claims_json),
+        URL_SAFE_NO_PAD.encode("not-a-signature")
+    )
+}
+
 pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     std::iter::repeat_with(|| fastrand::u8(..))
         .take(n)
