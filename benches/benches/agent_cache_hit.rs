@@ -13,7 +13,7 @@ use criterion::Criterion;
 use pod_identity_agent_lib::{AgentBuilder, CredentialCache, CredentialRequest, SharedWallClock};
 use pod_identity_benches::fixture::{cluster, pod_token};
 use pod_identity_benches::upstream::CountingSource;
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::token::ServiceAccountToken;
 use tower::ServiceExt as _;
 
 fn request(token: &str) -> http::Request<Body> {

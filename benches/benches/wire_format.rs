@@ -9,7 +9,7 @@ use pod_identity_benches::wire::{
     container_credentials, eks_auth_response, serde_parse_container_credentials,
     serde_parse_eks_auth, serde_write_container_credentials, serde_write_eks_auth,
 };
-use pod_identity_core::ContainerCredentials;
+use pod_identity_core::container_credentials::ContainerCredentials;
 use pod_identity_core::eks_auth::AssumeRoleForPodIdentityResponse;
 
 fn main() {

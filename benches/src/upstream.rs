@@ -10,7 +10,7 @@ use pod_identity_agent_lib::{
     CredentialRequest, CredentialSource, IssuedCredentials, SharedWallClock, SourceError,
 };
 use pod_identity_core::eks_auth::PodIdentityAssociation;
-use pod_identity_core::{ContainerCredentials, SecretString};
+use pod_identity_core::{container_credentials::ContainerCredentials, secret::SecretString};
 
 /// The credential lifetime EKS Auth grants.
 pub const LIFETIME: Duration = Duration::from_secs(6 * 60 * 60);

@@ -8,7 +8,7 @@ use pod_identity_core::eks_auth::{
     Subject,
 };
 use pod_identity_core::time::{format_rfc3339, from_epoch_seconds_f64, parse_rfc3339};
-use pod_identity_core::{ContainerCredentials, SecretString};
+use pod_identity_core::{container_credentials::ContainerCredentials, secret::SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::fixture::BoxError;

@@ -22,7 +22,7 @@ use pod_identity_agent_lib::simulator::{
 };
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
 use pod_identity_agent_lib::{AgentBuilder, CredentialRequest, CredentialSource, EksAuthSource};
-use pod_identity_core::{EksAuthErrorCode, ServiceAccountToken};
+use pod_identity_core::{eks_auth::EksAuthErrorCode, token::ServiceAccountToken};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_pod-identity-agent");

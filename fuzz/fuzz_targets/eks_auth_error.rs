@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 use pod_identity_agent_lib::simulator::error_body;
 use pod_identity_core::eks_auth::sanitize_error_code;
-use pod_identity_core::{EksAuthError, EksAuthErrorCode};
+use pod_identity_core::{eks_auth::EksAuthError, eks_auth::EksAuthErrorCode};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {

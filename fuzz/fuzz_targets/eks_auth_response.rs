@@ -5,7 +5,9 @@
 use libfuzzer_sys::fuzz_target;
 use pod_identity_agent_lib::simulator::{read_request_body, response_body};
 use pod_identity_core::eks_auth::AssumeRoleForPodIdentityResponse;
-use pod_identity_core::{ClusterName, ContainerCredentials, SecretString};
+use pod_identity_core::{
+    association::ClusterName, container_credentials::ContainerCredentials, secret::SecretString,
+};
 
 fuzz_target!(|data: &[u8]| {
     match AssumeRoleForPodIdentityResponse::from_json(data) {

@@ -27,7 +27,7 @@
 //!     CredentialCache, CredentialRequest, CredentialSource, CredentialsRouter, HostAllowList,
 //!     IssuedCredentials, Metrics, SourceError,
 //! };
-//! use pod_identity_core::{ContainerCredentials, SecretString};
+//! use pod_identity_core::{container_credentials::ContainerCredentials, secret::SecretString};
 //! use tower::ServiceExt;
 //!
 //! /// Hands every pod the same (fake) credentials.
@@ -184,7 +184,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use pod_identity_core::ClusterName;
+use pod_identity_core::association::ClusterName;
 use server::ConnectionLimits;
 
 pub use cache::{CredentialCache, CredentialCacheBuilder};

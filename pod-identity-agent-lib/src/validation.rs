@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use pod_identity_core::endpoint::host_without_port;
 use pod_identity_core::time::to_epoch;
-use pod_identity_core::{AgentError, ServiceAccountToken, TokenError};
+use pod_identity_core::{agent_error::AgentError, token::ServiceAccountToken, token::TokenError};
 
 use crate::time::SharedWallClock;
 
@@ -213,7 +213,7 @@ impl TokenTimes {
 mod tests {
     use std::time::Duration;
 
-    use pod_identity_core::TokenError;
+    use pod_identity_core::token::TokenError;
 
     use super::*;
     use crate::test_support::{day_token, wall_clock};

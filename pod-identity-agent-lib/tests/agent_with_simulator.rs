@@ -11,7 +11,7 @@ use pod_identity_agent_lib::simulator::{
 };
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
 use pod_identity_agent_lib::{AgentBuilder, CredentialRequest, CredentialSource, EksAuthSource};
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::token::ServiceAccountToken;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -20,7 +20,9 @@ use pod_identity_agent_lib::{
     AgentBuilder, BindError, CredentialRequest, CredentialSource, HostAllowList, IssuedCredentials,
     Metrics, SourceError,
 };
-use pod_identity_core::{ContainerCredentials, EksAuthError, SecretString};
+use pod_identity_core::{
+    container_credentials::ContainerCredentials, eks_auth::EksAuthError, secret::SecretString,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;

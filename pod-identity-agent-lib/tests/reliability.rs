@@ -24,7 +24,7 @@ use pod_identity_agent_lib::{
     AgentBuilder, BoundServer, CredentialCache, CredentialsRouter, EksAuthSource,
     EksAuthSourceBuilder, ServerBuilder,
 };
-use pod_identity_core::EksAuthErrorCode;
+use pod_identity_core::eks_auth::EksAuthErrorCode;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -326,7 +326,7 @@ async fn each_eks_auth_error_gets_its_status_and_retries_stay_within_three_attem
     }
     // A status EKS Auth does not model, without any error code: its status, `UnknownError`.
     simulator.fail_with(
-        pod_identity_core::EksAuthError::new(
+        pod_identity_core::eks_auth::EksAuthError::new(
             EksAuthErrorCode::from_raw("TeapotException"),
             418,
             "short and stout",

@@ -22,7 +22,7 @@ use pod_identity_agent_lib::time::TokioWallClock;
 use pod_identity_agent_lib::{
     AgentBuilder, CredentialRequest, CredentialSource, SharedWallClock, SourceError,
 };
-use pod_identity_core::{ErrorClass, ServiceAccountToken};
+use pod_identity_core::{eks_auth::ErrorClass, token::ServiceAccountToken};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use wiremock::matchers::{method, path};

@@ -16,7 +16,7 @@ use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, Failure, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
     parse_associations,
 };
-use pod_identity_core::{EksAuthError, EksAuthErrorCode, SecretString};
+use pod_identity_core::{eks_auth::EksAuthError, eks_auth::EksAuthErrorCode, secret::SecretString};
 
 const CLUSTER: &str = "demo";
 const NODE_KEY: &str = "AKIAIOSFODNN7EXAMPLE";

@@ -35,7 +35,7 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use pod_identity_core::ContainerCredentials;
+/// use pod_identity_core::container_credentials::ContainerCredentials;
 ///
 /// let creds = ContainerCredentials {
 ///     access_key_id: "ASIAEXAMPLE".into(),

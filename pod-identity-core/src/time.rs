@@ -98,7 +98,7 @@ pub fn format_rfc3339(t: SystemTime) -> String {
 
 /// [`format_rfc3339`] as a `Display`, to write the timestamp without an intermediate `String`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GoRfc3339(pub SystemTime);
+pub(crate) struct GoRfc3339(pub(crate) SystemTime);
 
 impl fmt::Display for GoRfc3339 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

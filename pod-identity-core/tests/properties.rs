@@ -17,8 +17,9 @@ use pod_identity_core::time::{
     parse_rfc3339,
 };
 use pod_identity_core::{
-    Arn, AssociationId, ClusterName, ContainerCredentials, Namespace, SecretString,
-    ServiceAccountName, ServiceAccountToken,
+    arn::Arn, association::AssociationId, association::ClusterName, association::Namespace,
+    association::ServiceAccountName, container_credentials::ContainerCredentials,
+    secret::SecretString, token::ServiceAccountToken,
 };
 use proptest::prelude::*;
 

@@ -20,8 +20,10 @@ use pod_identity_core::endpoint::{EndpointError, FullUri, HostCheck, host_withou
 use pod_identity_core::time::{format_rfc3339, from_epoch, parse_epoch_seconds, parse_rfc3339};
 use pod_identity_core::token::TokenError;
 use pod_identity_core::{
-    AgentError, Arn, AssociationId, ClusterName, ContainerCredentials, Namespace, ResponseError,
-    SecretString, ServiceAccountName, ServiceAccountToken,
+    agent_error::AgentError, arn::Arn, association::AssociationId, association::ClusterName,
+    association::Namespace, association::ServiceAccountName,
+    container_credentials::ContainerCredentials, container_credentials::ResponseError,
+    secret::SecretString, token::ServiceAccountToken,
 };
 use serde_json::Value;
 

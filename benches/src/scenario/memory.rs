@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use pod_identity_agent_lib::{CredentialCache, CredentialRequest, SharedWallClock};
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::token::ServiceAccountToken;
 
 use crate::fixture::{BoxError, cluster, pod_token};
 use crate::procfs::rss_bytes;

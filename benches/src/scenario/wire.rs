@@ -5,7 +5,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use pod_identity_agent_lib::simulator::response_body;
-use pod_identity_core::ContainerCredentials;
+use pod_identity_core::container_credentials::ContainerCredentials;
 use pod_identity_core::eks_auth::AssumeRoleForPodIdentityResponse;
 
 use crate::clock::stopwatch;

@@ -56,7 +56,10 @@ use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
 use pod_identity_core::endpoint::{
     CREDENTIALS_PATH, ENV_AUTHORIZATION_TOKEN_FILE, ENV_FULL_URI, TOKEN_FILE_PATH,
 };
-use pod_identity_core::{Association, ClusterName, EksAuthErrorCode, SecretString};
+use pod_identity_core::{
+    association::Association, association::ClusterName, eks_auth::EksAuthErrorCode,
+    secret::SecretString,
+};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider, RefreshWindows};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;

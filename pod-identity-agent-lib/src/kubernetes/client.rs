@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use pod_identity_core::SecretString;
+use pod_identity_core::secret::SecretString;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 

@@ -118,7 +118,7 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_sts::config::retry::RetryConfig;
 use aws_sdk_sts::config::timeout::TimeoutConfig;
 use aws_sdk_sts::config::{ProvideCredentials, Region, SharedCredentialsProvider};
-use pod_identity_core::{Arn, EksAuthError, EksAuthErrorCode};
+use pod_identity_core::{arn::Arn, eks_auth::EksAuthError, eks_auth::EksAuthErrorCode};
 
 pub use associations::{AssociationStore, Associations, FileAssociationStore, StoreError};
 pub use jwks::{JwksLocation, TokenVerifier, TokenVerifierBuilder, VerifiedPod, VerifyError};

@@ -18,8 +18,8 @@ use pod_identity_core::eks_auth::{
 };
 use pod_identity_core::time::format_rfc3339;
 use pod_identity_core::{
-    ClusterName, EksAuthError, EksAuthErrorCode, Fault, PodIdentity, ServiceAccountToken,
-    TokenError,
+    association::ClusterName, association::PodIdentity, eks_auth::EksAuthError,
+    eks_auth::EksAuthErrorCode, eks_auth::Fault, token::ServiceAccountToken, token::TokenError,
 };
 
 use super::builder::{ACCESS_KEY_ALPHABET, random_secret, random_session_token, request_id};

@@ -99,7 +99,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use pod_identity_core::{ClusterName, EksAuthError, EksAuthErrorCode};
+use pod_identity_core::{
+    association::ClusterName, eks_auth::EksAuthError, eks_auth::EksAuthErrorCode,
+};
 
 pub use builder::{
     BuildError, DEFAULT_ACCOUNT_ID, DEFAULT_CLUSTER_NAME, DEFAULT_CREDENTIAL_LIFETIME,

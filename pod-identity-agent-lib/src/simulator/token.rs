@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_core::time::to_epoch;
-use pod_identity_core::{Namespace, SecretString, ServiceAccountName};
+use pod_identity_core::{
+    association::Namespace, association::ServiceAccountName, secret::SecretString,
+};
 
 /// The projected token lifetime EKS asks kubelet for (`expirationSeconds: 86400`).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
@@ -102,7 +104,7 @@ impl PodToken {
 /// ```
 /// use std::time::{Duration, SystemTime};
 /// use pod_identity_agent_lib::simulator::{PodToken, mint_token};
-/// use pod_identity_core::ServiceAccountToken;
+/// use pod_identity_core::token::ServiceAccountToken;
 ///
 /// let issued_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
 /// let spec = PodToken::new("default".parse()?, "app".parse()?, "app-7d9f", issued_at);
@@ -145,7 +147,7 @@ pub fn mint_token(spec: &PodToken) -> SecretString {
 ///
 /// ```
 /// use pod_identity_agent_lib::simulator::unsigned_token;
-/// use pod_identity_core::ServiceAccountToken;
+/// use pod_identity_core::token::ServiceAccountToken;
 ///
 /// let raw = unsigned_token(r#"{"sub":"system:serviceaccount:default:app","exp":4102444800}"#);
 /// let token = ServiceAccountToken::decode(&raw).unwrap();
@@ -179,7 +181,7 @@ pub(crate) fn uuid() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pod_identity_core::ServiceAccountToken;
+    use pod_identity_core::token::ServiceAccountToken;
 
     fn spec() -> PodToken {
         PodToken::new(

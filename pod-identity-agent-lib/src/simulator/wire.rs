@@ -5,7 +5,10 @@ use pod_identity_core::eks_auth::{
     AssumeRoleForPodIdentityRequest, AssumeRoleForPodIdentityResponse,
 };
 use pod_identity_core::time::format_epoch_seconds;
-use pod_identity_core::{ClusterName, EksAuthError, EksAuthErrorCode, Fault, SecretString};
+use pod_identity_core::{
+    association::ClusterName, eks_auth::EksAuthError, eks_auth::EksAuthErrorCode, eks_auth::Fault,
+    secret::SecretString,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 

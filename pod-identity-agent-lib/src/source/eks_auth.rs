@@ -29,12 +29,12 @@ use aws_sdk_eksauth::operation::assume_role_for_pod_identity::{
     AssumeRoleForPodIdentityError, AssumeRoleForPodIdentityOutput,
 };
 use aws_smithy_types::body::SdkBody;
-use pod_identity_core::EksAuthError;
-use pod_identity_core::SecretString;
+use pod_identity_core::eks_auth::EksAuthError;
 use pod_identity_core::eks_auth::{
     AssumeRoleForPodIdentityResponse, AssumedRoleUser, EksCredentials, PodIdentityAssociation,
     Subject,
 };
+use pod_identity_core::secret::SecretString;
 
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
 
@@ -425,7 +425,7 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use aws_sdk_eksauth::config::Credentials;
-    use pod_identity_core::{EksAuthErrorCode, ErrorClass, Fault};
+    use pod_identity_core::{eks_auth::EksAuthErrorCode, eks_auth::ErrorClass, eks_auth::Fault};
     use wiremock::matchers::{body_partial_json, header, method, path};
     use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};
 
