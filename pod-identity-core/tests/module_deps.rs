@@ -1,6 +1,9 @@
 //! Core's modules depend on each other one way: the `crate::<module>` paths each module names
 //! form no cycle.
 
+// Test helpers outside `#[test]` functions: an unreadable source tree should panic loudly.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Each module under `src/` (a `foo/bar.rs` counts as `foo`) and the modules it names.

@@ -30,7 +30,8 @@ pub enum EksAuthErrorCode {
     Unknown(String),
 }
 
-/// What the agent's cache does with an error.
+/// What the agent's cache does with an error. Exhaustive on purpose: the reference agent's
+/// cache knows exactly these two outcomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
     /// Keep the cached credentials and retry later.
@@ -39,7 +40,8 @@ pub enum ErrorClass {
     Irrecoverable,
 }
 
-/// Smithy's error fault, as the reference prints it.
+/// Smithy's error fault, as the reference prints it. Exhaustive on purpose: smithy models
+/// exactly these three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// The caller's fault.
