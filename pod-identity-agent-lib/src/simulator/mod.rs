@@ -38,6 +38,9 @@
 //! verifies token signatures** (minted tokens carry random signature bytes): the reference
 //! agent does not verify them either, and real EKS Auth does, so minted tokens only work here.
 //! Random values come from `fastrand`, not a cryptographic generator: this is a test double.
+//! [`unsigned_token`] writes a JWT around a claims JSON of your own. The simulator's side of the
+//! EKS Auth JSON is public too: [`read_request_body`], [`response_body`] and [`error_body`] (core
+//! has the agent's side: the request it writes, the response and errors it reads).
 //!
 //! ```
 //! use std::time::SystemTime;
