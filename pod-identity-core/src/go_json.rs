@@ -7,6 +7,7 @@
 
 use std::io;
 
+use memchr::{memchr, memchr3};
 use serde::Serialize;
 use serde_json::ser::Formatter;
 
@@ -14,51 +15,52 @@ use serde_json::ser::Formatter;
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct GoFormatter;
 
-/// Bytes a string fragment may hold that Go escapes and serde_json does not: `<`, `>`, `&`,
-/// and `0xE2`, the first byte of U+2028 and U+2029 (`E2 80 A8`, `E2 80 A9`).
-const fn go_extra_escapes() -> [bool; 256] {
-    let mut table = [false; 256];
-    table[b'<' as usize] = true;
-    table[b'>' as usize] = true;
-    table[b'&' as usize] = true;
-    table[0xE2] = true;
-    table
-}
-
-static GO_EXTRA: [bool; 256] = go_extra_escapes();
-
 impl Formatter for GoFormatter {
     fn write_string_fragment<W>(&mut self, writer: &mut W, fragment: &str) -> io::Result<()>
     where
         W: ?Sized + io::Write,
     {
         let bytes = fragment.as_bytes();
+        // `memchr` scans with SIMD; U+2028 and U+2029 (`E2 80 A8`, `E2 80 A9`) are only looked
+        // for in text that is not all ASCII, which keys and tokens are.
+        let find_html = |from: usize| memchr3(b'<', b'>', b'&', &bytes[from..]).map(|p| p + from);
+        let find_e2 = |from: usize| memchr(0xE2, &bytes[from..]).map(|p| p + from);
+        let mut next_html = find_html(0);
+        let mut next_e2 = if fragment.is_ascii() {
+            None
+        } else {
+            find_e2(0)
+        };
         let mut start = 0;
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            if !GO_EXTRA[usize::from(b)] {
-                i += 1;
-                continue;
-            }
-            let (escape, len): (&[u8], usize) = match b {
-                b'<' => (b"\\u003c", 1),
-                b'>' => (b"\\u003e", 1),
-                b'&' => (b"\\u0026", 1),
+        loop {
+            let i = match (next_html, next_e2) {
+                (None, None) => break,
+                (Some(h), None) => h,
+                (None, Some(e)) => e,
+                (Some(h), Some(e)) => h.min(e),
+            };
+            let escape: Option<(&[u8], usize)> = match bytes[i] {
+                b'<' => Some((b"\\u003c", 1)),
+                b'>' => Some((b"\\u003e", 1)),
+                b'&' => Some((b"\\u0026", 1)),
                 _ => match bytes.get(i + 1..i + 3) {
-                    Some([0x80, 0xA8]) => (b"\\u2028", 3),
-                    Some([0x80, 0xA9]) => (b"\\u2029", 3),
+                    Some([0x80, 0xA8]) => Some((b"\\u2028", 3)),
+                    Some([0x80, 0xA9]) => Some((b"\\u2029", 3)),
                     // Another character starting with 0xE2: written as it is.
-                    _ => {
-                        i += 1;
-                        continue;
-                    }
+                    _ => None,
                 },
             };
-            writer.write_all(&bytes[start..i])?;
-            writer.write_all(escape)?;
-            i += len;
-            start = i;
+            if let Some((escape, len)) = escape {
+                writer.write_all(&bytes[start..i])?;
+                writer.write_all(escape)?;
+                start = i + len;
+            }
+            if next_html == Some(i) {
+                next_html = find_html(i + 1);
+            }
+            if next_e2 == Some(i) {
+                next_e2 = find_e2(i + 1);
+            }
         }
         writer.write_all(&bytes[start..])
     }

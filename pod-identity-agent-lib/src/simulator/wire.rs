@@ -4,7 +4,7 @@
 use pod_identity_core::eks_auth::{
     AssumeRoleForPodIdentityRequest, AssumeRoleForPodIdentityResponse,
 };
-use pod_identity_core::time::format_epoch_seconds;
+use pod_identity_core::time::{format_epoch_seconds, to_epoch};
 use pod_identity_core::{
     association::ClusterName, eks_auth::EksAuthError, eks_auth::EksAuthErrorCode, eks_auth::Fault,
     secret::SecretString,
@@ -74,7 +74,7 @@ pub fn response_body(response: &AssumeRoleForPodIdentityResponse) -> Vec<u8> {
     #[serde(rename_all = "camelCase")]
     struct Credentials<'a> {
         access_key_id: &'a str,
-        expiration: &'a RawValue,
+        expiration: Seconds,
         secret_access_key: &'a str,
         session_token: &'a str,
     }
@@ -90,11 +90,20 @@ pub fn response_body(response: &AssumeRoleForPodIdentityResponse) -> Vec<u8> {
         namespace: &'a str,
         service_account: &'a str,
     }
-    // Exact to the nanosecond, which an `f64` is not; the text is always a JSON number.
-    let Ok(expiration) =
-        RawValue::from_string(format_epoch_seconds(response.credentials.expiration))
-    else {
-        return Vec::new();
+    /// Whole seconds as an integer; a fraction as the exact decimal text, which an `f64` is not.
+    #[derive(Serialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Whole(i64),
+        Exact(Box<RawValue>),
+    }
+    let expiration = match to_epoch(response.credentials.expiration) {
+        (secs, 0) => Seconds::Whole(secs),
+        // The text is always a JSON number.
+        _ => match RawValue::from_string(format_epoch_seconds(response.credentials.expiration)) {
+            Ok(raw) => Seconds::Exact(raw),
+            Err(_) => return Vec::new(),
+        },
     };
     serde_json::to_vec(&Body {
         assumed_role_user: RoleUser {
@@ -104,7 +113,7 @@ pub fn response_body(response: &AssumeRoleForPodIdentityResponse) -> Vec<u8> {
         audience: &response.audience,
         credentials: Credentials {
             access_key_id: &response.credentials.access_key_id,
-            expiration: &expiration,
+            expiration,
             secret_access_key: response.credentials.secret_access_key.expose_secret(),
             session_token: response.credentials.session_token.expose_secret(),
         },
