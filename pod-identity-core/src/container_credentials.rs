@@ -20,9 +20,8 @@
 use std::fmt;
 use std::time::SystemTime;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Serialize, Serializer};
-use serde_json::Value;
 
 use crate::go_json;
 use crate::secret::SecretString;
@@ -194,31 +193,119 @@ impl<'de> serde::Deserialize<'de> for LenientFields {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LenientFields, A::Error> {
                 let mut fields = LenientFields::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    let Value::String(value) = map.next_value::<Value>()? else {
+                while let Some(key) = map.next_key::<Field>()? {
+                    let StringOrOther(Some(value)) = map.next_value::<StringOrOther>()? else {
                         continue;
                     };
-                    let is = |name: &str| key.eq_ignore_ascii_case(name);
-                    if is("Code") {
-                        fields.code = Some(value);
-                    } else if is("AccessKeyId") {
-                        fields.access_key_id = Some(value);
-                    } else if is("SecretAccessKey") {
-                        fields.secret_access_key = Some(SecretString::new(value));
-                    } else if is("Token") || is("SessionToken") {
-                        fields.token = Some(SecretString::new(value));
-                    } else if is("AccountId") {
-                        fields.account_id = Some(value);
-                    } else if is("Expiration") || is("ExpiresAt") {
-                        fields.expiration = Some(value);
-                    } else if is("Message") {
-                        fields.message = Some(value);
+                    match key {
+                        Field::Code => fields.code = Some(value),
+                        Field::AccessKeyId => fields.access_key_id = Some(value),
+                        Field::SecretAccessKey => {
+                            fields.secret_access_key = Some(SecretString::new(value));
+                        }
+                        Field::Token => fields.token = Some(SecretString::new(value)),
+                        Field::AccountId => fields.account_id = Some(value),
+                        Field::Expiration => fields.expiration = Some(value),
+                        Field::Message => fields.message = Some(value),
+                        Field::Other => {}
                     }
                 }
                 Ok(fields)
             }
         }
         deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// A key the SDK looks at, matched case-insensitively without allocating.
+enum Field {
+    Code,
+    Message,
+    AccessKeyId,
+    SecretAccessKey,
+    Token,
+    AccountId,
+    Expiration,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
+                let is = |name: &str| key.eq_ignore_ascii_case(name);
+                Ok(if is("Code") {
+                    Field::Code
+                } else if is("AccessKeyId") {
+                    Field::AccessKeyId
+                } else if is("SecretAccessKey") {
+                    Field::SecretAccessKey
+                } else if is("Token") || is("SessionToken") {
+                    Field::Token
+                } else if is("AccountId") {
+                    Field::AccountId
+                } else if is("Expiration") || is("ExpiresAt") {
+                    Field::Expiration
+                } else if is("Message") {
+                    Field::Message
+                } else {
+                    Field::Other
+                })
+            }
+        }
+        deserializer.deserialize_str(FieldVisitor)
+    }
+}
+
+/// A string value, or `None` for any other JSON value. Other values are read as
+/// `serde_json::Value` would read them (numbers range-checked, nested values walked), so the
+/// same bodies are refused, without building them.
+struct StringOrOther(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for StringOrOther {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = StringOrOther;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(Some(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(Some(v)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringOrOther, A::Error> {
+                while seq.next_element::<StringOrOther>()?.is_some() {}
+                Ok(StringOrOther(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringOrOther, A::Error> {
+                while map.next_entry::<IgnoredAny, StringOrOther>()?.is_some() {}
+                Ok(StringOrOther(None))
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
     }
 }
 
