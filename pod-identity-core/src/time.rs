@@ -301,19 +301,24 @@ pub fn parse_epoch_seconds(text: &str) -> Option<SystemTime> {
         }
     };
 
-    let all: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
-    let len = i64::try_from(all.len()).ok()?;
-    let point = i64::try_from(int_part.len()).ok()? + exponent;
+    // The digits of integer and fraction as one sequence, without copying them.
+    let (int_digits, frac_digits) = (int_part.as_bytes(), frac_part.as_bytes());
+    let all = || int_digits.iter().chain(frac_digits);
+    let len = i64::try_from(int_digits.len() + frac_digits.len()).ok()?;
+    let point = i64::try_from(int_digits.len()).ok()? + exponent;
     let digit_at = |i: i64| -> u8 {
-        usize::try_from(i)
-            .ok()
-            .and_then(|i| all.get(i))
-            .map_or(0, |d| d - b'0')
+        let Ok(i) = usize::try_from(i) else {
+            return 0;
+        };
+        let d = match i.checked_sub(int_digits.len()) {
+            None => int_digits.get(i),
+            Some(j) => frac_digits.get(j),
+        };
+        d.map_or(0, |d| d - b'0')
     };
     // Digits left of the point that are non-zero must fit an i64.
     let mut whole: i64 = 0;
-    let first_nonzero = all
-        .iter()
+    let first_nonzero = all()
         .position(|&d| d != b'0')
         .map_or(len, |p| p as i64);
     for i in first_nonzero.min(point)..point {
