@@ -1,5 +1,6 @@
-//! Scenario 6: the container-credentials JSON and the EKS Auth response, core's hand-written
-//! serializers and lenient parsers against serde_json of equivalent derived structs.
+//! Scenario 6: the container-credentials JSON and the EKS Auth response, core's serializer and
+//! lenient parsers and the simulator's response writer, against serde_json of equivalent
+//! derived structs.
 
 use std::hint::black_box;
 
@@ -45,7 +46,7 @@ fn main() {
     group.finish();
 
     let mut group = criterion.benchmark_group("eks_auth_response");
-    group.bench_function("serialize/core", |b| {
+    group.bench_function("serialize/simulator", |b| {
         b.iter(|| response_body(black_box(&response)));
     });
     group.bench_function("serialize/serde_json", |b| {
