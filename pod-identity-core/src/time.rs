@@ -318,9 +318,7 @@ pub fn parse_epoch_seconds(text: &str) -> Option<SystemTime> {
     };
     // Digits left of the point that are non-zero must fit an i64.
     let mut whole: i64 = 0;
-    let first_nonzero = all()
-        .position(|&d| d != b'0')
-        .map_or(len, |p| p as i64);
+    let first_nonzero = all().position(|&d| d != b'0').map_or(len, |p| p as i64);
     for i in first_nonzero.min(point)..point {
         whole = whole.checked_mul(10)?.checked_add(i64::from(digit_at(i)))?;
     }
