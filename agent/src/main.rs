@@ -39,7 +39,7 @@ use pod_identity_agent_lib::server::{ConnectionLimits, shutdown_signal};
 use pod_identity_agent_lib::source::AwsClientSettings;
 use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_agent_lib::{cache, handler, server};
-use pod_identity_core::ClusterName;
+use pod_identity_core::association::ClusterName;
 
 use logging::{LogFormat, parse_verbosity};
 
@@ -134,7 +134,7 @@ struct SelfManagedArgs {
     /// Value of the eks-cluster-arn session tag (default:
     /// `arn:PARTITION:eks:REGION:ROLE_ACCOUNT:cluster/CLUSTER_NAME`).
     #[arg(long, value_name = "ARN")]
-    cluster_arn: Option<pod_identity_core::Arn>,
+    cluster_arn: Option<pod_identity_core::arn::Arn>,
 
     /// How often the associations file is checked for changes.
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]

@@ -23,7 +23,7 @@ use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
 };
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
-use pod_identity_core::EksAuthErrorCode;
+use pod_identity_core::eks_auth::EksAuthErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

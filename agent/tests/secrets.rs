@@ -27,7 +27,7 @@ use pod_identity_agent_lib::{
     AgentBuilder, source::CredentialRequest, source::CredentialSource,
     source::eks_auth::EksAuthSource,
 };
-use pod_identity_core::{EksAuthErrorCode, ServiceAccountToken};
+use pod_identity_core::{eks_auth::EksAuthErrorCode, token::ServiceAccountToken};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_pod-identity-agent");

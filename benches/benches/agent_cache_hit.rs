@@ -15,7 +15,7 @@ use pod_identity_agent_lib::{
 };
 use pod_identity_benches::fixture::{cluster, pod_token};
 use pod_identity_benches::upstream::CountingSource;
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::token::ServiceAccountToken;
 use tower::ServiceExt as _;
 
 fn request(token: &str) -> http::Request<Body> {

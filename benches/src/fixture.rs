@@ -16,7 +16,7 @@ use pod_identity_core::endpoint::{
     CREDENTIALS_PATH, ENV_AUTHORIZATION_TOKEN, ENV_AUTHORIZATION_TOKEN_FILE, ENV_FULL_URI,
     ENV_RELATIVE_URI,
 };
-use pod_identity_core::{ClusterName, SecretString};
+use pod_identity_core::{association::ClusterName, secret::SecretString};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

@@ -11,7 +11,7 @@ use pod_identity_agent_lib::{
     source::SourceError, time::SharedWallClock,
 };
 use pod_identity_core::eks_auth::PodIdentityAssociation;
-use pod_identity_core::{ContainerCredentials, SecretString};
+use pod_identity_core::{container_credentials::ContainerCredentials, secret::SecretString};
 
 /// The credential lifetime EKS Auth grants.
 pub const LIFETIME: Duration = Duration::from_secs(6 * 60 * 60);

@@ -8,7 +8,7 @@ use pod_identity_core::eks_auth::{
     Subject,
 };
 use pod_identity_core::time::{format_rfc3339, from_epoch_seconds_f64, parse_rfc3339};
-use pod_identity_core::{ContainerCredentials, SecretString};
+use pod_identity_core::{container_credentials::ContainerCredentials, secret::SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::fixture::BoxError;
@@ -289,7 +289,9 @@ mod tests {
         assert_eq!(parsed, credentials);
 
         let response = eks_auth_response();
-        let theirs = serde_parse_eks_auth(&response.to_json()).unwrap();
+        let theirs =
+            serde_parse_eks_auth(&pod_identity_agent_lib::simulator::response_body(&response))
+                .unwrap();
         assert_eq!(theirs, response);
         let ours =
             AssumeRoleForPodIdentityResponse::from_json(&serde_write_eks_auth(&response).unwrap())

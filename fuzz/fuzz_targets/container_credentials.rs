@@ -4,7 +4,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use pod_identity_core::time::{format_rfc3339, parse_rfc3339};
-use pod_identity_core::{ContainerCredentials, ResponseError, SecretString};
+use pod_identity_core::{
+    container_credentials::ContainerCredentials, container_credentials::ResponseError,
+    secret::SecretString,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {

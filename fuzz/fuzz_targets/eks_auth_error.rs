@@ -4,8 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use pod_identity_agent_lib::simulator::error_body;
 use pod_identity_core::eks_auth::sanitize_error_code;
-use pod_identity_core::{EksAuthError, EksAuthErrorCode};
+use pod_identity_core::{eks_auth::EksAuthError, eks_auth::EksAuthErrorCode};
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 3 {
@@ -34,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         "{body_text}"
     );
     let _ = error.class();
-    let _ = error.to_json();
+    let _ = error_body(&error);
     let _ = format!("{error} {error:?}");
     if let Ok(raw) = std::str::from_utf8(rest) {
         let sanitized = sanitize_error_code(raw);

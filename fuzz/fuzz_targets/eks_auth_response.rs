@@ -3,15 +3,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pod_identity_core::eks_auth::{
-    AssumeRoleForPodIdentityRequest, AssumeRoleForPodIdentityResponse,
+use pod_identity_agent_lib::simulator::{read_request_body, response_body};
+use pod_identity_core::eks_auth::AssumeRoleForPodIdentityResponse;
+use pod_identity_core::{
+    association::ClusterName, container_credentials::ContainerCredentials, secret::SecretString,
 };
-use pod_identity_core::{ClusterName, ContainerCredentials, SecretString};
 
 fuzz_target!(|data: &[u8]| {
     match AssumeRoleForPodIdentityResponse::from_json(data) {
         Ok(response) => {
-            let json = response.to_json();
+            let json = response_body(&response);
             let again = AssumeRoleForPodIdentityResponse::from_json(&json)
                 .expect("our own rendering parses");
             assert!(again == response, "the response does not round-trip");
@@ -49,8 +50,8 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let cluster: ClusterName = "demo".parse().expect("a valid cluster name");
-    if let Ok(request) = AssumeRoleForPodIdentityRequest::from_json(cluster, data) {
-        let again = AssumeRoleForPodIdentityRequest::from_json(
+    if let Ok(request) = read_request_body(cluster, data) {
+        let again = read_request_body(
             "demo".parse().expect("a valid cluster name"),
             &request.to_json(),
         )

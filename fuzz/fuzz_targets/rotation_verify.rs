@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use pod_identity_agent_lib::cache::PodIdentity;
 use pod_identity_agent_lib::jwk::KeySet;
 use pod_identity_agent_lib::kubernetes::{Checks, KubernetesVersion, verify_token};
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::token::ServiceAccountToken;
 
 fuzz_target!(|data: &[u8]| {
     let (document, token) = match data.iter().position(|b| *b == b'\n') {

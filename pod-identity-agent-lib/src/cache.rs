@@ -79,7 +79,8 @@ use std::time::Duration;
 use std::time::SystemTime;
 
 use pod_identity_core::{
-    ClusterName, EksAuthErrorCode, ErrorClass, SecretString, ServiceAccountToken, TokenError,
+    association::ClusterName, eks_auth::EksAuthErrorCode, eks_auth::ErrorClass,
+    secret::SecretString, token::ServiceAccountToken, token::TokenError,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore, watch};
@@ -1186,7 +1187,7 @@ async fn renew_due<S: CredentialSource>(cache: Weak<Shared<S>>, wake: Arc<Notify
 
 #[cfg(test)]
 mod tests {
-    use pod_identity_core::EksAuthError;
+    use pod_identity_core::eks_auth::EksAuthError;
 
     use super::*;
     use crate::test_support::{FakeSource, day_token, request, settle, token, wall_clock};

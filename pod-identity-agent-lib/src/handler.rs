@@ -54,7 +54,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use pod_identity_core::endpoint::CREDENTIALS_PATH;
-use pod_identity_core::{AgentError, ClusterName};
+use pod_identity_core::{agent_error::AgentError, association::ClusterName};
 use tower::{Layer, Service};
 
 use crate::metrics::{Limited, Metrics};
@@ -124,7 +124,9 @@ pub fn credentials_response(issued: &IssuedCredentials) -> Response {
 }
 
 /// Whether `token` names its pod's uid (the reasons are the missing claim).
-fn pod_uid_present(token: &pod_identity_core::ServiceAccountToken) -> Result<(), AgentError> {
+fn pod_uid_present(
+    token: &pod_identity_core::token::ServiceAccountToken,
+) -> Result<(), AgentError> {
     let Some(kubernetes) = token.claims().kubernetes.as_ref() else {
         return Err(AgentError::NoPodUid {
             reason: "kubernetes.io claim not found",
@@ -505,7 +507,7 @@ where
 mod tests {
     use axum::body::Body;
     use http_body_util::BodyExt;
-    use pod_identity_core::EksAuthError;
+    use pod_identity_core::eks_auth::EksAuthError;
     use tower::ServiceExt;
 
     use super::*;

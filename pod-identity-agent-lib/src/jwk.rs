@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use pod_identity_core::{ServiceAccountToken, TokenClaims};
+use pod_identity_core::{token::ServiceAccountToken, token::TokenClaims};
 use serde::Deserialize;
 
 /// The signing algorithms accepted (those Kubernetes uses for service-account tokens).

@@ -52,7 +52,7 @@ pub use version::{GateAnswer, KubernetesVersion, VersionGate};
 
 use std::sync::Arc;
 
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::token::ServiceAccountToken;
 
 use crate::cache::{
     BoxFuture, PodIdentity, PodLivenessSource, PodState, RotationCheck, RotationValidator,

@@ -48,7 +48,7 @@
 //!     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
 //! };
 //! use pod_identity_agent_lib::validation::HostAllowList;
-//! use pod_identity_core::{ContainerCredentials, SecretString};
+//! use pod_identity_core::{container_credentials::ContainerCredentials, secret::SecretString};
 //! use tower::ServiceExt;
 //!
 //! /// Hands every pod the same (fake) credentials.
@@ -212,7 +212,7 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use pod_identity_core::ClusterName;
+use pod_identity_core::association::ClusterName;
 
 use cache::{CredentialCache, CredentialCacheBuilder};
 use handler::CredentialsRouter;

@@ -25,8 +25,9 @@ use std::time::{Duration, SystemTime};
 use axum::body::Bytes;
 use pod_identity_core::eks_auth::{AssumeRoleForPodIdentityResponse, PodIdentityAssociation};
 use pod_identity_core::{
-    AgentError, ClusterName, ContainerCredentials, EksAuthError, ErrorClass, SecretString,
-    ServiceAccountToken, TokenError,
+    agent_error::AgentError, association::ClusterName, container_credentials::ContainerCredentials,
+    eks_auth::EksAuthError, eks_auth::ErrorClass, secret::SecretString, token::ServiceAccountToken,
+    token::TokenError,
 };
 
 /// A validated request for credentials.

@@ -14,7 +14,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_core::eks_auth::PodIdentityAssociation;
-use pod_identity_core::{ContainerCredentials, SecretString, ServiceAccountToken};
+use pod_identity_core::{
+    container_credentials::ContainerCredentials, secret::SecretString, token::ServiceAccountToken,
+};
 use tokio::sync::watch;
 
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};

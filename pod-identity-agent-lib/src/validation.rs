@@ -22,7 +22,7 @@ use std::time::SystemTime;
 
 use pod_identity_core::endpoint::host_without_port;
 use pod_identity_core::time::to_epoch;
-use pod_identity_core::{AgentError, ServiceAccountToken, TokenError};
+use pod_identity_core::{agent_error::AgentError, token::ServiceAccountToken, token::TokenError};
 
 use crate::time::SharedWallClock;
 
@@ -213,7 +213,7 @@ impl TokenTimes {
 mod tests {
     use std::time::Duration;
 
-    use pod_identity_core::TokenError;
+    use pod_identity_core::token::TokenError;
 
     use super::*;
     use crate::test_support::{day_token, wall_clock};
@@ -295,7 +295,8 @@ mod tests {
 
     #[test]
     fn kept_times_validate_exactly_as_the_decoded_token() {
-        use pod_identity_core::token::unsigned_token;
+        let unsigned_token =
+            |claims: &str| crate::test_support::jwt(&serde_json::from_str(claims).unwrap());
         let base = 1_700_000_000_i64;
         let claims = [
             r#"{}"#.to_owned(),

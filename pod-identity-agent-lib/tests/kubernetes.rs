@@ -30,7 +30,7 @@ use pod_identity_agent_lib::kubernetes::{
 };
 use pod_identity_agent_lib::time::SharedWallClock;
 use pod_identity_agent_lib::time::TokioWallClock;
-use pod_identity_core::{SecretString, ServiceAccountToken};
+use pod_identity_core::{secret::SecretString, token::ServiceAccountToken};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -1137,7 +1137,7 @@ mod with_cache {
     use pod_identity_agent_lib::source::{
         CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
     };
-    use pod_identity_core::ContainerCredentials;
+    use pod_identity_core::container_credentials::ContainerCredentials;
 
     use super::*;
 

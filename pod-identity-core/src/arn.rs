@@ -14,7 +14,7 @@ use std::str::FromStr;
 /// A parsed, validated ARN.
 ///
 /// ```
-/// use pod_identity_core::Arn;
+/// use pod_identity_core::arn::Arn;
 ///
 /// let role: Arn = "arn:aws-us-gov:iam::111122223333:role/team/app/reader".parse().unwrap();
 /// assert_eq!(role.partition(), "aws-us-gov");

@@ -113,7 +113,7 @@ name_type!(
     /// An EKS cluster name: 1–100 characters, `^[0-9A-Za-z][A-Za-z0-9\-_]*$`.
     ///
     /// ```
-    /// use pod_identity_core::ClusterName;
+    /// use pod_identity_core::association::ClusterName;
     /// assert!("my-cluster_1".parse::<ClusterName>().is_ok());
     /// assert!("-bad".parse::<ClusterName>().is_err());
     /// ```

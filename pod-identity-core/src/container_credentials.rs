@@ -6,38 +6,35 @@
 //!   `AccessKeyId, SecretAccessKey, Token, AccountId, Expiration`, empty strings left out
 //!   (`omitempty`), `Expiration` in RFC 3339 UTC with `Z` and trailing fractional zeros trimmed,
 //!   Go's string escaping (`<`, `>`, `&`, U+2028 and U+2029 as `\u…`), no trailing newline.
-//!   Content type `application/json`.
+//!   Content type `application/json`. It is serde_json with a formatter that adds Go's extra
+//!   escapes; only the timestamp is formatted by hand ([`crate::time::format_rfc3339`]).
 //! - **Parsing** ([`ContainerCredentials::from_json`]) is as lenient as the Rust SDK
 //!   (`aws-config` `json_credentials.rs`): keys match case-insensitively, `SessionToken` is
 //!   accepted for `Token` and `ExpiresAt` for `Expiration`, non-string values are ignored, the
 //!   last duplicate wins, `AccountId` is optional, and a `Code` other than `Success` makes the
 //!   body an error `{Code, Message}` ([`ResponseError::Service`]). `Expiration` must be RFC 3339
 //!   with an upper-case `Z` (no offset).
-//! - **Errors** the agent answers instead ([`AgentError`]) are plain text
-//!   (`text/plain; charset=utf-8`) ending in `\n` (except Go's own 431), each with its status
-//!   (contracts §6).
+//!
+//! The plain-text errors the agent answers instead are `AgentError`s (module `agent_error`).
 
 use std::fmt;
 use std::time::SystemTime;
 
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::Value;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Serialize, Serializer};
 
-use crate::eks_auth::EksAuthError;
+use crate::go_json;
 use crate::secret::SecretString;
-use crate::time::{format_rfc3339, parse_rfc3339};
-use crate::token::TokenError;
+use crate::time::{GoRfc3339, parse_rfc3339};
 
 /// Content type of a credentials response.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
-/// Content type of the agent's error answers (Go's `http.Error`).
-pub const CONTENT_TYPE_TEXT: &str = "text/plain; charset=utf-8";
 
 /// Credentials as the agent serves them. `Debug` redacts the secret key and the session token.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
-/// use pod_identity_core::ContainerCredentials;
+/// use pod_identity_core::container_credentials::ContainerCredentials;
 ///
 /// let creds = ContainerCredentials {
 ///     access_key_id: "ASIAEXAMPLE".into(),
@@ -99,41 +96,16 @@ impl ContainerCredentials {
 
     /// Appends the reference agent's exact bytes to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        let mut first = true;
-        let mut field = |out: &mut Vec<u8>, name: &str, value: &str| {
-            // Go's `omitempty`.
-            if value.is_empty() {
-                return;
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.push(b'"');
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b"\":");
-            write_go_json_string(out, value);
-        };
-        field(out, "AccessKeyId", &self.access_key_id);
-        field(
+        go_json::write(
             out,
-            "SecretAccessKey",
-            self.secret_access_key.expose_secret(),
+            &WireCredentials {
+                access_key_id: &self.access_key_id,
+                secret_access_key: self.secret_access_key.expose_secret(),
+                token: self.token.expose_secret(),
+                account_id: self.account_id.as_deref().unwrap_or_default(),
+                expiration: GoRfc3339(self.expiration),
+            },
         );
-        field(out, "Token", self.token.expose_secret());
-        field(
-            out,
-            "AccountId",
-            self.account_id.as_deref().unwrap_or_default(),
-        );
-        // A struct in Go, so `omitempty` never drops it.
-        if !first {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"\"Expiration\":\"");
-        out.extend_from_slice(format_rfc3339(self.expiration).as_bytes());
-        out.extend_from_slice(b"\"}");
     }
 
     /// Parses a body as leniently as the Rust SDK (see the module docs).
@@ -178,6 +150,27 @@ impl ContainerCredentials {
     }
 }
 
+/// The served document: Go's `EksCredentialsResponse`, whose strings are `omitempty` and whose
+/// `Expiration` is a `time.Time` (never omitted).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireCredentials<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    access_key_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    secret_access_key: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    token: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    account_id: &'a str,
+    #[serde(serialize_with = "serialize_display")]
+    expiration: GoRfc3339,
+}
+
+fn serialize_display<S: Serializer>(value: &GoRfc3339, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
 /// The string-valued fields the SDK looks at, in document order, last duplicate winning.
 #[derive(Default)]
 struct LenientFields {
@@ -200,25 +193,21 @@ impl<'de> serde::Deserialize<'de> for LenientFields {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LenientFields, A::Error> {
                 let mut fields = LenientFields::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    let Value::String(value) = map.next_value::<Value>()? else {
+                while let Some(key) = map.next_key::<Field>()? {
+                    let StringOrOther(Some(value)) = map.next_value::<StringOrOther>()? else {
                         continue;
                     };
-                    let is = |name: &str| key.eq_ignore_ascii_case(name);
-                    if is("Code") {
-                        fields.code = Some(value);
-                    } else if is("AccessKeyId") {
-                        fields.access_key_id = Some(value);
-                    } else if is("SecretAccessKey") {
-                        fields.secret_access_key = Some(SecretString::new(value));
-                    } else if is("Token") || is("SessionToken") {
-                        fields.token = Some(SecretString::new(value));
-                    } else if is("AccountId") {
-                        fields.account_id = Some(value);
-                    } else if is("Expiration") || is("ExpiresAt") {
-                        fields.expiration = Some(value);
-                    } else if is("Message") {
-                        fields.message = Some(value);
+                    match key {
+                        Field::Code => fields.code = Some(value),
+                        Field::AccessKeyId => fields.access_key_id = Some(value),
+                        Field::SecretAccessKey => {
+                            fields.secret_access_key = Some(SecretString::new(value));
+                        }
+                        Field::Token => fields.token = Some(SecretString::new(value)),
+                        Field::AccountId => fields.account_id = Some(value),
+                        Field::Expiration => fields.expiration = Some(value),
+                        Field::Message => fields.message = Some(value),
+                        Field::Other => {}
                     }
                 }
                 Ok(fields)
@@ -228,160 +217,95 @@ impl<'de> serde::Deserialize<'de> for LenientFields {
     }
 }
 
-/// Writes `s` as a JSON string the way Go's `encoding/json` does (HTML-safe escaping).
-pub(crate) fn write_go_json_string(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            '\u{8}' => out.extend_from_slice(b"\\b"),
-            '\u{c}' => out.extend_from_slice(b"\\f"),
-            '\u{2028}' => out.extend_from_slice(b"\\u2028"),
-            '\u{2029}' => out.extend_from_slice(b"\\u2029"),
-            c if c < ' ' || c == '<' || c == '>' || c == '&' => {
-                let b = c as u32;
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize & 0xf]);
-                out.push(HEX[b as usize & 0xf]);
+/// A key the SDK looks at, matched case-insensitively without allocating.
+enum Field {
+    Code,
+    Message,
+    AccessKeyId,
+    SecretAccessKey,
+    Token,
+    AccountId,
+    Expiration,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Field {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldVisitor;
+        impl Visitor<'_> for FieldVisitor {
+            type Value = Field;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
             }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
-        }
-    }
-    out.push(b'"');
-}
-
-/// The agent's plain-text error answers (contracts §6): each knows its status and body.
-#[non_exhaustive]
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentError {
-    /// The `Host` the request came in on is not a bind host. 403.
-    InvalidHost {
-        /// The host, port and brackets stripped.
-        host: String,
-        /// The allowed hosts, as the reference prints them.
-        allowed: Vec<String>,
-    },
-    /// The token was refused. 400, body = the [`TokenError`]'s text.
-    Token(TokenError),
-    /// EKS Auth answered with an error. Its status; body = [`EksAuthError::agent_body`].
-    EksAuth(EksAuthError),
-    /// Timeout, connection failure or another error without a response. 500 `[]`.
-    Upstream,
-    /// The credentials fetched expire too soon. 500.
-    ExpiringCredentials {
-        /// Milliseconds the credentials had left when fetched (negative when already expired);
-        /// printed as seconds with two decimals, as the reference's `%0.2f` does.
-        remaining_millis: i64,
-    },
-    /// Over the rate limit. 429.
-    TooManyRequests,
-    /// Not `/v1/credentials`. 404.
-    NotFound,
-    /// Request headers over the limit. 431.
-    HeadersTooLarge,
-    /// A request Go's HTTP server refuses before any handler runs: an HTTP/1.1 request without
-    /// a `Host` header (`missing required Host header`), or with more than one (`too many Host
-    /// headers`). 400, body `400 Bad Request: <reason>` without a trailing newline, as Go's
-    /// server writes it.
-    BadRequest {
-        /// What is wrong with the request.
-        reason: &'static str,
-    },
-    /// The token has no pod uid claim while the agent keys its cache by pod (the reference's
-    /// 0.2 line). 400, body `failed to get pod uid from service account token: <reason>`.
-    NoPodUid {
-        /// Which claim is missing.
-        reason: &'static str,
-    },
-}
-
-impl AgentError {
-    /// The HTTP status.
-    pub fn status(&self) -> u16 {
-        match self {
-            AgentError::InvalidHost { .. } => 403,
-            AgentError::Token(e) => e.status(),
-            AgentError::EksAuth(e) => e.status(),
-            AgentError::Upstream | AgentError::ExpiringCredentials { .. } => 500,
-            AgentError::TooManyRequests => 429,
-            AgentError::NotFound => 404,
-            AgentError::HeadersTooLarge => 431,
-            AgentError::BadRequest { .. } | AgentError::NoPodUid { .. } => 400,
-        }
-    }
-
-    /// The response body: with Go's `http.Error` trailing newline, except the 431 that Go's
-    /// server writes itself without one.
-    pub fn body(&self) -> String {
-        match self {
-            AgentError::HeadersTooLarge | AgentError::BadRequest { .. } => self.to_string(),
-            _ => format!("{self}\n"),
-        }
-    }
-
-    /// The response content type.
-    pub fn content_type(&self) -> &'static str {
-        CONTENT_TYPE_TEXT
-    }
-}
-
-impl fmt::Display for AgentError {
-    /// The body without its trailing newline.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AgentError::InvalidHost { host, allowed } => write!(
-                f,
-                "Access Denied. Called agent through invalid address, please use either [{}] address not {host}",
-                allowed.join(" ")
-            ),
-            AgentError::Token(e) => write!(f, "{e}"),
-            AgentError::EksAuth(e) => f.write_str(&e.agent_body()),
-            AgentError::Upstream => f.write_str("[]"),
-            AgentError::ExpiringCredentials { remaining_millis } => {
-                let centis = (remaining_millis.unsigned_abs() + 5) / 10;
-                let sign = if *remaining_millis < 0 && centis > 0 {
-                    "-"
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Field, E> {
+                let is = |name: &str| key.eq_ignore_ascii_case(name);
+                Ok(if is("Code") {
+                    Field::Code
+                } else if is("AccessKeyId") {
+                    Field::AccessKeyId
+                } else if is("SecretAccessKey") {
+                    Field::SecretAccessKey
+                } else if is("Token") || is("SessionToken") {
+                    Field::Token
+                } else if is("AccountId") {
+                    Field::AccountId
+                } else if is("Expiration") || is("ExpiresAt") {
+                    Field::Expiration
+                } else if is("Message") {
+                    Field::Message
                 } else {
-                    ""
-                };
-                write!(
-                    f,
-                    "fetched credentials are expired or will expire within the next {sign}{}.{:02} seconds",
-                    centis / 100,
-                    centis % 100
-                )
+                    Field::Other
+                })
             }
-            AgentError::TooManyRequests => f.write_str("Too Many Requests"),
-            AgentError::NotFound => f.write_str("404 page not found"),
-            AgentError::HeadersTooLarge => f.write_str("431 Request Header Fields Too Large"),
-            AgentError::BadRequest { reason } => write!(f, "400 Bad Request: {reason}"),
-            AgentError::NoPodUid { reason } => write!(
-                f,
-                "failed to get pod uid from service account token: {reason}"
-            ),
         }
+        deserializer.deserialize_str(FieldVisitor)
     }
 }
 
-impl std::error::Error for AgentError {}
+/// A string value, or `None` for any other JSON value. Other values are read as
+/// `serde_json::Value` would read them (numbers range-checked, nested values walked), so the
+/// same bodies are refused, without building them.
+struct StringOrOther(Option<String>);
 
-impl From<TokenError> for AgentError {
-    fn from(e: TokenError) -> Self {
-        AgentError::Token(e)
-    }
-}
-
-impl From<EksAuthError> for AgentError {
-    fn from(e: EksAuthError) -> Self {
-        AgentError::EksAuth(e)
+impl<'de> serde::Deserialize<'de> for StringOrOther {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ValueVisitor;
+        impl<'de> Visitor<'de> for ValueVisitor {
+            type Value = StringOrOther;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(Some(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(Some(v)))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<StringOrOther, E> {
+                Ok(StringOrOther(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StringOrOther, A::Error> {
+                while seq.next_element::<StringOrOther>()?.is_some() {}
+                Ok(StringOrOther(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringOrOther, A::Error> {
+                while map.next_entry::<IgnoredAny, StringOrOther>()?.is_some() {}
+                Ok(StringOrOther(None))
+            }
+        }
+        deserializer.deserialize_any(ValueVisitor)
     }
 }
 
@@ -473,43 +397,5 @@ mod tests {
             missing.unwrap_err().to_string(),
             "invalid credentials response: expected field `Expiration` in response but it was missing"
         );
-    }
-
-    #[test]
-    fn agent_error_bodies() {
-        let host = AgentError::InvalidHost {
-            host: "10.0.0.1".into(),
-            allowed: vec!["169.254.170.23".into(), "fd00:ec2::23".into()],
-        };
-        assert_eq!(host.status(), 403);
-        assert_eq!(
-            host.body(),
-            "Access Denied. Called agent through invalid address, please use either [169.254.170.23 fd00:ec2::23] address not 10.0.0.1\n"
-        );
-        assert_eq!(
-            AgentError::Token(TokenError::Empty).body(),
-            "Service account token cannot be empty\n"
-        );
-        assert_eq!(AgentError::Token(TokenError::Empty).status(), 400);
-        assert_eq!(
-            (AgentError::Upstream.status(), AgentError::Upstream.body()),
-            (500, "[]\n".into())
-        );
-        let expiring = AgentError::ExpiringCredentials {
-            remaining_millis: 12_345,
-        };
-        assert_eq!(
-            expiring.body(),
-            "fetched credentials are expired or will expire within the next 12.35 seconds\n"
-        );
-        let expired = AgentError::ExpiringCredentials {
-            remaining_millis: -1_500,
-        };
-        assert!(expired.body().contains("next -1.50 seconds"));
-        assert_eq!(AgentError::TooManyRequests.body(), "Too Many Requests\n");
-        assert_eq!(AgentError::TooManyRequests.status(), 429);
-        assert_eq!(AgentError::NotFound.status(), 404);
-        assert_eq!(AgentError::HeadersTooLarge.status(), 431);
-        assert_eq!(AgentError::NotFound.content_type(), CONTENT_TYPE_TEXT);
     }
 }

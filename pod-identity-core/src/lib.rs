@@ -4,7 +4,7 @@
 //! use std::time::{Duration, UNIX_EPOCH};
 //! use pod_identity_core::eks_auth::{EksAuthError, ErrorClass};
 //! use pod_identity_core::endpoint::{FullUri, HostCheck};
-//! use pod_identity_core::{ContainerCredentials, ServiceAccountToken};
+//! use pod_identity_core::{container_credentials::ContainerCredentials, token::ServiceAccountToken};
 //!
 //! // What the node agent serves to the SDK, byte for byte.
 //! let creds = ContainerCredentials {
@@ -40,7 +40,8 @@
 //!
 //! | module | contract |
 //! |---|---|
-//! | [`container_credentials`] | the agent → SDK JSON, and the agent's plain-text errors |
+//! | [`container_credentials`] | the agent → SDK JSON |
+//! | [`agent_error`] | the agent's plain-text error answers |
 //! | [`eks_auth`] | `AssumeRoleForPodIdentity` request, response, error codes |
 //! | [`association`] | associations, Kubernetes/EKS names, session tags, external id |
 //! | [`arn`] | partition-aware ARNs |
@@ -49,27 +50,34 @@
 //! | [`secret`] | the redacting, zeroizing string for tokens and keys |
 //! | [`time`] | RFC 3339 and epoch-seconds on the wire |
 //!
+//! Every public item has one path, in its module; the crate root re-exports nothing.
+//!
+//! | module | types | functions and constants |
+//! |---|---|---|
+//! | [`container_credentials`] | `ContainerCredentials`, `ResponseError` | `CONTENT_TYPE_JSON` |
+//! | [`agent_error`] | `AgentError` | `CONTENT_TYPE_TEXT` |
+//! | [`eks_auth`] | `AssumeRoleForPodIdentityRequest`, `AssumeRoleForPodIdentityResponse` (`Subject`, `PodIdentityAssociation`, `AssumedRoleUser`, `EksCredentials`), `EksAuthError`, `EksAuthErrorCode`, `ErrorClass`, `Fault` | `endpoint_for_region`, `sanitize_error_code`, `SIGNING_NAME`, `API_VERSION`, `ERROR_TYPE_HEADER`, `REQUEST_ID_HEADER`, `CREDENTIAL_LIFETIME_SECS`, `CHAINED_CREDENTIAL_LIFETIME_SECS` |
+//! | [`association`] | `Association`, `AssociationId`, `ClusterName`, `Namespace`, `ServiceAccountName`, `PodIdentity`, `NameError` | `session_tags`, `external_id`, `SESSION_TAG_KEYS`, `TAG_*`, `MAX_ASSOCIATIONS_PER_CLUSTER`, `MAX_ASSOCIATION_TAGS` |
+//! | [`arn`] | `Arn`, `ArnError` | `partition_for_region`, `dns_suffix`, `MAX_ARN_LEN` |
+//! | [`token`] | `ServiceAccountToken`, `TokenHeader`, `TokenClaims`, `KubernetesClaims`, `NameUid`, `TokenError` | `MAX_TOKEN_LEN`, `KNOWN_ALGORITHMS`, `SUBJECT_PREFIX` |
+//! | [`endpoint`] | `FullUri`, `HostCheck`, `EndpointError` | `is_allowed_ip`, `host_without_port`, the `ENV_*` names, addresses, ports and paths |
+//! | [`secret`] | `SecretString` | `REDACTED` |
+//! | [`time`] | `TimeParseError` | `format_rfc3339`, `parse_rfc3339`, `parse_epoch_seconds`, `format_epoch_seconds`, `from_epoch_seconds_f64`, `to_epoch`, `from_epoch`, `MIN_RFC3339_EPOCH_SECS`, `MAX_RFC3339_EPOCH_SECS` |
+//!
+//! Modules depend on each other one way (`tests/module_deps.rs` checks it): `time`, `secret`,
+//! `arn` and `endpoint` depend on no other module; `association` on `arn` and `time`; `token` on
+//! `association`; `container_credentials` on `secret` and `time`; `eks_auth` on
+//! `container_credentials`; `agent_error` on `eks_auth` and `token`.
+//!
 //! This crate has no cargo features.
 
+pub mod agent_error;
 pub mod arn;
 pub mod association;
 pub mod container_credentials;
 pub mod eks_auth;
 pub mod endpoint;
+mod go_json;
 pub mod secret;
 pub mod time;
 pub mod token;
-
-pub use arn::Arn;
-pub use association::{
-    Association, AssociationId, ClusterName, NameError, Namespace, PodIdentity, ServiceAccountName,
-};
-pub use container_credentials::{AgentError, ContainerCredentials, ResponseError};
-pub use eks_auth::{
-    AssumeRoleForPodIdentityRequest, AssumeRoleForPodIdentityResponse, EksAuthError,
-    EksAuthErrorCode, ErrorClass, Fault,
-};
-pub use endpoint::{EndpointError, FullUri, HostCheck};
-pub use secret::SecretString;
-pub use time::TimeParseError;
-pub use token::{ServiceAccountToken, TokenClaims, TokenError, TokenHeader};

@@ -15,7 +15,7 @@ pub const REDACTED: &str = "** redacted **";
 /// A zeroize-on-drop string whose `Debug` and `Display` print `** redacted **`.
 ///
 /// ```
-/// use pod_identity_core::SecretString;
+/// use pod_identity_core::secret::SecretString;
 ///
 /// let secret = SecretString::new("wJalrXUtnFEMI/K7MDENG");
 /// assert_eq!(format!("{secret:?}"), "** redacted **");

@@ -1,4 +1,4 @@
-//! Timestamps on the wire, without a date-time dependency.
+//! Timestamps on the wire.
 //!
 //! Contract:
 //! - [`format_rfc3339`] writes what Go's `time.RFC3339Nano` writes for a UTC time, which is what
@@ -12,11 +12,16 @@
 //!   [`parse_epoch_seconds`] reads the number's text exactly, [`format_epoch_seconds`] writes it
 //!   back exactly, and [`from_epoch_seconds_f64`] converts an already-parsed `f64`.
 //!
-//! The calendar arithmetic is Howard Hinnant's `days_from_civil` / `civil_from_days`
+//! Parsing RFC 3339 is the `time` crate's (the one the SDK uses), behind the SDK's own checks.
+//! Formatting RFC 3339 and both directions of epoch seconds are hand-written on purpose, for Go's
+//! output and exact nanoseconds; the calendar arithmetic is Howard Hinnant's `civil_from_days`
 //! (proleptic Gregorian, valid for every `SystemTime`).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 const NANOS_PER_SEC: u32 = 1_000_000_000;
 const SECS_PER_DAY: i64 = 86_400;
@@ -83,29 +88,79 @@ pub const MAX_RFC3339_EPOCH_SECS: i64 = 253_402_300_799;
 
 /// Formats `t` as Go's `time.RFC3339Nano` does in UTC: `2023-11-14T22:13:20Z`,
 /// `1996-03-27T07:45:23.123456789Z`, `2024-01-01T00:00:00.5Z`.
+///
+/// Hand-written on purpose: date-time crates print a fixed number of fraction digits or refuse
+/// years outside 0000–9999, while the reference agent's Go formatter trims trailing zeros and
+/// prints any year; this keeps the served `Expiration` byte-identical.
 pub fn format_rfc3339(t: SystemTime) -> String {
-    let (secs, nanos) = to_epoch(t);
-    let days = secs.div_euclid(SECS_PER_DAY);
-    let second_of_day = secs.rem_euclid(SECS_PER_DAY);
-    let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (
-        second_of_day / 3600,
-        (second_of_day % 3600) / 60,
-        second_of_day % 60,
-    );
-    let mut out = String::with_capacity(30);
-    // Go pads the year to four digits and puts a minus sign before negative years.
-    if year < 0 {
-        out.push('-');
+    GoRfc3339(t).to_string()
+}
+
+/// [`format_rfc3339`] as a `Display`, to write the timestamp without an intermediate `String`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct GoRfc3339(pub(crate) SystemTime);
+
+impl fmt::Display for GoRfc3339 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (secs, nanos) = to_epoch(self.0);
+        let days = secs.div_euclid(SECS_PER_DAY);
+        let second_of_day = secs.rem_euclid(SECS_PER_DAY);
+        let (year, month, day) = civil_from_days(days);
+        // Go pads the year to four digits and puts a minus sign before negative years. The
+        // largest year of a `SystemTime` has 12 digits; the rest is 26 bytes at most.
+        let mut buf = [0u8; 48];
+        let mut len = 0;
+        let mut push = |bytes: &[u8]| {
+            buf[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        };
+        if year < 0 {
+            push(b"-");
+        }
+        push_digits(&mut push, year.unsigned_abs(), 4);
+        push(b"-");
+        push_digits(&mut push, u64::from(month), 2);
+        push(b"-");
+        push_digits(&mut push, u64::from(day), 2);
+        push(b"T");
+        push_digits(&mut push, second_of_day.unsigned_abs() / 3600, 2);
+        push(b":");
+        push_digits(&mut push, (second_of_day.unsigned_abs() % 3600) / 60, 2);
+        push(b":");
+        push_digits(&mut push, second_of_day.unsigned_abs() % 60, 2);
+        push_fraction_digits(&mut push, nanos);
+        push(b"Z");
+        // Only ASCII digits and separators were written.
+        f.write_str(std::str::from_utf8(&buf[..len]).unwrap_or_default())
     }
-    let _ = write!(
-        out,
-        "{:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}",
-        year.unsigned_abs()
-    );
-    push_fraction(&mut out, nanos);
-    out.push('Z');
-    out
+}
+
+/// Pushes `n` in decimal, zero-padded to `width` digits.
+fn push_digits(push: &mut impl FnMut(&[u8]), n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    while n > 0 || digits.len() - at < width {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    push(&digits[at..]);
+}
+
+/// Pushes `.` and the fraction with trailing zeros trimmed, or nothing for zero.
+fn push_fraction_digits(push: &mut impl FnMut(&[u8]), nanos: u32) {
+    if nanos == 0 {
+        return;
+    }
+    let mut digits = [b'.'; 10];
+    let mut n = nanos;
+    for d in digits[1..].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let end = digits.iter().rposition(|&d| d != b'0').map_or(1, |p| p + 1);
+    push(&digits[..end]);
 }
 
 /// Parses an RFC 3339 UTC timestamp as the Rust SDK does for container credentials.
@@ -126,70 +181,51 @@ pub fn parse_rfc3339(s: &str) -> Result<SystemTime, TimeParseError> {
             "must end in an upper-case `Z` (offsets are not accepted)",
         ));
     }
-    if b.len() < 20 {
-        return Err(TimeParseError::new("too short"));
-    }
-    let year = digits(b, 0, 4).ok_or(TimeParseError::new("invalid year"))?;
-    expect(b, 4, b'-')?;
-    let month = digits(b, 5, 2).ok_or(TimeParseError::new("invalid month"))?;
-    expect(b, 7, b'-')?;
-    let day = digits(b, 8, 2).ok_or(TimeParseError::new("invalid day"))?;
-    if !matches!(b.get(10), Some(b'T' | b't')) {
+    // The `time` crate takes any separator here; the SDKs' parsers take only these.
+    if b.len() > 10 && !matches!(b[10], b'T' | b't') {
         return Err(TimeParseError::new(
             "date and time must be separated by `T`",
         ));
     }
-    let hour = digits(b, 11, 2).ok_or(TimeParseError::new("invalid hour"))?;
-    expect(b, 13, b':')?;
-    let minute = digits(b, 14, 2).ok_or(TimeParseError::new("invalid minute"))?;
-    expect(b, 16, b':')?;
-    let mut second = digits(b, 17, 2).ok_or(TimeParseError::new("invalid second"))?;
+    let parsed = OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| TimeParseError::new(parse_error_reason(&e)))?;
+    let nanos = parsed.nanosecond();
+    from_epoch(parsed.unix_timestamp(), nanos)
+        .ok_or(TimeParseError::new("out of range for this platform"))
+}
 
-    let rest = b.get(19..b.len() - 1).unwrap_or_default();
-    let mut nanos = 0u32;
-    if let Some(fraction) = rest.strip_prefix(b".") {
-        if fraction.is_empty() || !fraction.iter().all(u8::is_ascii_digit) {
-            return Err(TimeParseError::new("invalid fractional seconds"));
+/// Says what is wrong without the input (the `time` crate's texts are not used as they are).
+fn parse_error_reason(e: &time::error::Parse) -> &'static str {
+    use time::error::{Parse, ParseFromDescription, TryFromParsed};
+    match e {
+        Parse::ParseFromDescription(ParseFromDescription::InvalidComponent(component)) => {
+            match *component {
+                "year" => "invalid year",
+                "month" => "invalid month",
+                "day" => "invalid day",
+                "hour" => "invalid hour",
+                "minute" => "invalid minute",
+                "second" => "invalid second",
+                "subsecond" => "invalid fractional seconds",
+                _ => "invalid date-time",
+            }
         }
-        let mut scale = NANOS_PER_SEC / 10;
-        for d in fraction.iter().take(9) {
-            nanos += u32::from(d - b'0') * scale;
-            scale /= 10;
+        Parse::ParseFromDescription(ParseFromDescription::InvalidLiteral { .. }) => {
+            "misplaced separator"
         }
-    } else if !rest.is_empty() {
-        return Err(TimeParseError::new(
-            "unexpected characters after the seconds",
-        ));
+        Parse::ParseFromDescription(ParseFromDescription::UnexpectedTrailingCharacters {
+            ..
+        }) => "unexpected characters after the seconds",
+        Parse::TryFromParsed(TryFromParsed::ComponentRange(range)) => match range.name() {
+            "month" => "month out of range",
+            "day" => "day out of range",
+            "hour" => "hour out of range",
+            "minute" => "minute out of range",
+            "second" => "second out of range (a leap second only ends a month)",
+            _ => "out of range",
+        },
+        _ => "invalid date-time",
     }
-
-    if !(1..=12).contains(&month) {
-        return Err(TimeParseError::new("month out of range"));
-    }
-    let month_len = days_in_month(year, month);
-    if day < 1 || day > month_len {
-        return Err(TimeParseError::new("day out of range"));
-    }
-    if hour > 23 {
-        return Err(TimeParseError::new("hour out of range"));
-    }
-    if minute > 59 {
-        return Err(TimeParseError::new("minute out of range"));
-    }
-    if second == 60 {
-        // RFC 3339 allows a leap second; like the `time` crate the SDK uses, read it as the
-        // last nanosecond before midnight, and only where one can occur.
-        if hour != 23 || minute != 59 || day != month_len {
-            return Err(TimeParseError::new("leap second at an impossible time"));
-        }
-        second = 59;
-        nanos = NANOS_PER_SEC - 1;
-    } else if second > 59 {
-        return Err(TimeParseError::new("second out of range"));
-    }
-
-    let days = days_from_civil(i64::from(year), month, day);
-    let secs = days * SECS_PER_DAY + i64::from(hour * 3600 + minute * 60 + second);
-    from_epoch(secs, nanos).ok_or(TimeParseError::new("out of range for this platform"))
 }
 
 /// Converts EKS Auth's `expiration` (epoch seconds, possibly fractional) already parsed as an
@@ -216,6 +252,9 @@ pub fn from_epoch_seconds_f64(secs: f64) -> Option<SystemTime> {
 
 /// Parses the text of a JSON number of epoch seconds (`1700000000`, `1700000000.25`,
 /// `1.7E9`) exactly, to the nanosecond (further digits are truncated).
+///
+/// Hand-written on purpose: going through `f64` (as serde_json and date-time crates do) loses
+/// the nanoseconds of a 10-digit epoch, so a fractional `expiration` would not be served exactly.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -262,21 +301,24 @@ pub fn parse_epoch_seconds(text: &str) -> Option<SystemTime> {
         }
     };
 
-    let all: Vec<u8> = int_part.bytes().chain(frac_part.bytes()).collect();
-    let len = i64::try_from(all.len()).ok()?;
-    let point = i64::try_from(int_part.len()).ok()? + exponent;
+    // The digits of integer and fraction as one sequence, without copying them.
+    let (int_digits, frac_digits) = (int_part.as_bytes(), frac_part.as_bytes());
+    let all = || int_digits.iter().chain(frac_digits);
+    let len = i64::try_from(int_digits.len() + frac_digits.len()).ok()?;
+    let point = i64::try_from(int_digits.len()).ok()? + exponent;
     let digit_at = |i: i64| -> u8 {
-        usize::try_from(i)
-            .ok()
-            .and_then(|i| all.get(i))
-            .map_or(0, |d| d - b'0')
+        let Ok(i) = usize::try_from(i) else {
+            return 0;
+        };
+        let d = match i.checked_sub(int_digits.len()) {
+            None => int_digits.get(i),
+            Some(j) => frac_digits.get(j),
+        };
+        d.map_or(0, |d| d - b'0')
     };
     // Digits left of the point that are non-zero must fit an i64.
     let mut whole: i64 = 0;
-    let first_nonzero = all
-        .iter()
-        .position(|&d| d != b'0')
-        .map_or(len, |p| p as i64);
+    let first_nonzero = all().position(|&d| d != b'0').map_or(len, |p| p as i64);
     for i in first_nonzero.min(point)..point {
         whole = whole.checked_mul(10)?.checked_add(i64::from(digit_at(i)))?;
     }
@@ -309,7 +351,8 @@ pub fn format_epoch_seconds(t: SystemTime) -> String {
     out
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date.
+/// Days since 1970-01-01 of a proleptic Gregorian date (the inverse of `civil_from_days`).
+#[cfg(test)]
 fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = y.div_euclid(400);
@@ -333,34 +376,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
-}
-
-fn is_leap_year(year: u32) -> bool {
-    year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400))
-}
-
-fn days_in_month(year: u32, month: u32) -> u32 {
-    match month {
-        2 if is_leap_year(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-fn digits(b: &[u8], start: usize, len: usize) -> Option<u32> {
-    let slice = b.get(start..start + len)?;
-    slice.iter().try_fold(0u32, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-    })
-}
-
-fn expect(b: &[u8], at: usize, c: u8) -> Result<(), TimeParseError> {
-    if b.get(at) == Some(&c) {
-        Ok(())
-    } else {
-        Err(TimeParseError::new("misplaced separator"))
-    }
 }
 
 /// Appends `.` and the fraction with trailing zeros trimmed, or nothing for zero.

@@ -20,8 +20,10 @@ use pod_identity_core::endpoint::{EndpointError, FullUri, HostCheck, host_withou
 use pod_identity_core::time::{format_rfc3339, from_epoch, parse_epoch_seconds, parse_rfc3339};
 use pod_identity_core::token::TokenError;
 use pod_identity_core::{
-    AgentError, Arn, AssociationId, ClusterName, ContainerCredentials, Namespace, ResponseError,
-    SecretString, ServiceAccountName, ServiceAccountToken,
+    agent_error::AgentError, arn::Arn, association::AssociationId, association::ClusterName,
+    association::Namespace, association::ServiceAccountName,
+    container_credentials::ContainerCredentials, container_credentials::ResponseError,
+    secret::SecretString, token::ServiceAccountToken,
 };
 use serde_json::Value;
 
@@ -190,8 +192,6 @@ fn eks_auth_endpoints_requests_responses() {
         req.zone = opt_s(&case["zone"]).map(str::to_owned);
         assert_eq!(req.path(), s(&case["path"]));
         assert_eq!(String::from_utf8(req.to_json()).unwrap(), s(&case["body"]));
-        let back = AssumeRoleForPodIdentityRequest::from_json(cluster, s(&case["body"]).as_bytes());
-        assert_eq!(back, Ok(req));
     }
     for case in arr(&file, "responses") {
         let n = name(case);
@@ -218,8 +218,6 @@ fn eks_auth_endpoints_requests_responses() {
         assert_eq!(response.account_id(), opt_s(&case["account_id"]), "{n}");
         let served = response.to_container_credentials().to_json();
         assert_eq!(served, s(&case["container_credentials"]), "{n}");
-        let again = AssumeRoleForPodIdentityResponse::from_json(&response.to_json()).unwrap();
-        assert_eq!(again, response, "{n}");
     }
 }
 

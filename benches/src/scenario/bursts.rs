@@ -11,8 +11,8 @@ use pod_identity_agent_lib::time::TokioWallClock;
 use pod_identity_agent_lib::{
     cache::CredentialCache, source::CredentialRequest, time::SharedWallClock,
 };
-use pod_identity_core::SecretString;
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::secret::SecretString;
+use pod_identity_core::token::ServiceAccountToken;
 
 use crate::clock::{stopwatch, system_now};
 use crate::fixture::{BoxError, LocalAgent, cluster, pod_token};

@@ -11,7 +11,7 @@ use std::time::Duration;
 use pod_identity_agent_lib::{
     cache::CredentialCache, source::CredentialRequest, time::SharedWallClock,
 };
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::token::ServiceAccountToken;
 
 use crate::fixture::{BoxError, cluster, pod_token};
 use crate::procfs::rss_bytes;

@@ -5,10 +5,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
+use pod_identity_agent_lib::simulator::unsigned_token;
 use pod_identity_core::eks_auth::{AssumeRoleForPodIdentityResponse, EksAuthError};
 use pod_identity_core::endpoint::{FullUri, HostCheck};
-use pod_identity_core::token::unsigned_token;
-use pod_identity_core::{AgentError, ServiceAccountToken};
+use pod_identity_core::{agent_error::AgentError, token::ServiceAccountToken};
 
 fn main() {
     println!("== 1. EKS Auth answers; the agent turns that into container credentials");

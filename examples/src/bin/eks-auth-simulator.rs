@@ -32,7 +32,9 @@ use pod_identity_agent_lib::server::shutdown_signal;
 use pod_identity_agent_lib::simulator::{
     DEFAULT_CREDENTIAL_LIFETIME, EksAuthSimulator, NodeCredentials, PodToken, mint_token,
 };
-use pod_identity_core::{Arn, ClusterName, Namespace, ServiceAccountName};
+use pod_identity_core::{
+    arn::Arn, association::ClusterName, association::Namespace, association::ServiceAccountName,
+};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 

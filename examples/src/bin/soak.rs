@@ -37,7 +37,7 @@ use pod_identity_agent_lib::simulator::{
 };
 use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
 use pod_identity_agent_lib::{AgentBuilder, metrics::Metrics, source::eks_auth::EksAuthSource};
-use pod_identity_core::EksAuthErrorCode;
+use pod_identity_core::eks_auth::EksAuthErrorCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::token::ServiceAccountToken;
 
 /// A boxed future, `Send`, borrowing for `'a`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

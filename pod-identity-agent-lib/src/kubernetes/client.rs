@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Limited};
 use kube::config::Kubeconfig;
-use pod_identity_core::SecretString;
+use pod_identity_core::secret::SecretString;
 use serde::de::DeserializeOwned;
 
 /// The in-cluster service-account directory.

@@ -44,8 +44,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use pod_identity_core::ServiceAccountToken;
 use pod_identity_core::endpoint::AUDIENCE;
+use pod_identity_core::token::ServiceAccountToken;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
 

@@ -34,7 +34,10 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use pod_identity_core::association::MAX_ASSOCIATIONS_PER_CLUSTER;
-use pod_identity_core::{Association, ClusterName, Namespace, ServiceAccountName};
+use pod_identity_core::{
+    association::Association, association::ClusterName, association::Namespace,
+    association::ServiceAccountName,
+};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;

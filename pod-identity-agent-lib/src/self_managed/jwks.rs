@@ -37,7 +37,9 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use pod_identity_core::endpoint::AUDIENCE;
-use pod_identity_core::{Namespace, ServiceAccountName, ServiceAccountToken};
+use pod_identity_core::{
+    association::Namespace, association::ServiceAccountName, token::ServiceAccountToken,
+};
 use serde::Deserialize;
 use tokio::sync::Mutex as AsyncMutex;
 

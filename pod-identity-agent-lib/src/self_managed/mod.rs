@@ -116,7 +116,7 @@ use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use pod_identity_core::{Arn, EksAuthError, EksAuthErrorCode};
+use pod_identity_core::{arn::Arn, eks_auth::EksAuthError, eks_auth::EksAuthErrorCode};
 
 pub use associations::{
     AssociationStore, Associations, DEFAULT_POLL_INTERVAL, FileAssociationStore, StoreError,

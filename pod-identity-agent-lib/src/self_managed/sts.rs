@@ -35,8 +35,9 @@ use aws_sdk_sts::types::Tag;
 use pod_identity_core::association::{PodIdentity, external_id, session_tags};
 use pod_identity_core::eks_auth::PodIdentityAssociation;
 use pod_identity_core::{
-    Arn, Association, ClusterName, ContainerCredentials, EksAuthError, EksAuthErrorCode, Fault,
-    SecretString,
+    arn::Arn, association::Association, association::ClusterName,
+    container_credentials::ContainerCredentials, eks_auth::EksAuthError,
+    eks_auth::EksAuthErrorCode, eks_auth::Fault, secret::SecretString,
 };
 
 use crate::source::{IssuedCredentials, SourceError};
@@ -321,7 +322,7 @@ pub(crate) fn map_sts_error(status: u16, code: &str, message: &str) -> EksAuthEr
 
 #[cfg(test)]
 mod tests {
-    use pod_identity_core::ErrorClass;
+    use pod_identity_core::eks_auth::ErrorClass;
 
     use super::*;
 

@@ -8,7 +8,8 @@ use pod_identity_core::arn::partition_for_region;
 use pod_identity_core::association::MAX_ASSOCIATIONS_PER_CLUSTER as MAX_ASSOCIATIONS;
 use pod_identity_core::eks_auth::CREDENTIAL_LIFETIME_SECS;
 use pod_identity_core::{
-    Arn, Association, ClusterName, Namespace, SecretString, ServiceAccountName,
+    arn::Arn, association::Association, association::ClusterName, association::Namespace,
+    association::ServiceAccountName, secret::SecretString,
 };
 
 use super::state::{Inner, Registered};

@@ -18,8 +18,8 @@ use pod_identity_core::eks_auth::{
 };
 use pod_identity_core::time::format_rfc3339;
 use pod_identity_core::{
-    ClusterName, EksAuthError, EksAuthErrorCode, Fault, PodIdentity, ServiceAccountToken,
-    TokenError,
+    association::ClusterName, association::PodIdentity, eks_auth::EksAuthError,
+    eks_auth::EksAuthErrorCode, eks_auth::Fault, token::ServiceAccountToken, token::TokenError,
 };
 
 use super::builder::{ACCESS_KEY_ALPHABET, random_secret, random_session_token, request_id};
@@ -29,6 +29,7 @@ use super::sigv4::{
 };
 use super::state::{Failure, Inner, IssuedSession, digest};
 use super::token::uuid;
+use super::wire::{error_body, read_request_body, response_body};
 use super::{EksAuthSimulator, random_string};
 
 /// The request bodies the simulator reads; tokens are a few KiB.
@@ -58,7 +59,7 @@ pub(crate) async fn assume_role_for_pod_identity(
             let mut response = (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/json")],
-                response.to_json(),
+                response_body(&response),
             )
                 .into_response();
             insert_request_id(&mut response, &request_id);
@@ -143,7 +144,7 @@ async fn handle(
             format!("Invalid cluster name: {e}"),
         )
     })?;
-    let request = AssumeRoleForPodIdentityRequest::from_json(cluster_name, &body)?;
+    let request = read_request_body(cluster_name, &body)?;
     inner.count_token(request.token.expose_secret());
 
     match inner.take_failure() {
@@ -343,7 +344,7 @@ fn client_error(code: EksAuthErrorCode, status: u16, message: impl Into<String>)
 /// A restJson1 error: status, `x-amzn-errortype`, `x-amzn-requestid`, `{"__type", "message"}`.
 pub(crate) fn error_response(error: &EksAuthError, request_id: &str) -> Response {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut response = Response::new(Body::from(error.to_json()));
+    let mut response = Response::new(Body::from(error_body(error)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(

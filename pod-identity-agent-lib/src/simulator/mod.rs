@@ -38,6 +38,9 @@
 //! verifies token signatures** (minted tokens carry random signature bytes): the reference
 //! agent does not verify them either, and real EKS Auth does, so minted tokens only work here.
 //! Random values come from `fastrand`, not a cryptographic generator: this is a test double.
+//! [`unsigned_token`] writes a JWT around a claims JSON of your own. The simulator's side of the
+//! EKS Auth JSON is public too: [`read_request_body`], [`response_body`] and [`error_body`] (core
+//! has the agent's side: the request it writes, the response and errors it reads).
 //!
 //! ```
 //! use std::time::SystemTime;
@@ -90,6 +93,7 @@ mod sigv4;
 mod state;
 mod sts;
 mod token;
+mod wire;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -98,7 +102,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::post;
-use pod_identity_core::{ClusterName, EksAuthError, EksAuthErrorCode};
+use pod_identity_core::{
+    association::ClusterName, eks_auth::EksAuthError, eks_auth::EksAuthErrorCode,
+};
 
 pub use builder::{
     BuildError, DEFAULT_ACCOUNT_ID, DEFAULT_CLUSTER_NAME, DEFAULT_CREDENTIAL_LIFETIME,
@@ -107,7 +113,8 @@ pub use builder::{
 };
 pub use server::SimulatorServer;
 pub use state::{Failure, IssuedSession, Times};
-pub use token::{DEFAULT_TOKEN_LIFETIME, PodToken, mint_token};
+pub use token::{DEFAULT_TOKEN_LIFETIME, PodToken, mint_token, unsigned_token};
+pub use wire::{error_body, read_request_body, response_body};
 
 use state::Inner;
 

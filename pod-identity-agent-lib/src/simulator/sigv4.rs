@@ -11,7 +11,7 @@ use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
 use aws_sigv4::sign::v4;
 use http::HeaderMap;
-use pod_identity_core::SecretString;
+use pod_identity_core::secret::SecretString;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 

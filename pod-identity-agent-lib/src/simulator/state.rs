@@ -6,7 +6,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use pod_identity_core::{
-    Arn, Association, ClusterName, EksAuthError, EksAuthErrorCode, SecretString,
+    arn::Arn, association::Association, association::ClusterName, eks_auth::EksAuthError,
+    eks_auth::EksAuthErrorCode, secret::SecretString,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;

@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_core::time::to_epoch;
-use pod_identity_core::{Namespace, SecretString, ServiceAccountName};
+use pod_identity_core::{
+    association::Namespace, association::ServiceAccountName, secret::SecretString,
+};
 
 /// The projected token lifetime EKS asks kubelet for (`expirationSeconds: 86400`).
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(86_400);
@@ -102,7 +104,7 @@ impl PodToken {
 /// ```
 /// use std::time::{Duration, SystemTime};
 /// use pod_identity_agent_lib::simulator::{PodToken, mint_token};
-/// use pod_identity_core::ServiceAccountToken;
+/// use pod_identity_core::token::ServiceAccountToken;
 ///
 /// let issued_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
 /// let spec = PodToken::new("default".parse()?, "app".parse()?, "app-7d9f", issued_at);
@@ -140,6 +142,26 @@ pub fn mint_token(spec: &PodToken) -> SecretString {
     ))
 }
 
+/// A JWT with header `{"alg":"RS256","kid":"test"}`, the given claims JSON and a placeholder
+/// signature (nothing here verifies signatures).
+///
+/// ```
+/// use pod_identity_agent_lib::simulator::unsigned_token;
+/// use pod_identity_core::token::ServiceAccountToken;
+///
+/// let raw = unsigned_token(r#"{"sub":"system:serviceaccount:default:app","exp":4102444800}"#);
+/// let token = ServiceAccountToken::decode(&raw).unwrap();
+/// assert_eq!(token.claims().exp, Some(4_102_444_800));
+/// ```
+pub fn unsigned_token(claims_json: &str) -> String {
+    format!(
+        "{}.{}.{}",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"test"}"#),
+        URL_SAFE_NO_PAD.encode(claims_json),
+        URL_SAFE_NO_PAD.encode("not-a-signature")
+    )
+}
+
 pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
     std::iter::repeat_with(|| fastrand::u8(..))
         .take(n)
@@ -148,25 +170,18 @@ pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
 
 /// A random RFC 4122 version 4 UUID, lower-case.
 pub(crate) fn uuid() -> String {
-    let mut b = [0u8; 16];
-    fastrand::fill(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = super::sigv4::hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    let mut bytes = [0u8; 16];
+    fastrand::fill(&mut bytes);
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pod_identity_core::ServiceAccountToken;
+    use pod_identity_core::token::ServiceAccountToken;
 
     fn spec() -> PodToken {
         PodToken::new(

@@ -22,12 +22,12 @@ use aws_sdk_eksauth::operation::RequestId;
 use aws_sdk_eksauth::operation::assume_role_for_pod_identity::{
     AssumeRoleForPodIdentityError, AssumeRoleForPodIdentityOutput,
 };
-use pod_identity_core::EksAuthError;
-use pod_identity_core::SecretString;
+use pod_identity_core::eks_auth::EksAuthError;
 use pod_identity_core::eks_auth::{
     AssumeRoleForPodIdentityResponse, AssumedRoleUser, EksCredentials, PodIdentityAssociation,
     Subject,
 };
+use pod_identity_core::secret::SecretString;
 
 use crate::source::aws_client::ClientDefaults;
 use crate::source::{
@@ -259,7 +259,7 @@ mod tests {
     use aws_config::retry::RetryConfig;
     use aws_config::{BehaviorVersion, SdkConfig};
     use aws_sdk_eksauth::config::Credentials;
-    use pod_identity_core::{EksAuthErrorCode, ErrorClass, Fault};
+    use pod_identity_core::{eks_auth::EksAuthErrorCode, eks_auth::ErrorClass, eks_auth::Fault};
     use wiremock::matchers::{body_partial_json, header, method, path};
     use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};
 

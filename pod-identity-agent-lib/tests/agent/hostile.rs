@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use pod_identity_core::{ContainerCredentials, EksAuthError, SecretString};
+use pod_identity_core::{
+    container_credentials::ContainerCredentials, eks_auth::EksAuthError, secret::SecretString,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_credential_types::provider::{ProvideCredentials, future};
 use aws_sdk_eksauth::config::Credentials;
-use pod_identity_core::EksAuthErrorCode;
+use pod_identity_core::eks_auth::EksAuthErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -96,7 +96,7 @@ async fn each_eks_auth_error_gets_its_status_and_retries_stay_within_three_attem
     }
     // A status EKS Auth does not model, without any error code: its status, `UnknownError`.
     simulator.fail_with(
-        pod_identity_core::EksAuthError::new(
+        pod_identity_core::eks_auth::EksAuthError::new(
             EksAuthErrorCode::from_raw("TeapotException"),
             418,
             "short and stout",

@@ -10,7 +10,7 @@ use axum::body::Body;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http_body_util::BodyExt;
-use pod_identity_core::{ErrorClass, ServiceAccountToken};
+use pod_identity_core::{eks_auth::ErrorClass, token::ServiceAccountToken};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use wiremock::matchers::{method, path};

@@ -7,7 +7,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_eksauth::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_eksauth::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_async::time::StaticTimeSource;
-use pod_identity_core::{EksAuthError, EksAuthErrorCode, SecretString};
+use pod_identity_core::{eks_auth::EksAuthError, eks_auth::EksAuthErrorCode, secret::SecretString};
 
 use crate::support::{
     EksAuthSimulator, Failure, NodeCredentials, PodToken, SharedWallClock, SimulatorServer, Times,

@@ -1,6 +1,6 @@
 //! The agent against the SigV4-verifying EKS Auth simulator, over loopback.
 
-use pod_identity_core::ServiceAccountToken;
+use pod_identity_core::token::ServiceAccountToken;
 
 use crate::support::http::credentials as http;
 use crate::support::{

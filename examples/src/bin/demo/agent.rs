@@ -8,7 +8,7 @@ use std::time::Duration;
 use pod_identity_agent_lib::kubernetes::RotationVerifier;
 use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_core::endpoint::CREDENTIALS_PATH;
-use pod_identity_core::{ClusterName, SecretString};
+use pod_identity_core::{association::ClusterName, secret::SecretString};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 

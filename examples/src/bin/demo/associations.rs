@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use pod_identity_agent_lib::simulator::{DEFAULT_CLUSTER_NAME, load_associations};
-use pod_identity_core::{Association, ClusterName};
+use pod_identity_core::{association::Association, association::ClusterName};
 
 use crate::BoxError;
 

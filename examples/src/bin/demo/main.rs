@@ -54,7 +54,7 @@ use pod_identity_agent_lib::source::eks_auth::EksAuthSource;
 use pod_identity_core::endpoint::{
     CREDENTIALS_PATH, ENV_AUTHORIZATION_TOKEN_FILE, ENV_FULL_URI, TOKEN_FILE_PATH,
 };
-use pod_identity_core::{EksAuthErrorCode, SecretString};
+use pod_identity_core::{eks_auth::EksAuthErrorCode, secret::SecretString};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 
 use crate::agent::{Agent, credentials_request};
