@@ -9,11 +9,12 @@ use pod_identity_core::association::MAX_ASSOCIATIONS_PER_CLUSTER as MAX_ASSOCIAT
 use pod_identity_core::eks_auth::CREDENTIAL_LIFETIME_SECS;
 use pod_identity_core::{
     arn::Arn, association::Association, association::ClusterName, association::Namespace,
-    association::ServiceAccountName, secret::SecretString,
+    association::ServiceAccountName,
 };
 
+use super::credentials::{ACCESS_KEY_ALPHABET, NodeCredentials};
 use super::state::{Inner, Registered};
-use super::token::{random_bytes, uuid};
+use super::token::uuid;
 use super::{EksAuthSimulator, random_string};
 use crate::time::SharedWallClock;
 
@@ -27,57 +28,6 @@ pub const DEFAULT_REGION: &str = "us-west-2";
 pub const DEFAULT_MAX_SESSIONS: usize = 10_000;
 /// The account a simulator's roles live in unless told otherwise (the documentation account).
 pub const DEFAULT_ACCOUNT_ID: &str = "111122223333";
-
-/// The credentials of the node: what the agent signs its EKS Auth calls with.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NodeCredentials {
-    access_key_id: String,
-    secret_access_key: SecretString,
-    session_token: Option<SecretString>,
-}
-
-impl NodeCredentials {
-    /// Long-term credentials (no session token).
-    pub fn new(
-        access_key_id: impl Into<String>,
-        secret_access_key: impl Into<SecretString>,
-    ) -> Self {
-        Self {
-            access_key_id: access_key_id.into(),
-            secret_access_key: secret_access_key.into(),
-            session_token: None,
-        }
-    }
-
-    /// Fresh random long-term credentials (`AKIA…`).
-    pub fn random() -> Self {
-        Self::new(
-            format!("AKIA{}", random_string(16, ACCESS_KEY_ALPHABET)),
-            random_secret(),
-        )
-    }
-
-    /// The same credentials with a session token, as an instance role's would have.
-    pub fn with_session_token(mut self, session_token: impl Into<SecretString>) -> Self {
-        self.session_token = Some(session_token.into());
-        self
-    }
-
-    /// The access key id.
-    pub fn access_key_id(&self) -> &str {
-        &self.access_key_id
-    }
-
-    /// The secret access key.
-    pub fn secret_access_key(&self) -> &SecretString {
-        &self.secret_access_key
-    }
-
-    /// The session token, if any.
-    pub fn session_token(&self) -> Option<&SecretString> {
-        self.session_token.as_ref()
-    }
-}
 
 /// Why a simulator could not be built or its associations not loaded.
 #[derive(Debug, thiserror::Error)]
@@ -410,22 +360,7 @@ fn simple_association(
     serde_json::from_value(json).map_err(BuildError::ParseAssociations)
 }
 
-pub(crate) const ACCESS_KEY_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 const ASSOCIATION_ID_ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-const SECRET_ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/// A 40-character secret access key.
-pub(crate) fn random_secret() -> SecretString {
-    SecretString::new(random_string(40, SECRET_ALPHABET))
-}
-
-/// A session token: opaque, base64, about as long as STS's.
-pub(crate) fn random_session_token() -> SecretString {
-    use base64::Engine as _;
-    let mut bytes = b"IQoJb3JpZ2luX2Vj".to_vec();
-    bytes.extend(random_bytes(420));
-    SecretString::new(base64::engine::general_purpose::STANDARD.encode(bytes))
-}
 
 /// A request id in the UUID form AWS uses.
 pub(crate) fn request_id() -> String {

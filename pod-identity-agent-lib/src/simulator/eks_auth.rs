@@ -22,7 +22,8 @@ use pod_identity_core::{
     eks_auth::EksAuthErrorCode, eks_auth::Fault, token::ServiceAccountToken, token::TokenError,
 };
 
-use super::builder::{ACCESS_KEY_ALPHABET, random_secret, random_session_token, request_id};
+use super::builder::request_id;
+use super::credentials::{ACCESS_KEY_ALPHABET, random_secret, random_session_token};
 use super::sigv4::{
     EXPIRED_SECURITY_TOKEN, INVALID_SECURITY_TOKEN, Rejection, SIGNATURE_MISMATCH, SigningSecret,
     Verifier, hex,

@@ -87,6 +87,7 @@
 //! ```
 
 mod builder;
+mod credentials;
 mod eks_auth;
 mod server;
 mod sigv4;
@@ -108,9 +109,10 @@ use pod_identity_core::{
 
 pub use builder::{
     BuildError, DEFAULT_ACCOUNT_ID, DEFAULT_CLUSTER_NAME, DEFAULT_CREDENTIAL_LIFETIME,
-    DEFAULT_MAX_SESSIONS, DEFAULT_REGION, EksAuthSimulatorBuilder, NodeCredentials,
-    load_associations, parse_associations,
+    DEFAULT_MAX_SESSIONS, DEFAULT_REGION, EksAuthSimulatorBuilder, load_associations,
+    parse_associations,
 };
+pub use credentials::NodeCredentials;
 pub use server::SimulatorServer;
 pub use state::{Failure, IssuedSession, Times};
 pub use token::{DEFAULT_TOKEN_LIFETIME, PodToken, mint_token, unsigned_token};

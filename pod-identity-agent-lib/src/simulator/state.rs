@@ -12,7 +12,7 @@ use pod_identity_core::{
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
-use super::builder::NodeCredentials;
+use super::credentials::NodeCredentials;
 use crate::time::SharedWallClock;
 
 /// One association as the simulator serves it, with its generated ids.
