@@ -25,8 +25,8 @@ fi
 tar -C "$root" --exclude=./target --exclude=./.git --exclude=./fuzz -cf - . | tar -C "$scratch" -xmf -
 cd "$scratch"
 
-# The workspace declares `rust-version = "1.90"`, so cargo's resolver would keep releases that
-# declare support for 1.90. A user on a current toolchain gets the newest ones: ask for those.
+# The workspace declares a `rust-version`, so cargo's resolver would keep releases that declare
+# support for it. A user on a newer toolchain gets the newest ones: ask for those.
 CARGO_RESOLVER_INCOMPATIBLE_RUST_VERSIONS=allow cargo update --quiet
 echo "newest releases resolved:"
 for crate in aws-config aws-credential-types aws-runtime aws-smithy-async aws-smithy-runtime \

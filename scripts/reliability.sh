@@ -34,7 +34,8 @@ soak() {
 hostile() {
     # Bounds: the attack stops after HOSTILE_SECONDS (hard cap 120 s in the binary), then at most
     # 60 s of watching; every address is in 127.0.0.0/8; the agent process is stopped at the end.
-    cargo build --release --locked -p pod-identity-examples --bin pod-identity-agent --bin hostile-load
+    cargo build --release --locked -p pod-identity-agent --bin pod-identity-agent
+    cargo build --release --locked -p pod-identity-examples --bin hostile-load
     ./target/release/hostile-load \
         --seconds "${HOSTILE_SECONDS:-45}" \
         --attackers "${HOSTILE_ATTACKERS:-1}" \
