@@ -3,11 +3,12 @@
 //! [`CredentialCache`] wraps a [`CredentialSource`] and is one itself. Contract:
 //!
 //! - **Keys** are the SHA-256 digest of the token; the raw token is never an index key. Each
-//!   entry keeps only what renewal needs: the raw token (zeroized when the entry is evicted),
-//!   its `exp` and `nbf`, and the cluster name; renewal decodes the token again.
+//!   entry keeps what renewal needs: the decoded token (its raw text zeroized when the entry is
+//!   evicted) and the cluster name.
 //! - **Hits without decoding**: [`CredentialCache::cached`] answers for the raw `Authorization`
-//!   bytes by their digest, checking the token's times on the kept `exp`/`nbf`, so the
-//!   handler decodes a token only on a miss. To spare hits the SHA-256 of a 1 KiB token too,
+//!   bytes by their digest, checking the kept token's `exp`/`nbf` (core's
+//!   [`ServiceAccountToken::validate_time`](pod_identity_core::ServiceAccountToken::validate_time)),
+//!   so the handler decodes a token only on a miss. To spare hits the SHA-256 of a 1 KiB token too,
 //!   a side index maps a randomly seeded 64-bit hash (foldhash) of each kept token to its
 //!   digest; a candidate found there counts only if the kept token equals the request's bytes
 //!   exactly (compared in constant time), which implies equal digests. Anything else (no
@@ -74,13 +75,10 @@ use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use std::time::SystemTime;
-
-use pod_identity_core::{
-    ClusterName, EksAuthErrorCode, ErrorClass, SecretString, ServiceAccountToken, TokenError,
-};
+use pod_identity_core::container_credentials::MIN_REMAINING;
+use pod_identity_core::{EksAuthErrorCode, ErrorClass, TokenError};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
@@ -88,7 +86,6 @@ use tokio::time::Instant;
 use crate::metrics::{CacheState, Limited, Metrics};
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
 use crate::time::{ClientRateLimiter, RateLimiter, SharedWallClock};
-use crate::validation::TokenTimes;
 
 /// Default largest number of cached credentials (the reference's).
 pub const DEFAULT_MAX_ENTRIES: usize = 2000;
@@ -98,8 +95,6 @@ pub const DEFAULT_MAX_RETENTION: Duration = Duration::from_secs(3 * 60 * 60);
 pub const DEFAULT_RENEWAL_QPS: u32 = 3;
 /// Default time after its last read when an entry is no longer renewed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(7 * 60 * 60);
-/// Credentials with this much or less left are neither served nor cached (the reference's).
-pub const MIN_REMAINING: Duration = Duration::from_secs(15);
 /// Default wait before retrying a recoverable renewal failure (plus up to as much jitter).
 pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(60);
 /// How long before expiry a renewal is due at the latest (or half the lifetime if shorter).
@@ -389,7 +384,7 @@ impl<S: CredentialSource> CredentialCache<S> {
             }
         };
         let entry = state.entries.get(&key)?;
-        if let Err(error) = entry.kept.times.validate(now) {
+        if let Err(error) = entry.kept.request.token().validate_time(now) {
             return Some(Err(error));
         }
         // A stale entry is left to `get`, which evicts it and fetches.
@@ -551,14 +546,6 @@ impl<S: CredentialSource> CredentialSource for CredentialCache<S> {
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send {
         self.get(request)
     }
-
-    fn cached(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>> {
-        CredentialCache::cached(self, raw_token, now)
-    }
 }
 
 fn aborted() -> SourceError {
@@ -692,7 +679,7 @@ impl State {
             return;
         };
         let at = entry.renewal.take().map_or_else(Instant::now, |(at, _)| at);
-        entry.prehash = prehash.hash_one(kept.token.expose_secret().as_bytes());
+        entry.prehash = prehash.hash_one(kept.token_bytes());
         entry.kept = Arc::new(kept);
         self.by_prehash.insert(entry.prehash, new);
         if let Some(identity) = &entry.kept.identity {
@@ -718,12 +705,10 @@ struct Entry {
     renewal: Option<(Instant, u64)>,
 }
 
-/// What renewal needs of a request: the raw token (decoded again to renew; renewals are rare,
-/// and the decoded claims would double the entry), and the claims the time check reads.
+/// What renewal needs of a request: the decoded token (its raw text zeroized when the last
+/// handle goes) and the cluster name, without the client address.
 struct Kept {
-    cluster_name: ClusterName,
-    token: SecretString,
-    times: TokenTimes,
+    request: CredentialRequest,
     /// Who the token names, when it has the `kubernetes.io` claims.
     identity: Option<PodIdentity>,
 }
@@ -731,29 +716,28 @@ struct Kept {
 impl Kept {
     fn of(request: &CredentialRequest) -> Self {
         Self {
-            cluster_name: request.cluster_name().clone(),
-            token: request.token().secret().clone(),
-            times: TokenTimes::of(request.token()),
+            request: CredentialRequest::new(
+                request.cluster_name().clone(),
+                request.token().clone(),
+            ),
             identity: PodIdentity::of(request.token()),
         }
     }
 
+    /// The kept token's raw bytes.
+    fn token_bytes(&self) -> &[u8] {
+        self.request.token().expose_secret().as_bytes()
+    }
+
     /// Whether the kept token is exactly `raw_token` (in constant time for equal lengths).
     fn is(&self, raw_token: &[u8]) -> bool {
-        let kept = self.token.expose_secret().as_bytes();
+        let kept = self.token_bytes();
         kept.len() == raw_token.len()
             && kept
                 .iter()
                 .zip(raw_token)
                 .fold(0_u8, |diff, (a, b)| diff | (a ^ b))
                 == 0
-    }
-
-    /// The request to renew with. Decoding is deterministic, so a token that decoded when it
-    /// was cached decodes now.
-    fn request(&self) -> Result<CredentialRequest, TokenError> {
-        let token = ServiceAccountToken::decode(self.token.expose_secret())?;
-        Ok(CredentialRequest::new(self.cluster_name.clone(), token))
     }
 }
 
@@ -779,8 +763,6 @@ enum Eviction {
     Irrecoverable,
     TokenExpired,
     Idle,
-    /// The kept token no longer decodes (cannot happen: decoding is deterministic).
-    Undecodable,
     /// The pod is gone (reported by the pod view).
     PodGone,
     /// The pod has finished.
@@ -894,7 +876,7 @@ impl<S: CredentialSource> Shared<S> {
         let renew_at = Instant::now() + self.renewal_delay(&issued);
         let generation = state.next();
         let used = state.next();
-        let prehash = self.prehash.hash_one(kept.token.expose_secret().as_bytes());
+        let prehash = self.prehash.hash_one(kept.token_bytes());
         state.by_prehash.insert(prehash, key);
         if let Some(identity) = &kept.identity {
             state.by_pod.insert(identity.pod_uid.clone(), key);
@@ -941,7 +923,13 @@ impl<S: CredentialSource> Shared<S> {
             return Some(Err(now));
         };
         entry.renewal = None;
-        let why = if entry.kept.times.validate(self.clock.now()).is_err() {
+        let why = if entry
+            .kept
+            .request
+            .token()
+            .validate_time(self.clock.now())
+            .is_err()
+        {
             Some(Eviction::TokenExpired)
         } else if now.saturating_duration_since(entry.last_read) >= self.config.idle_timeout {
             Some(Eviction::Idle)
@@ -1011,19 +999,6 @@ impl<S: CredentialSource> Shared<S> {
         true
     }
 
-    /// Evicts a renewal's entry whose kept token no longer decodes.
-    fn abandon_renewal(&self, renewal: &Renewal) {
-        let mut state = self.lock();
-        if state
-            .entries
-            .get(&renewal.key)
-            .is_some_and(|entry| entry.generation == renewal.generation)
-        {
-            self.evict(&mut state, &renewal.key, Eviction::Undecodable);
-        }
-        self.wake.notify_one();
-    }
-
     fn finish_renewal(&self, renewal: &Renewal, outcome: Outcome) {
         let mut state = self.lock();
         match &outcome {
@@ -1055,7 +1030,7 @@ impl<S: CredentialSource> Shared<S> {
                 self.metrics.record_cache_error(recoverable, error.code());
                 let remaining = entry.issued.remaining(self.clock.now());
                 tracing::warn!(
-                    error = %crate::ErrorChain(&error),
+                    error = %crate::error::ErrorChain(&error),
                     recoverable,
                     association_id = entry.issued.association().map(|a| a.association_id.as_str()),
                     "renewing credentials failed"
@@ -1162,12 +1137,7 @@ async fn renew_due<S: CredentialSource>(cache: Weak<Shared<S>>, wake: Arc<Notify
                     continue;
                 }
                 tokio::spawn(async move {
-                    let Ok(request) = renewal.kept.request() else {
-                        shared.abandon_renewal(&renewal);
-                        return;
-                    };
-                    let outcome = shared.renew_bounded(&request).await;
-                    drop(request);
+                    let outcome = shared.renew_bounded(&renewal.kept.request).await;
                     let outcome = outcome.and_then(|issued| shared.check_remaining(issued));
                     shared.finish_renewal(&renewal, outcome);
                 });

@@ -34,9 +34,10 @@
 //! them), and the served answer at `debug`. With no subscriber at `info` the line costs a
 //! level check.
 //!
-//! A cache hit is answered without decoding the token: after the `Host` check, the source's
-//! [`CredentialSource::cached`] looks the raw header bytes up by their digest and checks the
-//! token's `exp`/`nbf` on the claims it kept, and the response is the JSON rendered when the
+//! The handler serves from a [`CredentialCache`] (one with caching off, `max_entries(0)`, calls
+//! its source for every request). A cache hit is answered without decoding the token: after the
+//! `Host` check, [`CredentialCache::cached`] looks the raw header bytes up by their digest and
+//! checks the kept token's `exp`/`nbf`, and the response is the JSON rendered when the
 //! credentials were issued. Statuses, bodies and the order of checks are those of a miss.
 
 use std::fmt;
@@ -57,8 +58,8 @@ use pod_identity_core::endpoint::CREDENTIALS_PATH;
 use pod_identity_core::{AgentError, ClusterName};
 use tower::{Layer, Service};
 
+use crate::cache::CredentialCache;
 use crate::metrics::{Limited, Metrics};
-use crate::server::DEFAULT_MAX_HEADER_BYTES;
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
 use crate::time::{ClientRateLimiter, RateLimiter, SharedWallClock};
 use crate::validation::{HostAllowList, RequestValidator};
@@ -76,6 +77,9 @@ pub const DEFAULT_CLIENT_REQUEST_RATE: u32 = 100;
 pub const DEFAULT_CLIENT_REQUEST_BURST: u32 = 100;
 /// Default longest time one credential request may take (the reference's server timeout).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default largest request head (request line plus headers): the server's connection buffer
+/// and the handler's 431 limit.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Renders an agent error as the reference does: its status, `text/plain` body (and, for the
 /// requests Go's server refuses itself, `Connection: close`).
@@ -143,7 +147,7 @@ fn pod_uid_present(token: &pod_identity_core::ServiceAccountToken) -> Result<(),
 
 /// Builds the credentials router.
 pub struct CredentialsRouter<S> {
-    source: S,
+    cache: CredentialCache<S>,
     cluster_name: ClusterName,
     hosts: HostAllowList,
     rate: (u32, u32),
@@ -169,11 +173,11 @@ impl<S> fmt::Debug for CredentialsRouter<S> {
 }
 
 impl<S: CredentialSource> CredentialsRouter<S> {
-    /// A router for `cluster_name` issuing from `source`, with the reference defaults and the
+    /// A router for `cluster_name` serving from `cache`, with the reference defaults and the
     /// reference host allow-list.
-    pub fn new(cluster_name: ClusterName, source: S) -> Self {
+    pub fn new(cluster_name: ClusterName, cache: CredentialCache<S>) -> Self {
         Self {
-            source,
+            cache,
             cluster_name,
             hosts: HostAllowList::reference(),
             rate: (DEFAULT_REQUEST_RATE, DEFAULT_REQUEST_BURST),
@@ -241,7 +245,7 @@ impl<S: CredentialSource> CredentialsRouter<S> {
     pub fn into_router(self) -> Router {
         let state = Arc::new(Handler {
             validator: RequestValidator::new(self.hosts).with_clock(self.clock.clone()),
-            source: self.source,
+            cache: self.cache,
             cluster_name: self.cluster_name,
             clock: self.clock,
             request_timeout: self.request_timeout,
@@ -263,7 +267,7 @@ impl<S: CredentialSource> CredentialsRouter<S> {
 
 struct Handler<S> {
     validator: RequestValidator,
-    source: S,
+    cache: CredentialCache<S>,
     cluster_name: ClusterName,
     clock: SharedWallClock,
     request_timeout: Duration,
@@ -297,10 +301,9 @@ impl<S: CredentialSource> Handler<S> {
             .map(HeaderValue::as_bytes);
         self.validator.check_host(host)?;
         // A cached answer for exactly these bytes skips decoding (they decoded when cached, and
-        // decode the same): the source checks the token's times on the claims it kept and
-        // answers from its entry. Missing or empty tokens take the normal path to their 400.
+        // decode the same): the cache checks the kept token's times and answers from its entry. Missing or empty tokens take the normal path to their 400.
         if let Some(raw) = authorization.filter(|raw| !raw.is_empty())
-            && let Some(answer) = self.source.cached(raw, self.clock.now())
+            && let Some(answer) = self.cache.cached(raw, self.clock.now())
         {
             let issued = answer.map_err(AgentError::Token)?;
             return Self::servable(issued.servable(self.clock.now()));
@@ -317,7 +320,7 @@ impl<S: CredentialSource> Handler<S> {
         if let Some(client) = client {
             request = request.with_client(client);
         }
-        let outcome = tokio::time::timeout(self.request_timeout, self.source.credentials(&request))
+        let outcome = tokio::time::timeout(self.request_timeout, self.cache.get(&request))
             .await
             .unwrap_or(Err(SourceError::Timeout))
             .and_then(|issued| issued.servable(self.clock.now()));
@@ -339,7 +342,7 @@ impl<S: CredentialSource> Handler<S> {
                 _ => None,
             };
             tracing::warn!(
-                error = %crate::ErrorChain(&error),
+                error = %crate::error::ErrorChain(&error),
                 code = error.code(),
                 request_id,
                 "fetching credentials failed"
@@ -509,7 +512,6 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
-    use crate::CredentialCache;
     use crate::test_support::{
         FakeSource, SECRET_ACCESS_KEY, START_SECS, capture_logs, day_token, jwt, jwt_with_header,
         token, wall_clock,
@@ -517,8 +519,16 @@ mod tests {
 
     const HOST: &str = "169.254.170.23";
 
+    /// A cache with caching off: every request reaches `source`.
+    fn uncached(source: FakeSource) -> CredentialCache<FakeSource> {
+        CredentialCache::builder(source)
+            .max_entries(0)
+            .clock(wall_clock())
+            .build()
+    }
+
     fn router(source: FakeSource) -> Router {
-        CredentialsRouter::new("demo".parse().unwrap(), source)
+        CredentialsRouter::new("demo".parse().unwrap(), uncached(source))
             .clock(wall_clock())
             .into_router()
     }
@@ -582,7 +592,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn with_pod_uids_required_a_token_without_one_gets_400_before_any_upstream_call() {
         let source = FakeSource::new(wall_clock());
-        let router = CredentialsRouter::new("demo".parse().unwrap(), source.clone())
+        let router = CredentialsRouter::new("demo".parse().unwrap(), uncached(source.clone()))
             .clock(wall_clock())
             .rate_limit(0, 0)
             .require_pod_uid(true)
@@ -779,10 +789,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_allow_list_follows_the_configured_hosts() {
-        let router = CredentialsRouter::new("demo".parse().unwrap(), FakeSource::new(wall_clock()))
-            .clock(wall_clock())
-            .allowed_hosts(HostAllowList::new(["127.0.0.1", "[::1]"]))
-            .into_router();
+        let router = CredentialsRouter::new(
+            "demo".parse().unwrap(),
+            uncached(FakeSource::new(wall_clock())),
+        )
+        .clock(wall_clock())
+        .allowed_hosts(HostAllowList::new(["127.0.0.1", "[::1]"]))
+        .into_router();
         let token = day_token("p");
         assert_eq!(answer(&router, "127.0.0.1:8080", Some(&token)).await.0, 200);
         assert_eq!(answer(&router, "[::1]:8080", Some(&token)).await.0, 200);
@@ -943,7 +956,7 @@ mod tests {
     async fn a_source_slower_than_the_request_timeout_is_500_empty_brackets() {
         let source = FakeSource::new(wall_clock());
         source.close();
-        let router = CredentialsRouter::new("demo".parse().unwrap(), source)
+        let router = CredentialsRouter::new("demo".parse().unwrap(), uncached(source))
             .clock(wall_clock())
             .request_timeout(Duration::from_secs(30))
             .into_router();
@@ -972,10 +985,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn over_the_rate_limit_is_429_until_tokens_refill() {
-        let router = CredentialsRouter::new("demo".parse().unwrap(), FakeSource::new(wall_clock()))
-            .clock(wall_clock())
-            .rate_limit(10, 5)
-            .into_router();
+        let router = CredentialsRouter::new(
+            "demo".parse().unwrap(),
+            uncached(FakeSource::new(wall_clock())),
+        )
+        .clock(wall_clock())
+        .rate_limit(10, 5)
+        .into_router();
         let token = day_token("p");
         for _ in 0..5 {
             assert_eq!(answer(&router, HOST, Some(&token)).await.0, 200);
@@ -1001,11 +1017,13 @@ mod tests {
         }
         assert_eq!(ok, 2500);
 
-        let unlimited =
-            CredentialsRouter::new("demo".parse().unwrap(), FakeSource::new(wall_clock()))
-                .clock(wall_clock())
-                .rate_limit(0, 0)
-                .into_router();
+        let unlimited = CredentialsRouter::new(
+            "demo".parse().unwrap(),
+            uncached(FakeSource::new(wall_clock())),
+        )
+        .clock(wall_clock())
+        .rate_limit(0, 0)
+        .into_router();
         for _ in 0..2000 {
             assert_eq!(answer(&unlimited, HOST, Some(&token)).await.0, 200);
         }
@@ -1013,10 +1031,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn oversized_headers_are_431_and_other_paths_404() {
-        let router = CredentialsRouter::new("demo".parse().unwrap(), FakeSource::new(wall_clock()))
-            .clock(wall_clock())
-            .max_header_bytes(1024)
-            .into_router();
+        let router = CredentialsRouter::new(
+            "demo".parse().unwrap(),
+            uncached(FakeSource::new(wall_clock())),
+        )
+        .clock(wall_clock())
+        .max_header_bytes(1024)
+        .into_router();
         let big = "a".repeat(2048);
         assert_eq!(
             answer(&router, HOST, Some(&big)).await,
@@ -1041,7 +1062,7 @@ mod tests {
         let (logs, _guard) = capture_logs();
         let metrics = Metrics::new();
         let source = FakeSource::new(wall_clock());
-        let router = CredentialsRouter::new("demo".parse().unwrap(), source.clone())
+        let router = CredentialsRouter::new("demo".parse().unwrap(), uncached(source.clone()))
             .clock(wall_clock())
             .metrics(metrics.clone())
             .into_router();

@@ -162,6 +162,8 @@ pub mod source;
 pub mod time;
 pub mod validation;
 
+mod error;
+
 #[cfg(any(feature = "self-managed", feature = "kubernetes"))]
 pub mod jwk;
 #[cfg(feature = "kubernetes")]
@@ -178,7 +180,6 @@ pub mod simulator;
 #[cfg(test)]
 mod test_support;
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -198,10 +199,7 @@ pub use source::{
     CredentialRequest, CredentialSource, IssuedCredentials, SharedCredentialSource, SourceError,
 };
 pub use time::{SharedWallClock, WallClock};
-pub use validation::{HostAllowList, RequestValidator};
-
-/// The reference agent's bind hosts: `169.254.170.23` and `[fd00:ec2::23]`.
-pub const DEFAULT_BIND_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
+pub use validation::{DEFAULT_BIND_HOSTS, HostAllowList, RequestValidator};
 
 /// Composes the blocks into an agent: source → cache → handler → server.
 pub struct AgentBuilder<S> {
@@ -295,7 +293,7 @@ impl<S: CredentialSource> AgentBuilder<S> {
                 refused_ttl: cache::DEFAULT_REFUSED_TTL,
                 clock: SharedWallClock::default(),
                 metrics: Metrics::new(),
-                max_header_bytes: server::DEFAULT_MAX_HEADER_BYTES,
+                max_header_bytes: handler::DEFAULT_MAX_HEADER_BYTES,
                 header_read_timeout: server::DEFAULT_HEADER_READ_TIMEOUT,
                 drain_timeout: server::DEFAULT_DRAIN_TIMEOUT,
                 connection_limits: ConnectionLimits::default(),
@@ -522,21 +520,5 @@ impl Settings {
             .max_header_bytes(self.max_header_bytes)
             .require_pod_uid(require_pod_uid)
             .into_router()
-    }
-}
-
-/// Displays an error with its causes, `error: cause: cause`, for log lines: errors' own
-/// `Display` leaves the source out, and without it a log says that a call failed but not why.
-pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn StdError + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }

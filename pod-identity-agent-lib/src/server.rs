@@ -58,8 +58,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::Service;
 
+use crate::handler::DEFAULT_MAX_HEADER_BYTES;
 use crate::metrics::{Metrics, metrics_router};
 use crate::probe::{DEFAULT_PROBE_DEADLINE, Probe, probe_router};
+use crate::validation::DEFAULT_BIND_HOSTS;
 
 mod connection;
 
@@ -69,8 +71,6 @@ pub use connection::{
 };
 use connection::{Cycle, Gate, Tracked};
 
-/// Default largest request head (request line plus headers) a connection accepts.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Default time a client has to send the complete request head.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time in-flight requests get to finish after shutdown starts.
@@ -168,10 +168,7 @@ impl ServerBuilder {
     pub fn new(credentials: Router) -> Self {
         Self {
             credentials,
-            bind_hosts: crate::DEFAULT_BIND_HOSTS
-                .iter()
-                .map(|h| (*h).to_owned())
-                .collect(),
+            bind_hosts: DEFAULT_BIND_HOSTS.iter().map(|h| (*h).to_owned()).collect(),
             port: pod_identity_core::endpoint::AGENT_PORT,
             probe_addr: Some(DEFAULT_PROBE_ADDR),
             metrics_addr: Some(DEFAULT_METRICS_ADDR),

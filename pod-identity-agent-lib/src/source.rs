@@ -18,10 +18,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
+use pod_identity_core::container_credentials::MIN_REMAINING;
 use pod_identity_core::eks_auth::{AssumeRoleForPodIdentityResponse, PodIdentityAssociation};
 use pod_identity_core::{
     AgentError, ClusterName, ContainerCredentials, EksAuthError, ErrorClass, SecretString,
-    ServiceAccountToken, TokenError,
+    ServiceAccountToken,
 };
 
 /// A validated request for credentials.
@@ -203,10 +204,10 @@ impl IssuedCredentials {
         }
     }
 
-    /// These credentials if more than [`MIN_REMAINING`](crate::cache::MIN_REMAINING) is left
-    /// at `now`, else [`SourceError::ExpiringCredentials`].
+    /// These credentials if more than [`MIN_REMAINING`] is left at `now`, else
+    /// [`SourceError::ExpiringCredentials`].
     pub(crate) fn servable(self, now: SystemTime) -> Result<Self, SourceError> {
-        if self.remaining(now) > crate::cache::MIN_REMAINING {
+        if self.remaining(now) > MIN_REMAINING {
             Ok(self)
         } else {
             Err(SourceError::ExpiringCredentials {
@@ -303,23 +304,6 @@ pub trait CredentialSource: Send + Sync + 'static {
         &self,
         request: &CredentialRequest,
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send;
-
-    /// The fast path of a cache: the answer it holds for exactly these raw `Authorization`
-    /// bytes, without decoding them, or `None` to take the normal path (decode, validate,
-    /// [`credentials`](Self::credentials)).
-    ///
-    /// A source answers only for bytes it was asked for before through `credentials` (so they
-    /// decoded then, and decode the same now), after checking the token's `exp` and `nbf` at
-    /// `now` as [`ServiceAccountToken::validate_time`] does: `Some(Err(_))` is that check's
-    /// error. The default (no cache) is `None`.
-    fn cached(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>> {
-        let _ = (raw_token, now);
-        None
-    }
 }
 
 /// A type-erased, cheaply cloned [`CredentialSource`], for choosing a source at run time.
@@ -347,14 +331,6 @@ impl CredentialSource for SharedCredentialSource {
     ) -> Result<IssuedCredentials, SourceError> {
         self.0.credentials_boxed(request).await
     }
-
-    fn cached(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>> {
-        self.0.cached_dyn(raw_token, now)
-    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -365,12 +341,6 @@ trait DynCredentialSource: Send + Sync {
         &'a self,
         request: &'a CredentialRequest,
     ) -> BoxFuture<'a, Result<IssuedCredentials, SourceError>>;
-
-    fn cached_dyn(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>>;
 }
 
 impl<S: CredentialSource> DynCredentialSource for S {
@@ -380,14 +350,6 @@ impl<S: CredentialSource> DynCredentialSource for S {
     ) -> BoxFuture<'a, Result<IssuedCredentials, SourceError>> {
         Box::pin(self.credentials(request))
     }
-
-    fn cached_dyn(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>> {
-        self.cached(raw_token, now)
-    }
 }
 
 impl<S: CredentialSource> CredentialSource for Arc<S> {
@@ -396,14 +358,6 @@ impl<S: CredentialSource> CredentialSource for Arc<S> {
         request: &CredentialRequest,
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send {
         (**self).credentials(request)
-    }
-
-    fn cached(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>> {
-        (**self).cached(raw_token, now)
     }
 }
 

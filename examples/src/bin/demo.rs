@@ -44,7 +44,7 @@ use aws_sdk_sts::error::DisplayErrorContext;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
-use pod_identity_agent_lib::cache::MIN_REMAINING;
+use pod_identity_core::container_credentials::MIN_REMAINING;
 use pod_identity_agent_lib::kubernetes::{ClientConfig, KubeClient, RotationVerifier, VersionGate};
 use pod_identity_agent_lib::server::shutdown_signal;
 use pod_identity_agent_lib::simulator::Times;
