@@ -305,8 +305,7 @@ impl<S: CredentialSource> Handler<S> {
         if let Some(raw) = authorization.filter(|raw| !raw.is_empty())
             && let Some(answer) = self.cache.cached(raw, self.clock.now())
         {
-            let issued = answer.map_err(AgentError::Token)?;
-            return Self::servable(issued.servable(self.clock.now()));
+            return answer.map_err(AgentError::Token);
         }
         let token = self.validator.validate_token(authorization)?;
         if self.require_pod_uid {
@@ -320,15 +319,16 @@ impl<S: CredentialSource> Handler<S> {
         if let Some(client) = client {
             request = request.with_client(client);
         }
+        // The cache hands out only credentials with more than 15 s left (it checks once, on
+        // the hit or when they are issued).
         let outcome = tokio::time::timeout(self.request_timeout, self.cache.get(&request))
             .await
-            .unwrap_or(Err(SourceError::Timeout))
-            .and_then(|issued| issued.servable(self.clock.now()));
-        Self::servable(outcome)
+            .unwrap_or(Err(SourceError::Timeout));
+        Self::answer(outcome)
     }
 
     /// Logs a failed outcome and renders it as the agent's error.
-    fn servable(
+    fn answer(
         outcome: Result<IssuedCredentials, SourceError>,
     ) -> Result<IssuedCredentials, AgentError> {
         outcome.map_err(|error| {

@@ -82,8 +82,9 @@ impl CredentialRequest {
 /// clone), and the secret key and session token are zeroized when the last clone is dropped.
 /// The JSON the agent serves is rendered once, when the credentials are issued
 /// ([`json_body`](Self::json_body)), and zeroized with them. It is also what is kept: the
-/// structured form ([`credentials`](Self::credentials)) is read back from it on first use, so
-/// a cached entry holds its secrets once, not twice.
+/// structured form ([`credentials`](Self::credentials)) is read back from it on first use
+/// (tests and diagnostics; serving never does), so a cached entry holds its secrets once, not
+/// twice.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCredentials(Arc<Issued>);
 
@@ -93,9 +94,7 @@ struct Issued {
     json: SecretString,
     expiration: SystemTime,
     association: Option<PodIdentityAssociation>,
-    /// The structured credentials: read back from `json` on first use, or kept from the start
-    /// if `json` does not read back as them (core's reader takes what its writer writes, so
-    /// this is a safeguard).
+    /// The structured credentials, read back from `json` on first use.
     credentials: OnceLock<ContainerCredentials>,
 }
 
@@ -130,21 +129,16 @@ impl fmt::Debug for IssuedCredentials {
 }
 
 impl IssuedCredentials {
-    /// Credentials without association details.
+    /// Credentials without association details, rendered into the served JSON (the
+    /// structured form is dropped, and its secrets zeroized, once rendered).
+    // Taken by value: the caller's copy of the secrets ends (zeroized) here.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn new(credentials: ContainerCredentials) -> Self {
-        let json = SecretString::new(credentials.to_json());
-        let expiration = credentials.expiration;
-        let kept = OnceLock::new();
-        let reads_back = ContainerCredentials::from_json(json.expose_secret().as_bytes())
-            .is_ok_and(|back| back == credentials);
-        if !reads_back {
-            let _ = kept.set(credentials);
-        }
         Self(Arc::new(Issued {
-            json,
-            expiration,
+            json: SecretString::new(credentials.to_json()),
+            expiration: credentials.expiration,
             association: None,
-            credentials: kept,
+            credentials: OnceLock::new(),
         }))
     }
 
@@ -158,7 +152,8 @@ impl IssuedCredentials {
     pub fn credentials(&self) -> &ContainerCredentials {
         self.0.credentials.get_or_init(|| {
             ContainerCredentials::from_json(self.0.json.expose_secret().as_bytes())
-                // Unreachable: `new` keeps the credentials when the JSON does not read back.
+                // Unreachable: core's reader takes what its writer writes (core's round-trip
+                // property test).
                 .unwrap_or_else(|_| ContainerCredentials {
                     access_key_id: String::new(),
                     secret_access_key: SecretString::default(),
@@ -219,8 +214,20 @@ impl IssuedCredentials {
 
 impl From<AssumeRoleForPodIdentityResponse> for IssuedCredentials {
     fn from(response: AssumeRoleForPodIdentityResponse) -> Self {
-        Self::new(response.to_container_credentials())
-            .with_association(response.pod_identity_association)
+        let account_id = response.account_id().map(str::to_owned);
+        let AssumeRoleForPodIdentityResponse {
+            credentials,
+            pod_identity_association,
+            ..
+        } = response;
+        Self::new(ContainerCredentials {
+            access_key_id: credentials.access_key_id,
+            secret_access_key: credentials.secret_access_key,
+            token: credentials.session_token,
+            account_id,
+            expiration: credentials.expiration,
+        })
+        .with_association(pod_identity_association)
     }
 }
 
