@@ -80,6 +80,7 @@ use std::time::{Duration, SystemTime};
 use pod_identity_core::container_credentials::MIN_REMAINING;
 use pod_identity_core::{EksAuthErrorCode, ErrorClass, TokenError};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::Instant;
 
@@ -731,13 +732,7 @@ impl Kept {
 
     /// Whether the kept token is exactly `raw_token` (in constant time for equal lengths).
     fn is(&self, raw_token: &[u8]) -> bool {
-        let kept = self.token_bytes();
-        kept.len() == raw_token.len()
-            && kept
-                .iter()
-                .zip(raw_token)
-                .fold(0_u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
+        bool::from(self.token_bytes().ct_eq(raw_token))
     }
 }
 

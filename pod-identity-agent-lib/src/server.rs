@@ -53,6 +53,7 @@ use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -527,7 +528,10 @@ async fn accept_loop(
         request_timeout,
     } = server;
     let local = listener.local_addr().ok();
+    // The tasks, to reap finished ones and end those left after the drain timeout; the drain
+    // itself is hyper-util's (each connection finishes its request in flight, then closes).
     let mut connections = JoinSet::new();
+    let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
             () = stopping(&mut stopped) => break,
@@ -539,7 +543,7 @@ async fn accept_loop(
                             Connection { stream, peer, request_timeout, _permit: permit },
                             router.clone(),
                             http.clone(),
-                            stopped.clone(),
+                            graceful.watcher(),
                         ));
                     }
                     Err(refusal) => {
@@ -564,11 +568,11 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    let drained = tokio::time::timeout(drain_timeout, async {
+    let drained = tokio::time::timeout(drain_timeout, graceful.shutdown()).await;
+    if drained.is_ok() {
+        // Every connection has ended; their tasks are finishing.
         while connections.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
+    } else {
         tracing::warn!(
             listener = role.as_str(),
             open = connections.len(),
@@ -595,7 +599,7 @@ async fn serve_connection(
     connection: Connection,
     router: Router,
     http: hyper::server::conn::http1::Builder,
-    mut stopped: watch::Receiver<bool>,
+    watcher: Watcher,
 ) {
     let Connection {
         stream,
@@ -613,9 +617,9 @@ async fn serve_connection(
     });
     let cycle = Cycle::new();
     let io = TokioIo::new(Tracked::new(stream, cycle.clone()));
-    let connection = http.serve_connection(io, service);
+    // Once shutdown starts, the connection finishes the request in flight and closes.
+    let connection = watcher.watch(http.serve_connection(io, service));
     tokio::pin!(connection);
-    let mut draining = false;
     let result = loop {
         // Re-read on every turn: the cycle moves as requests come and responses go, inside
         // polls of the connection this loop does not see; while idle, look again a timeout
@@ -625,10 +629,6 @@ async fn serve_connection(
             .unwrap_or_else(|| tokio::time::Instant::now() + request_timeout);
         tokio::select! {
             result = connection.as_mut() => break result,
-            () = stopping(&mut stopped), if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-            }
             () = tokio::time::sleep_until(deadline) => {
                 if cycle.deadline(request_timeout).is_some_and(|d| d <= tokio::time::Instant::now()) {
                     tracing::debug!(client = %peer, timeout = ?request_timeout, "request/response cycle passed its deadline; closing the connection");
