@@ -9,6 +9,21 @@ use crate::test_support::{FakeSource, day_token, request, settle, token, wall_cl
 const HOUR: Duration = Duration::from_secs(60 * 60);
 const MINUTE: Duration = Duration::from_secs(60);
 
+/// A fake source and a cache in front of it with the test settings.
+fn cache_and_source() -> (FakeSource, CredentialCache<FakeSource>) {
+    let source = FakeSource::new(wall_clock());
+    let cache = builder(&source).build();
+    (source, cache)
+}
+
+/// The same, counting in metrics of its own.
+fn cache_with_metrics() -> (FakeSource, Metrics, CredentialCache<FakeSource>) {
+    let source = FakeSource::new(wall_clock());
+    let metrics = Metrics::new();
+    let cache = builder(&source).metrics(metrics.clone()).build();
+    (source, metrics, cache)
+}
+
 fn builder(source: &FakeSource) -> CredentialCacheBuilder<FakeSource> {
     CredentialCache::builder(source.clone())
         .clock(wall_clock())
@@ -35,6 +50,22 @@ async fn key_id(cache: &CredentialCache<FakeSource>, token: &str) -> String {
 }
 
 /// Moves tokio's clock (and the wall clock) by `by`, letting due tasks run.
+/// Caches credentials for pods `p0`, `p1`, … (`pods` of them).
+async fn fill(cache: &CredentialCache<FakeSource>, pods: usize) {
+    for pod in 0..pods {
+        key_id(cache, &day_token(&format!("p{pod}"))).await;
+    }
+}
+
+/// Caches `token`'s credentials and times their first renewal out (credentials of an hour
+/// renew at 55 min).
+async fn fail_first_renewal(source: &FakeSource, cache: &CredentialCache<FakeSource>, token: &str) {
+    key_id(cache, token).await;
+    source.fail_next(SourceError::Timeout);
+    advance(55 * MINUTE).await;
+    assert_eq!(source.calls(), 2);
+}
+
 async fn advance(by: Duration) {
     tokio::time::advance(by).await;
     settle().await;
@@ -42,9 +73,7 @@ async fn advance(by: Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn a_second_request_is_a_hit() {
-    let source = FakeSource::new(wall_clock());
-    let metrics = Metrics::new();
-    let cache = builder(&source).metrics(metrics.clone()).build();
+    let (source, metrics, cache) = cache_with_metrics();
     let token = day_token("p");
     assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
     assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
@@ -61,8 +90,7 @@ async fn a_second_request_is_a_hit() {
 }
 
 async fn concurrent_requests_make_one_call(n: usize) {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     let token = day_token("p");
     source.close();
     let mut requests = tokio::task::JoinSet::new();
@@ -96,8 +124,7 @@ async fn a_thousand_concurrent_requests_for_one_token_make_one_upstream_call() {
 
 #[tokio::test(start_paused = true)]
 async fn every_waiter_gets_the_error_of_the_single_call_and_the_next_request_retries() {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     let token = day_token("p");
     source.close();
     source.fail_next(eks_error("AccessDeniedException", 403));
@@ -127,8 +154,7 @@ async fn every_waiter_gets_the_error_of_the_single_call_and_the_next_request_ret
 
 #[tokio::test(start_paused = true)]
 async fn recoverable_errors_are_not_remembered() {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     let token = day_token("p");
     for (code, status) in [
         ("ThrottlingException", 429),
@@ -145,8 +171,7 @@ async fn recoverable_errors_are_not_remembered() {
 
 #[tokio::test(start_paused = true)]
 async fn the_refused_token_memory_is_per_token_and_can_be_turned_off() {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     source.fail_always(Some(eks_error("InvalidTokenException", 400)));
     for pod in ["a", "b"] {
         for _ in 0..3 {
@@ -170,9 +195,7 @@ fn from_client(token: &str, client: [u8; 4]) -> CredentialRequest {
 
 #[tokio::test(start_paused = true)]
 async fn unique_tokens_from_one_client_spend_its_miss_budget_and_not_the_others() {
-    let source = FakeSource::new(wall_clock());
-    let metrics = Metrics::new();
-    let cache = builder(&source).metrics(metrics.clone()).build();
+    let (source, metrics, cache) = cache_with_metrics();
     let attacker = [10, 0, 0, 66];
     // Forged tokens: the upstream refuses each one.
     source.fail_always(Some(eks_error("InvalidTokenException", 400)));
@@ -253,8 +276,7 @@ async fn hits_refused_tokens_and_calls_in_flight_cost_no_budget() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_upstream_call_is_cut_off_and_the_token_is_not_stuck() {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     let token = day_token("p");
     source.close();
     let waiting = tokio::spawn({
@@ -296,9 +318,7 @@ async fn throttled_renewals_pause_every_renewal_and_back_off() {
     let source = FakeSource::new(wall_clock());
     // One renewal a second: without the pause, the three due together would start 1 s apart.
     let cache = builder(&source).renewal_qps(1).build();
-    for pod in 0..3 {
-        key_id(&cache, &day_token(&format!("p{pod}"))).await;
-    }
+    fill(&cache, 3).await;
     source.fail_always(Some(eks_error("ThrottlingException", 429)));
     advance(3 * HOUR).await;
     assert_eq!(source.calls(), 4, "the first renewal, throttled");
@@ -328,8 +348,7 @@ async fn throttled_renewals_pause_every_renewal_and_back_off() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_going_away_does_not_cancel_the_upstream_call() {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     let token = day_token("p");
     source.close();
     let client = {
@@ -376,9 +395,7 @@ async fn the_least_recently_used_entry_goes_and_reads_count_as_use() {
 
 #[tokio::test(start_paused = true)]
 async fn renewal_happens_at_the_max_retention_for_long_lived_credentials() {
-    let source = FakeSource::new(wall_clock());
-    let metrics = Metrics::new();
-    let cache = builder(&source).metrics(metrics.clone()).build();
+    let (source, metrics, cache) = cache_with_metrics();
     let token = day_token("p");
     assert_eq!(key_id(&cache, &token).await, "ASIAFAKE1");
     advance(3 * HOUR - Duration::from_secs(1)).await;
@@ -478,10 +495,7 @@ async fn a_retry_interval_longer_than_the_credentials_retries_at_the_last_moment
         .retry_interval(Duration::MAX, Duration::from_secs(1))
         .build();
     let token = day_token("p");
-    key_id(&cache, &token).await;
-    source.fail_next(SourceError::Timeout);
-    advance(55 * MINUTE).await;
-    assert_eq!(source.calls(), 2);
+    fail_first_renewal(&source, &cache, &token).await;
     advance(5 * MINUTE - Duration::from_secs(15)).await;
     assert_eq!(source.calls(), 3, "retried 15 s before expiry");
     assert_eq!(key_id(&cache, &token).await, "ASIAFAKE3");
@@ -495,8 +509,7 @@ fn a_flight_whose_call_never_ran_does_not_block_its_token() {
             .build()
             .unwrap()
     };
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     let token = day_token("p");
     let first = runtime();
     let pending = request(&token);
@@ -518,8 +531,7 @@ fn a_flight_whose_call_never_ran_does_not_block_its_token() {
 
 #[tokio::test(start_paused = true)]
 async fn a_recoverable_failure_then_success_renews() {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     let token = day_token("p");
     key_id(&cache, &token).await;
     source.fail_next(SourceError::Timeout);
@@ -580,8 +592,7 @@ async fn an_irrecoverable_failure_evicts() {
 
 #[tokio::test(start_paused = true)]
 async fn an_expired_token_is_not_renewed() {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     // The token expires in 1 h; the credentials last 6 h and are due for renewal at 3 h.
     let token = token("p", HOUR);
     let kept = {
@@ -623,9 +634,7 @@ async fn an_entry_nobody_read_within_the_idle_time_is_not_renewed() {
 async fn renewals_are_rate_limited() {
     let source = FakeSource::new(wall_clock());
     let cache = builder(&source).renewal_qps(2).build();
-    for pod in 0..10 {
-        key_id(&cache, &day_token(&format!("p{pod}"))).await;
-    }
+    fill(&cache, 10).await;
     assert_eq!(source.calls(), 10);
     advance(3 * HOUR).await;
     // A burst of 2, then one every half second.
@@ -657,8 +666,7 @@ async fn eviction_drops_the_kept_token() {
 
 #[tokio::test(start_paused = true)]
 async fn hits_by_raw_bytes_need_exact_bytes_and_survive_side_index_collisions() {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     let now = || wall_clock().now();
     let (a, b) = (day_token("a"), day_token("b"));
     key_id(&cache, &a).await;
@@ -734,10 +742,7 @@ async fn cached_credentials_are_not_served_in_their_last_15_seconds() {
         .retry_interval(HOUR, Duration::ZERO)
         .build();
     let token = day_token("p");
-    key_id(&cache, &token).await;
-    source.fail_next(SourceError::Timeout);
-    advance(55 * MINUTE).await;
-    assert_eq!(source.calls(), 2);
+    fail_first_renewal(&source, &cache, &token).await;
     advance(5 * MINUTE - Duration::from_secs(16)).await;
     assert_eq!(
         key_id(&cache, &token).await,
@@ -767,8 +772,7 @@ async fn zero_size_or_retention_turns_caching_off() {
 
 #[tokio::test(start_paused = true)]
 async fn the_renewal_task_ends_with_the_cache() {
-    let source = FakeSource::new(wall_clock());
-    let cache = builder(&source).build();
+    let (source, cache) = cache_and_source();
     key_id(&cache, &day_token("p")).await;
     let tasks = || {
         tokio::runtime::Handle::current()

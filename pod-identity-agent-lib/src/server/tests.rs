@@ -17,6 +17,44 @@ fn local(router: Router) -> ServerBuilder {
         .metrics_addr(Some("127.0.0.1:0".parse().unwrap()))
 }
 
+/// A local server whose metrics hold one response.
+async fn with_metrics() -> BoundServer {
+    let metrics = Metrics::new();
+    metrics.record_response(200);
+    local(Router::new())
+        .bind_hosts(["127.0.0.1"])
+        .metrics(metrics)
+        .bind()
+        .await
+        .unwrap()
+}
+
+/// A bound server serving in its own task until it is told to stop.
+struct Serving {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Serving {
+    fn start(server: BoundServer) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve(async {
+            let _ = stopped.await;
+        }));
+        Self { stop, task }
+    }
+
+    /// Starts the shutdown; the handle ends when `serve` returns.
+    fn shut_down(self) -> tokio::task::JoinHandle<()> {
+        self.stop.send(()).unwrap();
+        self.task
+    }
+
+    async fn stop(self) {
+        self.shut_down().await.unwrap();
+    }
+}
+
 async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(request).await.unwrap();
@@ -43,10 +81,7 @@ async fn binds_ipv4_and_ipv6_loopback_with_and_without_brackets() {
     let addrs = server.credential_addrs().to_vec();
     assert_eq!(addrs.len(), 2);
     assert!(addrs[0].is_ipv4() && addrs[1].is_ipv6());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(server);
     for addr in addrs {
         assert!(
             get(addr, "/v1/credentials")
@@ -54,8 +89,7 @@ async fn binds_ipv4_and_ipv6_loopback_with_and_without_brackets() {
                 .starts_with("HTTP/1.1 200")
         );
     }
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    serving.stop().await;
 
     let unbracketed = local(hello()).bind_hosts(["::1"]).bind().await.unwrap();
     assert!(unbracketed.credential_addrs()[0].is_ipv6());
@@ -88,31 +122,17 @@ async fn readyz_and_healthz(hosts: &[&str]) -> (String, String) {
         .await
         .unwrap();
     let probe = server.probe_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(server);
     let answers = (get(probe, "/readyz").await, get(probe, "/healthz").await);
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    serving.stop().await;
     answers
 }
 
 #[tokio::test]
 async fn metrics_scrapes_over_http_get_the_format_their_accept_allows() {
-    let metrics = Metrics::new();
-    metrics.record_response(200);
-    let server = local(Router::new())
-        .bind_hosts(["127.0.0.1"])
-        .metrics(metrics)
-        .bind()
-        .await
-        .unwrap();
+    let server = with_metrics().await;
     let addr = server.metrics_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(server);
     let scrape = |accept: &'static str| async move {
         let request = format!(
             "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
@@ -150,8 +170,7 @@ async fn metrics_scrapes_over_http_get_the_format_their_accept_allows() {
         "{text}"
     );
     assert!(text.ends_with("# EOF\n"), "{text}");
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
@@ -169,20 +188,10 @@ async fn an_unbound_ipv4_host_fails_readiness_and_an_unbound_ipv6_host_does_not(
 
 #[tokio::test]
 async fn probes_check_the_bound_listeners_and_metrics_serve_probes_too() {
-    let metrics = Metrics::new();
-    metrics.record_response(200);
-    let server = local(Router::new())
-        .bind_hosts(["127.0.0.1"])
-        .metrics(metrics)
-        .bind()
-        .await
-        .unwrap();
+    let server = with_metrics().await;
     let probe = server.probe_addr().unwrap();
     let metrics_addr = server.metrics_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(server);
     assert!(get(probe, "/healthz").await.starts_with("HTTP/1.1 200"));
     assert!(get(probe, "/readyz").await.starts_with("HTTP/1.1 200"));
     assert!(
@@ -195,8 +204,7 @@ async fn probes_check_the_bound_listeners_and_metrics_serve_probes_too() {
         text.contains("pod_identity_http_response{code=\"200\"} 1"),
         "{text}"
     );
-    stop.send(()).unwrap();
-    serving.await.unwrap();
+    serving.stop().await;
 }
 
 #[tokio::test]
@@ -277,14 +285,11 @@ async fn shutdown_lets_an_in_flight_request_finish() {
         .await
         .unwrap();
     let addr = server.credential_addrs()[0];
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(server);
     let mut entered = entered;
     let request = tokio::spawn(get(addr, "/v1/credentials"));
     entered.recv().await.unwrap();
-    stop.send(()).unwrap();
+    let serving = serving.shut_down();
     // New connections are refused once shutdown has started.
     let mut refused = false;
     for _ in 0..100 {
@@ -313,18 +318,14 @@ async fn the_drain_gives_up_after_its_timeout() {
         .await
         .unwrap();
     let addr = server.credential_addrs()[0];
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async {
-        let _ = stopped.await;
-    }));
+    let serving = Serving::start(server);
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(format!("GET /v1/credentials HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), serving)
+    tokio::time::timeout(Duration::from_secs(10), serving.shut_down())
         .await
         .expect("serve returns after the drain timeout")
         .unwrap();
