@@ -3,10 +3,10 @@
 //! [`CredentialCache`] wraps a [`CredentialSource`] and is one itself. Contract:
 //!
 //! - **Keys** are the SHA-256 digest of the token; the raw token is never an index key. Each
-//!   entry keeps what renewal needs: the decoded token (its raw text zeroized when the entry is
-//!   evicted) and the cluster name.
+//!   entry keeps only what renewal needs: the raw token (zeroized when the entry is evicted),
+//!   its `exp` and `nbf`, and the cluster name; renewal decodes the token again.
 //! - **Hits without decoding**: [`CredentialCache::cached`] answers for the raw `Authorization`
-//!   bytes by their digest, checking the kept token's `exp`/`nbf` (core's
+//!   bytes by their digest, checking the token's times on the kept `exp`/`nbf` (the rule of
 //!   [`ServiceAccountToken::validate_time`](pod_identity_core::ServiceAccountToken::validate_time)),
 //!   so the handler decodes a token only on a miss. To spare hits the SHA-256 of a 1 KiB token too,
 //!   a side index maps a randomly seeded 64-bit hash (foldhash) of each kept token to its
@@ -209,7 +209,7 @@ impl<S: CredentialSource> CredentialCache<S> {
             }
         };
         let entry = state.entries.get(&key)?;
-        if let Err(error) = entry.kept.request.token().validate_time(now) {
+        if let Err(error) = entry.kept.times.validate(now) {
             return Some(Err(error));
         }
         // A stale entry is left to `get`, which evicts it and fetches.

@@ -13,9 +13,9 @@
 //! Decoding and the texts come from `pod_identity_core` ([`ServiceAccountToken::decode`],
 //! [`ServiceAccountToken::validate_time`], [`AgentError`]).
 //!
-//! A cache that already holds a token's answer checks step 3's times on the token it kept
-//! instead of decoding the header again: decoding is deterministic, so a token that decoded
-//! once decodes the same, and only the time check can change.
+//! A cache that already holds a token's answer checks step 3's times on the `exp` and `nbf`
+//! it kept instead of decoding the token again: decoding is deterministic, so a token that
+//! decoded once decodes the same, and only the time check can change.
 
 use std::net::IpAddr;
 

@@ -3,8 +3,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use pod_identity_core::time::to_epoch;
+use pod_identity_core::{ClusterName, SecretString, ServiceAccountToken, TokenError};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
@@ -134,10 +136,12 @@ pub(super) struct Entry {
     pub(super) renewal: Option<(Instant, u64)>,
 }
 
-/// What renewal needs of a request: the decoded token (its raw text zeroized when the last
-/// handle goes) and the cluster name, without the client address.
+/// What renewal needs of a request: the raw token (decoded again to renew; renewals are rare,
+/// and the decoded claims would double the entry), and the claims the time check reads.
 pub(super) struct Kept {
-    pub(super) request: CredentialRequest,
+    pub(super) cluster_name: ClusterName,
+    pub(super) token: SecretString,
+    pub(super) times: TokenTimes,
     /// Who the token names, when it has the `kubernetes.io` claims.
     pub(super) identity: Option<PodIdentity>,
 }
@@ -145,22 +149,61 @@ pub(super) struct Kept {
 impl Kept {
     pub(super) fn of(request: &CredentialRequest) -> Self {
         Self {
-            request: CredentialRequest::new(
-                request.cluster_name().clone(),
-                request.token().clone(),
-            ),
+            cluster_name: request.cluster_name().clone(),
+            token: request.token().secret().clone(),
+            times: TokenTimes::of(request.token()),
             identity: PodIdentity::of(request.token()),
         }
     }
 
     /// The kept token's raw bytes.
     pub(super) fn token_bytes(&self) -> &[u8] {
-        self.request.token().expose_secret().as_bytes()
+        self.token.expose_secret().as_bytes()
     }
 
     /// Whether the kept token is exactly `raw_token` (in constant time for equal lengths).
     pub(super) fn is(&self, raw_token: &[u8]) -> bool {
         bool::from(self.token_bytes().ct_eq(raw_token))
+    }
+
+    /// The request to renew with. Decoding is deterministic, so a token that decoded when it
+    /// was cached decodes now.
+    pub(super) fn request(&self) -> Result<CredentialRequest, TokenError> {
+        let token = ServiceAccountToken::decode(self.token.expose_secret())?;
+        Ok(CredentialRequest::new(self.cluster_name.clone(), token))
+    }
+}
+
+/// The token claims the reference checks on every request, `exp` and `nbf` (epoch seconds),
+/// kept apart from the token: an entry checks them on a hit without decoding the token again
+/// (decoding is deterministic, so only the time check can change), and without keeping the
+/// decoded claims, which would double the entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct TokenTimes {
+    pub(super) exp: Option<i64>,
+    pub(super) nbf: Option<i64>,
+}
+
+impl TokenTimes {
+    pub(super) fn of(token: &ServiceAccountToken) -> Self {
+        Self {
+            exp: token.claims().exp,
+            nbf: token.claims().nbf,
+        }
+    }
+
+    /// [`ServiceAccountToken::validate_time`] on the kept claims: the same rule (a test holds
+    /// them equal), the same errors and so the same 400 texts.
+    pub(super) fn validate(&self, now: SystemTime) -> Result<(), TokenError> {
+        let (now_secs, _) = to_epoch(now);
+        let expired = self.exp.is_some_and(|exp| now_secs >= exp);
+        let not_yet = self.nbf.is_some_and(|nbf| now_secs < nbf);
+        match (expired, not_yet) {
+            (false, false) => Ok(()),
+            (true, false) => Err(TokenError::Expired),
+            (false, true) => Err(TokenError::NotValidYet),
+            (true, true) => Err(TokenError::ExpiredAndNotValidYet),
+        }
     }
 }
 
@@ -179,6 +222,8 @@ pub(super) enum Eviction {
     Irrecoverable,
     TokenExpired,
     Idle,
+    /// The kept token no longer decodes (cannot happen: decoding is deterministic).
+    Undecodable,
     /// The pod is gone (reported by the pod view).
     PodGone,
     /// The pod has finished.

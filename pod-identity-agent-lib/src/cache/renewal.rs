@@ -70,13 +70,7 @@ impl<S: CredentialSource> Shared<S> {
             return Some(Err(now));
         };
         entry.renewal = None;
-        let why = if entry
-            .kept
-            .request
-            .token()
-            .validate_time(self.clock.now())
-            .is_err()
-        {
+        let why = if entry.kept.times.validate(self.clock.now()).is_err() {
             Some(Eviction::TokenExpired)
         } else if now.saturating_duration_since(entry.last_read) >= self.config.idle_timeout {
             Some(Eviction::Idle)
@@ -144,6 +138,19 @@ impl<S: CredentialSource> Shared<S> {
             state.schedule(renewal.key, until);
         }
         true
+    }
+
+    /// Evicts a renewal's entry whose kept token no longer decodes.
+    pub(super) fn abandon_renewal(&self, renewal: &Renewal) {
+        let mut state = self.lock();
+        if state
+            .entries
+            .get(&renewal.key)
+            .is_some_and(|entry| entry.generation == renewal.generation)
+        {
+            self.evict(&mut state, &renewal.key, Eviction::Undecodable);
+        }
+        self.wake.notify_one();
     }
 
     pub(super) fn finish_renewal(&self, renewal: &Renewal, outcome: Outcome) {
@@ -233,7 +240,12 @@ pub(super) async fn renew_due<S: CredentialSource>(cache: Weak<Shared<S>>, wake:
                     continue;
                 }
                 tokio::spawn(async move {
-                    let outcome = shared.renew_bounded(&renewal.kept.request).await;
+                    let Ok(request) = renewal.kept.request() else {
+                        shared.abandon_renewal(&renewal);
+                        return;
+                    };
+                    let outcome = shared.renew_bounded(&request).await;
+                    drop(request);
                     let outcome = outcome.and_then(|issued| shared.check_remaining(issued));
                     shared.finish_renewal(&renewal, outcome);
                 });

@@ -666,7 +666,7 @@ async fn eviction_drops_the_kept_token() {
 
 #[tokio::test(start_paused = true)]
 async fn hits_by_raw_bytes_need_exact_bytes_and_survive_side_index_collisions() {
-    let (source, cache) = cache_and_source();
+    let (_source, cache) = cache_and_source();
     let now = || wall_clock().now();
     let (a, b) = (day_token("a"), day_token("b"));
     key_id(&cache, &a).await;
@@ -787,4 +787,49 @@ async fn the_renewal_task_ends_with_the_cache() {
     assert_eq!(tasks(), 0, "the renewal task ended");
     advance(3 * HOUR).await;
     assert_eq!(source.calls(), 1);
+}
+
+#[test]
+fn kept_times_validate_exactly_as_the_decoded_token() {
+    use pod_identity_core::ServiceAccountToken;
+    use pod_identity_core::token::unsigned_token;
+
+    use super::entries::TokenTimes;
+    let base = 1_700_000_000_i64;
+    let claims = [
+        r#"{}"#.to_owned(),
+        format!(r#"{{"exp":{base}}}"#),
+        format!(r#"{{"nbf":{base}}}"#),
+        format!(r#"{{"exp":{base},"nbf":{}}}"#, base - 100),
+        format!(r#"{{"exp":{},"nbf":{base}}}"#, base - 100),
+        format!(r#"{{"exp":{base},"nbf":{base}}}"#),
+    ];
+    for claims in &claims {
+        let token = ServiceAccountToken::decode(&unsigned_token(claims)).unwrap();
+        let times = TokenTimes::of(&token);
+        for offset in [-200_i64, -101, -100, -99, -1, 0, 1, 99, 100, 101] {
+            for nanos in [0_u64, 999_999_999] {
+                let secs = u64::try_from(base + offset).unwrap();
+                let now = SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(secs)
+                    + Duration::from_nanos(nanos);
+                assert_eq!(
+                    times.validate(now),
+                    token.validate_time(now),
+                    "{claims} at {offset}s {nanos}ns"
+                );
+            }
+        }
+    }
+    // Each outcome is reached above (a table that never errs would prove nothing).
+    let both = TokenTimes {
+        exp: Some(base),
+        nbf: Some(base + 10),
+    };
+    let at = |secs: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs());
+    assert_eq!(
+        both.validate(at(base + 1)),
+        Err(TokenError::ExpiredAndNotValidYet)
+    );
+    assert_eq!(both.validate(at(base - 1)), Err(TokenError::NotValidYet));
 }
