@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use axum::body::Bytes;
 use pod_identity_core::container_credentials::MIN_REMAINING;
 use pod_identity_core::eks_auth::{AssumeRoleForPodIdentityResponse, PodIdentityAssociation};
+use pod_identity_core::time::{MAX_RFC3339_EPOCH_SECS, MIN_RFC3339_EPOCH_SECS, to_epoch};
 use pod_identity_core::{
     AgentError, ClusterName, ContainerCredentials, EksAuthError, ErrorClass, SecretString,
     ServiceAccountToken,
@@ -94,7 +95,8 @@ struct Issued {
     json: SecretString,
     expiration: SystemTime,
     association: Option<PodIdentityAssociation>,
-    /// The structured credentials, read back from `json` on first use.
+    /// The structured credentials: read back from `json` on first use, or kept from the start
+    /// when they would not read back (an empty field, a time RFC 3339 cannot write).
     credentials: OnceLock<ContainerCredentials>,
 }
 
@@ -134,11 +136,17 @@ impl IssuedCredentials {
     // Taken by value: the caller's copy of the secrets ends (zeroized) here.
     #[allow(clippy::needless_pass_by_value)]
     pub fn new(credentials: ContainerCredentials) -> Self {
+        let json = SecretString::new(credentials.to_json());
+        let expiration = credentials.expiration;
+        let kept = OnceLock::new();
+        if !reads_back(&credentials) {
+            let _ = kept.set(credentials);
+        }
         Self(Arc::new(Issued {
-            json: SecretString::new(credentials.to_json()),
-            expiration: credentials.expiration,
+            json,
+            expiration,
             association: None,
-            credentials: OnceLock::new(),
+            credentials: kept,
         }))
     }
 
@@ -152,8 +160,7 @@ impl IssuedCredentials {
     pub fn credentials(&self) -> &ContainerCredentials {
         self.0.credentials.get_or_init(|| {
             ContainerCredentials::from_json(self.0.json.expose_secret().as_bytes())
-                // Unreachable: core's reader takes what its writer writes (core's round-trip
-                // property test).
+                // Unreachable: `new` keeps the credentials that would not read back.
                 .unwrap_or_else(|_| ContainerCredentials {
                     access_key_id: String::new(),
                     secret_access_key: SecretString::default(),
@@ -210,6 +217,18 @@ impl IssuedCredentials {
             })
         }
     }
+}
+
+/// Whether core's reader gives back `credentials` from what its writer writes: its round-trip
+/// property holds for non-empty fields and times RFC 3339 can write. Checked on the fields, so
+/// issuing never parses the JSON back.
+fn reads_back(credentials: &ContainerCredentials) -> bool {
+    let secs = to_epoch(credentials.expiration).0;
+    !credentials.access_key_id.is_empty()
+        && !credentials.secret_access_key.expose_secret().is_empty()
+        && !credentials.token.expose_secret().is_empty()
+        && credentials.account_id.as_deref() != Some("")
+        && (MIN_RFC3339_EPOCH_SECS..=MAX_RFC3339_EPOCH_SECS).contains(&secs)
 }
 
 impl From<AssumeRoleForPodIdentityResponse> for IssuedCredentials {
@@ -459,6 +478,30 @@ mod tests {
             assert_eq!(issued.credentials(), &credentials);
             assert_eq!(issued.account_id(), credentials.account_id.as_deref());
             assert_eq!(&issued.json_body()[..], credentials.to_json().as_bytes());
+        }
+    }
+
+    #[test]
+    fn credentials_that_would_not_read_back_are_kept_as_given() {
+        let expiration = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let full = crate::test_support::credentials(1, expiration);
+        for odd in [
+            ContainerCredentials {
+                access_key_id: String::new(),
+                ..full.clone()
+            },
+            ContainerCredentials {
+                account_id: Some(String::new()),
+                ..full.clone()
+            },
+            ContainerCredentials {
+                token: SecretString::default(),
+                ..full
+            },
+        ] {
+            let issued = IssuedCredentials::new(odd.clone());
+            assert_eq!(issued.credentials(), &odd);
+            assert_eq!(&issued.json_body()[..], odd.to_json().as_bytes());
         }
     }
 
