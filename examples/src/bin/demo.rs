@@ -44,7 +44,6 @@ use aws_sdk_sts::error::DisplayErrorContext;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
-use pod_identity_core::container_credentials::MIN_REMAINING;
 use pod_identity_agent_lib::kubernetes::{ClientConfig, KubeClient, RotationVerifier, VersionGate};
 use pod_identity_agent_lib::server::shutdown_signal;
 use pod_identity_agent_lib::simulator::Times;
@@ -53,6 +52,7 @@ use pod_identity_agent_lib::simulator::{
     mint_token,
 };
 use pod_identity_agent_lib::{AgentBuilder, EksAuthSource};
+use pod_identity_core::container_credentials::MIN_REMAINING;
 use pod_identity_core::endpoint::{
     CREDENTIALS_PATH, ENV_AUTHORIZATION_TOKEN_FILE, ENV_FULL_URI, TOKEN_FILE_PATH,
 };
