@@ -179,8 +179,10 @@ impl<S: CredentialSource> CredentialCache<S> {
     /// The cached credentials for the raw token bytes `raw_token`, looked up by their digest
     /// without decoding them: `None` when nothing servable is cached (then decode and
     /// [`get`](Self::get)), `Some(Err(_))` when the kept token's `exp`/`nbf` fail at `now` (the
-    /// error [`ServiceAccountToken::validate_time`] gives; the entry is left as it is), else a
-    /// hit, counted and used as by `get`.
+    /// error [`validate_time`] gives; the entry is left as it is), else a hit, counted and used
+    /// as by `get`.
+    ///
+    /// [`validate_time`]: pod_identity_core::ServiceAccountToken::validate_time
     pub fn cached(
         &self,
         raw_token: &[u8],
