@@ -21,7 +21,7 @@
 //! Each item has one path: the module that defines it (the crate root holds only what it
 //! defines).
 //!
-//! - crate root: [`AgentBuilder`], [`PodEvictor`], [`DEFAULT_BIND_HOSTS`].
+//! - crate root: [`AgentBuilder`], [`PodEvictor`].
 //! - [`source`]: `CredentialSource`, `SharedCredentialSource`, `CredentialRequest`,
 //!   `IssuedCredentials`, `SourceError`, `AwsClientSettings` (features `eks-auth` or
 //!   `self-managed`); [`source::eks_auth`]: `EksAuthSource`, its builder, error and defaults.
@@ -192,6 +192,8 @@ pub mod source;
 pub mod time;
 pub mod validation;
 
+mod error;
+
 #[cfg(any(feature = "self-managed", feature = "kubernetes"))]
 pub mod jwk;
 #[cfg(feature = "kubernetes")]
@@ -208,7 +210,6 @@ pub mod simulator;
 #[cfg(test)]
 mod test_support;
 
-use std::error::Error as StdError;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -220,10 +221,7 @@ use metrics::Metrics;
 use server::{BindError, BoundServer, ServerBuilder};
 use source::CredentialSource;
 use time::SharedWallClock;
-use validation::HostAllowList;
-
-/// The reference agent's bind hosts: `169.254.170.23` and `[fd00:ec2::23]`.
-pub const DEFAULT_BIND_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
+use validation::{DEFAULT_BIND_HOSTS, HostAllowList};
 
 /// Composes the blocks into an agent: source → cache → handler → server.
 ///
@@ -266,7 +264,7 @@ pub struct AgentBuilder<S> {
     clock: SharedWallClock,
     metrics: Metrics,
     cache: CredentialCacheBuilder<S>,
-    router: Configure<CredentialsRouter<CredentialCache<S>>>,
+    router: Configure<CredentialsRouter<S>>,
     server: Configure<ServerBuilder>,
     rotation: Option<Arc<dyn cache::RotationValidator>>,
     pod_evictor: Option<Arc<OnceLock<PodEvictor>>>,
@@ -333,11 +331,7 @@ impl<S: CredentialSource> AgentBuilder<S> {
     /// header size it answers 431 above, …).
     pub fn router(
         mut self,
-        configure: impl FnOnce(
-            CredentialsRouter<CredentialCache<S>>,
-        ) -> CredentialsRouter<CredentialCache<S>>
-        + Send
-        + 'static,
+        configure: impl FnOnce(CredentialsRouter<S>) -> CredentialsRouter<S> + Send + 'static,
     ) -> Self {
         let earlier = self.router;
         self.router = Box::new(move |router| configure(earlier(router)));
@@ -418,21 +412,5 @@ impl<S: CredentialSource> AgentBuilder<S> {
         (router, move |router| {
             configure(ServerBuilder::new(router).bind_hosts(bind_hosts)).metrics(metrics)
         })
-    }
-}
-
-/// Displays an error with its causes, `error: cause: cause`, for log lines: errors' own
-/// `Display` leaves the source out, and without it a log says that a call failed but not why.
-pub(crate) struct ErrorChain<'a>(pub(crate) &'a (dyn StdError + 'static));
-
-impl fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }

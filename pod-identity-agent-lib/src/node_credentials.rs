@@ -184,7 +184,7 @@ impl SharedCredentialsFile {
             Err(error) => match loaded.as_ref() {
                 Some(kept) => {
                     tracing::warn!(
-                        error = %crate::ErrorChain(&error),
+                        error = %crate::error::ErrorChain(&error),
                         "cannot reload the node's credentials; using the last ones read"
                     );
                     Ok(kept.credentials.clone())

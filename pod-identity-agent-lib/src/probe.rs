@@ -180,7 +180,7 @@ impl Probe {
                 StatusCode::REQUEST_TIMEOUT.into_response()
             }
             Err(error) => {
-                tracing::warn!(error = %crate::ErrorChain(&error), "probe failed");
+                tracing::warn!(error = %crate::error::ErrorChain(&error), "probe failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "Internal Server Error occurred",

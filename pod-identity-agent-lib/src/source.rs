@@ -23,11 +23,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
+use pod_identity_core::container_credentials::MIN_REMAINING;
 use pod_identity_core::eks_auth::{AssumeRoleForPodIdentityResponse, PodIdentityAssociation};
+use pod_identity_core::time::{MAX_RFC3339_EPOCH_SECS, MIN_RFC3339_EPOCH_SECS, to_epoch};
 use pod_identity_core::{
     agent_error::AgentError, association::ClusterName, container_credentials::ContainerCredentials,
     eks_auth::EksAuthError, eks_auth::ErrorClass, secret::SecretString, token::ServiceAccountToken,
-    token::TokenError,
 };
 
 /// A validated request for credentials.
@@ -87,8 +88,9 @@ impl CredentialRequest {
 /// clone), and the secret key and session token are zeroized when the last clone is dropped.
 /// The JSON the agent serves is rendered once, when the credentials are issued
 /// ([`json_body`](Self::json_body)), and zeroized with them. It is also what is kept: the
-/// structured form ([`credentials`](Self::credentials)) is read back from it on first use, so
-/// a cached entry holds its secrets once, not twice.
+/// structured form ([`credentials`](Self::credentials)) is read back from it on first use
+/// (tests and diagnostics; serving never does), so a cached entry holds its secrets once, not
+/// twice.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IssuedCredentials(Arc<Issued>);
 
@@ -99,8 +101,7 @@ struct Issued {
     expiration: SystemTime,
     association: Option<PodIdentityAssociation>,
     /// The structured credentials: read back from `json` on first use, or kept from the start
-    /// if `json` does not read back as them (core's reader takes what its writer writes, so
-    /// this is a safeguard).
+    /// when they would not read back (an empty field, a time RFC 3339 cannot write).
     credentials: OnceLock<ContainerCredentials>,
 }
 
@@ -135,14 +136,15 @@ impl fmt::Debug for IssuedCredentials {
 }
 
 impl IssuedCredentials {
-    /// Credentials without association details.
+    /// Credentials without association details, rendered into the served JSON (the
+    /// structured form is dropped, and its secrets zeroized, once rendered).
+    // Taken by value: the caller's copy of the secrets ends (zeroized) here.
+    #[allow(clippy::needless_pass_by_value)]
     pub fn new(credentials: ContainerCredentials) -> Self {
         let json = SecretString::new(credentials.to_json());
         let expiration = credentials.expiration;
         let kept = OnceLock::new();
-        let reads_back = ContainerCredentials::from_json(json.expose_secret().as_bytes())
-            .is_ok_and(|back| back == credentials);
-        if !reads_back {
+        if !reads_back(&credentials) {
             let _ = kept.set(credentials);
         }
         Self(Arc::new(Issued {
@@ -163,7 +165,7 @@ impl IssuedCredentials {
     pub fn credentials(&self) -> &ContainerCredentials {
         self.0.credentials.get_or_init(|| {
             ContainerCredentials::from_json(self.0.json.expose_secret().as_bytes())
-                // Unreachable: `new` keeps the credentials when the JSON does not read back.
+                // Unreachable: `new` keeps the credentials that would not read back.
                 .unwrap_or_else(|_| ContainerCredentials {
                     access_key_id: String::new(),
                     secret_access_key: SecretString::default(),
@@ -209,10 +211,10 @@ impl IssuedCredentials {
         }
     }
 
-    /// These credentials if more than [`MIN_REMAINING`](crate::cache::MIN_REMAINING) is left
-    /// at `now`, else [`SourceError::ExpiringCredentials`].
+    /// These credentials if more than [`MIN_REMAINING`] is left at `now`, else
+    /// [`SourceError::ExpiringCredentials`].
     pub(crate) fn servable(self, now: SystemTime) -> Result<Self, SourceError> {
-        if self.remaining(now) > crate::cache::MIN_REMAINING {
+        if self.remaining(now) > MIN_REMAINING {
             Ok(self)
         } else {
             Err(SourceError::ExpiringCredentials {
@@ -222,10 +224,34 @@ impl IssuedCredentials {
     }
 }
 
+/// Whether core's reader gives back `credentials` from what its writer writes: its round-trip
+/// property holds for non-empty fields and times RFC 3339 can write. Checked on the fields, so
+/// issuing never parses the JSON back.
+fn reads_back(credentials: &ContainerCredentials) -> bool {
+    let secs = to_epoch(credentials.expiration).0;
+    !credentials.access_key_id.is_empty()
+        && !credentials.secret_access_key.expose_secret().is_empty()
+        && !credentials.token.expose_secret().is_empty()
+        && credentials.account_id.as_deref() != Some("")
+        && (MIN_RFC3339_EPOCH_SECS..=MAX_RFC3339_EPOCH_SECS).contains(&secs)
+}
+
 impl From<AssumeRoleForPodIdentityResponse> for IssuedCredentials {
     fn from(response: AssumeRoleForPodIdentityResponse) -> Self {
-        Self::new(response.to_container_credentials())
-            .with_association(response.pod_identity_association)
+        let account_id = response.account_id().map(str::to_owned);
+        let AssumeRoleForPodIdentityResponse {
+            credentials,
+            pod_identity_association,
+            ..
+        } = response;
+        Self::new(ContainerCredentials {
+            access_key_id: credentials.access_key_id,
+            secret_access_key: credentials.secret_access_key,
+            token: credentials.session_token,
+            account_id,
+            expiration: credentials.expiration,
+        })
+        .with_association(pod_identity_association)
     }
 }
 
@@ -309,23 +335,6 @@ pub trait CredentialSource: Send + Sync + 'static {
         &self,
         request: &CredentialRequest,
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send;
-
-    /// The fast path of a cache: the answer it holds for exactly these raw `Authorization`
-    /// bytes, without decoding them, or `None` to take the normal path (decode, validate,
-    /// [`credentials`](Self::credentials)).
-    ///
-    /// A source answers only for bytes it was asked for before through `credentials` (so they
-    /// decoded then, and decode the same now), after checking the token's `exp` and `nbf` at
-    /// `now` as [`ServiceAccountToken::validate_time`] does: `Some(Err(_))` is that check's
-    /// error. The default (no cache) is `None`.
-    fn cached(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>> {
-        let _ = (raw_token, now);
-        None
-    }
 }
 
 /// A type-erased, cheaply cloned [`CredentialSource`], for choosing a source at run time.
@@ -353,14 +362,6 @@ impl CredentialSource for SharedCredentialSource {
     ) -> Result<IssuedCredentials, SourceError> {
         self.0.credentials_boxed(request).await
     }
-
-    fn cached(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>> {
-        self.0.cached_dyn(raw_token, now)
-    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -371,12 +372,6 @@ trait DynCredentialSource: Send + Sync {
         &'a self,
         request: &'a CredentialRequest,
     ) -> BoxFuture<'a, Result<IssuedCredentials, SourceError>>;
-
-    fn cached_dyn(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>>;
 }
 
 impl<S: CredentialSource> DynCredentialSource for S {
@@ -386,14 +381,6 @@ impl<S: CredentialSource> DynCredentialSource for S {
     ) -> BoxFuture<'a, Result<IssuedCredentials, SourceError>> {
         Box::pin(self.credentials(request))
     }
-
-    fn cached_dyn(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>> {
-        self.cached(raw_token, now)
-    }
 }
 
 impl<S: CredentialSource> CredentialSource for Arc<S> {
@@ -402,14 +389,6 @@ impl<S: CredentialSource> CredentialSource for Arc<S> {
         request: &CredentialRequest,
     ) -> impl Future<Output = Result<IssuedCredentials, SourceError>> + Send {
         (**self).credentials(request)
-    }
-
-    fn cached(
-        &self,
-        raw_token: &[u8],
-        now: SystemTime,
-    ) -> Option<Result<IssuedCredentials, TokenError>> {
-        (**self).cached(raw_token, now)
     }
 }
 
@@ -504,6 +483,30 @@ mod tests {
             assert_eq!(issued.credentials(), &credentials);
             assert_eq!(issued.account_id(), credentials.account_id.as_deref());
             assert_eq!(&issued.json_body()[..], credentials.to_json().as_bytes());
+        }
+    }
+
+    #[test]
+    fn credentials_that_would_not_read_back_are_kept_as_given() {
+        let expiration = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        let full = crate::test_support::credentials(1, expiration);
+        for odd in [
+            ContainerCredentials {
+                access_key_id: String::new(),
+                ..full.clone()
+            },
+            ContainerCredentials {
+                account_id: Some(String::new()),
+                ..full.clone()
+            },
+            ContainerCredentials {
+                token: SecretString::default(),
+                ..full
+            },
+        ] {
+            let issued = IssuedCredentials::new(odd.clone());
+            assert_eq!(issued.credentials(), &odd);
+            assert_eq!(&issued.json_body()[..], odd.to_json().as_bytes());
         }
     }
 

@@ -13,18 +13,19 @@
 //! Decoding and the texts come from `pod_identity_core` ([`ServiceAccountToken::decode`],
 //! [`ServiceAccountToken::validate_time`], [`AgentError`]).
 //!
-//! A cache that already holds a token's answer checks step 3's times against the claims it
-//! kept ([`TokenTimes`]) instead of decoding the token again: decoding is deterministic, so a
-//! token that decoded once decodes the same, and only the time check can change.
+//! A cache that already holds a token's answer checks step 3's times on the `exp` and `nbf`
+//! it kept instead of decoding the token again: decoding is deterministic, so a token that
+//! decoded once decodes the same, and only the time check can change.
 
 use std::net::IpAddr;
-use std::time::SystemTime;
 
 use pod_identity_core::endpoint::host_without_port;
-use pod_identity_core::time::to_epoch;
-use pod_identity_core::{agent_error::AgentError, token::ServiceAccountToken, token::TokenError};
+use pod_identity_core::{agent_error::AgentError, token::ServiceAccountToken};
 
 use crate::time::SharedWallClock;
+
+/// The reference agent's bind hosts: `169.254.170.23` and `[fd00:ec2::23]`.
+pub const DEFAULT_BIND_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
 
 /// The hosts clients may call the agent through.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,7 +53,7 @@ impl HostAllowList {
             let host = host_without_port(host.as_ref());
             let unspecified = host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified());
             let expanded: Vec<&str> = if unspecified {
-                crate::DEFAULT_BIND_HOSTS
+                DEFAULT_BIND_HOSTS
                     .iter()
                     .map(|h| host_without_port(h))
                     .collect()
@@ -70,7 +71,7 @@ impl HostAllowList {
 
     /// The reference agent's fixed list: `169.254.170.23` and `fd00:ec2::23`.
     pub fn reference() -> Self {
-        Self::new(crate::DEFAULT_BIND_HOSTS)
+        Self::new(DEFAULT_BIND_HOSTS)
     }
 
     /// The allowed hosts, as printed in the 403 body.
@@ -176,39 +177,6 @@ impl RequestValidator {
     }
 }
 
-/// The claims step 3 checks, `exp` and `nbf` (epoch seconds), kept apart from the token.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TokenTimes {
-    /// Expiry.
-    pub exp: Option<i64>,
-    /// Not before.
-    pub nbf: Option<i64>,
-}
-
-impl TokenTimes {
-    /// The times of a decoded token.
-    pub fn of(token: &ServiceAccountToken) -> Self {
-        Self {
-            exp: token.claims().exp,
-            nbf: token.claims().nbf,
-        }
-    }
-
-    /// [`ServiceAccountToken::validate_time`] on the kept claims: the same rule, the same
-    /// errors (and so the same 400 texts).
-    pub fn validate(&self, now: SystemTime) -> Result<(), TokenError> {
-        let (now_secs, _) = to_epoch(now);
-        let expired = self.exp.is_some_and(|exp| now_secs >= exp);
-        let not_yet = self.nbf.is_some_and(|nbf| now_secs < nbf);
-        match (expired, not_yet) {
-            (false, false) => Ok(()),
-            (true, false) => Err(TokenError::Expired),
-            (false, true) => Err(TokenError::NotValidYet),
-            (true, true) => Err(TokenError::ExpiredAndNotValidYet),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -291,49 +259,6 @@ mod tests {
             validator.validate(Some(b"169.254.170.23"), Some(token.as_bytes())),
             Err(AgentError::Token(TokenError::Expired))
         );
-    }
-
-    #[test]
-    fn kept_times_validate_exactly_as_the_decoded_token() {
-        let unsigned_token =
-            |claims: &str| crate::test_support::jwt(&serde_json::from_str(claims).unwrap());
-        let base = 1_700_000_000_i64;
-        let claims = [
-            r#"{}"#.to_owned(),
-            format!(r#"{{"exp":{base}}}"#),
-            format!(r#"{{"nbf":{base}}}"#),
-            format!(r#"{{"exp":{base},"nbf":{}}}"#, base - 100),
-            format!(r#"{{"exp":{},"nbf":{base}}}"#, base - 100),
-            format!(r#"{{"exp":{base},"nbf":{base}}}"#),
-        ];
-        for claims in &claims {
-            let token = ServiceAccountToken::decode(&unsigned_token(claims)).unwrap();
-            let times = TokenTimes::of(&token);
-            for offset in [-200_i64, -101, -100, -99, -1, 0, 1, 99, 100, 101] {
-                for nanos in [0_u64, 999_999_999] {
-                    let secs = u64::try_from(base + offset).unwrap();
-                    let now = SystemTime::UNIX_EPOCH
-                        + Duration::from_secs(secs)
-                        + Duration::from_nanos(nanos);
-                    assert_eq!(
-                        times.validate(now),
-                        token.validate_time(now),
-                        "{claims} at {offset}s {nanos}ns"
-                    );
-                }
-            }
-        }
-        // Each outcome is reached above (a table that never errs would prove nothing).
-        let both = TokenTimes {
-            exp: Some(base),
-            nbf: Some(base + 10),
-        };
-        let at = |secs: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(secs.unsigned_abs());
-        assert_eq!(
-            both.validate(at(base + 1)),
-            Err(TokenError::ExpiredAndNotValidYet)
-        );
-        assert_eq!(both.validate(at(base - 1)), Err(TokenError::NotValidYet));
     }
 
     #[test]

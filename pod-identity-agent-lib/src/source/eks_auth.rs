@@ -23,11 +23,9 @@ use aws_sdk_eksauth::operation::assume_role_for_pod_identity::{
     AssumeRoleForPodIdentityError, AssumeRoleForPodIdentityOutput,
 };
 use pod_identity_core::eks_auth::EksAuthError;
-use pod_identity_core::eks_auth::{
-    AssumeRoleForPodIdentityResponse, AssumedRoleUser, EksCredentials, PodIdentityAssociation,
-    Subject,
-};
+use pod_identity_core::eks_auth::PodIdentityAssociation;
 use pod_identity_core::secret::SecretString;
+use pod_identity_core::{arn::Arn, container_credentials::ContainerCredentials};
 
 use crate::source::aws_client::ClientDefaults;
 use crate::source::{
@@ -87,8 +85,7 @@ impl EksAuthSource {
             .send()
             .await
             .map_err(map_sdk_error)?;
-        let response = convert(output)?;
-        Ok(IssuedCredentials::from(response))
+        issued(output)
     }
 }
 
@@ -201,11 +198,13 @@ struct UnreadableAnswer(u16);
 #[error("EKS Auth answered without `{0}`")]
 struct MissingField(&'static str);
 
-fn convert(
-    output: AssumeRoleForPodIdentityOutput,
-) -> Result<AssumeRoleForPodIdentityResponse, SourceError> {
+/// The issued credentials in an EKS Auth answer, rendered straight into what the agent
+/// serves (the SDK's strings move in; nothing is copied or parsed back).
+fn issued(output: AssumeRoleForPodIdentityOutput) -> Result<IssuedCredentials, SourceError> {
     let missing = |field| SourceError::unavailable(MissingField(field));
-    let subject = output.subject.ok_or_else(|| missing("subject"))?;
+    if output.subject.is_none() {
+        return Err(missing("subject"));
+    }
     let association = output
         .pod_identity_association
         .ok_or_else(|| missing("podIdentityAssociation"))?;
@@ -229,27 +228,26 @@ fn convert(
             secs > 0 && secs <= pod_identity_core::time::MAX_RFC3339_EPOCH_SECS
         })
         .ok_or_else(|| missing("credentials.expiration"))?;
-    Ok(AssumeRoleForPodIdentityResponse {
-        subject: Subject {
-            namespace: subject.namespace,
-            service_account: subject.service_account,
-        },
-        audience: output.audience,
-        pod_identity_association: PodIdentityAssociation {
+    // The account of the assumed role, as core reads it from an EKS Auth response.
+    let account_id = user
+        .arn
+        .parse::<Arn>()
+        .ok()
+        .map(|arn| arn.account_id().to_owned())
+        .filter(|account| !account.is_empty());
+    let served = ContainerCredentials {
+        access_key_id: credentials.access_key_id,
+        secret_access_key: SecretString::new(credentials.secret_access_key),
+        token: SecretString::new(credentials.session_token),
+        account_id,
+        expiration,
+    };
+    Ok(
+        IssuedCredentials::new(served).with_association(PodIdentityAssociation {
             association_arn: association.association_arn,
             association_id: association.association_id,
-        },
-        assumed_role_user: AssumedRoleUser {
-            arn: user.arn,
-            assume_role_id: user.assume_role_id,
-        },
-        credentials: EksCredentials {
-            session_token: SecretString::new(credentials.session_token),
-            secret_access_key: SecretString::new(credentials.secret_access_key),
-            access_key_id: credentials.access_key_id,
-            expiration,
-        },
-    })
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -364,6 +362,26 @@ mod tests {
         let received = &server.received_requests().await.unwrap()[0];
         let body: serde_json::Value = serde_json::from_slice(&received.body).unwrap();
         assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_served_json_is_cores_rendering_of_the_answer() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(ResponseTemplate::new(200).set_body_json(success_body()))
+            .mount(&server)
+            .await;
+        let source = builder(&server).build().await.unwrap();
+        let issued = source.credentials(&request(&day_token("p"))).await.unwrap();
+        let answer = pod_identity_core::eks_auth::AssumeRoleForPodIdentityResponse::from_json(
+            success_body().to_string().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&issued.json_body()).unwrap(),
+            answer.to_container_credentials().to_json()
+        );
     }
 
     #[tokio::test]

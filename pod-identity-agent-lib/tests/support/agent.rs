@@ -8,8 +8,8 @@ use tokio::task::JoinHandle;
 
 use super::http;
 use super::{
-    AgentBuilder, BoundServer, ConnectionLimits, CredentialSource, CredentialsRouter,
-    HostAllowList, ServerBuilder, SharedWallClock,
+    AgentBuilder, BoundServer, ConnectionLimits, CredentialCache, CredentialSource,
+    CredentialsRouter, HostAllowList, ServerBuilder, SharedWallClock,
 };
 
 /// A bound server serving until [`shutdown`](Self::shutdown) (or until dropped, which stops it
@@ -85,10 +85,13 @@ pub async fn serve_agent<S: CredentialSource>(builder: AgentBuilder<S>) -> Servi
     Serving::start(server)
 }
 
-/// The blocks composed by hand around `source` (a cache, usually, with settings the agent
-/// builder does not expose), on 127.0.0.1 with the per-client bounds lifted.
-pub async fn serve_blocks<S: CredentialSource>(source: S, clock: SharedWallClock) -> Serving {
-    let router = CredentialsRouter::new("demo".parse().unwrap(), source)
+/// The blocks composed by hand around `cache` (with settings the agent builder does not
+/// expose), on 127.0.0.1 with the per-client bounds lifted.
+pub async fn serve_blocks<S: CredentialSource>(
+    cache: CredentialCache<S>,
+    clock: SharedWallClock,
+) -> Serving {
+    let router = CredentialsRouter::new("demo".parse().unwrap(), cache)
         .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
         .clock(clock)
         .client_rate_limit(0, 0)

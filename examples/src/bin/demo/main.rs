@@ -45,12 +45,12 @@ use aws_config::identity::IdentityCache;
 use aws_sdk_sts::config::{Credentials, Region};
 use aws_sdk_sts::error::DisplayErrorContext;
 use clap::Parser;
-use pod_identity_agent_lib::cache::MIN_REMAINING;
 use pod_identity_agent_lib::kubernetes::{ClientConfig, KubeClient, RotationVerifier, VersionGate};
 use pod_identity_agent_lib::server::shutdown_signal;
 use pod_identity_agent_lib::simulator::Times;
 use pod_identity_agent_lib::simulator::{EksAuthSimulator, NodeCredentials, PodToken, mint_token};
 use pod_identity_agent_lib::source::eks_auth::EksAuthSource;
+use pod_identity_core::container_credentials::MIN_REMAINING;
 use pod_identity_core::endpoint::{
     CREDENTIALS_PATH, ENV_AUTHORIZATION_TOKEN_FILE, ENV_FULL_URI, TOKEN_FILE_PATH,
 };

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use aws_sdk_sts::config::Credentials;
-use pod_identity_agent_lib::cache::MIN_REMAINING;
+use pod_identity_core::container_credentials::MIN_REMAINING;
 use pod_identity_provider::{PodIdentityCredentialsProvider, RefreshWindows};
 
 use crate::{BoxError, clock, human, micros};
