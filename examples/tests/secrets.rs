@@ -10,20 +10,23 @@
 //! node request, the provider fetching through the agent and failing, shutdown.
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_sts::config::Credentials;
-use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
-};
-use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
+use pod_identity_agent_lib::simulator::{EksAuthSimulator, NodeCredentials, Times};
 use pod_identity_agent_lib::{AgentBuilder, CredentialRequest, CredentialSource, EksAuthSource};
 use pod_identity_core::{EksAuthErrorCode, ServiceAccountToken};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
+
+use support::{
+    APP_ROLE, LOOPBACK, Serving, collect_lines, eventually, get, now, pod_token, simulator,
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_pod-identity-agent");
 const NODE_KEY: &str = "AKIDNODESECRETSTEST";
@@ -57,69 +60,6 @@ fn in_process_logs() -> &'static Mutex<Vec<u8>> {
         tracing::subscriber::set_global_default(subscriber).unwrap();
     });
     &LOGS
-}
-
-fn now() -> SystemTime {
-    SystemWallClock::new().now()
-}
-
-fn pod_token(service_account: &str, pod: &str, issued_at: SystemTime) -> String {
-    mint_token(&PodToken::new(
-        "default".parse().unwrap(),
-        service_account.parse().unwrap(),
-        pod,
-        issued_at,
-    ))
-    .expose_secret()
-    .to_owned()
-}
-
-async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
-    let simulator = EksAuthSimulator::builder()
-        .cluster_name("demo".parse().unwrap())
-        .node_credentials(
-            NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token(NODE_SESSION),
-        )
-        .associate(
-            "default".parse().unwrap(),
-            "app".parse().unwrap(),
-            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
-        )
-        .build()
-        .unwrap();
-    let server = simulator
-        .serve("127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    (simulator, server)
-}
-
-/// One plain HTTP/1.1 exchange (blocking, on a worker thread): (status, body).
-async fn http(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
-    let authorization = authorization.map(str::to_owned);
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(token) = authorization {
-            request.push_str(&format!("Authorization: {token}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    })
-    .await
-    .unwrap()
 }
 
 /// The agent binary as a child process, its stderr collected line by line.
@@ -164,21 +104,9 @@ impl AgentProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let mut output = output.lock().unwrap();
-                    output.push_str(&line);
-                    output.push('\n');
-                }
-            });
-        }
+        let output = Arc::default();
+        collect_lines(child.stdout.take().unwrap(), &output);
+        collect_lines(child.stderr.take().unwrap(), &output);
         Self { child, output }
     }
 
@@ -188,22 +116,20 @@ impl AgentProcess {
 
     /// The address logged in the first line containing `message`.
     async fn logged_addr(&self, message: &str) -> SocketAddr {
-        for _ in 0..3000 {
+        eventually(&format!("the agent to log {message:?}"), || {
             let output = self.output();
-            if let Some(line) = output.lines().find(|l| l.contains(message)) {
-                let addr = line
-                    .split("\"addr\":\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-                    .unwrap_or_else(|| panic!("no addr in {line}"));
-                return addr.parse().unwrap();
-            }
             if let Ok(Some(status)) = self.child_status() {
                 panic!("the agent exited with {status}:\n{output}");
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the agent never logged {message:?}:\n{}", self.output());
+            let line = output.lines().find(|l| l.contains(message))?;
+            let addr = line
+                .split("\"addr\":\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no addr in {line}"));
+            Some(addr.parse().unwrap())
+        })
+        .await
     }
 
     fn child_status(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
@@ -288,7 +214,13 @@ impl Secrets {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     let logs = in_process_logs();
-    let (simulator, server) = simulator().await;
+    let (simulator, server) = simulator(
+        "demo",
+        NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token(NODE_SESSION),
+        APP_ROLE,
+        LOOPBACK,
+    )
+    .await;
     let mut secrets = Secrets::new();
     let mut texts: Vec<(&str, String)> = Vec::new();
 
@@ -305,14 +237,14 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
 
     let good = pod_token("app", "secrets-good", now());
     secrets.token(&good);
-    let (status, body) = http(addr, "/v1/credentials", Some(&good)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(&good)).await;
     assert_eq!(status, 200, "{body}\n{}", process.output());
-    let (status, _) = http(addr, "/v1/credentials", Some(&good)).await;
+    let (status, _) = get(addr, "/v1/credentials", Some(&good)).await;
     assert_eq!(status, 200, "cache hit");
 
     let unassociated = pod_token("nobody", "secrets-nobody", now());
     secrets.token(&unassociated);
-    let (status, body) = http(addr, "/v1/credentials", Some(&unassociated)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(&unassociated)).await;
     assert_eq!(status, 404, "{body}");
     texts.push(("a 404 body", body));
 
@@ -322,20 +254,20 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
         now() - Duration::from_secs(3 * 86_400),
     );
     secrets.token(&expired);
-    let (status, body) = http(addr, "/v1/credentials", Some(&expired)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(&expired)).await;
     assert_eq!(status, 400, "{body}");
     texts.push(("a 400 body", body));
 
     let not_a_jwt = "secret-looking-opaque-value-that-is-no-jwt-0123456789";
     secrets.values.push(not_a_jwt.to_owned());
-    let (status, body) = http(addr, "/v1/credentials", Some(not_a_jwt)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(not_a_jwt)).await;
     assert_eq!(status, 400, "{body}");
     texts.push(("a 400 body", body));
 
     simulator.fail(EksAuthErrorCode::Throttling, Times::Always);
     let throttled = pod_token("app", "secrets-throttled", now());
     secrets.token(&throttled);
-    let (status, body) = http(addr, "/v1/credentials", Some(&throttled)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(&throttled)).await;
     assert_eq!(status, 429, "{body}");
     texts.push(("a 429 body", body));
     simulator.clear_failures();
@@ -368,7 +300,7 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     let error = failing.credentials().await.unwrap_err();
     texts.push(("a provider error", format!("{error} {error:?}")));
 
-    let (status, metrics) = http(metrics_addr, "/metrics", None).await;
+    let (status, metrics) = get(metrics_addr, "/metrics", None).await;
     assert_eq!(status, 200);
     assert!(metrics.contains("pod_identity_http_response"), "{metrics}");
     texts.push(("the binary's metrics", metrics));
@@ -388,28 +320,21 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
         .await
         .unwrap();
     let metrics = pod_identity_agent_lib::Metrics::new();
-    let agent = AgentBuilder::new("demo".parse().unwrap(), source.clone())
-        .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .metrics(metrics.clone())
-        .bind()
-        .await
-        .unwrap();
-    let in_process = agent.credential_addrs()[0];
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(agent.serve(async {
-        let _ = stopped.await;
-    }));
+    let agent = Serving::start(
+        AgentBuilder::new("demo".parse().unwrap(), source.clone())
+            .bind_hosts(["127.0.0.1"])
+            .metrics(metrics.clone()),
+    )
+    .await;
+    let in_process = agent.addr;
     let local = pod_token("app", "secrets-in-process", now());
     secrets.token(&local);
     assert_eq!(
-        http(in_process, "/v1/credentials", Some(&local)).await.0,
+        get(in_process, "/v1/credentials", Some(&local)).await.0,
         200
     );
     assert_eq!(
-        http(in_process, "/v1/credentials", Some(&unassociated))
+        get(in_process, "/v1/credentials", Some(&unassociated))
             .await
             .0,
         404
@@ -451,8 +376,7 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     let issued = source.credentials(&request).await.unwrap();
     texts.push(("issued credentials' Debug", format!("{issued:?}")));
 
-    let _ = stop.send(());
-    serving.await.unwrap();
+    agent.stop().await;
     let binary_output = process.terminate().await;
 
     // --- Nothing secret anywhere.

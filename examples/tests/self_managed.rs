@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
+mod support;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -18,12 +20,12 @@ use pod_identity_agent_lib::self_managed::{
 };
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 use serde_json::json;
-use tokio::sync::oneshot;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use support::{APP_ROLE, Serving};
+
 const ISSUER: &str = "https://issuer.lab.example.com";
-const ROLE: &str = "arn:aws:iam::111122223333:role/app";
 
 fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs()
@@ -59,7 +61,7 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
     std::fs::write(
         &associations_file,
         json!({"associations": [
-            {"namespace": "default", "serviceAccount": "app", "roleArn": ROLE}
+            {"namespace": "default", "serviceAccount": "app", "roleArn": APP_ROLE}
         ]})
         .to_string(),
     )
@@ -113,20 +115,13 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
         .build()
         .await
         .unwrap();
-    let agent = AgentBuilder::new("lab".parse().unwrap(), source)
-        .bind_hosts(["127.0.0.1"])
-        .port(0)
-        .probe_addr(None)
-        .metrics_addr(None)
-        .drain_timeout(Duration::from_secs(1))
-        .bind()
-        .await
-        .unwrap();
-    let full_uri = format!("http://{}/v1/credentials", agent.credential_addrs()[0]);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(agent.serve(async {
-        let _ = stopped.await;
-    }));
+    let agent = Serving::start(
+        AgentBuilder::new("lab".parse().unwrap(), source)
+            .bind_hosts(["127.0.0.1"])
+            .drain_timeout(Duration::from_secs(1)),
+    )
+    .await;
+    let full_uri = agent.full_uri();
 
     let iat = epoch_secs(now);
     let claims = json!({
@@ -178,6 +173,5 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
     assert!(text.contains("InvalidTokenException"), "{text}");
     assert_eq!(sts.received_requests().await.unwrap().len(), 1);
 
-    stop.send(()).unwrap();
-    served.await.unwrap();
+    agent.stop().await;
 }
