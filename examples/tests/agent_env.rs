@@ -22,7 +22,9 @@ use pod_identity_core::EksAuthErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use support::{APP_ROLE, LOOPBACK, collect_lines, eventually, get, now, pod_token, simulator};
+use support::{
+    APP_ROLE, LOOPBACK, SERVER_ARGS, collect_lines, eventually, get, now, pod_token, simulator,
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_pod-identity-agent");
 const NODE_KEY: &str = "AKIDNODEENVTEST";
@@ -135,23 +137,8 @@ impl Agent {
     fn start(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Self {
         let mut command = Command::new(AGENT);
         command
-            .args([
-                "server",
-                "--cluster-name",
-                "demo",
-                "--bind-hosts",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--probe-port",
-                "0",
-                "--metrics-port",
-                "0",
-                "--metrics-address",
-                "127.0.0.1",
-                "--region",
-                "us-west-2",
-            ])
+            .args(SERVER_ARGS)
+            .args(["--metrics-port", "0"])
             .args(args)
             .env_clear()
             .env("HOME", dir)

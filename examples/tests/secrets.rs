@@ -25,7 +25,8 @@ use pod_identity_core::{EksAuthErrorCode, ServiceAccountToken};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 
 use support::{
-    APP_ROLE, LOOPBACK, Serving, collect_lines, eventually, get, now, pod_token, simulator,
+    APP_ROLE, LOOPBACK, SERVER_ARGS, Serving, collect_lines, eventually, get, now, pod_token,
+    simulator,
 };
 
 const AGENT: &str = env!("CARGO_BIN_EXE_pod-identity-agent");
@@ -66,28 +67,17 @@ fn in_process_logs() -> &'static Mutex<Vec<u8>> {
 struct AgentProcess {
     child: Child,
     output: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl AgentProcess {
     fn start(endpoint: &str, metrics_port: u16) -> Self {
         let metrics_port = metrics_port.to_string();
         let mut child = Command::new(AGENT)
+            .args(SERVER_ARGS)
             .args([
-                "server",
-                "--cluster-name",
-                "demo",
-                "--bind-hosts",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--probe-port",
-                "0",
-                "--metrics-address",
-                "127.0.0.1",
                 "--metrics-port",
                 &metrics_port,
-                "--region",
-                "us-west-2",
                 "--endpoint",
                 endpoint,
                 "-v",
@@ -105,9 +95,15 @@ impl AgentProcess {
             .spawn()
             .unwrap();
         let output = Arc::default();
-        collect_lines(child.stdout.take().unwrap(), &output);
-        collect_lines(child.stderr.take().unwrap(), &output);
-        Self { child, output }
+        let readers = vec![
+            collect_lines(child.stdout.take().unwrap(), &output),
+            collect_lines(child.stderr.take().unwrap(), &output),
+        ];
+        Self {
+            child,
+            output,
+            readers,
+        }
     }
 
     fn output(&self) -> String {
@@ -148,17 +144,23 @@ impl AgentProcess {
             .status()
             .unwrap();
         assert!(killed.success());
-        for _ in 0..3000 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{status}:\n{}", self.output());
-                // Let the reader threads drain the pipes.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return self.output();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let status = eventually("the agent to stop on SIGTERM", || {
+            self.child.try_wait().unwrap()
+        })
+        .await;
+        assert!(status.success(), "{status}:\n{}", self.output());
+        // The pipes close with the process: the readers have every line once they end.
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
         }
+        self.output()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
         let _ = self.child.kill();
-        panic!("the agent did not stop on SIGTERM:\n{}", self.output());
+        let _ = self.child.wait();
     }
 }
 

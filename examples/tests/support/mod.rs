@@ -29,6 +29,24 @@ pub const LOOPBACK: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST)
 /// The role associated with `default/app` in the simulators here.
 pub const APP_ROLE: &str = "arn:aws:iam::111122223333:role/app";
 
+/// `pod-identity-agent server` flags for cluster `demo` in us-west-2 on 127.0.0.1: credentials
+/// and probes on free ports, metrics on 127.0.0.1 (its port is the caller's).
+pub const SERVER_ARGS: [&str; 13] = [
+    "server",
+    "--cluster-name",
+    "demo",
+    "--bind-hosts",
+    "127.0.0.1",
+    "--port",
+    "0",
+    "--probe-port",
+    "0",
+    "--metrics-address",
+    "127.0.0.1",
+    "--region",
+    "us-west-2",
+];
+
 /// Whether this runs under CI, which marks itself with `CI`.
 #[allow(clippy::disallowed_methods)] // Tests have no env seam; this is the one read.
 pub fn running_in_ci() -> bool {
@@ -162,8 +180,12 @@ pub async fn get(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (
     (status, body)
 }
 
-/// Appends each line of `stream` (a child's stdout or stderr) to `into`, on a thread of its own.
-pub fn collect_lines(stream: impl Read + Send + 'static, into: &Arc<Mutex<String>>) {
+/// Appends each line of `stream` (a child's stdout or stderr) to `into`, on a thread of its own
+/// that ends at the end of the stream (when the child has exited).
+pub fn collect_lines(
+    stream: impl Read + Send + 'static,
+    into: &Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
     let into = Arc::clone(into);
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines() {
@@ -172,7 +194,7 @@ pub fn collect_lines(stream: impl Read + Send + 'static, into: &Arc<Mutex<String
             into.push_str(&line);
             into.push('\n');
         }
-    });
+    })
 }
 
 /// Looks every 10 ms until `found` gives a value, for at most [`WAIT`]; panics naming `what`
