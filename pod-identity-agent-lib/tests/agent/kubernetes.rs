@@ -16,6 +16,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use pod_identity_core::{SecretString, ServiceAccountToken};
 use serde_json::{Value, json};
+use tempfile::TempDir;
 use tracing::Level;
 
 use self::fake_api::FakeApi;
@@ -92,6 +93,15 @@ async fn verifier(client: KubeClient, cache: &Path) -> RotationVerifier {
         .await
 }
 
+/// A fake API server of Kubernetes 1.34 publishing the cluster key, and a verifier over it
+/// keeping its disk copy of the keys in the directory returned.
+async fn api_and_verifier() -> (FakeApi, RotationVerifier, TempDir) {
+    let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let verifier = verifier(api.client(), &dir.path().join("jwks-cache.json")).await;
+    (api, verifier, dir)
+}
+
 /// A URL on loopback where nothing listens.
 async fn dead_url() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -141,9 +151,7 @@ async fn a_rotated_token_of_the_same_pod_is_accepted() {
 
 #[tokio::test]
 async fn tokens_for_another_pod_service_account_namespace_or_issuer_are_refused() {
-    let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let verifier = verifier(api.client(), &dir.path().join("jwks-cache.json")).await;
+    let (_api, verifier, _dir) = api_and_verifier().await;
     let cached = cached_identity();
     let cases: [(&str, Value, &str); 4] = [
         ("/kubernetes.io/pod/uid", json!("pod-uid-2"), "pod uid"),
@@ -180,9 +188,7 @@ async fn tokens_for_another_pod_service_account_namespace_or_issuer_are_refused(
 
 #[tokio::test]
 async fn bad_tokens_are_refused() {
-    let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let verifier = verifier(api.client(), &dir.path().join("jwks-cache.json")).await;
+    let (api, verifier, _dir) = api_and_verifier().await;
     let key = cluster_key();
     let cached = cached_identity();
 
@@ -265,9 +271,7 @@ async fn bad_tokens_are_refused() {
 
 #[tokio::test]
 async fn a_token_signed_by_an_unknown_key_is_refused_after_one_rate_limited_refresh() {
-    let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let verifier = verifier(api.client(), &dir.path().join("jwks-cache.json")).await;
+    let (api, verifier, _dir) = api_and_verifier().await;
     let stranger = Signer::ec("ES256", "attacker-key");
     let forged = stranger.token(&claims(3600));
     for _ in 0..5 {
@@ -287,9 +291,7 @@ async fn a_token_signed_by_an_unknown_key_is_refused_after_one_rate_limited_refr
 
 #[tokio::test]
 async fn concurrent_callers_with_a_new_key_share_one_refresh() {
-    let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
-    let dir = tempfile::tempdir().unwrap();
-    let verifier = verifier(api.client(), &dir.path().join("jwks-cache.json")).await;
+    let (api, verifier, dir) = api_and_verifier().await;
     // The API server starts signing with a new key.
     let next = Signer::ec("ES256", "next-key");
     api.api().jwks = Some(jwks(&[cluster_key(), &next]));
@@ -439,27 +441,26 @@ async fn an_unreadable_version_skips_and_is_retried_later() {
 // ---------------------------------------------------------------------------------------------
 // Pod liveness.
 
-fn recorder() -> (
-    Arc<Mutex<Vec<PodGone>>>,
-    impl Fn(PodGone) + Send + Sync + 'static,
-) {
-    let gone = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&gone);
-    (gone, move |pod| sink.lock().unwrap().push(pod))
-}
-
-#[tokio::test]
-async fn a_pod_deleted_in_the_watch_is_reported_and_not_found_afterwards() {
+/// A fake API server with pods `uid-a` and `uid-b` running, and a pod view of it (synced, its
+/// watch open) that records the pods it reports gone.
+async fn watched_pods() -> (FakeApi, PodWatch, Arc<Mutex<Vec<PodGone>>>) {
     let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
     api.add_pod("uid-a", "Running");
     api.add_pod("uid-b", "Running");
-    let (gone, callback) = recorder();
+    let gone = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&gone);
     let pods = PodWatch::builder(api.client(), NODE)
-        .on_pod_gone(callback)
+        .on_pod_gone(move |pod| sink.lock().unwrap().push(pod))
         .start()
         .unwrap();
     within(WAIT, "the pod view to sync", pods.synced()).await;
     api.watching().await;
+    (api, pods, gone)
+}
+
+#[tokio::test]
+async fn a_pod_deleted_in_the_watch_is_reported_and_not_found_afterwards() {
+    let (api, pods, gone) = watched_pods().await;
     assert_eq!(pods.liveness("uid-a"), PodLiveness::Alive);
 
     api.delete_pod("uid-a");
@@ -519,16 +520,7 @@ async fn until_synced_and_while_broken_liveness_is_unknown() {
 
 #[tokio::test]
 async fn an_expired_version_relists_and_reports_pods_deleted_meanwhile() {
-    let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
-    api.add_pod("uid-a", "Running");
-    api.add_pod("uid-b", "Running");
-    let (gone, callback) = recorder();
-    let pods = PodWatch::builder(api.client(), NODE)
-        .on_pod_gone(callback)
-        .start()
-        .unwrap();
-    within(WAIT, "the pod view to sync", pods.synced()).await;
-    api.watching().await;
+    let (api, pods, gone) = watched_pods().await;
     api.delete_pod_unseen("uid-a");
     eventually(WAIT, "uid-a to be reported", async || {
         !gone.lock().unwrap().is_empty()

@@ -128,34 +128,52 @@ async fn a_rotated_token_is_served_from_the_cache_while_eks_auth_is_down() {
     let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
     let dir = tempfile::tempdir().unwrap();
     let (cache, eks, metrics) = cache_with_verifier(&api, dir.path(), false).await;
+    let issued = fetch_first(&cache).await;
+    assert_rotation_served(&cache, &eks, &metrics, &issued).await;
+    // The entry now holds the rotated token, found without decoding; the old one is gone.
+    assert_eq!(cache.len(), 1);
     let first = cluster_key().token(&claims(0));
-    let issued = cache.get(&request(&first)).await.unwrap();
+    assert!(cache.cached(raw(&first).as_bytes(), now()).is_none());
+    // A second rotation validates against the same identity.
+    let again = cluster_key().token(&claims(5400));
+    assert!(cache.get(&request(&again)).await.is_ok());
     assert_eq!(eks.calls(), 1);
+}
 
+/// The cached entry's credentials, fetched for the first token of pod `pod-uid-1`.
+async fn fetch_first(cache: &CredentialCache<EksAuth>) -> IssuedCredentials {
+    cache
+        .get(&request(&cluster_key().token(&claims(0))))
+        .await
+        .unwrap()
+}
+
+/// With EKS Auth down, a rotation of the first token is served `first` from the cache after
+/// local validation (no upstream call), and the entry takes the rotated token.
+async fn assert_rotation_served(
+    cache: &CredentialCache<EksAuth>,
+    eks: &EksAuth,
+    metrics: &Metrics,
+    first: &IssuedCredentials,
+) {
+    assert_eq!(eks.calls(), 1);
     eks.down.store(true, Ordering::SeqCst);
     // kubelet's rotation: same pod, issuer, namespace, service account; new jti, iat, exp.
     let rotated = cluster_key().token(&claims(3600));
     let served = cache.get(&request(&rotated)).await.unwrap();
     assert_eq!(
         served.credentials().access_key_id,
-        issued.credentials().access_key_id
+        first.credentials().access_key_id
     );
-    assert_eq!(eks.calls(), 1, "no upstream call");
+    assert_eq!(eks.calls(), 1, "served from the cache, no upstream call");
     assert!(counted(
-        &metrics,
+        metrics,
         r#"pod_identity_local_validation{result="success"} 1"#
     ));
-    // The entry now holds the rotated token, found without decoding; the old one is gone.
-    assert_eq!(cache.len(), 1);
     assert!(matches!(
         cache.cached(raw(&rotated).as_bytes(), now()),
         Some(Ok(_))
     ));
-    assert!(cache.cached(raw(&first).as_bytes(), now()).is_none());
-    // A second rotation validates against the same identity.
-    let again = cluster_key().token(&claims(5400));
-    assert!(cache.get(&request(&again)).await.is_ok());
-    assert_eq!(eks.calls(), 1);
 }
 
 fn pod_claims(pod: usize, issued: u64) -> Value {
@@ -252,10 +270,7 @@ async fn tokens_that_fail_validation_never_get_the_cached_credentials() {
     let api = FakeApi::start("34", jwks(&[cluster_key()])).await;
     let dir = tempfile::tempdir().unwrap();
     let (cache, eks, metrics) = cache_with_verifier(&api, dir.path(), false).await;
-    cache
-        .get(&request(&cluster_key().token(&claims(0))))
-        .await
-        .unwrap();
+    fetch_first(&cache).await;
     eks.down.store(true, Ordering::SeqCst);
     let unknown_key = Signer::ec("ES256", "unknown-key-1").token(&claims(3600));
     let other_sa = cluster_key().token(&with_claim(
@@ -293,10 +308,7 @@ async fn below_the_version_gate_a_rotation_goes_to_eks_auth() {
     let api = FakeApi::start("33", jwks(&[cluster_key()])).await;
     let dir = tempfile::tempdir().unwrap();
     let (cache, eks, metrics) = cache_with_verifier(&api, dir.path(), true).await;
-    cache
-        .get(&request(&cluster_key().token(&claims(0))))
-        .await
-        .unwrap();
+    fetch_first(&cache).await;
     eks.down.store(true, Ordering::SeqCst);
     let rotated = cluster_key().token(&claims(3600));
     assert!(cache.get(&request(&rotated)).await.is_err());
@@ -312,10 +324,7 @@ async fn without_keys_a_rotation_goes_to_eks_auth() {
     let dir = tempfile::tempdir().unwrap();
     let verifier = verifier(down_client().await, &dir.path().join("jwks-cache.json")).await;
     let (cache, eks, _) = validating_cache(verifier);
-    let first = cache
-        .get(&request(&cluster_key().token(&claims(0))))
-        .await
-        .unwrap();
+    let first = fetch_first(&cache).await;
     let rotated = cache
         .get(&request(&cluster_key().token(&claims(3600))))
         .await
@@ -339,28 +348,8 @@ async fn with_the_api_server_down_at_start_a_rotation_is_served_with_the_disk_ke
     let verifier = verifier(down_client().await, &keys).await;
     assert_eq!(verifier.keys_source(), KeysSource::Disk);
     let (cache, eks, metrics) = validating_cache(verifier);
-    let first = cache
-        .get(&request(&cluster_key().token(&claims(0))))
-        .await
-        .unwrap();
-    assert_eq!(eks.calls(), 1);
-
-    eks.down.store(true, Ordering::SeqCst);
-    let rotated = cluster_key().token(&claims(3600));
-    let served = cache.get(&request(&rotated)).await.unwrap();
-    assert_eq!(
-        served.credentials().access_key_id,
-        first.credentials().access_key_id
-    );
-    assert_eq!(eks.calls(), 1, "served from the cache, no upstream call");
-    assert!(counted(
-        &metrics,
-        r#"pod_identity_local_validation{result="success"} 1"#
-    ));
-    assert!(matches!(
-        cache.cached(raw(&rotated).as_bytes(), now()),
-        Some(Ok(_))
-    ));
+    let first = fetch_first(&cache).await;
+    assert_rotation_served(&cache, &eks, &metrics, &first).await;
 }
 
 #[tokio::test]
@@ -369,10 +358,7 @@ async fn with_the_api_server_down_and_no_disk_copy_a_rotation_gets_the_eks_auth_
     let verifier = verifier(down_client().await, &dir.path().join("jwks-cache.json")).await;
     assert_eq!(verifier.keys_source(), KeysSource::None);
     let (cache, eks, metrics) = validating_cache(verifier);
-    cache
-        .get(&request(&cluster_key().token(&claims(0))))
-        .await
-        .unwrap();
+    fetch_first(&cache).await;
 
     eks.down.store(true, Ordering::SeqCst);
     let rotated = cluster_key().token(&claims(3600));
@@ -471,10 +457,7 @@ async fn a_terminated_pod_is_not_renewed() {
     let eks = EksAuth::default();
     let metrics = Metrics::new();
     let cache = liveness_cache(watch, &eks, &metrics);
-    cache
-        .get(&request(&cluster_key().token(&claims(0))))
-        .await
-        .unwrap();
+    fetch_first(&cache).await;
     eventually(WAIT, "the entry to be evicted at its renewal", async || {
         cache.is_empty()
     })
@@ -498,10 +481,7 @@ async fn while_the_watch_is_not_synced_renewals_continue() {
     let eks = EksAuth::default();
     let metrics = Metrics::new();
     let cache = liveness_cache(watch, &eks, &metrics);
-    cache
-        .get(&request(&cluster_key().token(&claims(0))))
-        .await
-        .unwrap();
+    fetch_first(&cache).await;
     eventually(WAIT, "renewals to continue", async || eks.calls() >= 3).await;
     assert_eq!(cache.len(), 1);
     assert!(counted(&metrics, "pod_identity_pod_watch_synced 0"));
