@@ -12,39 +12,27 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
-};
-use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
+use pod_identity_agent_lib::simulator::{NodeCredentials, Times};
 use pod_identity_core::eks_auth::EksAuthErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use support::{
+    APP_ROLE, LOOPBACK, SERVER_ARGS, collect_lines, eventually, get, now, pod_token, simulator,
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_pod-identity-agent");
 const NODE_KEY: &str = "AKIDNODEENVTEST";
 const NODE_SECRET: &str = "node-secret-env-test";
 const TLS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/test-data/tls");
 
-async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
-    support::simulator(NodeCredentials::new(NODE_KEY, NODE_SECRET)).await
-}
-
-fn pod_token(pod: &str) -> String {
-    mint_token(&PodToken::new(
-        "default".parse().unwrap(),
-        "app".parse().unwrap(),
-        pod,
-        SystemWallClock::new().now(),
-    ))
-    .expose_secret()
-    .to_owned()
+fn node() -> NodeCredentials {
+    NodeCredentials::new(NODE_KEY, NODE_SECRET)
 }
 
 /// A TLS front on loopback (the test CA's `eks-auth.test` certificate) that passes the
@@ -149,7 +137,7 @@ impl Agent {
     fn start(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Self {
         let mut command = Command::new(AGENT);
         command
-            .args(support::SERVER_ON_LOOPBACK)
+            .args(SERVER_ARGS)
             .args(["--metrics-port", "0"])
             .args(args)
             .env_clear()
@@ -163,21 +151,9 @@ impl Agent {
             command.env(name, value);
         }
         let mut child = command.spawn().unwrap();
-        let collect = |stream: Box<dyn std::io::Read + Send>| {
-            let text = Arc::new(Mutex::new(String::new()));
-            let sink = text.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let mut sink = sink.lock().unwrap();
-                    sink.push_str(&line);
-                    sink.push('\n');
-                }
-            });
-            text
-        };
-        let stdout = collect(Box::new(child.stdout.take().unwrap()));
-        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        let (stdout, stderr) = (Arc::default(), Arc::default());
+        collect_lines(child.stdout.take().unwrap(), &stdout);
+        collect_lines(child.stderr.take().unwrap(), &stderr);
         Self {
             child,
             stdout,
@@ -195,24 +171,18 @@ impl Agent {
 
     /// The credential address, from the `serving credentials` line.
     async fn credential_addr(&mut self) -> SocketAddr {
-        for _ in 0..2000 {
-            let line = self
-                .stdout
-                .lock()
-                .unwrap()
-                .lines()
-                .find(|l| l.contains("\"msg\":\"serving credentials\""))
-                .map(str::to_owned);
-            if let Some(line) = line {
-                let value: serde_json::Value = serde_json::from_str(&line).unwrap();
-                return value["addr"].as_str().unwrap().parse().unwrap();
-            }
+        eventually("the agent to serve", || {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("the agent exited with {status}:\n{}", self.output());
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the agent never served:\n{}", self.output());
+            let stdout = self.stdout.lock().unwrap();
+            let line = stdout
+                .lines()
+                .find(|l| l.contains("\"msg\":\"serving credentials\""))?;
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            Some(value["addr"].as_str().unwrap().parse().unwrap())
+        })
+        .await
     }
 
     /// Every stdout line, parsed as JSON.
@@ -236,22 +206,12 @@ impl Drop for Agent {
 }
 
 async fn get_credentials(addr: SocketAddr, token: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /v1/credentials HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {token}\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let response = String::from_utf8(response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").unwrap().1.to_owned();
-    (status, body)
+    get(addr, "/v1/credentials", Some(token)).await
 }
 
 #[tokio::test]
 async fn eks_auth_through_https_proxy_with_the_ca_bundle_and_no_proxy_bypassing_it() {
-    let (simulator, server) = simulator().await;
+    let (simulator, server) = simulator("demo", node(), APP_ROLE, LOOPBACK).await;
     let front = tls_front(server.local_addr()).await;
     let (proxy, seen) = connect_proxy(front).await;
     let dir = tempfile::tempdir().unwrap();
@@ -267,7 +227,7 @@ async fn eks_auth_through_https_proxy_with_the_ca_bundle_and_no_proxy_bypassing_
 
     let mut agent = Agent::start(&["--endpoint", &endpoint], &env, dir.path());
     let addr = agent.credential_addr().await;
-    let token = pod_token("proxied");
+    let token = pod_token("app", "proxied", now());
     let (status, body) = get_credentials(addr, &token).await;
     assert_eq!(status, 200, "{body}\n{}", agent.output());
     assert!(body.contains("\"AccessKeyId\":\"ASIA"), "{body}");
@@ -282,7 +242,7 @@ async fn eks_auth_through_https_proxy_with_the_ca_bundle_and_no_proxy_bypassing_
     let without_bundle = &env[..3];
     let mut agent = Agent::start(&["--endpoint", &endpoint], without_bundle, dir.path());
     let addr = agent.credential_addr().await;
-    let token = pod_token("untrusted");
+    let token = pod_token("app", "untrusted", now());
     assert_eq!(get_credentials(addr, &token).await, (500, "[]\n".into()));
     assert_eq!(simulator.token_request_count(&token), 0);
     drop(agent);
@@ -293,7 +253,7 @@ async fn eks_auth_through_https_proxy_with_the_ca_bundle_and_no_proxy_bypassing_
     bypass.push(("NO_PROXY", "eks-auth.test"));
     let mut agent = Agent::start(&["--endpoint", &endpoint], &bypass, dir.path());
     let addr = agent.credential_addr().await;
-    let token = pod_token("bypassed");
+    let token = pod_token("app", "bypassed", now());
     assert_eq!(get_credentials(addr, &token).await.0, 500);
     assert!(
         seen.lock().unwrap().is_empty(),
@@ -304,7 +264,7 @@ async fn eks_auth_through_https_proxy_with_the_ca_bundle_and_no_proxy_bypassing_
 
 #[tokio::test]
 async fn aws_max_attempts_is_honoured() {
-    let (simulator, server) = simulator().await;
+    let (simulator, server) = simulator("demo", node(), APP_ROLE, LOOPBACK).await;
     let dir = tempfile::tempdir().unwrap();
     let endpoint = server.endpoint_url();
     let keys = [
@@ -316,7 +276,12 @@ async fn aws_max_attempts_is_honoured() {
     let mut agent = Agent::start(&["--endpoint", &endpoint], &keys, dir.path());
     let addr = agent.credential_addr().await;
     simulator.fail(EksAuthErrorCode::InternalServer, Times::Next(3));
-    assert_eq!(get_credentials(addr, &pod_token("three")).await.0, 500);
+    assert_eq!(
+        get_credentials(addr, &pod_token("app", "three", now()))
+            .await
+            .0,
+        500
+    );
     simulator.clear_failures();
     drop(agent);
 
@@ -326,13 +291,13 @@ async fn aws_max_attempts_is_honoured() {
     let mut agent = Agent::start(&["--endpoint", &endpoint], &env, dir.path());
     let addr = agent.credential_addr().await;
     simulator.fail(EksAuthErrorCode::InternalServer, Times::Next(3));
-    let (status, body) = get_credentials(addr, &pod_token("four")).await;
+    let (status, body) = get_credentials(addr, &pod_token("app", "four", now())).await;
     assert_eq!(status, 200, "{body}\n{}", agent.output());
 }
 
 #[tokio::test]
 async fn rotate_credentials_true_reads_the_rotated_shared_credentials_file() {
-    let (simulator, server) = simulator().await;
+    let (simulator, server) = simulator("demo", node(), APP_ROLE, LOOPBACK).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("node-credentials");
     let write = |id: &str, secret: &str| {
@@ -356,7 +321,7 @@ async fn rotate_credentials_true_reads_the_rotated_shared_credentials_file() {
         dir.path(),
     );
     let addr = agent.credential_addr().await;
-    let token = pod_token("hybrid");
+    let token = pod_token("app", "hybrid", now());
     assert_eq!(
         get_credentials(addr, &token).await.0,
         403,

@@ -13,16 +13,20 @@
 //! that cannot be made is a failure, not a skip.
 #![cfg(target_os = "linux")]
 
+mod support;
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use caps::{CapSet, Capability};
 use nix::sched::CloneFlags;
-use pod_identity_agent_lib::simulator::{EksAuthSimulator, NodeCredentials, PodToken, mint_token};
+use pod_identity_agent_lib::simulator::NodeCredentials;
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
+
+use support::{APP_ROLE, LOOPBACK, now, pod_token, simulator, skip_or_fail_in_ci};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_pod-identity-agent");
 const IPV4_URI: &str = "http://169.254.170.23/v1/credentials";
@@ -34,15 +38,13 @@ struct Netns {
 }
 
 impl Netns {
+    /// A new namespace; `None` where it cannot be made (not root, no `ip`), except under CI,
+    /// which runs as root: there a missing capability is a broken CI, not a reason to pass.
     fn create_or_skip() -> Option<Self> {
         if !caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN).unwrap_or(false) {
-            // CI runs as root: there, a missing capability is a broken CI, not a reason to pass.
-            assert!(
-                !running_in_ci(),
-                "CI must run these tests as root (CAP_SYS_ADMIN, to make a network namespace)"
+            return skip_or_fail_in_ci(
+                "making a network namespace needs root (CAP_SYS_ADMIN); CI runs these tests as root",
             );
-            println!("skipped: making a network namespace needs root (CAP_SYS_ADMIN)");
-            return None;
         }
         let name = format!("pia-e2e-{}", std::process::id());
         let failure = match Command::new("ip").args(["netns", "add", &name]).output() {
@@ -50,12 +52,7 @@ impl Netns {
             Ok(out) => String::from_utf8_lossy(&out.stderr).into_owned(),
             Err(error) => format!("cannot run `ip` (install iproute2): {error}"),
         };
-        assert!(
-            !running_in_ci(),
-            "CI runs as root, so the namespace must be made: ip netns add {name}: {failure}"
-        );
-        println!("skipped: ip netns add {name}: {failure}");
-        None
+        skip_or_fail_in_ci(format_args!("ip netns add {name}: {failure}"))
     }
 
     /// `ip netns exec <ns> <program>`: a command that runs inside the namespace, with an empty
@@ -117,16 +114,6 @@ impl Drop for Agent {
             println!("agent log:\n{}", self.log());
         }
     }
-}
-
-#[allow(clippy::disallowed_methods)] // CI marks itself with `CI`; a test has no env seam.
-fn running_in_ci() -> bool {
-    std::env::var_os("CI").is_some()
-}
-
-#[allow(clippy::disallowed_methods)] // The agent runs as another process on the real clock.
-fn now() -> SystemTime {
-    SystemTime::now()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -219,12 +206,9 @@ async fn wait_for_listeners() {
 fn botocore_access_key(ns: &Netns, uri: &str, token_file: &Path, home: &Path) -> Option<String> {
     let python = workspace_root().join(".venv/bin/python");
     if !python.exists() {
-        assert!(
-            !running_in_ci(),
-            "CI creates .venv (scripts/python-env.sh) before the tests"
+        return skip_or_fail_in_ci(
+            "the botocore part: no .venv (`bash scripts/python-env.sh` creates it; CI does first)",
         );
-        println!("skipped the botocore part: run `bash scripts/python-env.sh` to create .venv");
-        return None;
     }
     let script = "import botocore.session\n\
                   c = botocore.session.get_session().get_credentials()\n\
@@ -299,13 +283,7 @@ fn pods_get_credentials_on_the_real_link_local_addresses() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let token_file = dir.path().join("eks-pod-identity-token");
-    let token = mint_token(&PodToken::new(
-        "default".parse().expect("namespace"),
-        "app".parse().expect("service account"),
-        "app-1",
-        now(),
-    ));
-    std::fs::write(&token_file, token.expose_secret()).expect("write the token");
+    std::fs::write(&token_file, pod_token("app", "app-1", now())).expect("write the token");
 
     // Everything below runs on this thread, inside the namespace.
     std::thread::scope(|scope| {
@@ -327,21 +305,8 @@ fn pods_get_credentials_on_the_real_link_local_addresses() {
 
 async fn resolve_in_namespace(ns: &Netns, token_file: &Path, dir: &Path) {
     let node = NodeCredentials::new("AKIDNODEEXAMPLE", "node-secret-example");
-    let simulator = EksAuthSimulator::builder()
-        // The cluster of deploy/values/eks.yaml.
-        .cluster_name("my-cluster".parse().expect("cluster"))
-        .node_credentials(node)
-        .associate(
-            "default".parse().expect("namespace"),
-            "app".parse().expect("service account"),
-            "arn:aws:iam::111122223333:role/app".parse().expect("role"),
-        )
-        .build()
-        .expect("simulator");
-    let server = simulator
-        .serve("127.0.0.1:0".parse().expect("address"))
-        .await
-        .expect("serve the simulator");
+    // The cluster of deploy/values/eks.yaml.
+    let (simulator, server) = simulator("my-cluster", node, APP_ROLE, LOOPBACK).await;
 
     // The DaemonSet's command, with EKS Auth played by the simulator.
     let args = daemonset_args("eks.yaml", "server");

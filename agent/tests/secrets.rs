@@ -12,23 +12,25 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, Once};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_sdk_sts::config::Credentials;
-use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
-};
-use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
+use pod_identity_agent_lib::simulator::{EksAuthSimulator, NodeCredentials, Times};
 use pod_identity_agent_lib::{
     AgentBuilder, source::CredentialRequest, source::CredentialSource,
     source::eks_auth::EksAuthSource,
 };
 use pod_identity_core::{eks_auth::EksAuthErrorCode, token::ServiceAccountToken};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
+
+use support::{
+    APP_ROLE, LOOPBACK, SERVER_ARGS, Serving, collect_lines, eventually, get, now, pod_token,
+    simulator,
+};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_pod-identity-agent");
 const NODE_KEY: &str = "AKIDNODESECRETSTEST";
@@ -64,67 +66,26 @@ fn in_process_logs() -> &'static Mutex<Vec<u8>> {
     &LOGS
 }
 
-fn now() -> SystemTime {
-    SystemWallClock::new().now()
-}
-
-fn pod_token(service_account: &str, pod: &str, issued_at: SystemTime) -> String {
-    mint_token(&PodToken::new(
-        "default".parse().unwrap(),
-        service_account.parse().unwrap(),
-        pod,
-        issued_at,
-    ))
-    .expose_secret()
-    .to_owned()
-}
-
-async fn simulator() -> (EksAuthSimulator, SimulatorServer) {
-    support::simulator(NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token(NODE_SESSION))
-        .await
-}
-
-/// One plain HTTP/1.1 exchange (blocking, on a worker thread): (status, body).
-async fn http(addr: SocketAddr, path: &str, authorization: Option<&str>) -> (u16, String) {
-    let authorization = authorization.map(str::to_owned);
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(token) = authorization {
-            request.push_str(&format!("Authorization: {token}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response[9..12].parse().unwrap();
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    })
-    .await
-    .unwrap()
-}
-
 /// The agent binary as a child process, its stderr collected line by line.
 struct AgentProcess {
     child: Child,
     output: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl AgentProcess {
     fn start(endpoint: &str, metrics_port: u16) -> Self {
         let metrics_port = metrics_port.to_string();
         let mut child = Command::new(AGENT)
-            .args(support::SERVER_ON_LOOPBACK)
-            .args(["--metrics-port", &metrics_port])
-            .args(["--endpoint", endpoint, "-v", "trace"])
+            .args(SERVER_ARGS)
+            .args([
+                "--metrics-port",
+                &metrics_port,
+                "--endpoint",
+                endpoint,
+                "-v",
+                "trace",
+            ])
             .env_clear()
             .env("AWS_ACCESS_KEY_ID", NODE_KEY)
             .env("AWS_SECRET_ACCESS_KEY", NODE_SECRET)
@@ -136,22 +97,16 @@ impl AgentProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    let mut output = output.lock().unwrap();
-                    output.push_str(&line);
-                    output.push('\n');
-                }
-            });
+        let output = Arc::default();
+        let readers = vec![
+            collect_lines(child.stdout.take().unwrap(), &output),
+            collect_lines(child.stderr.take().unwrap(), &output),
+        ];
+        Self {
+            child,
+            output,
+            readers,
         }
-        Self { child, output }
     }
 
     fn output(&self) -> String {
@@ -160,22 +115,20 @@ impl AgentProcess {
 
     /// The address logged in the first line containing `message`.
     async fn logged_addr(&self, message: &str) -> SocketAddr {
-        for _ in 0..3000 {
+        eventually(&format!("the agent to log {message:?}"), || {
             let output = self.output();
-            if let Some(line) = output.lines().find(|l| l.contains(message)) {
-                let addr = line
-                    .split("\"addr\":\"")
-                    .nth(1)
-                    .and_then(|rest| rest.split('"').next())
-                    .unwrap_or_else(|| panic!("no addr in {line}"));
-                return addr.parse().unwrap();
-            }
             if let Ok(Some(status)) = self.child_status() {
                 panic!("the agent exited with {status}:\n{output}");
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("the agent never logged {message:?}:\n{}", self.output());
+            let line = output.lines().find(|l| l.contains(message))?;
+            let addr = line
+                .split("\"addr\":\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("no addr in {line}"));
+            Some(addr.parse().unwrap())
+        })
+        .await
     }
 
     fn child_status(&self) -> std::io::Result<Option<std::process::ExitStatus>> {
@@ -194,17 +147,23 @@ impl AgentProcess {
             .status()
             .unwrap();
         assert!(killed.success());
-        for _ in 0..3000 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{status}:\n{}", self.output());
-                // Let the reader threads drain the pipes.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                return self.output();
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let status = eventually("the agent to stop on SIGTERM", || {
+            self.child.try_wait().unwrap()
+        })
+        .await;
+        assert!(status.success(), "{status}:\n{}", self.output());
+        // The pipes close with the process: the readers have every line once they end.
+        for reader in self.readers.drain(..) {
+            reader.join().unwrap();
         }
+        self.output()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
         let _ = self.child.kill();
-        panic!("the agent did not stop on SIGTERM:\n{}", self.output());
+        let _ = self.child.wait();
     }
 }
 
@@ -260,7 +219,13 @@ impl Secrets {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     let logs = in_process_logs();
-    let (simulator, server) = simulator().await;
+    let (simulator, server) = simulator(
+        "demo",
+        NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token(NODE_SESSION),
+        APP_ROLE,
+        LOOPBACK,
+    )
+    .await;
     let mut secrets = Secrets::new();
     let mut texts: Vec<(&str, String)> = Vec::new();
 
@@ -277,14 +242,14 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
 
     let good = pod_token("app", "secrets-good", now());
     secrets.token(&good);
-    let (status, body) = http(addr, "/v1/credentials", Some(&good)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(&good)).await;
     assert_eq!(status, 200, "{body}\n{}", process.output());
-    let (status, _) = http(addr, "/v1/credentials", Some(&good)).await;
+    let (status, _) = get(addr, "/v1/credentials", Some(&good)).await;
     assert_eq!(status, 200, "cache hit");
 
     let unassociated = pod_token("nobody", "secrets-nobody", now());
     secrets.token(&unassociated);
-    let (status, body) = http(addr, "/v1/credentials", Some(&unassociated)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(&unassociated)).await;
     assert_eq!(status, 404, "{body}");
     texts.push(("a 404 body", body));
 
@@ -294,20 +259,20 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
         now() - Duration::from_secs(3 * 86_400),
     );
     secrets.token(&expired);
-    let (status, body) = http(addr, "/v1/credentials", Some(&expired)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(&expired)).await;
     assert_eq!(status, 400, "{body}");
     texts.push(("a 400 body", body));
 
     let not_a_jwt = "secret-looking-opaque-value-that-is-no-jwt-0123456789";
     secrets.values.push(not_a_jwt.to_owned());
-    let (status, body) = http(addr, "/v1/credentials", Some(not_a_jwt)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(not_a_jwt)).await;
     assert_eq!(status, 400, "{body}");
     texts.push(("a 400 body", body));
 
     simulator.fail(EksAuthErrorCode::Throttling, Times::Always);
     let throttled = pod_token("app", "secrets-throttled", now());
     secrets.token(&throttled);
-    let (status, body) = http(addr, "/v1/credentials", Some(&throttled)).await;
+    let (status, body) = get(addr, "/v1/credentials", Some(&throttled)).await;
     assert_eq!(status, 429, "{body}");
     texts.push(("a 429 body", body));
     simulator.clear_failures();
@@ -340,48 +305,43 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     let error = failing.credentials().await.unwrap_err();
     texts.push(("a provider error", format!("{error} {error:?}")));
 
-    let (status, metrics) = http(metrics_addr, "/metrics", None).await;
+    let (status, metrics) = get(metrics_addr, "/metrics", None).await;
     assert_eq!(status, 200);
     assert!(metrics.contains("pod_identity_http_response"), "{metrics}");
     texts.push(("the binary's metrics", metrics));
 
     // --- An in-process agent over the same simulator, and a wrongly signed source.
     let source = EksAuthSource::builder()
+        .aws_client(|aws| aws.region("us-west-2"))
+        .aws_client(|aws| aws.endpoint_url(server.endpoint_url()))
         .aws_client(|aws| {
-            aws.region("us-west-2")
-                .endpoint_url(server.endpoint_url())
-                .credentials_provider(Credentials::new(
-                    NODE_KEY,
-                    NODE_SECRET,
-                    Some(NODE_SESSION.to_owned()),
-                    None,
-                    "node",
-                ))
+            aws.credentials_provider(Credentials::new(
+                NODE_KEY,
+                NODE_SECRET,
+                Some(NODE_SESSION.to_owned()),
+                None,
+                "node",
+            ))
         })
         .build()
         .await
         .unwrap();
     let metrics = pod_identity_agent_lib::metrics::Metrics::new();
-    let agent = AgentBuilder::new("demo".parse().unwrap(), source.clone())
-        .bind_hosts(["127.0.0.1"])
-        .server(move |server| server.port(0).probe_addr(None).metrics_addr(None))
-        .metrics(metrics.clone())
-        .bind()
-        .await
-        .unwrap();
-    let in_process = agent.credential_addrs()[0];
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(agent.serve(async {
-        let _ = stopped.await;
-    }));
+    let agent = Serving::start(
+        AgentBuilder::new("demo".parse().unwrap(), source.clone())
+            .bind_hosts(["127.0.0.1"])
+            .metrics(metrics.clone()),
+    )
+    .await;
+    let in_process = agent.addr;
     let local = pod_token("app", "secrets-in-process", now());
     secrets.token(&local);
     assert_eq!(
-        http(in_process, "/v1/credentials", Some(&local)).await.0,
+        get(in_process, "/v1/credentials", Some(&local)).await.0,
         200
     );
     assert_eq!(
-        http(in_process, "/v1/credentials", Some(&unassociated))
+        get(in_process, "/v1/credentials", Some(&unassociated))
             .await
             .0,
         404
@@ -389,18 +349,18 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     texts.push(("the in-process metrics", metrics.encode()));
 
     let wrong_node = EksAuthSource::builder()
+        .aws_client(|aws| aws.region("us-west-2"))
+        .aws_client(|aws| aws.endpoint_url(server.endpoint_url()))
         .aws_client(|aws| {
-            aws.region("us-west-2")
-                .endpoint_url(server.endpoint_url())
-                .credentials_provider(Credentials::new(
-                    NODE_KEY,
-                    "a-wrong-node-secret-key-0123456789",
-                    None,
-                    None,
-                    "node",
-                ))
-                .max_attempts(1)
+            aws.credentials_provider(Credentials::new(
+                NODE_KEY,
+                "a-wrong-node-secret-key-0123456789",
+                None,
+                None,
+                "node",
+            ))
         })
+        .aws_client(|aws| aws.max_attempts(1))
         .build()
         .await
         .unwrap();
@@ -425,8 +385,7 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     let issued = source.credentials(&request).await.unwrap();
     texts.push(("issued credentials' Debug", format!("{issued:?}")));
 
-    let _ = stop.send(());
-    serving.await.unwrap();
+    agent.stop().await;
     let binary_output = process.terminate().await;
 
     // --- Nothing secret anywhere.

@@ -14,22 +14,24 @@
 
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
+// The agent package's test support: the same simulator, tokens and in-process agent.
+#[path = "../../agent/tests/support/mod.rs"]
+mod support;
+
 use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_sdk_sts::config::{Credentials, ProvideCredentials, Region};
-use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
-};
+use pod_identity_agent_lib::simulator::{EksAuthSimulator, NodeCredentials, SimulatorServer};
 use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use support::{Serving, now, pod_token, simulator, skip_or_fail_in_ci};
 
 const IPV4: &str = "127.0.0.1";
 const IPV6: &str = "[::1]";
@@ -45,8 +47,7 @@ struct Stack {
     full_uri: String,
     token_file: PathBuf,
     dir: TempDir,
-    agent_stop: oneshot::Sender<()>,
-    agent_task: JoinHandle<()>,
+    agent: Serving,
 }
 
 impl Stack {
@@ -57,31 +58,13 @@ impl Stack {
             .parse()
             .unwrap();
         let node = NodeCredentials::random();
-        let simulator = EksAuthSimulator::builder()
-            .cluster_name("interop".parse().unwrap())
-            .node_credentials(node.clone())
-            .associate(
-                "default".parse().unwrap(),
-                "app".parse().unwrap(),
-                ROLE_ARN.parse().unwrap(),
-            )
-            .build()
-            .unwrap();
-        let sim_server = simulator
-            .serve(SocketAddr::new(ip, 0))
-            .await
-            .unwrap_or_else(|e| panic!("cannot bind the simulator on {host}: {e}"));
+        let (simulator, sim_server) =
+            simulator("interop", node.clone(), ROLE_ARN, SocketAddr::new(ip, 0)).await;
         let sim_url = sim_server.endpoint_url();
 
         let dir = tempfile::tempdir().unwrap();
         let token_file = dir.path().join("eks-pod-identity-token");
-        let token = mint_token(&PodToken::new(
-            "default".parse().unwrap(),
-            "app".parse().unwrap(),
-            "app-5d8f7c9b4-q7x2m",
-            now(),
-        ));
-        std::fs::write(&token_file, token.expose_secret()).unwrap();
+        std::fs::write(&token_file, pod_token("app", "app-5d8f7c9b4-q7x2m", now())).unwrap();
 
         let node_config = aws_config::defaults(BehaviorVersion::latest())
             .empty_test_environment()
@@ -96,37 +79,26 @@ impl Stack {
             .load()
             .await;
         let source = EksAuthSource::builder()
-            .aws_client(|aws| aws.sdk_config(node_config).endpoint_url(&sim_url))
+            .aws_client(|aws| aws.sdk_config(node_config))
+            .aws_client(|aws| aws.endpoint_url(&sim_url))
             .build()
             .await
             .unwrap();
-        let agent = AgentBuilder::new(simulator.cluster_name().clone(), source)
-            .bind_hosts([host])
-            .server(move |server| {
-                server
-                    .port(0)
-                    .probe_addr(None)
-                    .metrics_addr(None)
-                    .drain_timeout(Duration::from_secs(1))
-            })
-            .bind()
-            .await
-            .unwrap_or_else(|e| panic!("cannot bind the agent on {host}: {e}"));
-        let agent_addr = agent.credential_addrs()[0];
-        assert_eq!(agent_addr.ip(), ip);
-        let (agent_stop, stopped) = oneshot::channel::<()>();
-        let agent_task = tokio::spawn(agent.serve(async {
-            let _ = stopped.await;
-        }));
+        let agent = Serving::start(
+            AgentBuilder::new(simulator.cluster_name().clone(), source)
+                .bind_hosts([host])
+                .server(move |server| server.drain_timeout(Duration::from_secs(1))),
+        )
+        .await;
+        assert_eq!(agent.addr.ip(), ip);
         Self {
-            full_uri: format!("http://{agent_addr}/v1/credentials"),
+            full_uri: agent.full_uri(),
             simulator,
             sim_server,
             sim_url,
             token_file,
             dir,
-            agent_stop,
-            agent_task,
+            agent,
         }
     }
 
@@ -170,18 +142,12 @@ impl Stack {
     }
 
     async fn stop(self) {
-        let _ = self.agent_stop.send(());
-        self.agent_task.await.unwrap();
+        self.agent.stop().await;
         self.sim_server.shutdown().await.unwrap();
     }
 }
 
-#[allow(clippy::disallowed_methods)] // tokens are minted for the real clock the agent checks
-fn now() -> SystemTime {
-    SystemTime::now()
-}
-
-#[allow(clippy::disallowed_methods)] // the tests ask whether they run in CI or as a child
+#[allow(clippy::disallowed_methods)] // the child test asks whether it runs as a child
 fn env_is_set(name: &str) -> bool {
     std::env::var_os(name).is_some()
 }
@@ -313,16 +279,10 @@ fn python() -> Option<PathBuf> {
     if python.exists() {
         return Some(python);
     }
-    assert!(
-        !env_is_set("CI"),
-        "{} is missing in CI: run `bash scripts/python-env.sh` first",
+    skip_or_fail_in_ci(format_args!(
+        "{} is missing (`bash scripts/python-env.sh` creates it)",
         python.display()
-    );
-    println!(
-        "skipping: {} is missing (`bash scripts/python-env.sh` creates it)",
-        python.display()
-    );
-    None
+    ))
 }
 
 const BOTOCORE_SCRIPT: &str = r#"

@@ -5,6 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
+// The agent package's test support: the same simulator, tokens and in-process agent.
+#[path = "../../agent/tests/support/mod.rs"]
+mod support;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -18,12 +22,12 @@ use pod_identity_agent_lib::self_managed::{
 use pod_identity_agent_lib::time::SharedWallClock;
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 use serde_json::json;
-use tokio::sync::oneshot;
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use support::{APP_ROLE, Serving};
+
 const ISSUER: &str = "https://issuer.lab.example.com";
-const ROLE: &str = "arn:aws:iam::111122223333:role/app";
 
 fn epoch_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap().as_secs()
@@ -59,7 +63,7 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
     std::fs::write(
         &associations_file,
         json!({"associations": [
-            {"namespace": "default", "serviceAccount": "app", "roleArn": ROLE}
+            {"namespace": "default", "serviceAccount": "app", "roleArn": APP_ROLE}
         ]})
         .to_string(),
     )
@@ -101,37 +105,27 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
         .await
         .unwrap();
     let source = SelfManagedSource::builder(verifier, store)
+        .aws_client(|aws| aws.region("eu-west-1"))
+        .aws_client(|aws| aws.endpoint_url(sts.uri()))
         .aws_client(|aws| {
-            aws.region("eu-west-1")
-                .endpoint_url(sts.uri())
-                .credentials_provider(aws_sdk_sts::config::Credentials::new(
-                    "AKIDNODE",
-                    "node-secret",
-                    None,
-                    None,
-                    "node",
-                ))
+            aws.credentials_provider(aws_sdk_sts::config::Credentials::new(
+                "AKIDNODE",
+                "node-secret",
+                None,
+                None,
+                "node",
+            ))
         })
         .build()
         .await
         .unwrap();
-    let agent = AgentBuilder::new("lab".parse().unwrap(), source)
-        .bind_hosts(["127.0.0.1"])
-        .server(move |server| {
-            server
-                .port(0)
-                .probe_addr(None)
-                .metrics_addr(None)
-                .drain_timeout(Duration::from_secs(1))
-        })
-        .bind()
-        .await
-        .unwrap();
-    let full_uri = format!("http://{}/v1/credentials", agent.credential_addrs()[0]);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = tokio::spawn(agent.serve(async {
-        let _ = stopped.await;
-    }));
+    let agent = Serving::start(
+        AgentBuilder::new("lab".parse().unwrap(), source)
+            .bind_hosts(["127.0.0.1"])
+            .server(move |server| server.drain_timeout(Duration::from_secs(1))),
+    )
+    .await;
+    let full_uri = agent.full_uri();
 
     let iat = epoch_secs(now);
     let claims = json!({
@@ -183,6 +177,5 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
     assert!(text.contains("InvalidTokenException"), "{text}");
     assert_eq!(sts.received_requests().await.unwrap().len(), 1);
 
-    stop.send(()).unwrap();
-    served.await.unwrap();
+    agent.stop().await;
 }

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use pod_identity_benches::fixture::{BoxError, ecs_environment};
-use pod_identity_benches::report::Table;
+use pod_identity_benches::report::{Row, Table};
 use pod_identity_benches::scenario::{bursts, memory, provider, refresh, serving, wire};
 
 const SCENARIOS: [&str; 6] = ["memory", "provider", "refresh", "serving", "bursts", "wire"];
@@ -71,15 +71,13 @@ fn run(quick: bool, selected: &dyn Fn(&str) -> bool) -> Result<Table, BoxError> 
         let _ = writeln!(std::io::stderr(), "running scenario {name}...");
     };
     // Memory first, while the process is fresh.
-    if selected("memory") {
-        progress("memory");
-        let settings = if quick {
-            memory::Settings::QUICK
-        } else {
-            memory::Settings::FULL
-        };
-        table.extend(&command("memory", quick), memory::run(settings)?);
-    }
+    add(&mut table, "memory", quick, selected, || {
+        memory::run(sized(
+            quick,
+            memory::Settings::QUICK,
+            memory::Settings::FULL,
+        ))
+    })?;
     if selected("provider") {
         progress("provider");
         let settings = if quick {
@@ -89,39 +87,48 @@ fn run(quick: bool, selected: &dyn Fn(&str) -> bool) -> Result<Table, BoxError> 
         };
         table.extend(&command("provider", quick), provider::run(&env, settings)?);
     }
-    if selected("refresh") {
-        progress("refresh");
-        let settings = if quick {
-            refresh::Settings::QUICK
-        } else {
-            refresh::Settings::FULL
-        };
-        table.extend(&command("refresh", quick), refresh::run(&env, settings)?);
-    }
-    if selected("serving") {
-        progress("serving");
-        let settings = if quick {
-            serving::Settings::quick()
-        } else {
-            serving::Settings::full()
-        };
-        table.extend(&command("serving", quick), serving::run(&settings)?);
-    }
-    if selected("bursts") {
-        progress("bursts");
-        let settings = if quick {
-            bursts::Settings::QUICK
-        } else {
-            bursts::Settings::FULL
-        };
-        table.extend(&command("bursts", quick), bursts::run(settings)?);
-    }
-    if selected("wire") {
-        progress("wire");
-        table.extend(
-            &command("wire", quick),
-            wire::run(if quick { 100 } else { 200_000 })?,
-        );
-    }
+    add(&mut table, "refresh", quick, selected, || {
+        refresh::run(
+            &env,
+            sized(quick, refresh::Settings::QUICK, refresh::Settings::FULL),
+        )
+    })?;
+    add(&mut table, "serving", quick, selected, || {
+        serving::run(&sized(
+            quick,
+            serving::Settings::quick(),
+            serving::Settings::full(),
+        ))
+    })?;
+    add(&mut table, "bursts", quick, selected, || {
+        bursts::run(sized(
+            quick,
+            bursts::Settings::QUICK,
+            bursts::Settings::FULL,
+        ))
+    })?;
+    add(&mut table, "wire", quick, selected, || {
+        wire::run(sized(quick, 100, 200_000))
+    })?;
     Ok(table)
+}
+
+/// Adds the rows of scenario `name` when it is selected, under the command reproducing them.
+fn add(
+    table: &mut Table,
+    name: &str,
+    quick: bool,
+    selected: &dyn Fn(&str) -> bool,
+    rows: impl FnOnce() -> Result<Vec<Row>, BoxError>,
+) -> Result<(), BoxError> {
+    if selected(name) {
+        let _ = writeln!(std::io::stderr(), "running scenario {name}...");
+        table.extend(&command(name, quick), rows()?);
+    }
+    Ok(())
+}
+
+/// The smoke-run size when `quick`, else the full one.
+fn sized<T>(quick: bool, smoke: T, full: T) -> T {
+    if quick { smoke } else { full }
 }

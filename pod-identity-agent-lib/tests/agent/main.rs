@@ -1,7 +1,8 @@
 //! The agent library's blocks in this process, over real loopback sockets: the assembled agent,
-//! hostile clients, upstream faults, isolation between pods, the self-managed source and the EKS
-//! Auth simulator. One test binary, so the dependencies are linked once and the support in
-//! `tests/support` is built once; `cargo test --test agent hostile::` runs one file's tests.
+//! hostile clients, upstream faults, isolation between pods, the self-managed source, the EKS
+//! Auth simulator and the Kubernetes blocks against a fake API server. One test binary, so the
+//! dependencies are linked once and the support in `tests/support` is built once;
+//! `cargo test --test agent hostile::` runs one file's tests.
 //!
 //! What the tests share in this process is safe to share: one global tracing subscriber that
 //! writes into the capture of the thread that logged (see `support::logs`), and no environment
@@ -15,6 +16,8 @@ mod support;
 mod hostile;
 #[cfg(all(feature = "eks-auth", feature = "simulator"))]
 mod isolation;
+#[cfg(feature = "kubernetes")]
+mod kubernetes;
 #[cfg(all(feature = "eks-auth", feature = "simulator"))]
 mod reliability;
 #[cfg(feature = "self-managed")]

@@ -1,5 +1,5 @@
-//! Log capture for tracing: one global subscriber writes JSON lines (debug level and up) into the
-//! capture of the thread that logged, if it has one.
+//! Log capture for tracing: one global subscriber writes JSON lines (debug level and up, or from
+//! the level a capture asks for) into the capture of the thread that logged, if it has one.
 //!
 //! One global subscriber serves every test: per-thread scoped subscribers race with tracing's
 //! global callsite-interest cache when tests run in parallel, and lose events. A
@@ -10,6 +10,7 @@ use std::cell::RefCell;
 use std::io;
 use std::sync::{Arc, Mutex, Once};
 
+use tracing::Level;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::dynamic_filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
@@ -25,11 +26,17 @@ impl Logs {
 }
 
 thread_local! {
-    static CAPTURE: RefCell<Option<Logs>> = const { RefCell::new(None) };
+    /// The capture of this thread and the lowest level it takes.
+    static CAPTURE: RefCell<Option<(Logs, Level)>> = const { RefCell::new(None) };
 }
 
-fn capturing() -> bool {
-    CAPTURE.with(|capture| capture.borrow().is_some())
+fn capturing(level: Level) -> bool {
+    CAPTURE.with(|capture| {
+        capture
+            .borrow()
+            .as_ref()
+            .is_some_and(|(_, lowest)| level <= *lowest)
+    })
 }
 
 /// Writes into the capture of the current thread.
@@ -38,7 +45,7 @@ struct ThreadCapture;
 impl io::Write for ThreadCapture {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         CAPTURE.with(|capture| {
-            if let Some(logs) = &*capture.borrow() {
+            if let Some((logs, _)) = &*capture.borrow() {
                 logs.0.lock().unwrap().extend_from_slice(buf);
             }
         });
@@ -59,8 +66,14 @@ impl Drop for CaptureGuard {
     }
 }
 
-/// Captures every line logged on this thread from now until the guard is dropped.
+/// Captures every line at debug level and up logged on this thread from now until the guard is
+/// dropped.
 pub fn capture() -> (Logs, CaptureGuard) {
+    capture_from(Level::DEBUG)
+}
+
+/// [`capture`] from `lowest` up (`Level::TRACE`: everything).
+pub fn capture_from(lowest: Level) -> (Logs, CaptureGuard) {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // Threads without a capture skip formatting. The filter is asked at every event (a
@@ -69,12 +82,12 @@ pub fn capture() -> (Logs, CaptureGuard) {
             .json()
             .with_writer(|| ThreadCapture)
             .with_filter(dynamic_filter_fn(|metadata, _| {
-                *metadata.level() <= tracing::Level::DEBUG && capturing()
+                capturing(*metadata.level())
             }));
         let subscriber = tracing_subscriber::registry().with(layer);
         tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
     });
     let logs = Logs::default();
-    CAPTURE.with(|capture| *capture.borrow_mut() = Some(logs.clone()));
+    CAPTURE.with(|capture| *capture.borrow_mut() = Some((logs.clone(), lowest)));
     (logs, CaptureGuard)
 }

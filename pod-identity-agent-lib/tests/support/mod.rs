@@ -24,7 +24,17 @@ use std::time::Duration;
 
 pub use pod_identity_agent_lib::AgentBuilder;
 pub use pod_identity_agent_lib::cache::CredentialCache;
+#[cfg(feature = "kubernetes")]
+pub use pod_identity_agent_lib::cache::PodIdentity;
 pub use pod_identity_agent_lib::handler::CredentialsRouter;
+#[cfg(any(feature = "self-managed", feature = "kubernetes"))]
+pub use pod_identity_agent_lib::jwk::SignatureError;
+#[cfg(feature = "kubernetes")]
+pub use pod_identity_agent_lib::kubernetes::{
+    ApiError, ClientConfig, ConfigError, GateAnswer, GoneReason, KeysSource, KubeClient,
+    KubernetesVersion, LocalValidation, PodGone, PodLiveness, PodWatch, RotationVerifier,
+    VerifyError as RotationVerifyError, VersionGate, gone_reason_label,
+};
 pub use pod_identity_agent_lib::metrics::Metrics;
 #[cfg(feature = "eks-auth")]
 pub use pod_identity_agent_lib::node_credentials::SharedCredentialsFile;

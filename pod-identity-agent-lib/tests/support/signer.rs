@@ -5,6 +5,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{self, EcdsaKeyPair, KeyPair, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use pod_identity_core::token::ServiceAccountToken;
 use serde_json::{Value, json};
 
 enum KeyKind {
@@ -60,6 +61,13 @@ impl Signer {
         }
     }
 
+    /// The public key as the Kubernetes API server publishes it: always naming its `alg`.
+    pub fn named_jwk(&self) -> Value {
+        let mut jwk = self.jwk();
+        jwk["alg"] = json!(self.alg);
+        jwk
+    }
+
     pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
         let rng = SystemRandom::new();
         match &self.key {
@@ -86,6 +94,16 @@ impl Signer {
         );
         let signature = self.sign_bytes(signed.as_bytes());
         format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    /// [`sign`](Self::sign), decoded into the token type the verifiers take.
+    pub fn token(&self, claims: &Value) -> ServiceAccountToken {
+        ServiceAccountToken::decode(&self.sign(claims)).unwrap()
+    }
+
+    /// [`sign_with_header`](Self::sign_with_header), decoded.
+    pub fn token_with_header(&self, header: &Value, claims: &Value) -> ServiceAccountToken {
+        ServiceAccountToken::decode(&self.sign_with_header(header, claims)).unwrap()
     }
 }
 
