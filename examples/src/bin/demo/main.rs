@@ -104,7 +104,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let started = clock::instant();
     install_trace(started);
-    match run(cli, started).await {
+    match Box::pin(run(cli, started)).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             let mut text = format!("demo failed: {error}");
