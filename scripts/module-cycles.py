@@ -104,9 +104,9 @@ def graph_of(crate: str) -> dict:
             refs.append((head, path))
         if here == ():
             # The root names its modules without `crate::` (`use cache::X`, `cache::X::new()`);
-            # `pub mod`/`mod` declarations and `pub use` re-exports are the module tree, not use.
+            # `mod` declarations and `pub use` re-exports are the module tree, not use.
             tops = {m[0] for m in modules if len(m) == 1}
-            body = re.sub(r"(?m)^\s*(pub(\([^)]*\))?\s+)?(mod\s+\w+;|use\s[^;]*;)", "", code)
+            body = re.sub(r"(?m)^\s*((pub(\([^)]*\))?\s+)?mod\s+\w+;|pub(\([^)]*\))?\s+use\s[^;]*;)", "", code)
             for top in tops:
                 if re.search(r"(?<![:\w])" + top + r"::", body):
                     refs.append(("crate", "::" + top))
