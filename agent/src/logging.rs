@@ -18,10 +18,11 @@
 //! `--log-format tracing-json` keeps tracing-subscriber's nested JSON (`timestamp`, upper-case
 //! `level`, `fields.message`, `target`) and `--log-format text` its plain text; both on stderr.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::io::Write;
 
 use clap::ValueEnum;
-use pod_identity_agent_lib::time::SharedWallClock;
+
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -102,7 +103,7 @@ pub(crate) fn init(format: LogFormat, verbosity: &str, cluster: Option<&str>) {
             .with(filter)
             .with(LogrusJson::new(
                 cluster,
-                SharedWallClock::default(),
+                SharedTimeSource::default(),
                 std::io::stdout,
             ))
             .init(),
@@ -122,12 +123,12 @@ pub(crate) fn init(format: LogFormat, verbosity: &str, cluster: Option<&str>) {
 /// A layer writing each event as one logrus JSON line.
 pub(crate) struct LogrusJson<W> {
     cluster: Option<String>,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     writer: W,
 }
 
 impl<W> LogrusJson<W> {
-    pub(crate) fn new(cluster: Option<&str>, clock: SharedWallClock, writer: W) -> Self {
+    pub(crate) fn new(cluster: Option<&str>, clock: SharedTimeSource, writer: W) -> Self {
         Self {
             cluster: cluster.map(str::to_owned),
             clock,
@@ -245,14 +246,14 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    use pod_identity_agent_lib::time::WallClock;
-
     use super::*;
+
+    use aws_smithy_async::time::TimeSource;
 
     #[derive(Debug)]
     struct FixedClock(SystemTime);
 
-    impl WallClock for FixedClock {
+    impl TimeSource for FixedClock {
         fn now(&self) -> SystemTime {
             self.0
         }
@@ -274,7 +275,7 @@ mod tests {
 
     fn capture(cluster: Option<&str>, verbosity: &str, log: impl FnOnce()) -> Vec<Value> {
         let lines = Lines::default();
-        let clock = SharedWallClock::new(FixedClock(
+        let clock = SharedTimeSource::new(FixedClock(
             UNIX_EPOCH + Duration::from_millis(1_700_000_000_250),
         ));
         let sink = lines.clone();
@@ -331,7 +332,7 @@ mod tests {
         let sink = lines.clone();
         let subscriber = tracing_subscriber::registry().with(LogrusJson::new(
             None,
-            SharedWallClock::new(FixedClock(UNIX_EPOCH)),
+            SharedTimeSource::new(FixedClock(UNIX_EPOCH)),
             move || sink.clone(),
         ));
         tracing::subscriber::with_default(subscriber, || {

@@ -3,6 +3,7 @@
 //! returning the same bytes, and the cache lookup alone. No sockets: the over-the-wire numbers
 //! come from the load harness (`--only serving`).
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::time::Duration;
@@ -10,9 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::Bytes;
 use criterion::Criterion;
-use pod_identity_agent_lib::{
-    AgentBuilder, cache::CredentialCache, source::CredentialRequest, time::SharedWallClock,
-};
+use pod_identity_agent_lib::{AgentBuilder, cache::CredentialCache, source::CredentialRequest};
 use pod_identity_benches::fixture::{cluster, pod_token};
 use pod_identity_benches::upstream::CountingSource;
 use pod_identity_core::token::ServiceAccountToken;
@@ -40,7 +39,7 @@ fn main() {
         .expect("a tokio runtime");
     let token = pod_token(0);
     let token = token.expose_secret();
-    let source = CountingSource::new(SharedWallClock::default(), Duration::ZERO);
+    let source = CountingSource::new(SharedTimeSource::default(), Duration::ZERO);
     let router = AgentBuilder::new(cluster(), source.clone())
         .bind_hosts(["127.0.0.1"])
         .router(move |router| router.rate_limit(0, 0))

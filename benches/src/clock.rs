@@ -5,7 +5,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_smithy_async::rt::sleep::{AsyncSleep, Sleep};
 use aws_smithy_async::time::TimeSource;
-use pod_identity_agent_lib::time::WallClock;
 
 /// The monotonic clock the benchmarks time with.
 ///
@@ -28,7 +27,7 @@ const POLL: Duration = Duration::from_millis(5);
 /// A wall clock that runs at a chosen speed from a chosen point and can jump.
 ///
 /// It is a time source (for aws-config and the provider), a sleep (waits follow the virtual
-/// time) and the agent's [`WallClock`], so every party of a scenario shares one timeline.
+/// time) and the agent's [`TimeSource`], so every party of a scenario shares one timeline.
 #[derive(Clone, Debug)]
 pub struct BenchClock {
     anchor: Arc<RwLock<Anchor>>,
@@ -96,12 +95,6 @@ impl BenchClock {
 }
 
 impl TimeSource for BenchClock {
-    fn now(&self) -> SystemTime {
-        BenchClock::now(self)
-    }
-}
-
-impl WallClock for BenchClock {
     fn now(&self) -> SystemTime {
         BenchClock::now(self)
     }

@@ -1,6 +1,7 @@
 //! An in-process upstream for the agent's cache: counts calls per pod, answers after a set
 //! latency on tokio's clock (so it runs on paused time), with real-size credentials.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use pod_identity_agent_lib::{
     source::CredentialRequest, source::CredentialSource, source::IssuedCredentials,
-    source::SourceError, time::SharedWallClock,
+    source::SourceError,
 };
 use pod_identity_core::eks_auth::PodIdentityAssociation;
 use pod_identity_core::{container_credentials::ContainerCredentials, secret::SecretString};
@@ -19,7 +20,7 @@ pub const LIFETIME: Duration = Duration::from_secs(6 * 60 * 60);
 /// A counting stand-in for EKS Auth.
 #[derive(Clone, Debug)]
 pub struct CountingSource {
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     latency: Duration,
     calls: Arc<AtomicU64>,
     per_pod: Option<Arc<Mutex<HashMap<String, u64>>>>,
@@ -27,7 +28,7 @@ pub struct CountingSource {
 
 impl CountingSource {
     /// A source answering after `latency` with credentials that live [`LIFETIME`] on `clock`.
-    pub fn new(clock: SharedWallClock, latency: Duration) -> Self {
+    pub fn new(clock: SharedTimeSource, latency: Duration) -> Self {
         Self {
             clock,
             latency,

@@ -9,6 +9,7 @@
 #[path = "../../agent/tests/support/mod.rs"]
 mod support;
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -19,7 +20,7 @@ use pod_identity_agent_lib::AgentBuilder;
 use pod_identity_agent_lib::self_managed::{
     FileAssociationStore, JwksLocation, SelfManagedSource, TokenVerifier,
 };
-use pod_identity_agent_lib::time::SharedWallClock;
+
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 use serde_json::json;
 use wiremock::matchers::method;
@@ -47,7 +48,7 @@ fn sign(key: &EcdsaKeyPair, kid: &str, claims: &serde_json::Value) -> String {
 async fn the_provider_gets_credentials_from_a_self_managed_agent() {
     // The one real-clock read: tokens and credentials are minted around it, and the provider
     // judges expiry by the same system clock.
-    let now = SharedWallClock::default().now();
+    let now = SharedTimeSource::default().now();
     let dir = tempfile::tempdir().unwrap();
 
     let key = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).unwrap();

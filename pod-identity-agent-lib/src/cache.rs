@@ -67,9 +67,10 @@
 //!   calls the source, still in its own task, with the time limit and the concurrency bound but
 //!   no refused-token memory or miss budget.
 //!
-//! Time comes from tokio's clock (schedules) and the injected [`WallClock`](crate::time::WallClock)
+//! Time comes from tokio's clock (schedules) and the injected `SharedTimeSource`
 //! (expirations), so tests run on paused time.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::AtomicU8;
@@ -83,7 +84,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{CacheState, Limited, Metrics};
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
-use crate::time::{ClientRateLimiter, RateLimiter, SharedWallClock};
+use crate::time::{ClientRateLimiter, RateLimiter};
 
 /// Default largest number of cached credentials (the reference's).
 pub const DEFAULT_MAX_ENTRIES: usize = 2000;
@@ -309,7 +310,7 @@ impl<S: CredentialSource> CredentialSource for CredentialCache<S> {
 struct Shared<S> {
     source: S,
     config: Config,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     metrics: Metrics,
     rotation: Option<Arc<dyn RotationValidator>>,
     pods: Option<Arc<dyn PodLivenessSource>>,

@@ -40,6 +40,7 @@
 //! checks the kept token's `exp`/`nbf`, and the response is the JSON rendered when the
 //! credentials were issued. Statuses, bodies and the order of checks are those of a miss.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,7 +59,7 @@ use pod_identity_core::{agent_error::AgentError, association::ClusterName};
 use crate::cache::CredentialCache;
 use crate::metrics::Metrics;
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
-use crate::time::SharedWallClock;
+
 use crate::validation::{HostAllowList, RequestValidator};
 
 mod rate_limit;
@@ -111,7 +112,7 @@ pub struct CredentialsRouter<S> {
     hosts: HostAllowList,
     rate: (u32, u32),
     client_rate: (u32, u32),
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     metrics: Metrics,
     request_timeout: Duration,
     max_header_bytes: usize,
@@ -141,7 +142,7 @@ impl<S: CredentialSource> CredentialsRouter<S> {
             hosts: HostAllowList::reference(),
             rate: (DEFAULT_REQUEST_RATE, DEFAULT_REQUEST_BURST),
             client_rate: (DEFAULT_CLIENT_REQUEST_RATE, DEFAULT_CLIENT_REQUEST_BURST),
-            clock: SharedWallClock::default(),
+            clock: SharedTimeSource::default(),
             metrics: Metrics::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
@@ -169,7 +170,7 @@ impl<S: CredentialSource> CredentialsRouter<S> {
     }
 
     /// The wall clock for token time checks and remaining lifetimes.
-    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+    pub fn clock(mut self, clock: SharedTimeSource) -> Self {
         self.clock = clock;
         self
     }
@@ -228,7 +229,7 @@ struct Handler<S> {
     validator: RequestValidator,
     cache: CredentialCache<S>,
     cluster_name: ClusterName,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     request_timeout: Duration,
     max_header_bytes: usize,
     require_pod_uid: bool,

@@ -30,7 +30,8 @@
 //! - [`validation`]: `HostAllowList`, `RequestValidator`. [`handler`]: `CredentialsRouter`,
 //!   the rate limit layer, the response renderers. [`server`]: `ServerBuilder`, `BoundServer`,
 //!   `BindError`, `ConnectionLimits`, `shutdown_signal`. [`probe`]: `Probe`. [`metrics`]:
-//!   `Metrics`. [`time`]: `WallClock`, `SharedWallClock` and the clocks.
+//!   `Metrics`. [`time`]: `TokioTimeSource` (wall clocks are the SDK's
+//!   `aws_smithy_async::time::SharedTimeSource`).
 //! - Behind features: `node_credentials`, `jwk`, `self_managed` (and its `sts`), `kubernetes`,
 //!   `node_network`, `simulator`.
 //!
@@ -210,6 +211,7 @@ pub mod simulator;
 #[cfg(test)]
 mod test_support;
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -220,7 +222,7 @@ use handler::CredentialsRouter;
 use metrics::Metrics;
 use server::{BindError, BoundServer, ServerBuilder};
 use source::CredentialSource;
-use time::SharedWallClock;
+
 use validation::{DEFAULT_BIND_HOSTS, HostAllowList};
 
 /// Composes the blocks into an agent: source → cache → handler → server.
@@ -261,7 +263,7 @@ use validation::{DEFAULT_BIND_HOSTS, HostAllowList};
 pub struct AgentBuilder<S> {
     cluster_name: ClusterName,
     bind_hosts: Vec<String>,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     metrics: Metrics,
     cache: CredentialCacheBuilder<S>,
     router: Configure<CredentialsRouter<S>>,
@@ -294,7 +296,7 @@ impl<S: CredentialSource> AgentBuilder<S> {
         Self {
             cluster_name,
             bind_hosts: DEFAULT_BIND_HOSTS.iter().map(|h| (*h).to_owned()).collect(),
-            clock: SharedWallClock::default(),
+            clock: SharedTimeSource::default(),
             metrics: Metrics::new(),
             cache: CredentialCache::builder(source),
             router: Box::new(|router| router),
@@ -365,8 +367,8 @@ impl<S: CredentialSource> AgentBuilder<S> {
         self
     }
 
-    /// The wall clock of every block (tests use [`time::TokioWallClock`]).
-    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+    /// The wall clock of every block (tests use [`time::TokioTimeSource`]).
+    pub fn clock(mut self, clock: SharedTimeSource) -> Self {
         self.clock = clock;
         self
     }

@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -47,8 +48,6 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::{self, ProvideCredentials, error::CredentialsError};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-
-use crate::time::SharedWallClock;
 
 /// The longest time keys read from the file are used without reading it again.
 pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(60);
@@ -68,7 +67,7 @@ struct Inner {
     path: PathBuf,
     profile: String,
     reload_interval: Duration,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     loaded: Mutex<Option<Loaded>>,
 }
 
@@ -102,7 +101,7 @@ impl SharedCredentialsFile {
             path: path.into(),
             profile: DEFAULT_PROFILE.to_owned(),
             reload_interval: DEFAULT_RELOAD_INTERVAL,
-            clock: SharedWallClock::default(),
+            clock: SharedTimeSource::default(),
         }
     }
 
@@ -239,7 +238,7 @@ pub struct SharedCredentialsFileBuilder {
     path: PathBuf,
     profile: String,
     reload_interval: Duration,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
 }
 
 impl fmt::Debug for SharedCredentialsFileBuilder {
@@ -266,7 +265,7 @@ impl SharedCredentialsFileBuilder {
     }
 
     /// The wall clock the stated expiry is computed from.
-    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+    pub fn clock(mut self, clock: SharedTimeSource) -> Self {
         self.clock = clock;
         self
     }

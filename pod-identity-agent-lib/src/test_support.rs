@@ -4,6 +4,7 @@
 //! `tests/support`, with the same log capture and the loopback pieces (HTTP client, running
 //! agent, upstreams) that unit tests do not need.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
@@ -20,7 +21,7 @@ use pod_identity_core::{
 use tokio::sync::watch;
 
 use crate::source::{CredentialRequest, CredentialSource, IssuedCredentials, SourceError};
-use crate::time::{SharedWallClock, TokioWallClock};
+use crate::time::TokioTimeSource;
 
 /// Wall-clock start of every test: 2023-11-14T22:13:20Z.
 pub(crate) const START_SECS: u64 = 1_700_000_000;
@@ -29,8 +30,8 @@ pub(crate) const START_SECS: u64 = 1_700_000_000;
 pub(crate) const SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI-fake-secret-access-key";
 
 /// A wall clock at [`START_SECS`] that moves with tokio's (paused) clock.
-pub(crate) fn wall_clock() -> SharedWallClock {
-    SharedWallClock::new(TokioWallClock::starting_at(
+pub(crate) fn wall_clock() -> SharedTimeSource {
+    SharedTimeSource::new(TokioTimeSource::starting_at(
         UNIX_EPOCH + Duration::from_secs(START_SECS),
     ))
 }
@@ -102,7 +103,7 @@ pub(crate) struct FakeSource {
 
 struct FakeInner {
     calls: AtomicUsize,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     lifetime: Mutex<Duration>,
     failures: Mutex<VecDeque<SourceError>>,
     failing: Mutex<Option<SourceError>>,
@@ -110,7 +111,7 @@ struct FakeInner {
 }
 
 impl FakeSource {
-    pub(crate) fn new(clock: SharedWallClock) -> Self {
+    pub(crate) fn new(clock: SharedTimeSource) -> Self {
         Self {
             inner: Arc::new(FakeInner {
                 calls: AtomicUsize::new(0),

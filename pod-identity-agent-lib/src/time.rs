@@ -3,50 +3,28 @@
 //! Two clocks drive the agent. Scheduling (renewal times, idle times, rate limits, timeouts) uses
 //! tokio's monotonic clock, so tests pause and advance it with `tokio::time::pause()` and
 //! `tokio::time::advance()`. Credential expirations and token `exp`/`nbf` claims are wall-clock
-//! times, read through a [`WallClock`]: [`SystemWallClock`] in production, [`TokioWallClock`] in
-//! tests, which moves exactly as far as tokio's (paused) clock does.
+//! times, read through the SDK's own clock vocabulary (`aws_smithy_async::time`): a
+//! `SharedTimeSource`, the system clock (`SystemTimeSource`, the default) in production and
+//! [`TokioTimeSource`] in tests, which moves exactly as far as tokio's (paused) clock does. The
+//! provider and the SDK clients take the same type, so one clock can drive all of them.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::SystemTime;
 
-/// A source of wall-clock time.
-pub trait WallClock: fmt::Debug + Send + Sync + 'static {
-    /// The current wall-clock time.
-    fn now(&self) -> SystemTime;
-}
-
-/// The operating system's wall clock.
-#[derive(Clone, Copy, Debug, Default)]
-#[non_exhaustive]
-pub struct SystemWallClock;
-
-impl SystemWallClock {
-    /// The system clock.
-    pub fn new() -> Self {
-        Self
-    }
-}
-
-impl WallClock for SystemWallClock {
-    // This is the seam: the one place the agent reads the operating system's wall clock.
-    #[allow(clippy::disallowed_methods)]
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
+use aws_smithy_async::time::TimeSource;
 
 /// A wall clock that starts at a fixed time and advances with tokio's clock.
 ///
 /// Under `tokio::time::pause()` it moves only when tokio's time moves, so expirations and
-/// renewal schedules stay consistent with each other in tests.
+/// renewal schedules stay consistent with each other in tests. Wrap it in a
+/// `aws_smithy_async::time::SharedTimeSource` to hand it to the blocks.
 #[derive(Clone, Debug)]
-pub struct TokioWallClock {
+pub struct TokioTimeSource {
     start: SystemTime,
     started: tokio::time::Instant,
 }
 
-impl TokioWallClock {
+impl TokioTimeSource {
     /// A clock that reads `start` now and moves forward with tokio's clock.
     pub fn starting_at(start: SystemTime) -> Self {
         Self {
@@ -56,31 +34,9 @@ impl TokioWallClock {
     }
 }
 
-impl WallClock for TokioWallClock {
+impl TimeSource for TokioTimeSource {
     fn now(&self) -> SystemTime {
         self.start + self.started.elapsed()
-    }
-}
-
-/// A shareable [`WallClock`].
-#[derive(Clone, Debug)]
-pub struct SharedWallClock(Arc<dyn WallClock>);
-
-impl SharedWallClock {
-    /// Wraps a clock.
-    pub fn new(clock: impl WallClock) -> Self {
-        Self(Arc::new(clock))
-    }
-
-    /// The current wall-clock time.
-    pub fn now(&self) -> SystemTime {
-        self.0.now()
-    }
-}
-
-impl Default for SharedWallClock {
-    fn default() -> Self {
-        Self::new(SystemWallClock)
     }
 }
 

@@ -17,12 +17,11 @@
 //! it kept instead of decoding the token again: decoding is deterministic, so a token that
 //! decoded once decodes the same, and only the time check can change.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::net::IpAddr;
 
 use pod_identity_core::endpoint::host_without_port;
 use pod_identity_core::{agent_error::AgentError, token::ServiceAccountToken};
-
-use crate::time::SharedWallClock;
 
 /// The reference agent's bind hosts: `169.254.170.23` and `[fd00:ec2::23]`.
 pub const DEFAULT_BIND_HOSTS: [&str; 2] = ["169.254.170.23", "[fd00:ec2::23]"];
@@ -119,7 +118,7 @@ fn same_host(allowed: &str, host: &str) -> bool {
 #[derive(Clone, Debug)]
 pub struct RequestValidator {
     hosts: HostAllowList,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
 }
 
 impl RequestValidator {
@@ -127,12 +126,12 @@ impl RequestValidator {
     pub fn new(hosts: HostAllowList) -> Self {
         Self {
             hosts,
-            clock: SharedWallClock::default(),
+            clock: SharedTimeSource::default(),
         }
     }
 
     /// Uses `clock` for the token's `exp` and `nbf` checks.
-    pub fn with_clock(mut self, clock: SharedWallClock) -> Self {
+    pub fn with_clock(mut self, clock: SharedTimeSource) -> Self {
         self.clock = clock;
         self
     }

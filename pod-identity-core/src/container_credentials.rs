@@ -33,7 +33,7 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 /// Credentials with this much or less left are neither served nor cached: the reference
 /// agent's rule, so that a pod never receives credentials that expire before it can use them.
 /// A source's fresh credentials this close to expiry are an error
-/// ([`AgentError::ExpiringCredentials`], 500).
+/// ([`AgentError::ExpiringCredentials`](crate::agent_error::AgentError::ExpiringCredentials), 500).
 pub const MIN_REMAINING: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// Credentials as the agent serves them. `Debug` redacts the secret key and the session token.

@@ -35,7 +35,7 @@
 //! ```
 //!
 //! The crate is pure: no I/O, no clock, no environment, no async runtime. Callers pass the time
-//! ([`ServiceAccountToken::validate_time`]) and the environment's values
+//! ([`token::ServiceAccountToken::validate_time`]) and the environment's values
 //! ([`endpoint::FullUri::parse`]). Every parser takes untrusted input and never panics.
 //!
 //! | module | contract |

@@ -4,6 +4,7 @@
 // Each test binary uses a part of this module.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use aws_smithy_async::time::{SystemTimeSource, TimeSource};
 use std::fmt::Display;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,7 +14,6 @@ use std::time::{Duration, SystemTime};
 use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, SimulatorServer, mint_token,
 };
-use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
 use pod_identity_agent_lib::{AgentBuilder, source::CredentialSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -67,7 +67,7 @@ pub fn skip_or_fail_in_ci<T>(reason: impl Display) -> Option<T> {
 
 /// The system clock: the agent, here or in another process, checks tokens against it.
 pub fn now() -> SystemTime {
-    SystemWallClock::new().now()
+    SystemTimeSource::new().now()
 }
 
 /// A token the simulator signs for pod `pod` of `default/<service_account>`, issued at

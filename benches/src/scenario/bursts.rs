@@ -5,12 +5,11 @@
 //! tokio's paused clock with an in-process upstream that takes 50 ms (an HTTP upstream cannot
 //! run on paused time: its timeouts would fire as the clock jumps).
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::time::{Duration, SystemTime};
 
-use pod_identity_agent_lib::time::TokioWallClock;
-use pod_identity_agent_lib::{
-    cache::CredentialCache, source::CredentialRequest, time::SharedWallClock,
-};
+use pod_identity_agent_lib::time::TokioTimeSource;
+use pod_identity_agent_lib::{cache::CredentialCache, source::CredentialRequest};
 use pod_identity_core::secret::SecretString;
 use pod_identity_core::token::ServiceAccountToken;
 
@@ -119,7 +118,7 @@ pub fn day(settings: Settings) -> Result<Day, BoxError> {
         .build()?;
     runtime.block_on(async move {
         let start = system_now();
-        let clock = SharedWallClock::new(TokioWallClock::starting_at(start));
+        let clock = SharedTimeSource::new(TokioTimeSource::starting_at(start));
         let source = CountingSource::new(clock.clone(), UPSTREAM_LATENCY);
         let cache = CredentialCache::builder(source.clone())
             .clock(clock)

@@ -6,11 +6,10 @@
 //! (about 1.2 KiB). RSS is read from `/proc/self/status` (`VmRSS`). Run first in a fresh
 //! process; the allocator's reuse of freed memory makes small differences noisy.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::time::Duration;
 
-use pod_identity_agent_lib::{
-    cache::CredentialCache, source::CredentialRequest, time::SharedWallClock,
-};
+use pod_identity_agent_lib::{cache::CredentialCache, source::CredentialRequest};
 use pod_identity_core::token::ServiceAccountToken;
 
 use crate::fixture::{BoxError, cluster, pod_token};
@@ -57,7 +56,7 @@ pub fn measure(settings: Settings) -> Result<Memory, BoxError> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let source = CountingSource::new(SharedWallClock::default(), Duration::ZERO)
+        let source = CountingSource::new(SharedTimeSource::default(), Duration::ZERO)
             .without_per_pod_counts();
         let cache = CredentialCache::builder(source)
             .max_entries(settings.large + 1)

@@ -27,6 +27,7 @@
 //! Bounds: `--seconds` at most 120, `--stalled` at most 8000, `--pods` at most 250; every loop
 //! stops at the deadline and the agent is stopped at the end.
 
+use aws_smithy_async::time::{SystemTimeSource, TimeSource};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -37,7 +38,6 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
 use pod_identity_agent_lib::simulator::{EksAuthSimulator, NodeCredentials, PodToken, mint_token};
-use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -173,7 +173,7 @@ async fn run(args: Args) -> Result<bool, BoxError> {
     let rss_idle = rss_kib(pid);
 
     // Well-behaved pods: a first fetch each (a miss), then the attack starts.
-    let now = SystemWallClock::new().now();
+    let now = SystemTimeSource::new().now();
     let mut tokens = Vec::with_capacity(args.pods);
     for n in 0..args.pods {
         let spec = PodToken::new("default".parse()?, "app".parse()?, format!("app-{n}"), now);
@@ -552,7 +552,7 @@ async fn forge(
 
 /// An unsigned token for the forging pod that decodes but that EKS Auth refuses (no audience).
 fn forged_token(n: usize) -> String {
-    let now = SystemWallClock::new()
+    let now = SystemTimeSource::new()
         .now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

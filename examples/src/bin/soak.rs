@@ -22,6 +22,7 @@
 //! Bounds: `--seconds` at most 300, `--concurrency` at most 4096, `--tokens` at most 100,000;
 //! every loop stops at the deadline.
 
+use aws_smithy_async::time::{SystemTimeSource, TimeSource};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -35,7 +36,6 @@ use pod_identity_agent_lib::server::ConnectionLimits;
 use pod_identity_agent_lib::simulator::{
     EksAuthSimulator, NodeCredentials, PodToken, Times, mint_token,
 };
-use pod_identity_agent_lib::time::{SystemWallClock, WallClock};
 use pod_identity_agent_lib::{AgentBuilder, metrics::Metrics, source::eks_auth::EksAuthSource};
 use pod_identity_core::eks_auth::EksAuthErrorCode;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -213,7 +213,7 @@ async fn run(args: Args) -> Result<bool, Box<dyn std::error::Error + Send + Sync
         let _ = agent_stopped.await;
     }));
 
-    let now = SystemWallClock::new().now();
+    let now = SystemTimeSource::new().now();
     let mint = |pod: String| -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
         Ok(
             mint_token(&PodToken::new("default".parse()?, "app".parse()?, pod, now))

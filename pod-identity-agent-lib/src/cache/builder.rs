@@ -1,5 +1,6 @@
 //! Building a [`CredentialCache`].
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::fmt;
 use std::sync::atomic::AtomicU8;
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use super::{
 };
 use crate::metrics::Metrics;
 use crate::source::CredentialSource;
-use crate::time::{ClientRateLimiter, RateLimiter, SharedWallClock};
+use crate::time::{ClientRateLimiter, RateLimiter};
 
 /// Builds a [`CredentialCache`].
 pub struct CredentialCacheBuilder<S> {
@@ -25,7 +26,7 @@ pub struct CredentialCacheBuilder<S> {
     renewal_qps: u32,
     client_miss_budget: (u32, u32),
     max_concurrent_fetches: usize,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     metrics: Metrics,
     rotation: Option<Arc<dyn RotationValidator>>,
     pods: Option<Arc<dyn PodLivenessSource>>,
@@ -102,7 +103,7 @@ impl<S: CredentialSource> CredentialCacheBuilder<S> {
     }
 
     /// The wall clock for expirations.
-    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+    pub fn clock(mut self, clock: SharedTimeSource) -> Self {
         self.clock = clock;
         self
     }
@@ -172,7 +173,7 @@ impl<S: CredentialSource> CredentialCache<S> {
             renewal_qps: DEFAULT_RENEWAL_QPS,
             client_miss_budget: (DEFAULT_CLIENT_MISS_RATE, DEFAULT_CLIENT_MISS_BURST),
             max_concurrent_fetches: DEFAULT_MAX_CONCURRENT_FETCHES,
-            clock: SharedWallClock::default(),
+            clock: SharedTimeSource::default(),
             metrics: Metrics::default(),
             rotation: None,
             pods: None,

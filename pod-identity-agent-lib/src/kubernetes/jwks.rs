@@ -39,6 +39,7 @@
 //! path) as it was received, through a temporary file in the same directory renamed over the
 //! old one, mode 0600, only when it changed.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -56,7 +57,6 @@ use crate::jwk::{
     AlgorithmPolicy, ClaimRefusal, KeySet, SUPPORTED_ALGORITHMS, SignatureError,
     check_audience_and_times,
 };
-use crate::time::SharedWallClock;
 
 /// The API server's key endpoint.
 pub const JWKS_PATH: &str = "/openid/v1/jwks";
@@ -171,7 +171,7 @@ struct Inner {
     key_ttl: Duration,
     min_refresh_interval: Duration,
     cache_path: Option<PathBuf>,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     keys: RwLock<Arc<Keys>>,
     /// Serialises refreshes; holds when the last one started.
     refresh: AsyncMutex<Option<Instant>>,
@@ -206,7 +206,7 @@ pub struct RotationVerifierBuilder {
     key_ttl: Duration,
     min_refresh_interval: Duration,
     cache_path: Option<PathBuf>,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
 }
 
 impl RotationVerifierBuilder {
@@ -247,7 +247,7 @@ impl RotationVerifierBuilder {
     }
 
     /// The wall clock for `exp` and `nbf`.
-    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+    pub fn clock(mut self, clock: SharedTimeSource) -> Self {
         self.clock = clock;
         self
     }
@@ -313,7 +313,7 @@ impl RotationVerifier {
             key_ttl: DEFAULT_KEY_TTL,
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
             cache_path: Some(PathBuf::from(DEFAULT_CACHE_PATH)),
-            clock: SharedWallClock::default(),
+            clock: SharedTimeSource::default(),
         }
     }
 

@@ -31,6 +31,7 @@
 //! the checks above. The cryptography is `aws-lc-rs`, the provider the SDK's HTTPS client
 //! already links, so verification adds no second crypto stack to the agent.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
@@ -45,7 +46,6 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::jwk::SUPPORTED_ALGORITHMS;
 use crate::jwk::{AlgorithmPolicy, ClaimRefusal, KeySet, SignatureError, check_audience_and_times};
-use crate::time::SharedWallClock;
 
 /// How often the keys are re-read when nothing asks earlier.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60);
@@ -160,7 +160,7 @@ struct Inner {
     leeway: Duration,
     location: JwksLocation,
     http: reqwest::Client,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     min_refresh_interval: Duration,
     keys: RwLock<Arc<KeySet>>,
     /// Serialises refreshes; holds when the last one started (tokio's clock).
@@ -185,7 +185,7 @@ pub struct TokenVerifierBuilder {
     audience: String,
     leeway: Duration,
     location: JwksLocation,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
     refresh_interval: Duration,
     min_refresh_interval: Duration,
     fetch_timeout: Duration,
@@ -211,7 +211,7 @@ impl TokenVerifierBuilder {
     }
 
     /// The wall clock for `exp` and `nbf`.
-    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+    pub fn clock(mut self, clock: SharedTimeSource) -> Self {
         self.clock = clock;
         self
     }
@@ -284,7 +284,7 @@ impl TokenVerifier {
             audience: AUDIENCE.to_owned(),
             leeway: DEFAULT_LEEWAY,
             location: JwksLocation::Discovery,
-            clock: SharedWallClock::default(),
+            clock: SharedTimeSource::default(),
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
             min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
             fetch_timeout: DEFAULT_FETCH_TIMEOUT,

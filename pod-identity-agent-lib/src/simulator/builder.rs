@@ -1,5 +1,6 @@
 //! Configuring a simulator: cluster, region, account, node credentials, associations, lifetime.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -16,7 +17,6 @@ use super::credentials::{ACCESS_KEY_ALPHABET, NodeCredentials};
 use super::state::{Inner, Registered};
 use super::token::uuid;
 use super::{EksAuthSimulator, random_string};
-use crate::time::SharedWallClock;
 
 /// The credential lifetime EKS Auth grants: 6 hours.
 pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(CREDENTIAL_LIFETIME_SECS);
@@ -90,7 +90,7 @@ pub struct EksAuthSimulatorBuilder {
     simple: Vec<(Namespace, ServiceAccountName, Arn)>,
     lifetime: Duration,
     max_sessions: usize,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
 }
 
 impl Default for EksAuthSimulatorBuilder {
@@ -104,7 +104,7 @@ impl Default for EksAuthSimulatorBuilder {
             simple: Vec::new(),
             lifetime: DEFAULT_CREDENTIAL_LIFETIME,
             max_sessions: DEFAULT_MAX_SESSIONS,
-            clock: SharedWallClock::default(),
+            clock: SharedTimeSource::default(),
         }
     }
 }
@@ -178,7 +178,7 @@ impl EksAuthSimulatorBuilder {
     }
 
     /// The wall clock for signature skew, token times and expirations (default: the system clock).
-    pub fn clock(mut self, clock: SharedWallClock) -> Self {
+    pub fn clock(mut self, clock: SharedTimeSource) -> Self {
         self.clock = clock;
         self
     }

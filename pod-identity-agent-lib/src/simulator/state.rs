@@ -1,6 +1,7 @@
 //! What a simulator remembers: its configuration, the sessions it issued, its counters and the
 //! failures it was told to inject.
 
+use aws_smithy_async::time::SharedTimeSource;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -13,7 +14,6 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use super::credentials::NodeCredentials;
-use crate::time::SharedWallClock;
 
 /// One association as the simulator serves it, with its generated ids.
 #[derive(Debug)]
@@ -106,7 +106,7 @@ pub(crate) struct Inner {
     pub(crate) node: NodeCredentials,
     /// Keyed by (namespace, service account).
     pub(crate) associations: HashMap<(String, String), Registered>,
-    pub(crate) clock: SharedWallClock,
+    pub(crate) clock: SharedTimeSource,
     lifetime: Mutex<Duration>,
     latency: Mutex<Duration>,
     failure: Mutex<Option<(Failure, Times)>>,
@@ -142,7 +142,7 @@ impl Inner {
         associations: HashMap<(String, String), Registered>,
         lifetime: Duration,
         max_sessions: usize,
-        clock: SharedWallClock,
+        clock: SharedTimeSource,
     ) -> Self {
         Self {
             cluster_name,

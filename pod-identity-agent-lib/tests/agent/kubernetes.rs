@@ -23,8 +23,8 @@ use self::fake_api::FakeApi;
 use crate::support::{
     ApiError, ClientConfig, ConfigError, GateAnswer, GoneReason, KeysSource, KubeClient,
     KubernetesVersion, LocalValidation, Metrics, PodGone, PodIdentity, PodLiveness, PodWatch,
-    RotationVerifier, RotationVerifyError, SharedWallClock, SignatureError, Signer, TokioWallClock,
-    VersionGate, eventually, logs, within,
+    RotationVerifier, RotationVerifyError, SharedTimeSource, SignatureError, Signer,
+    TokioTimeSource, VersionGate, eventually, logs, within,
 };
 
 /// When the cached entry's token was issued: 2023-11-14T22:13:20Z.
@@ -37,8 +37,8 @@ const AGENT_TOKEN: &str = "agent-sa-token-7f3a9c";
 const NODE: &str = "node-1";
 const WAIT: Duration = Duration::from_secs(10);
 
-fn clock() -> SharedWallClock {
-    SharedWallClock::new(TokioWallClock::starting_at(
+fn clock() -> SharedTimeSource {
+    SharedTimeSource::new(TokioTimeSource::starting_at(
         UNIX_EPOCH + Duration::from_secs(NOW),
     ))
 }

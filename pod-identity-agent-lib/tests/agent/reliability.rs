@@ -19,8 +19,8 @@ use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 use crate::support::http::{access_key, credentials as http};
 use crate::support::{
-    AgentBuilder, CredentialCache, EksAuthSource, EksAuthSourceBuilder, Serving, SharedWallClock,
-    Times, Upstream, WallClock, eks_auth_source, eks_error, eventually, hex_digest, minted_token,
+    AgentBuilder, CredentialCache, EksAuthSource, EksAuthSourceBuilder, Serving, SharedTimeSource,
+    TimeSource, Times, Upstream, eks_auth_source, eks_error, eventually, hex_digest, minted_token,
     now, ok, serve_agent, serve_blocks, simulator, success_body,
 };
 
@@ -63,7 +63,7 @@ impl AheadClock {
     }
 }
 
-impl WallClock for AheadClock {
+impl TimeSource for AheadClock {
     fn now(&self) -> SystemTime {
         now() + Duration::from_millis(self.0.load(Ordering::SeqCst))
     }
@@ -382,7 +382,7 @@ async fn cached_credentials_are_served_through_an_outage_until_15_seconds_before
                 .await
                 .unwrap(),
         )
-        .clock(SharedWallClock::new(clock.clone())),
+        .clock(SharedTimeSource::new(clock.clone())),
     )
     .await;
     let token = token("outage");
@@ -424,7 +424,7 @@ async fn cached_credentials_are_served_through_an_outage_until_15_seconds_before
 async fn failed_renewals_back_off_with_jitter_while_the_old_credentials_are_served() {
     const INTERVAL: Duration = Duration::from_millis(200);
     let (upstream, eks) = Upstream::start(ok("ASIAFIRST", Duration::from_secs(3600))).await;
-    let clock = SharedWallClock::default();
+    let clock = SharedTimeSource::default();
     let cache = CredentialCache::builder(
         source(&eks.uri(), 1, Duration::from_secs(10))
             .build()

@@ -18,8 +18,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::support::{
     AgentBuilder, AssociationStore, Associations, CredentialCache, CredentialRequest,
-    CredentialSource, FileAssociationStore, JwksLocation, SelfManagedSource, SharedWallClock,
-    Signer, SourceError, TokenVerifier, TokioWallClock, VerifyError, eventually, logs, within,
+    CredentialSource, FileAssociationStore, JwksLocation, SelfManagedSource, SharedTimeSource,
+    Signer, SourceError, TokenVerifier, TokioTimeSource, VerifyError, eventually, logs, within,
 };
 
 /// Wall-clock start of every test: 2023-11-14T22:13:20Z.
@@ -30,8 +30,8 @@ const TARGET_ROLE: &str = "arn:aws:iam::444455556666:role/app-data";
 const POD_SECRET: &str = "pod-secret-access-key-from-sts";
 const NODE_SECRET: &str = "node-secret-access-key";
 
-fn clock() -> SharedWallClock {
-    SharedWallClock::new(TokioWallClock::starting_at(
+fn clock() -> SharedTimeSource {
+    SharedTimeSource::new(TokioTimeSource::starting_at(
         UNIX_EPOCH + Duration::from_secs(START),
     ))
 }

@@ -10,8 +10,8 @@ use aws_smithy_async::time::StaticTimeSource;
 use pod_identity_core::{eks_auth::EksAuthError, eks_auth::EksAuthErrorCode, secret::SecretString};
 
 use crate::support::{
-    EksAuthSimulator, Failure, NodeCredentials, PodToken, SharedWallClock, SimulatorServer, Times,
-    WallClock, eventually, logs, mint_token, parse_associations,
+    EksAuthSimulator, Failure, NodeCredentials, PodToken, SharedTimeSource, SimulatorServer,
+    TimeSource, Times, eventually, logs, mint_token, parse_associations,
 };
 
 const CLUSTER: &str = "demo";
@@ -911,13 +911,7 @@ impl ManualClock {
     }
 }
 
-impl WallClock for ManualClock {
-    fn now(&self) -> SystemTime {
-        self.time()
-    }
-}
-
-impl aws_smithy_async::time::TimeSource for ManualClock {
+impl TimeSource for ManualClock {
     fn now(&self) -> SystemTime {
         self.time()
     }
@@ -935,7 +929,7 @@ async fn time_comes_from_the_injected_clock() {
             "app".parse().unwrap(),
             "arn:aws:iam::111122223333:role/app".parse().unwrap(),
         )
-        .clock(SharedWallClock::new(clock.clone()))
+        .clock(SharedTimeSource::new(clock.clone()))
         .build()
         .unwrap();
     let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();

@@ -9,7 +9,7 @@ use tokio::task::JoinHandle;
 use super::http;
 use super::{
     AgentBuilder, BoundServer, ConnectionLimits, CredentialCache, CredentialSource,
-    CredentialsRouter, HostAllowList, ServerBuilder, SharedWallClock,
+    CredentialsRouter, HostAllowList, ServerBuilder, SharedTimeSource,
 };
 
 /// A bound server serving until [`shutdown`](Self::shutdown) (or until dropped, which stops it
@@ -89,7 +89,7 @@ pub async fn serve_agent<S: CredentialSource>(builder: AgentBuilder<S>) -> Servi
 /// expose), on 127.0.0.1 with the per-client bounds lifted.
 pub async fn serve_blocks<S: CredentialSource>(
     cache: CredentialCache<S>,
-    clock: SharedWallClock,
+    clock: SharedTimeSource,
 ) -> Serving {
     let router = CredentialsRouter::new("demo".parse().unwrap(), cache)
         .allowed_hosts(HostAllowList::new(["127.0.0.1"]))

@@ -6,7 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
-use super::{SystemWallClock, WallClock};
+use super::{SystemTimeSource, TimeSource};
 
 /// The node's signing key, as the simulator and the wiremock upstreams know it.
 pub const NODE_KEY: &str = "AKIDNODE";
@@ -14,7 +14,7 @@ pub const NODE_SECRET: &str = "node-secret";
 
 /// The system clock: tokens and SigV4 signatures in these tests follow it.
 pub fn now() -> SystemTime {
-    SystemWallClock::new().now()
+    SystemTimeSource::new().now()
 }
 
 pub fn now_secs() -> i64 {

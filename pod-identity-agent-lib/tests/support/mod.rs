@@ -19,6 +19,7 @@ mod signer;
 #[cfg(any(feature = "self-managed", feature = "kubernetes"))]
 pub use signer::Signer;
 
+pub use aws_smithy_async::time::{SharedTimeSource, SystemTimeSource, TimeSource};
 use std::fmt::Display;
 use std::time::Duration;
 
@@ -59,9 +60,7 @@ pub use pod_identity_agent_lib::source::eks_auth::{EksAuthSource, EksAuthSourceB
 pub use pod_identity_agent_lib::source::{
     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
 };
-pub use pod_identity_agent_lib::time::{
-    SharedWallClock, SystemWallClock, TokioWallClock, WallClock,
-};
+pub use pod_identity_agent_lib::time::TokioTimeSource;
 pub use pod_identity_agent_lib::validation::HostAllowList;
 
 /// Waits until `condition` holds, looking every 10 ms (or every thousandth of `timeout`, when
