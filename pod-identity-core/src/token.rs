@@ -207,16 +207,38 @@ impl ServiceAccountToken {
     /// The reference agent's claim check at `now`: `now` must be strictly before `exp` and not
     /// before `nbf`; absent claims pass. `iat`, `aud`, `iss` and `sub` are not checked.
     pub fn validate_time(&self, now: SystemTime) -> Result<(), TokenError> {
-        let (now_secs, _) = to_epoch(now);
-        // exp and nbf are whole seconds, so comparing whole seconds is exact.
-        let expired = self.claims.exp.is_some_and(|exp| now_secs >= exp);
-        let not_yet = self.claims.nbf.is_some_and(|nbf| now_secs < nbf);
-        match (expired, not_yet) {
-            (false, false) => Ok(()),
-            (true, false) => Err(TokenError::Expired),
-            (false, true) => Err(TokenError::NotValidYet),
-            (true, true) => Err(TokenError::ExpiredAndNotValidYet),
-        }
+        validate_times(self.claims.exp, self.claims.nbf, now)
+    }
+}
+
+/// The token time rule on bare claims (epoch seconds), for holders that keep only a token's
+/// `exp` and `nbf`: `now` must be strictly before `exp` and not before `nbf`; absent claims pass.
+/// [`ServiceAccountToken::validate_time`] is this rule on a decoded token.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+///
+/// use pod_identity_core::token::{TokenError, validate_times};
+///
+/// let at = |secs| SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+/// assert_eq!(validate_times(Some(100), None, at(99)), Ok(()));
+/// assert_eq!(validate_times(Some(100), None, at(100)), Err(TokenError::Expired));
+/// assert_eq!(validate_times(None, Some(100), at(99)), Err(TokenError::NotValidYet));
+/// ```
+pub fn validate_times(
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    now: SystemTime,
+) -> Result<(), TokenError> {
+    let (now_secs, _) = to_epoch(now);
+    // exp and nbf are whole seconds, so comparing whole seconds is exact.
+    let expired = exp.is_some_and(|exp| now_secs >= exp);
+    let not_yet = nbf.is_some_and(|nbf| now_secs < nbf);
+    match (expired, not_yet) {
+        (false, false) => Ok(()),
+        (true, false) => Err(TokenError::Expired),
+        (false, true) => Err(TokenError::NotValidYet),
+        (true, true) => Err(TokenError::ExpiredAndNotValidYet),
     }
 }
 

@@ -5,7 +5,7 @@ use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use pod_identity_core::time::to_epoch;
+use pod_identity_core::token::validate_times;
 use pod_identity_core::{
     association::ClusterName, secret::SecretString, token::ServiceAccountToken, token::TokenError,
 };
@@ -194,18 +194,10 @@ impl TokenTimes {
         }
     }
 
-    /// [`ServiceAccountToken::validate_time`] on the kept claims: the same rule (a test holds
-    /// them equal), the same errors and so the same 400 texts.
+    /// Core's token time rule on the kept claims (`token::validate_times`, the rule
+    /// [`ServiceAccountToken::validate_time`] applies), so the same errors and 400 texts.
     pub(super) fn validate(&self, now: SystemTime) -> Result<(), TokenError> {
-        let (now_secs, _) = to_epoch(now);
-        let expired = self.exp.is_some_and(|exp| now_secs >= exp);
-        let not_yet = self.nbf.is_some_and(|nbf| now_secs < nbf);
-        match (expired, not_yet) {
-            (false, false) => Ok(()),
-            (true, false) => Err(TokenError::Expired),
-            (false, true) => Err(TokenError::NotValidYet),
-            (true, true) => Err(TokenError::ExpiredAndNotValidYet),
-        }
+        validate_times(self.exp, self.nbf, now)
     }
 }
 
