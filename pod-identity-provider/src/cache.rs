@@ -45,177 +45,25 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use aws_smithy_async::rt::sleep::{AsyncSleep, SharedAsyncSleep};
+use aws_smithy_async::rt::sleep::SharedAsyncSleep;
 use aws_smithy_async::time::SharedTimeSource;
 use tokio::sync::{Mutex, Notify};
 
+mod metrics;
+mod task;
+mod windows;
+
+pub use metrics::Metrics;
+pub(crate) use metrics::Stats;
+pub use windows::RefreshWindows;
+
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// First delay after a failed background refresh.
-pub(crate) const BACKGROUND_RETRY_BASE: Duration = Duration::from_secs(10);
-/// Longest delay between background refresh attempts.
-pub(crate) const BACKGROUND_RETRY_CAP: Duration = Duration::from_secs(300);
-/// Longest single sleep of the refresh task. It then re-reads the wall clock, so a suspended
-/// machine or a stepped clock cannot make it oversleep a refresh by more than this.
-pub(crate) const MAX_SLEEP: Duration = Duration::from_secs(5 * 60);
-/// Shortest time between a fetch and the refresh it schedules.
-pub(crate) const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
-/// Shortest delay between background refresh attempts, even just before expiry.
-const BACKGROUND_RETRY_FLOOR: Duration = Duration::from_secs(1);
-
-/// When to refresh ahead of expiry, by remaining lifetime at fetch time.
-///
-/// The defaults follow the cross-SDK refresh design (botocore, Java v2, Kotlin):
-///
-/// | remaining lifetime at fetch | advisory window (refresh this long before expiry) |
-/// |---|---|
-/// | ≤ 20 min | 5 min |
-/// | 20–90 min | 15 min |
-/// | ≥ 90 min | 60 min |
-///
-/// and a mandatory window of 60 s, in which callers are still answered at once with the cached
-/// credentials, but every such answer counts as a stale serve and makes sure a refresh is under
-/// way (a refresh task that went away is restarted). No caller waits while unexpired
-/// credentials exist. The refresh is scheduled at a random point in the first half of the
-/// advisory window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RefreshWindows {
-    short: Duration,
-    medium: Duration,
-    long: Duration,
-    mandatory: Duration,
-}
-
-impl Default for RefreshWindows {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RefreshWindows {
-    /// The defaults: 5 min, 15 min, 60 min; mandatory 60 s.
-    pub const fn new() -> Self {
-        Self {
-            short: Duration::from_secs(5 * 60),
-            medium: Duration::from_secs(15 * 60),
-            long: Duration::from_secs(60 * 60),
-            mandatory: Duration::from_secs(60),
-        }
-    }
-
-    /// Advisory window for credentials that live 20 minutes or less (default 5 min).
-    pub const fn short_lived(mut self, window: Duration) -> Self {
-        self.short = window;
-        self
-    }
-
-    /// Advisory window for credentials that live between 20 and 90 minutes (default 15 min).
-    pub const fn medium_lived(mut self, window: Duration) -> Self {
-        self.medium = window;
-        self
-    }
-
-    /// Advisory window for credentials that live 90 minutes or more (default 60 min).
-    pub const fn long_lived(mut self, window: Duration) -> Self {
-        self.long = window;
-        self
-    }
-
-    /// The mandatory window before expiry (default 60 s): a hit inside it is a stale serve and
-    /// makes sure a refresh is under way. Callers are answered at once, never kept waiting.
-    pub const fn mandatory(mut self, window: Duration) -> Self {
-        self.mandatory = window;
-        self
-    }
-
-    /// The advisory window for credentials with `lifetime` left at fetch time.
-    pub fn advisory(&self, lifetime: Duration) -> Duration {
-        const TWENTY_MINUTES: Duration = Duration::from_secs(20 * 60);
-        const NINETY_MINUTES: Duration = Duration::from_secs(90 * 60);
-        if lifetime <= TWENTY_MINUTES {
-            self.short
-        } else if lifetime < NINETY_MINUTES {
-            self.medium
-        } else {
-            self.long
-        }
-    }
-
-    /// The mandatory window.
-    pub fn mandatory_window(&self) -> Duration {
-        self.mandatory
-    }
-
-    /// When to refresh a value fetched at `now` that expires at `expiry`. `jitter` in `[0, 1)`
-    /// picks the point in the first half of the advisory window.
-    pub(crate) fn refresh_at(
-        &self,
-        now: SystemTime,
-        expiry: SystemTime,
-        jitter: f64,
-    ) -> SystemTime {
-        let lifetime = expiry.duration_since(now).unwrap_or_default();
-        let window = self.advisory(lifetime);
-        let into_window = window.mul_f64(jitter.clamp(0.0, 1.0) * 0.5);
-        let planned = expiry
-            .checked_sub(window.saturating_sub(into_window))
-            .unwrap_or(now);
-        // Never refresh before half the lifetime has passed, nor sooner than a floor: a value
-        // that lives shorter than its window would otherwise be refetched in a loop.
-        planned
-            .max(now + lifetime / 2)
-            .max(now + MIN_REFRESH_INTERVAL)
-    }
-}
-
-/// Counters readable while the cache runs. Cheap to read; a snapshot, not a live view.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Metrics {
-    /// Loads started (cold loads and background refreshes), each possibly several HTTP attempts.
-    pub fetches: u64,
-    /// Background refreshes that succeeded.
-    pub refreshes: u64,
-    /// Loads that failed (after their retries).
-    pub failures: u64,
-    /// Calls answered with cached credentials past their refresh point while refreshing them
-    /// was failing, or inside the mandatory window (the last 60 s before expiry by default).
-    pub stale_serves: u64,
-    /// HTTP attempts retried inside a load (provider only).
-    pub retries: u64,
-}
-
-/// The shared atomic counters behind [`Metrics`].
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub(crate) fetches: AtomicU64,
-    pub(crate) refreshes: AtomicU64,
-    pub(crate) failures: AtomicU64,
-    pub(crate) stale_serves: AtomicU64,
-    pub(crate) retries: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self) -> Metrics {
-        Metrics {
-            fetches: self.fetches.load(Ordering::Relaxed),
-            refreshes: self.refreshes.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            stale_serves: self.stale_serves.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// A value the cache can hold: it knows when it expires.
 pub(crate) trait Expiring: Clone + Send + Sync + 'static {
@@ -317,14 +165,6 @@ impl<T, E> Drop for RefreshCache<T, E> {
         // The background task holds only a Weak; wake it so it sees the cache is gone.
         self.wake.notify_one();
     }
-}
-
-/// What the background task does next.
-enum Plan {
-    /// Nothing to refresh (empty, expired or idle): wait to be woken.
-    Park,
-    /// Refresh at this time.
-    At(SystemTime),
 }
 
 impl<T, E> RefreshCache<T, E>
@@ -501,7 +341,7 @@ where
             "cached new credentials"
         );
         let mandatory_from = expiry
-            .checked_sub(self.settings.windows.mandatory)
+            .checked_sub(self.settings.windows.mandatory_window())
             .unwrap_or(expiry);
         let values = std::array::from_fn(|shard| {
             if shard == 0 {
@@ -543,189 +383,6 @@ where
         }
         self.ensure_task();
     }
-
-    fn ensure_task(self: &Arc<Self>) {
-        if self.task_started.load(Ordering::Relaxed)
-            || self.task_started.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                let weak = Arc::downgrade(self);
-                let wake = self.wake.clone();
-                let sleep = self.settings.sleep.clone();
-                handle.spawn(run_refresh_task(TaskAlive(weak), wake, sleep));
-            }
-            Err(_) => {
-                // No runtime to refresh on: values are then reloaded on expiry by callers.
-                self.task_started.store(false, Ordering::Release);
-                tracing::debug!(
-                    cache = self.settings.name,
-                    "no tokio runtime; background refresh disabled"
-                );
-            }
-        }
-    }
-
-    fn plan(&self, now: SystemTime, retry_at: Option<SystemTime>) -> Plan {
-        let Some(entry) = self.current.load_full() else {
-            return Plan::Park;
-        };
-        if now >= entry.expiry || !self.has_refresher() {
-            return Plan::Park;
-        }
-        if self.is_idle(now) {
-            self.parked.store(true, Ordering::SeqCst);
-            // Check again: a caller may have come between the first check and parking, and
-            // seen `parked` still false.
-            if self.is_idle(now) {
-                tracing::debug!(
-                    cache = self.settings.name,
-                    "nobody asked for a while; refresh paused"
-                );
-                return Plan::Park;
-            }
-            self.parked.store(false, Ordering::SeqCst);
-        }
-        match retry_at {
-            Some(at) if now >= entry.refresh_at => Plan::At(at),
-            _ => Plan::At(entry.refresh_at),
-        }
-    }
-
-    /// One background refresh: shares the flight lock with cold callers.
-    async fn refresh_once(&self) -> Result<(), E> {
-        let Some(refresher) = self.refresher.load_full() else {
-            return Ok(());
-        };
-        let mut last_error = self.flight.lock().await;
-        let now = self.now();
-        if let Some(entry) = self.current.load_full()
-            && now < entry.refresh_at
-        {
-            // Someone refreshed while we queued.
-            return Ok(());
-        }
-        Stats::bump(&self.stats.fetches);
-        tracing::debug!(
-            cache = self.settings.name,
-            "refreshing credentials ahead of expiry"
-        );
-        let result = refresher.refresh().await;
-        self.flights.fetch_add(1, Ordering::Release);
-        match result {
-            Ok(value) => {
-                *last_error = None;
-                Stats::bump(&self.stats.refreshes);
-                self.store(&value);
-                tracing::info!(
-                    cache = self.settings.name,
-                    "refreshed credentials ahead of expiry"
-                );
-                Ok(())
-            }
-            Err(error) => {
-                Stats::bump(&self.stats.failures);
-                self.refresh_failed.store(true, Ordering::Relaxed);
-                *last_error = Some(error.clone());
-                Err(error)
-            }
-        }
-    }
-
-    /// When to try again after `failures` consecutive failed refreshes.
-    fn retry_after(&self, now: SystemTime, failures: u32) -> Option<SystemTime> {
-        let entry = self.current.load_full()?;
-        let remaining = entry.expiry.duration_since(now).ok()?;
-        let exp = BACKGROUND_RETRY_BASE
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-            .min(BACKGROUND_RETRY_CAP);
-        // Equal jitter: never less than half the delay, so an outage is not hammered.
-        let delay = exp / 2 + (exp / 2).mul_f64(fastrand::f64());
-        // Keep trying before the value expires: at least a few attempts in what is left.
-        let delay = delay.min((remaining / 2).max(BACKGROUND_RETRY_FLOOR));
-        Some(now + delay)
-    }
-}
-
-/// The task's handle on the cache; when the task ends (or its runtime drops it), the cache
-/// learns that it needs a new one.
-struct TaskAlive<T, E>(Weak<RefreshCache<T, E>>);
-
-impl<T, E> Drop for TaskAlive<T, E> {
-    fn drop(&mut self) {
-        if let Some(cache) = self.0.upgrade() {
-            cache.task_started.store(false, Ordering::Release);
-        }
-    }
-}
-
-async fn run_refresh_task<T, E>(alive: TaskAlive<T, E>, wake: Arc<Notify>, sleep: SharedAsyncSleep)
-where
-    T: Expiring,
-    E: Clone + fmt::Display + Send + Sync + 'static,
-{
-    let cache = &alive.0;
-    let mut failures: u32 = 0;
-    let mut retry_at: Option<SystemTime> = None;
-    loop {
-        let (plan, now) = {
-            let Some(cache) = cache.upgrade() else {
-                break;
-            };
-            let now = cache.now();
-            (cache.plan(now, retry_at), now)
-        };
-        let notified = wake.notified();
-        match plan {
-            Plan::Park => {
-                notified.await;
-                continue;
-            }
-            Plan::At(at) => {
-                let delay = at.duration_since(now).unwrap_or_default().min(MAX_SLEEP);
-                if !delay.is_zero() {
-                    tokio::select! {
-                        _ = sleep.sleep(delay) => {}
-                        _ = notified => continue,
-                    }
-                }
-            }
-        }
-        let Some(cache) = cache.upgrade() else {
-            break;
-        };
-        let now = cache.now();
-        match cache.plan(now, retry_at) {
-            Plan::At(at) if now >= at => {}
-            _ => continue,
-        }
-        match cache.refresh_once().await {
-            Ok(()) => {
-                failures = 0;
-                retry_at = None;
-            }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                retry_at = cache.retry_after(cache.now(), failures);
-                let expires_in = cache
-                    .current
-                    .load()
-                    .as_ref()
-                    .and_then(|e| e.expiry.duration_since(now).ok());
-                tracing::warn!(
-                    cache = cache.settings.name,
-                    %error,
-                    failures,
-                    ?expires_in,
-                    retry_in = ?retry_at.and_then(|at| at.duration_since(now).ok()),
-                    "refresh failed; serving cached credentials until they expire"
-                );
-            }
-        }
-    }
-    tracing::debug!("refresh task finished: the cache was dropped");
 }
 
 #[cfg(test)]
@@ -735,7 +392,10 @@ mod tests {
     use aws_smithy_async::rt::sleep::TokioSleep;
     use aws_smithy_async::time::StaticTimeSource;
 
+    use super::task::{BACKGROUND_RETRY_BASE, BACKGROUND_RETRY_CAP};
     use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
 
     #[derive(Clone, Debug, PartialEq)]
     struct Value(SystemTime);
@@ -799,45 +459,6 @@ mod tests {
             cache.retry_after(start() + 61 * MIN, 1),
             None,
             "expired: nothing to retry"
-        );
-    }
-
-    const MIN: Duration = Duration::from_secs(60);
-
-    #[test]
-    fn advisory_windows_follow_the_cross_sdk_design() {
-        let w = RefreshWindows::new();
-        assert_eq!(w.advisory(15 * MIN), 5 * MIN);
-        assert_eq!(w.advisory(20 * MIN), 5 * MIN);
-        assert_eq!(w.advisory(21 * MIN), 15 * MIN);
-        assert_eq!(w.advisory(89 * MIN), 15 * MIN);
-        assert_eq!(w.advisory(90 * MIN), 60 * MIN);
-        assert_eq!(w.advisory(360 * MIN), 60 * MIN);
-    }
-
-    #[test]
-    fn refresh_lands_in_the_first_half_of_the_window() {
-        let w = RefreshWindows::new();
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let expiry = now + 360 * MIN;
-        assert_eq!(w.refresh_at(now, expiry, 0.0), expiry - 60 * MIN);
-        assert_eq!(w.refresh_at(now, expiry, 1.0), expiry - 30 * MIN);
-        let mid = w.refresh_at(now, expiry, 0.5);
-        assert!(mid > expiry - 60 * MIN && mid < expiry - 30 * MIN);
-    }
-
-    #[test]
-    fn short_lifetimes_refresh_no_earlier_than_half_life() {
-        let w = RefreshWindows::new();
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(
-            w.refresh_at(now, now + 3 * MIN, 0.0),
-            now + 90 * Duration::from_secs(1)
-        );
-        assert_eq!(w.refresh_at(now, now, 0.0), now + MIN_REFRESH_INTERVAL);
-        assert_eq!(
-            w.refresh_at(now, now - MIN, 0.3),
-            now + MIN_REFRESH_INTERVAL
         );
     }
 }
