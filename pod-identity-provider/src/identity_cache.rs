@@ -5,17 +5,18 @@
 //! that refresh fails. This cache has the provider's design instead, for any resolver:
 //!
 //! - one refresh-ahead cache per [`IdentityCachePartition`] (each resolver has its own); the
-//!   partitions sit in a copy-on-write list (a client has one or two, so a lookup is a scan of a
-//!   few words: no lock, no hashing);
-//! - a hit is an atomic load and a clone; a background task per partition refreshes ahead of
-//!   expiry with the [`RefreshWindows`]; failed refreshes keep serving the last good identity
-//!   until it expires;
+//!   first four partitions sit in write-once slots (a client has one or two, so a lookup is a
+//!   scan of a few words: no lock, no hashing, no reference count written), any further ones
+//!   in a copy-on-write list;
+//! - a hit is a clock read, an atomic load and a clone of this thread's copy of the identity;
+//!   a background task per partition refreshes ahead of expiry with the [`RefreshWindows`];
+//!   failed refreshes keep serving the last good identity until it expires;
 //! - a partition nobody asked for in `idle_after` (default 30 min) stops refreshing; the next
 //!   caller wakes it (and loads on the request path only if its identity expired meanwhile);
-//! - an identity holding [`Credentials`] is kept as several equal copies, each built from its
-//!   own deep copy of the credentials as the SDK builds it (`Identity::from`), so threads
-//!   hitting at once do not share reference counts (see [`crate::cache`]); other identities are
-//!   kept as they are;
+//! - each thread that reads a partition keeps its own copy of its identity (one per refresh):
+//!   an identity holding [`Credentials`] is rebuilt from its own deep copy of the credentials
+//!   as the SDK builds it (`Identity::from`), so threads hitting at once do not share
+//!   reference counts (see [`crate::cache`]); other identities are cloned;
 //! - identities without an expiry are treated as valid for 15 minutes, as in the lazy cache;
 //! - a load (cold or background) that takes longer than `load_timeout` (default 30 s) fails;
 //! - background refreshes call the resolver with the runtime components of the last cold load
@@ -37,9 +38,11 @@
 //! # }
 //! ```
 
+use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::thread::LocalKey;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -55,7 +58,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::cache::{
-    BoxFuture, Expiring, Metrics, Refresh, RefreshCache, RefreshWindows, Settings, Stats,
+    BoxFuture, Copies, Expiring, Metrics, Refresh, RefreshCache, RefreshWindows, Settings, Stats,
 };
 
 /// Default time after which a partition nobody asked for stops refreshing: 30 minutes.
@@ -69,14 +72,67 @@ pub const DEFAULT_IDENTITY_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 type PartitionCache = RefreshCache<Identity, SharedError>;
 
-/// The partitions, in the order they were first asked for.
-type Partitions = Vec<(IdentityCachePartition, Arc<PartitionCache>)>;
+/// Partitions kept in write-once slots; a client has one or two.
+const SLOTS: usize = 4;
 
-fn find(partitions: &Partitions, key: IdentityCachePartition) -> Option<&Arc<PartitionCache>> {
-    partitions
-        .iter()
-        .find(|(partition, _)| *partition == key)
-        .map(|(_, cache)| cache)
+/// The partitions, in the order they were first asked for: the first [`SLOTS`] in write-once
+/// slots a lookup reads with one atomic load each (no lock, no reference count written), any
+/// further ones in a copy-on-write list.
+#[derive(Debug, Default)]
+struct Partitions {
+    slots: [OnceLock<(IdentityCachePartition, Arc<PartitionCache>)>; SLOTS],
+    more: ArcSwap<Vec<(IdentityCachePartition, Arc<PartitionCache>)>>,
+}
+
+impl Partitions {
+    /// The cache of partition `key` if it sits in a slot: the hit path, borrowed.
+    fn slot(&self, key: IdentityCachePartition) -> Option<&Arc<PartitionCache>> {
+        self.slots
+            .iter()
+            .map_while(OnceLock::get)
+            .find(|(partition, _)| *partition == key)
+            .map(|(_, cache)| cache)
+    }
+
+    /// The cache of partition `key`, wherever it is.
+    fn find(&self, key: IdentityCachePartition) -> Option<Arc<PartitionCache>> {
+        if let Some(cache) = self.slot(key) {
+            return Some(cache.clone());
+        }
+        self.more
+            .load()
+            .iter()
+            .find(|(partition, _)| *partition == key)
+            .map(|(_, cache)| cache.clone())
+    }
+
+    /// The cache of partition `key`: the one already there, else `fresh` (a concurrent caller
+    /// for the same partition gets the same one).
+    fn insert(
+        &self,
+        key: IdentityCachePartition,
+        fresh: &Arc<PartitionCache>,
+    ) -> Arc<PartitionCache> {
+        for slot in &self.slots {
+            let (partition, cache) = slot.get_or_init(|| (key, fresh.clone()));
+            if *partition == key {
+                return cache.clone();
+            }
+        }
+        let mut winner = fresh.clone();
+        self.more.rcu(|more| {
+            let mut more = Vec::clone(more);
+            match more.iter().find(|(partition, _)| *partition == key) {
+                Some((_, found)) => winner = found.clone(),
+                None => {
+                    winner = fresh.clone();
+                    more.push((key, fresh.clone()));
+                }
+            }
+            more
+        });
+        winner
+    }
 }
 
 /// A refresh-ahead identity cache; see the [module docs](self).
@@ -90,7 +146,7 @@ pub struct RefreshAheadCache {
 
 #[derive(Debug)]
 struct Inner {
-    partitions: ArcSwap<Partitions>,
+    partitions: Partitions,
     windows: RefreshWindows,
     idle_after: Duration,
     load_timeout: Duration,
@@ -126,8 +182,8 @@ impl RefreshAheadCache {
         key: IdentityCachePartition,
         components: &RuntimeComponents,
     ) -> Arc<PartitionCache> {
-        if let Some(found) = find(&self.inner.partitions.load(), key) {
-            return found.clone();
+        if let Some(found) = self.inner.partitions.find(key) {
+            return found;
         }
         let time = self
             .inner
@@ -152,19 +208,7 @@ impl RefreshAheadCache {
             },
             self.inner.stats.clone(),
         ));
-        let mut winner = fresh.clone();
-        self.inner.partitions.rcu(|partitions| {
-            let mut partitions = Partitions::clone(partitions);
-            match find(&partitions, key) {
-                Some(found) => winner = found.clone(),
-                None => {
-                    winner = fresh.clone();
-                    partitions.push((key, fresh.clone()));
-                }
-            }
-            partitions
-        });
-        winner
+        self.inner.partitions.insert(key, &fresh)
     }
 }
 
@@ -179,9 +223,15 @@ impl ResolveCachedIdentity for RefreshAheadCache {
         // A warm hit answers with a ready future (`new` would box one on every call), and
         // borrows its partition from the map: cloning the partition's `Arc` would write one
         // reference count shared by every thread on every hit.
-        if let Some(identity) =
-            find(&self.inner.partitions.load(), key).and_then(|partition| partition.try_hit())
-        {
+        let hit = match self.inner.partitions.slot(key) {
+            Some(partition) => partition.try_hit(),
+            None => self
+                .inner
+                .partitions
+                .find(key)
+                .and_then(|partition| partition.try_hit()),
+        };
+        if let Some(identity) = hit {
             return IdentityFuture::ready(Ok(identity));
         }
         let partition = self.partition(key, runtime_components);
@@ -228,6 +278,13 @@ impl Expiring for Identity {
             Some(credentials) => Identity::from(credentials.replicate()),
             None => self.clone(),
         }
+    }
+
+    fn copies() -> &'static LocalKey<RefCell<Copies<Self>>> {
+        thread_local! {
+            static COPIES: RefCell<Copies<Identity>> = const { RefCell::new(Copies::new()) };
+        }
+        &COPIES
     }
 }
 
@@ -372,7 +429,7 @@ impl RefreshAheadCacheBuilder {
     pub fn build(self) -> RefreshAheadCache {
         RefreshAheadCache {
             inner: Arc::new(Inner {
-                partitions: ArcSwap::from_pointee(Partitions::new()),
+                partitions: Partitions::default(),
                 windows: self.windows.unwrap_or_default(),
                 idle_after: self.idle_after.unwrap_or(DEFAULT_IDLE_AFTER),
                 load_timeout: self.load_timeout.unwrap_or(DEFAULT_LOAD_TIMEOUT),

@@ -61,9 +61,10 @@
 //!
 //! # Caching
 //!
-//! Credentials sit in an `ArcSwap`: a cache hit takes no lock and makes no I/O. (Cloning the
-//! credentials allocates: they carry the SDK's `CredentialsHttp` business metric as a property,
-//! as aws-config's container provider's do, and `Credentials::clone` copies its property map.) A
+//! Credentials sit in an `ArcSwap`, and each thread keeps its own copy of them: a cache hit
+//! takes no lock, makes no I/O and writes no shared memory. (Cloning the credentials
+//! allocates: they carry the SDK's `CredentialsHttp` business metric as a property, as
+//! aws-config's container provider's do, and `Credentials::clone` copies its property map.) A
 //! background task, holding only a weak reference, refreshes them ahead of expiry; callers never
 //! wait while unexpired credentials exist. Without valid credentials, concurrent callers share
 //! one fetch. Credentials are returned with their real expiry, their `AccountId` and the

@@ -1,19 +1,22 @@
 //! [`PodIdentityCredentialsProvider`]: the credentials provider.
 //!
 //! Contract: `credentials()` answers from the cache while it holds unexpired credentials (a clock
-//! read, an atomic load and a clone of the credentials: no lock, no I/O), even in the last
+//! read, an atomic load and a clone of this thread's copy of the credentials: no lock, no I/O,
+//! no write to shared memory), even in the last
 //! 60 s before expiry and while a refresh is in flight or failing; otherwise it joins or starts
 //! the one fetch in flight. Through
 //! `ProvideCredentials` a hit is a ready future. Unconfigured → `not_loaded`; configured but
 //! wrong → `invalid_configuration`; anything else → `provider_error` (see [`crate::error`]).
 
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{self, ProvideCredentials, future};
 
-use crate::cache::{Expiring, Metrics, Refresh, RefreshCache};
+use crate::cache::{Copies, Expiring, Metrics, Refresh, RefreshCache};
 use crate::client::AgentClient;
 use crate::error::Error;
 
@@ -60,6 +63,13 @@ impl Expiring for Credentials {
         // copy has its own reference count; every field, property and the provider name stay.
         let _ = copy.expiry_mut();
         copy
+    }
+
+    fn copies() -> &'static LocalKey<RefCell<Copies<Self>>> {
+        thread_local! {
+            static COPIES: RefCell<Copies<Credentials>> = const { RefCell::new(Copies::new()) };
+        }
+        &COPIES
     }
 }
 

@@ -61,7 +61,7 @@ where
         let Some(entry) = self.current.load_full() else {
             return Plan::Park;
         };
-        if now >= entry.expiry || !self.has_refresher() {
+        if now >= entry.times.expiry || !self.has_refresher() {
             return Plan::Park;
         }
         if self.is_idle(now) {
@@ -78,8 +78,8 @@ where
             self.parked.store(false, Ordering::SeqCst);
         }
         match retry_at {
-            Some(at) if now >= entry.refresh_at => Plan::At(at),
-            _ => Plan::At(entry.refresh_at),
+            Some(at) if now >= entry.times.refresh_at => Plan::At(at),
+            _ => Plan::At(entry.times.refresh_at),
         }
     }
 
@@ -91,7 +91,7 @@ where
         let mut last_error = self.flight.lock().await;
         let now = self.now();
         if let Some(entry) = self.current.load_full()
-            && now < entry.refresh_at
+            && now < entry.times.refresh_at
         {
             // Someone refreshed while we queued.
             return Ok(());
@@ -126,7 +126,7 @@ where
     /// When to try again after `failures` consecutive failed refreshes.
     pub(super) fn retry_after(&self, now: SystemTime, failures: u32) -> Option<SystemTime> {
         let entry = self.current.load_full()?;
-        let remaining = entry.expiry.duration_since(now).ok()?;
+        let remaining = entry.times.expiry.duration_since(now).ok()?;
         let exp = BACKGROUND_RETRY_BASE
             .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
             .min(BACKGROUND_RETRY_CAP);
@@ -202,7 +202,7 @@ where
                     .current
                     .load()
                     .as_ref()
-                    .and_then(|e| e.expiry.duration_since(now).ok());
+                    .and_then(|e| e.times.expiry.duration_since(now).ok());
                 tracing::warn!(
                     cache = cache.settings.name,
                     %error,
