@@ -1,42 +1,4 @@
 //! [`RefreshAheadCache`]: a refresh-ahead, lock-free identity cache for any SDK client.
-//!
-//! The SDK puts an identity cache in front of every identity resolver; the default (the lazy
-//! cache) takes a read lock per call and refreshes on the request path, failing the request if
-//! that refresh fails. This cache has the provider's design instead, for any resolver:
-//!
-//! - one refresh-ahead cache per [`IdentityCachePartition`] (each resolver has its own); the
-//!   first four partitions sit in write-once slots (a client has one or two, so a lookup is a
-//!   scan of a few words: no lock, no hashing, no reference count written), any further ones
-//!   in a copy-on-write list;
-//! - a hit is a clock read, an atomic load and a clone of this thread's copy of the identity;
-//!   a background task per partition refreshes ahead of expiry with the [`RefreshWindows`];
-//!   failed refreshes keep serving the last good identity until it expires;
-//! - a partition nobody asked for in `idle_after` (default 30 min) stops refreshing; the next
-//!   caller wakes it (and loads on the request path only if its identity expired meanwhile);
-//! - each thread that reads a partition keeps its own copy of its identity (one per refresh):
-//!   an identity holding [`Credentials`] is rebuilt from its own deep copy of the credentials
-//!   as the SDK builds it (`Identity::from`), so threads hitting at once do not share
-//!   reference counts (see [`crate::cache`]); other identities are cloned;
-//! - identities without an expiry are treated as valid for 15 minutes, as in the lazy cache;
-//! - a load (cold or background) that takes longer than `load_timeout` (default 30 s) fails;
-//! - background refreshes call the resolver with the runtime components of the last cold load
-//!   and an empty `ConfigBag` (credentials providers do not read the bag).
-//!
-//! Time and sleep come from the client's runtime components unless set on the builder.
-//!
-//! ```no_run
-//! use aws_config::BehaviorVersion;
-//! use pod_identity_provider::{PodIdentityCredentialsProvider, RefreshAheadCache};
-//!
-//! # async fn example() {
-//! let config = aws_config::defaults(BehaviorVersion::latest())
-//!     .credentials_provider(PodIdentityCredentialsProvider::builder().build())
-//!     .identity_cache(RefreshAheadCache::new())
-//!     .load()
-//!     .await;
-//! # let _ = config;
-//! # }
-//! ```
 
 use std::cell::RefCell;
 use std::error::Error as StdError;
@@ -135,7 +97,45 @@ impl Partitions {
     }
 }
 
-/// A refresh-ahead identity cache; see the [module docs](self).
+/// A refresh-ahead, lock-free identity cache for any SDK client.
+///
+/// The SDK puts an identity cache in front of every identity resolver; the default (the lazy
+/// cache) takes a read lock per call and refreshes on the request path, failing the request if
+/// that refresh fails. This cache has the provider's design instead, for any resolver:
+///
+/// - one refresh-ahead cache per [`IdentityCachePartition`] (each resolver has its own); the
+///   first four partitions sit in write-once slots (a client has one or two, so a lookup is a
+///   scan of a few words: no lock, no hashing, no reference count written), any further ones
+///   in a copy-on-write list;
+/// - a hit is a clock read, an atomic load and a clone of this thread's copy of the identity;
+///   a background task per partition refreshes ahead of expiry with the [`RefreshWindows`];
+///   failed refreshes keep serving the last good identity until it expires;
+/// - a partition nobody asked for in `idle_after` (default 30 min) stops refreshing; the next
+///   caller wakes it (and loads on the request path only if its identity expired meanwhile);
+/// - each thread that reads a partition keeps its own copy of its identity (one per refresh):
+///   an identity holding [`Credentials`] is rebuilt from its own deep copy of the credentials
+///   as the SDK builds it (`Identity::from`), so threads hitting at once do not share
+///   reference counts; other identities are cloned;
+/// - identities without an expiry are treated as valid for 15 minutes, as in the lazy cache;
+/// - a load (cold or background) that takes longer than `load_timeout` (default 30 s) fails;
+/// - background refreshes call the resolver with the runtime components of the last cold load
+///   and an empty `ConfigBag` (credentials providers do not read the bag).
+///
+/// Time and sleep come from the client's runtime components unless set on the builder.
+///
+/// ```no_run
+/// use aws_config::BehaviorVersion;
+/// use pod_identity_provider::{PodIdentityCredentialsProvider, RefreshAheadCache};
+///
+/// # async fn example() {
+/// let config = aws_config::defaults(BehaviorVersion::latest())
+///     .credentials_provider(PodIdentityCredentialsProvider::builder().build())
+///     .identity_cache(RefreshAheadCache::new())
+///     .load()
+///     .await;
+/// # let _ = config;
+/// # }
+/// ```
 ///
 /// Cheap to clone; clones share partitions. Background tasks end when the last clone (and the
 /// SDK clients holding it) are dropped.

@@ -1,12 +1,4 @@
 //! [`PodIdentityCredentialsProvider`]: the credentials provider.
-//!
-//! Contract: `credentials()` answers from the cache while it holds unexpired credentials (a clock
-//! read, an atomic load and a clone of this thread's copy of the credentials: no lock, no I/O,
-//! no write to shared memory), even in the last
-//! 60 s before expiry and while a refresh is in flight or failing; otherwise it joins or starts
-//! the one fetch in flight. Through
-//! `ProvideCredentials` a hit is a ready future. Unconfigured → `not_loaded`; configured but
-//! wrong → `invalid_configuration`; anything else → `provider_error` (see [`crate::error`]).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -29,8 +21,18 @@ pub use builder::{
 /// An aws-config credentials provider for EKS Pod Identity with a lock-free, refresh-ahead cache.
 ///
 /// Build one with [`PodIdentityCredentialsProvider::builder`]; see the [crate docs](crate) for
-/// the defaults. Cloning is cheap and clones share one cache and one background refresh task,
-/// which ends when the last clone is dropped.
+/// the defaults.
+///
+/// Cloning is cheap and clones share one cache and one background refresh task, which ends
+/// when the last clone is dropped.
+///
+/// [`credentials`](Self::credentials) answers from the cache while it holds unexpired
+/// credentials (a clock read, an atomic load and a clone of this thread's copy of the
+/// credentials: no lock, no I/O, no write to shared memory), even in the last 60 s before
+/// expiry and while a refresh is in flight or failing; otherwise it joins or starts the one
+/// fetch in flight. Through `ProvideCredentials` a hit is a ready future. Unconfigured →
+/// `not_loaded`; configured but wrong → `invalid_configuration`; anything else →
+/// `provider_error` (see [`Error`]).
 ///
 /// In a chain: without Pod Identity configured it answers `not_loaded` and the chain moves on.
 ///
