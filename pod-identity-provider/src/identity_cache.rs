@@ -8,6 +8,7 @@ use std::thread::LocalKey;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use aws_config::identity::IdentityCache;
 use aws_credential_types::Credentials;
 use aws_smithy_async::rt::sleep::{AsyncSleep, SharedAsyncSleep, TokioSleep};
 use aws_smithy_async::time::{SharedTimeSource, TimeSource};
@@ -288,33 +289,14 @@ impl Expiring for Identity {
     }
 }
 
-/// The components with this cache swapped for a pass-through: the background loader must not
-/// hold the cache that holds it (a reference cycle would keep both alive forever).
+/// The components with this cache swapped for none: the background loader must not hold the
+/// cache that holds it (a reference cycle would keep both alive forever).
 fn background_components(components: &RuntimeComponents) -> Option<RuntimeComponents> {
     components
         .to_builder()
-        .with_identity_cache(Some(PassThrough))
+        .with_identity_cache(Some(IdentityCache::no_cache()))
         .build()
         .ok()
-}
-
-/// An identity "cache" that resolves every time; only used inside background refreshes.
-#[derive(Debug)]
-struct PassThrough;
-
-impl ResolveCachedIdentity for PassThrough {
-    fn resolve_cached_identity<'a>(
-        &'a self,
-        resolver: SharedIdentityResolver,
-        runtime_components: &'a RuntimeComponents,
-        config_bag: &'a ConfigBag,
-    ) -> IdentityFuture<'a> {
-        IdentityFuture::new(async move {
-            resolver
-                .resolve_identity(runtime_components, config_bag)
-                .await
-        })
-    }
 }
 
 struct ResolverRefresh {
@@ -443,8 +425,6 @@ impl RefreshAheadCacheBuilder {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use aws_credential_types::attributes::AccountId;
     use aws_credential_types::credential_feature::AwsCredentialFeature;
 
@@ -452,18 +432,7 @@ mod tests {
 
     #[test]
     fn an_identity_replica_is_built_as_the_sdk_builds_it_and_shares_no_data() {
-        let mut credentials = Credentials::builder()
-            .access_key_id("AKID")
-            .secret_access_key("secret")
-            .session_token("token")
-            .expiry(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
-            .account_id(AccountId::from("123456789012"))
-            .provider_name("pod-identity")
-            .build();
-        credentials
-            .get_property_mut_or_default::<Vec<AwsCredentialFeature>>()
-            .push(AwsCredentialFeature::CredentialsHttp);
-        let original = Identity::from(credentials);
+        let original = Identity::from(crate::provider::tests::credentials());
         let replica = original.replicate();
 
         assert_eq!(replica.expiration(), original.expiration());

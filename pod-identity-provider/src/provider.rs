@@ -133,7 +133,7 @@ impl ProvideCredentials for PodIdentityCredentialsProvider {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use aws_credential_types::attributes::AccountId;
@@ -141,9 +141,9 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_replica_is_equal_but_has_its_own_reference_count() {
-        let mut original = Credentials::builder()
+    /// Credentials as the provider returns them: account id and business metric included.
+    pub(crate) fn credentials() -> Credentials {
+        let mut credentials = Credentials::builder()
             .access_key_id("AKID")
             .secret_access_key("secret")
             .session_token("token")
@@ -151,9 +151,15 @@ mod tests {
             .account_id(AccountId::from("123456789012"))
             .provider_name("pod-identity")
             .build();
-        original
+        credentials
             .get_property_mut_or_default::<Vec<AwsCredentialFeature>>()
             .push(AwsCredentialFeature::CredentialsHttp);
+        credentials
+    }
+
+    #[test]
+    fn a_replica_is_equal_but_has_its_own_reference_count() {
+        let original = credentials();
         let replica = original.replicate();
         assert_eq!(replica, original);
         assert_eq!(replica.account_id(), original.account_id());
