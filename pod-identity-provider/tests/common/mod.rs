@@ -27,13 +27,30 @@ pub const SECOND: Duration = Duration::from_secs(1);
 /// `Retry-After`) complete at once without moving the clock and are recorded; longer sleeps
 /// (the refresh schedule) wait for `advance`.
 ///
-/// Advance only while the provider's tasks are idle (`settle` first): a sleep is relative to
+/// Advance only while the provider's tasks are idle (`settled` first): a sleep is relative to
 /// the moment it starts, so a jump while a task is between reading the clock and starting its
 /// sleep makes that sleep end later than the task planned.
 #[derive(Clone, Debug)]
 pub struct ManualClock {
     now: Arc<watch::Sender<SystemTime>>,
     instant_sleeps: Arc<Mutex<Vec<Duration>>>,
+    /// Deadlines of the long sleeps under way (their futures not yet dropped).
+    sleeping_until: Arc<Mutex<Vec<SystemTime>>>,
+}
+
+/// Removes its deadline from the clock's list when the sleep future is dropped, polled or not.
+struct Sleeping {
+    list: Arc<Mutex<Vec<SystemTime>>>,
+    deadline: SystemTime,
+}
+
+impl Drop for Sleeping {
+    fn drop(&mut self) {
+        let mut list = self.list.lock().expect("lock poisoned");
+        if let Some(at) = list.iter().position(|d| *d == self.deadline) {
+            list.swap_remove(at);
+        }
+    }
 }
 
 /// Sleeps shorter than this complete at once.
@@ -45,6 +62,7 @@ impl ManualClock {
         Self {
             now: Arc::new(watch::channel(start).0),
             instant_sleeps: Arc::default(),
+            sleeping_until: Arc::default(),
         }
     }
 
@@ -54,6 +72,27 @@ impl ManualClock {
 
     pub fn advance(&self, by: Duration) {
         self.now.send_modify(|t| *t += by);
+    }
+
+    /// Whether a task sleeps on this clock until after now: a refresh task that did what the
+    /// last `advance` made due and planned its next step.
+    pub fn has_sleeper(&self) -> bool {
+        let now = self.now();
+        self.sleeping_until
+            .lock()
+            .expect("lock poisoned")
+            .iter()
+            .any(|d| *d > now)
+    }
+
+    /// Waits (bounded) until the refresh task has done what is due at the current time and
+    /// sleeps on this clock again: after it, anything the task would have done is done, so
+    /// asserting that something did *not* happen is deterministic.
+    pub async fn settled(&self) {
+        eventually("the refresh task to sleep on the manual clock", || async {
+            self.has_sleeper()
+        })
+        .await;
     }
 
     /// The short sleeps completed at once, in order.
@@ -79,7 +118,16 @@ impl AsyncSleep for ManualClock {
         }
         let deadline = self.now() + duration;
         let mut rx = self.now.subscribe();
+        self.sleeping_until
+            .lock()
+            .expect("lock poisoned")
+            .push(deadline);
+        let sleeping = Sleeping {
+            list: self.sleeping_until.clone(),
+            deadline,
+        };
         Sleep::new(async move {
+            let _sleeping = sleeping;
             let _ = rx.wait_for(|t| *t >= deadline).await;
         })
     }
@@ -201,7 +249,9 @@ where
     panic!("timed out waiting for: {what}");
 }
 
-/// Lets spawned tasks run for a moment (used before asserting that something did *not* happen).
+/// Lets spawned tasks run for a moment. Only the identity-cache tests use it: there a load's
+/// timeout also sleeps on the clock, so [`ManualClock::settled`] cannot tell the refresh task
+/// apart from a load in flight. Everywhere else, wait for [`ManualClock::settled`].
 pub async fn settle() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
