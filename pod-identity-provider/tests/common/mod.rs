@@ -1,4 +1,5 @@
-//! Shared test support: a manual clock, a scripted agent and a few waiting helpers.
+//! Shared test support: a manual clock that knows who sleeps on it, a scripted agent and a
+//! bounded `eventually`.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::collections::VecDeque;
@@ -77,20 +78,48 @@ impl ManualClock {
     /// Whether a task sleeps on this clock until after now: a refresh task that did what the
     /// last `advance` made due and planned its next step.
     pub fn has_sleeper(&self) -> bool {
+        self.sleepers() > 0
+    }
+
+    /// How many sleeps on this clock end after now.
+    pub fn sleepers(&self) -> usize {
         let now = self.now();
         self.sleeping_until
             .lock()
             .expect("lock poisoned")
             .iter()
-            .any(|d| *d > now)
+            .filter(|d| **d > now)
+            .count()
     }
 
     /// Waits (bounded) until the refresh task has done what is due at the current time and
     /// sleeps on this clock again: after it, anything the task would have done is done, so
     /// asserting that something did *not* happen is deterministic.
     pub async fn settled(&self) {
-        eventually("the refresh task to sleep on the manual clock", || async {
-            self.has_sleeper()
+        self.settled_tasks(1).await;
+    }
+
+    /// Waits (bounded) until every sleep the last `advance` ended has been taken up by its task:
+    /// for refresh tasks that may stop sleeping (an idle partition parks), where
+    /// [`settled`](Self::settled) would wait for a sleep that never comes.
+    pub async fn handled(&self) {
+        eventually("the tasks to take up their ended sleeps", || async {
+            let now = self.now();
+            !self
+                .sleeping_until
+                .lock()
+                .expect("lock poisoned")
+                .iter()
+                .any(|d| *d <= now)
+        })
+        .await;
+    }
+
+    /// [`settled`](Self::settled) for `tasks` tasks sleeping on this clock at once (one refresh
+    /// task per identity-cache partition).
+    pub async fn settled_tasks(&self, tasks: usize) {
+        eventually("the refresh tasks to sleep on the manual clock", || async {
+            self.sleepers() >= tasks
         })
         .await;
     }
@@ -247,16 +276,6 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for: {what}");
-}
-
-/// Lets spawned tasks run for a moment. Only the identity-cache tests use it: there a load's
-/// timeout also sleeps on the clock, so [`ManualClock::settled`] cannot tell the refresh task
-/// apart from a load in flight. Everywhere else, wait for [`ManualClock::settled`].
-pub async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Polls a future once: `Some` when it completes without waiting.
