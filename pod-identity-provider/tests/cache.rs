@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use pod_identity_provider::PodIdentityCredentialsProvider;
+use wiremock::MockServer;
 use wiremock::ResponseTemplate;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,17 +298,18 @@ async fn a_failing_agent_never_makes_a_caller_wait() {
     assert_eq!(provider.metrics().refreshes, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_refresh_task_restarts_when_its_runtime_went_away() {
-    let clock = ManualClock::new();
+/// A provider (agent answering AKID1, then AKID2) whose first use ran on a short-lived runtime,
+/// as in a test harness or a CLI's helper runtime: its refresh task went away with it.
+async fn first_used_on_a_runtime_that_is_gone(
+    clock: &ManualClock,
+) -> (MockServer, PodIdentityCredentialsProvider) {
     let t0 = clock.now();
     let server = agent(Script::new([
         ok("AKID1", t0 + 6 * HOUR),
         ok("AKID2", t0 + 12 * HOUR),
     ]))
     .await;
-    let provider = provider(&server, &clock);
-    // First use on a short-lived runtime, as in a test harness or a CLI's helper runtime.
+    let provider = provider(&server, clock);
     let first = provider.clone();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -317,6 +320,13 @@ async fn the_refresh_task_restarts_when_its_runtime_went_away() {
     })
     .join()
     .unwrap();
+    (server, provider)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_task_restarts_when_its_runtime_went_away() {
+    let clock = ManualClock::new();
+    let (_server, provider) = first_used_on_a_runtime_that_is_gone(&clock).await;
 
     // The runtime and its refresh task are gone: nothing runs while the clock moves.
     clock.advance(5 * HOUR + 31 * MINUTE);
@@ -332,23 +342,7 @@ async fn the_refresh_task_restarts_when_its_runtime_went_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_the_mandatory_window_restarts_a_refresh_task_that_went_away() {
     let clock = ManualClock::new();
-    let t0 = clock.now();
-    let server = agent(Script::new([
-        ok("AKID1", t0 + 6 * HOUR),
-        ok("AKID2", t0 + 12 * HOUR),
-    ]))
-    .await;
-    let provider = provider(&server, &clock);
-    let first = provider.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(first.credentials()).unwrap();
-    })
-    .join()
-    .unwrap();
+    let (_server, provider) = first_used_on_a_runtime_that_is_gone(&clock).await;
 
     // The first call after the runtime is gone comes in the last minute before expiry: it is
     // answered (old or new credentials) and a refresh follows.
