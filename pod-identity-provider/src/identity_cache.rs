@@ -43,24 +43,32 @@ const SLOTS: usize = 4;
 /// further ones in a copy-on-write list.
 #[derive(Debug, Default)]
 struct Partitions {
-    slots: [OnceLock<(IdentityCachePartition, Arc<PartitionCache>)>; SLOTS],
+    slots: [OnceLock<Slot>; SLOTS],
     more: ArcSwap<Vec<(IdentityCachePartition, Arc<PartitionCache>)>>,
 }
 
+/// A partition in a slot, with the resolver it was created for (the same one the background
+/// loader holds), so that a hit can hand the caller's clone back at once.
+#[derive(Debug)]
+struct Slot {
+    partition: IdentityCachePartition,
+    cache: Arc<PartitionCache>,
+    resolver: SharedIdentityResolver,
+}
+
 impl Partitions {
-    /// The cache of partition `key` if it sits in a slot: the hit path, borrowed.
-    fn slot(&self, key: IdentityCachePartition) -> Option<&Arc<PartitionCache>> {
+    /// The slot of partition `key`, if it has one: the hit path, borrowed.
+    fn slot(&self, key: IdentityCachePartition) -> Option<&Slot> {
         self.slots
             .iter()
             .map_while(OnceLock::get)
-            .find(|(partition, _)| *partition == key)
-            .map(|(_, cache)| cache)
+            .find(|slot| slot.partition == key)
     }
 
     /// The cache of partition `key`, wherever it is.
     fn find(&self, key: IdentityCachePartition) -> Option<Arc<PartitionCache>> {
-        if let Some(cache) = self.slot(key) {
-            return Some(cache.clone());
+        if let Some(slot) = self.slot(key) {
+            return Some(slot.cache.clone());
         }
         self.more
             .load()
@@ -75,11 +83,16 @@ impl Partitions {
         &self,
         key: IdentityCachePartition,
         fresh: &Arc<PartitionCache>,
+        resolver: &SharedIdentityResolver,
     ) -> Arc<PartitionCache> {
         for slot in &self.slots {
-            let (partition, cache) = slot.get_or_init(|| (key, fresh.clone()));
-            if *partition == key {
-                return cache.clone();
+            let slot = slot.get_or_init(|| Slot {
+                partition: key,
+                cache: fresh.clone(),
+                resolver: resolver.clone(),
+            });
+            if slot.partition == key {
+                return slot.cache.clone();
             }
         }
         let mut winner = fresh.clone();
@@ -180,9 +193,10 @@ impl RefreshAheadCache {
 
     fn partition(
         &self,
-        key: IdentityCachePartition,
+        resolver: &SharedIdentityResolver,
         components: &RuntimeComponents,
     ) -> Arc<PartitionCache> {
+        let key = resolver.cache_partition();
         if let Some(found) = self.inner.partitions.find(key) {
             return found;
         }
@@ -209,7 +223,7 @@ impl RefreshAheadCache {
             },
             self.inner.stats.clone(),
         ));
-        self.inner.partitions.insert(key, &fresh)
+        self.inner.partitions.insert(key, &fresh, resolver)
     }
 }
 
@@ -224,18 +238,31 @@ impl ResolveCachedIdentity for RefreshAheadCache {
         // A warm hit answers with a ready future (`new` would box one on every call), and
         // borrows its partition from the map: cloning the partition's `Arc` would write one
         // reference count shared by every thread on every hit.
-        let hit = match self.inner.partitions.slot(key) {
-            Some(partition) => partition.try_hit(),
-            None => self
-                .inner
-                .partitions
-                .find(key)
-                .and_then(|partition| partition.try_hit()),
+        let resolver = match self.inner.partitions.slot(key) {
+            Some(slot) => {
+                // The caller cloned the resolver for this call: every thread writes its one
+                // reference count. Dropping the clone at once, while that count's cache line
+                // is still this core's, saves taking it back from another core later; the
+                // slot holds an equal resolver for a miss.
+                drop(resolver);
+                if let Some(identity) = slot.cache.try_hit() {
+                    return IdentityFuture::ready(Ok(identity));
+                }
+                slot.resolver.clone()
+            }
+            None => {
+                let hit = self
+                    .inner
+                    .partitions
+                    .find(key)
+                    .and_then(|partition| partition.try_hit());
+                if let Some(identity) = hit {
+                    return IdentityFuture::ready(Ok(identity));
+                }
+                resolver
+            }
         };
-        if let Some(identity) = hit {
-            return IdentityFuture::ready(Ok(identity));
-        }
-        let partition = self.partition(key, runtime_components);
+        let partition = self.partition(&resolver, runtime_components);
         let load_timeout = self.inner.load_timeout;
         IdentityFuture::new(async move {
             let cache = partition.clone();
