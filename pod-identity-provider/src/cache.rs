@@ -2,17 +2,16 @@
 //!
 //! # Contract
 //!
-//! - The current value sits in an [`ArcSwapOption`]: a cache hit is an atomic load and a clone of
-//!   the value (for [`Credentials`], an `Arc` clone and a copy of their property map, which
-//!   holds the SDK's business metric; for an identity, `Arc` clones and a copy of its property
-//!   map); it takes no lock. Each entry holds 8 equal
-//!   copies of the credentials, each with its own reference count, and a thread clones the copy
-//!   of its shard (handed out round robin on a thread's first hit): two threads hitting at once
-//!   then write different cache lines instead of bouncing one reference count between cores.
-//!   The copies are made once per fetch (a few hundred bytes each) and, like the original, are
-//!   zeroed when dropped. The hit path writes no other shared memory: `arc-swap`'s load does
-//!   not touch the entry's reference count, the counters are bumped only off the fast path, and
-//!   the idle clock of a [`RefreshAheadCache`] partition is stored at most once a second.
+//! - The current value sits in an [`ArcSwapOption`], and each thread that reads it keeps its
+//!   own copy of it (see [`local`]): a cache hit is a clock read, an atomic load of the
+//!   cache's generation, a lookup in a thread-local list and a clone of that thread's copy
+//!   (for [`Credentials`], an `Arc` clone and a copy of their property map, which holds the
+//!   SDK's business metric; for an identity, `Arc` clones and a copy of its property map). It
+//!   takes no lock and writes no shared memory: the copy's reference counts are its thread's
+//!   own, the counters are bumped only off the fast path, and the idle clock of a
+//!   [`RefreshAheadCache`] partition is stored at most once a second per thread. Every hit
+//!   checks the clock against the copy's expiry, so nothing expired is served even when the
+//!   refresh task does not run (a stalled runtime, a suspended machine).
 //! - A background task, spawned on the first load, refreshes ahead of expiry. The point is chosen
 //!   at fetch time from the remaining lifetime ([`RefreshWindows`]): the advisory window opens
 //!   `window` before expiry and the refresh lands at a random point in the first half of that
@@ -42,206 +41,48 @@
 //! [`RefreshAheadCache`]: crate::RefreshAheadCache
 //! [`Credentials`]: aws_credential_types::Credentials
 
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::LocalKey;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use aws_smithy_async::rt::sleep::{AsyncSleep, SharedAsyncSleep};
+use aws_smithy_async::rt::sleep::SharedAsyncSleep;
 use aws_smithy_async::time::SharedTimeSource;
 use tokio::sync::{Mutex, Notify};
 
+mod local;
+mod metrics;
+mod task;
+mod windows;
+
+pub(crate) use local::Copies;
+use local::Generation;
+pub use metrics::Metrics;
+pub(crate) use metrics::Stats;
+pub use windows::RefreshWindows;
+
 /// A boxed, sendable future.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// First delay after a failed background refresh.
-pub(crate) const BACKGROUND_RETRY_BASE: Duration = Duration::from_secs(10);
-/// Longest delay between background refresh attempts.
-pub(crate) const BACKGROUND_RETRY_CAP: Duration = Duration::from_secs(300);
-/// Longest single sleep of the refresh task. It then re-reads the wall clock, so a suspended
-/// machine or a stepped clock cannot make it oversleep a refresh by more than this.
-pub(crate) const MAX_SLEEP: Duration = Duration::from_secs(5 * 60);
-/// Shortest time between a fetch and the refresh it schedules.
-pub(crate) const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(5);
-/// Shortest delay between background refresh attempts, even just before expiry.
-const BACKGROUND_RETRY_FLOOR: Duration = Duration::from_secs(1);
-
-/// When to refresh ahead of expiry, by remaining lifetime at fetch time.
-///
-/// The defaults follow the cross-SDK refresh design (botocore, Java v2, Kotlin):
-///
-/// | remaining lifetime at fetch | advisory window (refresh this long before expiry) |
-/// |---|---|
-/// | ≤ 20 min | 5 min |
-/// | 20–90 min | 15 min |
-/// | ≥ 90 min | 60 min |
-///
-/// and a mandatory window of 60 s, in which callers are still answered at once with the cached
-/// credentials, but every such answer counts as a stale serve and makes sure a refresh is under
-/// way (a refresh task that went away is restarted). No caller waits while unexpired
-/// credentials exist. The refresh is scheduled at a random point in the first half of the
-/// advisory window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RefreshWindows {
-    short: Duration,
-    medium: Duration,
-    long: Duration,
-    mandatory: Duration,
-}
-
-impl Default for RefreshWindows {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl RefreshWindows {
-    /// The defaults: 5 min, 15 min, 60 min; mandatory 60 s.
-    pub const fn new() -> Self {
-        Self {
-            short: Duration::from_secs(5 * 60),
-            medium: Duration::from_secs(15 * 60),
-            long: Duration::from_secs(60 * 60),
-            mandatory: Duration::from_secs(60),
-        }
-    }
-
-    /// Advisory window for credentials that live 20 minutes or less (default 5 min).
-    pub const fn short_lived(mut self, window: Duration) -> Self {
-        self.short = window;
-        self
-    }
-
-    /// Advisory window for credentials that live between 20 and 90 minutes (default 15 min).
-    pub const fn medium_lived(mut self, window: Duration) -> Self {
-        self.medium = window;
-        self
-    }
-
-    /// Advisory window for credentials that live 90 minutes or more (default 60 min).
-    pub const fn long_lived(mut self, window: Duration) -> Self {
-        self.long = window;
-        self
-    }
-
-    /// The mandatory window before expiry (default 60 s): a hit inside it is a stale serve and
-    /// makes sure a refresh is under way. Callers are answered at once, never kept waiting.
-    pub const fn mandatory(mut self, window: Duration) -> Self {
-        self.mandatory = window;
-        self
-    }
-
-    /// The advisory window for credentials with `lifetime` left at fetch time.
-    pub fn advisory(&self, lifetime: Duration) -> Duration {
-        const TWENTY_MINUTES: Duration = Duration::from_secs(20 * 60);
-        const NINETY_MINUTES: Duration = Duration::from_secs(90 * 60);
-        if lifetime <= TWENTY_MINUTES {
-            self.short
-        } else if lifetime < NINETY_MINUTES {
-            self.medium
-        } else {
-            self.long
-        }
-    }
-
-    /// The mandatory window.
-    pub fn mandatory_window(&self) -> Duration {
-        self.mandatory
-    }
-
-    /// When to refresh a value fetched at `now` that expires at `expiry`. `jitter` in `[0, 1)`
-    /// picks the point in the first half of the advisory window.
-    pub(crate) fn refresh_at(
-        &self,
-        now: SystemTime,
-        expiry: SystemTime,
-        jitter: f64,
-    ) -> SystemTime {
-        let lifetime = expiry.duration_since(now).unwrap_or_default();
-        let window = self.advisory(lifetime);
-        let into_window = window.mul_f64(jitter.clamp(0.0, 1.0) * 0.5);
-        let planned = expiry
-            .checked_sub(window.saturating_sub(into_window))
-            .unwrap_or(now);
-        // Never refresh before half the lifetime has passed, nor sooner than a floor: a value
-        // that lives shorter than its window would otherwise be refetched in a loop.
-        planned
-            .max(now + lifetime / 2)
-            .max(now + MIN_REFRESH_INTERVAL)
-    }
-}
-
-/// Counters readable while the cache runs. Cheap to read; a snapshot, not a live view.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Metrics {
-    /// Loads started (cold loads and background refreshes), each possibly several HTTP attempts.
-    pub fetches: u64,
-    /// Background refreshes that succeeded.
-    pub refreshes: u64,
-    /// Loads that failed (after their retries).
-    pub failures: u64,
-    /// Calls answered with cached credentials past their refresh point while refreshing them
-    /// was failing, or inside the mandatory window (the last 60 s before expiry by default).
-    pub stale_serves: u64,
-    /// HTTP attempts retried inside a load (provider only).
-    pub retries: u64,
-}
-
-/// The shared atomic counters behind [`Metrics`].
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub(crate) fetches: AtomicU64,
-    pub(crate) refreshes: AtomicU64,
-    pub(crate) failures: AtomicU64,
-    pub(crate) stale_serves: AtomicU64,
-    pub(crate) retries: AtomicU64,
-}
-
-impl Stats {
-    pub(crate) fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn snapshot(&self) -> Metrics {
-        Metrics {
-            fetches: self.fetches.load(Ordering::Relaxed),
-            refreshes: self.refreshes.load(Ordering::Relaxed),
-            failures: self.failures.load(Ordering::Relaxed),
-            stale_serves: self.stale_serves.load(Ordering::Relaxed),
-            retries: self.retries.load(Ordering::Relaxed),
-        }
-    }
-}
 
 /// A value the cache can hold: it knows when it expires.
 pub(crate) trait Expiring: Clone + Send + Sync + 'static {
     /// The real expiry, if the value has one.
     fn expiry(&self) -> Option<SystemTime>;
 
-    /// An equal copy that shares no reference count with `self`, so that threads cloning
-    /// different copies write different cache lines. A plain clone when the value cannot be
-    /// copied deeply.
+    /// An equal copy that shares no reference count with `self`, made for one thread's hits
+    /// (see [`local`]). A plain clone when the value cannot be copied deeply.
     fn replicate(&self) -> Self {
         self.clone()
     }
-}
 
-/// Copies of the cached value per entry; a thread clones the copy of its shard. A hit clones
-/// the value (for [`Credentials`](aws_credential_types::Credentials), an `Arc` increment, and
-/// a decrement when the caller drops it): with one shared copy, threads on different cores
-/// bounce the cache line of that one reference count between them on every hit.
-const SHARDS: usize = 8;
-
-/// Hands out shards round robin to threads as they first hit a cache.
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    /// This thread's shard.
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    /// This thread's copies of values of this type (a `thread_local!` of the implementing
+    /// type).
+    fn copies() -> &'static LocalKey<RefCell<Copies<Self>>>;
 }
 
 /// Fetches a fresh value off the request path. Must not hold a strong reference to the cache.
@@ -264,17 +105,26 @@ pub(crate) struct Settings {
 }
 
 struct Entry<T> {
-    /// The value, and equal copies of it with their own reference counts ([`SHARDS`]).
-    values: [T; SHARDS],
-    expiry: SystemTime,
-    refresh_at: SystemTime,
+    value: T,
+    times: Times,
+}
+
+/// When a cached value stops being fresh.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Times {
+    pub(crate) expiry: SystemTime,
+    pub(crate) refresh_at: SystemTime,
     /// Start of the mandatory window.
-    mandatory_from: SystemTime,
+    pub(crate) mandatory_from: SystemTime,
+    /// The earlier of the two: until then a hit has nothing to do but answer.
+    pub(crate) quiet_until: SystemTime,
 }
 
 /// The refresh-ahead cache engine.
 pub(crate) struct RefreshCache<T, E> {
     current: ArcSwapOption<Entry<T>>,
+    /// Bumped after every store to `current`: the key of the per-thread copies.
+    generation: Arc<Generation>,
     /// The single-flight lock. It holds the error of the last completed flight if that flight
     /// failed, shared with those who waited for it.
     flight: Mutex<Option<E>>,
@@ -293,20 +143,13 @@ pub(crate) struct RefreshCache<T, E> {
     stats: Arc<Stats>,
 }
 
-impl<T> Entry<T> {
-    /// The copy of the value for this thread.
-    fn value(&self) -> &T {
-        &self.values[SHARD.with(|shard| *shard)]
-    }
-}
-
 impl<T, E> fmt::Debug for RefreshCache<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let current = self.current.load();
         f.debug_struct("RefreshCache")
             .field("name", &self.settings.name)
-            .field("expiry", &current.as_ref().map(|e| e.expiry))
-            .field("refresh_at", &current.as_ref().map(|e| e.refresh_at))
+            .field("expiry", &current.as_ref().map(|e| e.times.expiry))
+            .field("refresh_at", &current.as_ref().map(|e| e.times.refresh_at))
             .field("windows", &self.settings.windows)
             .finish_non_exhaustive()
     }
@@ -316,15 +159,8 @@ impl<T, E> Drop for RefreshCache<T, E> {
     fn drop(&mut self) {
         // The background task holds only a Weak; wake it so it sees the cache is gone.
         self.wake.notify_one();
+        self.generation.close();
     }
-}
-
-/// What the background task does next.
-enum Plan {
-    /// Nothing to refresh (empty, expired or idle): wait to be woken.
-    Park,
-    /// Refresh at this time.
-    At(SystemTime),
 }
 
 impl<T, E> RefreshCache<T, E>
@@ -335,6 +171,7 @@ where
     pub(crate) fn new(settings: Settings, stats: Arc<Stats>) -> Self {
         Self {
             current: ArcSwapOption::empty(),
+            generation: Arc::default(),
             flight: Mutex::new(None),
             flights: AtomicU64::new(0),
             refresher: ArcSwapOption::empty(),
@@ -377,8 +214,8 @@ where
         let current = self.current.load();
         current
             .as_ref()
-            .filter(|e| now < e.expiry)
-            .map(|e| e.value().clone())
+            .filter(|e| now < e.times.expiry)
+            .map(|e| e.value.clone())
     }
 
     /// Whether nobody has asked for `idle_after`.
@@ -390,15 +227,22 @@ where
         now.duration_since(last).unwrap_or_default() > idle_after
     }
 
-    fn touch(&self, now: SystemTime) {
+    /// Records a call at `now` for idle detection; returns when this thread needs to record
+    /// again (the next second: at most one store per second keeps the hit path free of
+    /// contended writes).
+    fn record_access(&self, now: SystemTime, expiry: SystemTime) -> SystemTime {
         if self.settings.idle_after.is_none() {
-            return;
+            return expiry;
         }
         let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        // At most one store per second keeps the hit path free of contended writes.
         if self.last_access.load(Ordering::Relaxed) < secs {
             self.last_access.store(secs, Ordering::SeqCst);
         }
+        UNIX_EPOCH + Duration::from_secs(secs.saturating_add(1))
+    }
+
+    /// Wakes the refresh task if it stopped for lack of callers.
+    fn wake_if_parked(&self) {
         // SeqCst pairs with `plan`: either it sees this access, or this call sees it parked.
         if self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst) {
             self.wake.notify_one();
@@ -414,7 +258,7 @@ where
         let now = self.now();
         let hit = self.lookup(now);
         // After the read, so a woken refresh never races the value this call returns.
-        self.touch(now);
+        self.wake_if_parked();
         match hit {
             Some(value) => Ok(value),
             None => self.cold(cold).await,
@@ -422,24 +266,64 @@ where
     }
 
     /// The cache-hit path on its own, for callers that can answer without a future: a clock
-    /// read, an atomic load and a clone of the value; it never waits. `None` when nothing
+    /// read, an atomic load and a clone of this thread's copy; it never waits. `None` when nothing
     /// valid is cached and [`get`](Self::get) would have to fetch.
     pub(crate) fn try_hit(self: &Arc<Self>) -> Option<T> {
-        let now = self.now();
-        let value = self.lookup(now)?;
+        let value = self.lookup(self.now());
         // After the read, so a woken refresh never races the value this call returns.
-        self.touch(now);
-        Some(value)
+        self.wake_if_parked();
+        value
     }
 
-    /// The valid value for a call at `now`, without waiting or locking.
+    /// The valid value for a call at `now`, without waiting or locking: a clone of this
+    /// thread's copy of the current generation (made on its first hit after a store), else of
+    /// the shared value (a thread that reads too many caches). Records the access.
     fn lookup(self: &Arc<Self>, now: SystemTime) -> Option<T> {
-        let current = self.current.load();
-        let entry = current.as_deref().filter(|e| now < e.expiry)?;
-        if now >= entry.refresh_at || now >= entry.mandatory_from {
-            self.overdue_hit(now, entry);
+        let generation = self.generation.current();
+        if let Some(served) = self.lookup_local(now, generation) {
+            return served;
         }
-        Some(entry.value().clone())
+        self.lookup_shared(now, generation)
+    }
+
+    #[inline]
+    fn lookup_local(self: &Arc<Self>, now: SystemTime, generation: u64) -> Option<Option<T>> {
+        local::read(&self.generation, generation, |copy| {
+            let served = self.serve(now, &copy.times, &copy.value);
+            if now >= copy.record_due.get() {
+                copy.record_due
+                    .set(self.record_access(now, copy.times.expiry));
+            }
+            served
+        })
+    }
+
+    #[cold]
+    fn lookup_shared(self: &Arc<Self>, now: SystemTime, generation: u64) -> Option<T> {
+        let current = self.current.load();
+        let Some(entry) = current.as_deref().filter(|e| now < e.times.expiry) else {
+            self.record_access(now, now);
+            return None;
+        };
+        local::keep(&self.generation, generation, entry.times, &entry.value);
+        if let Some(served) = self.lookup_local(now, generation) {
+            return served;
+        }
+        self.record_access(now, now);
+        self.serve(now, &entry.times, &entry.value)
+    }
+
+    /// `value` for a call at `now` if it has not expired; past its refresh point, also the
+    /// bookkeeping of an overdue hit.
+    #[inline]
+    fn serve(self: &Arc<Self>, now: SystemTime, times: &Times, value: &T) -> Option<T> {
+        if now >= times.quiet_until {
+            if now >= times.expiry {
+                return None;
+            }
+            self.overdue_hit(now, times);
+        }
+        Some(value.clone())
     }
 
     /// Nothing valid is cached: one flight loads, everyone else waits for it.
@@ -453,9 +337,9 @@ where
         let mut last_error = self.flight.lock().await;
         let now = self.now();
         if let Some(entry) = self.current.load_full()
-            && now < entry.expiry
+            && now < entry.times.expiry
         {
-            return Ok(entry.value().clone());
+            return Ok(entry.value.clone());
         }
         if self.flights.load(Ordering::Acquire) != seen
             && let Some(error) = &*last_error
@@ -501,21 +385,18 @@ where
             "cached new credentials"
         );
         let mandatory_from = expiry
-            .checked_sub(self.settings.windows.mandatory)
+            .checked_sub(self.settings.windows.mandatory_window())
             .unwrap_or(expiry);
-        let values = std::array::from_fn(|shard| {
-            if shard == 0 {
-                value.clone()
-            } else {
-                value.replicate()
-            }
-        });
         self.current.store(Some(Arc::new(Entry {
-            values,
-            expiry,
-            refresh_at,
-            mandatory_from,
+            value: value.clone(),
+            times: Times {
+                expiry,
+                refresh_at,
+                mandatory_from,
+                quiet_until: refresh_at.min(mandatory_from),
+            },
         })));
+        self.generation.bump();
         self.refresh_failed.store(false, Ordering::Relaxed);
         self.wake.notify_one();
     }
@@ -525,12 +406,12 @@ where
     /// example, its runtime shut down). It never waits: the refresh (and its retries) run in
     /// the background.
     #[cold]
-    fn overdue_hit(self: &Arc<Self>, now: SystemTime, entry: &Entry<T>) {
-        if now >= entry.mandatory_from {
+    fn overdue_hit(self: &Arc<Self>, now: SystemTime, times: &Times) {
+        if now >= times.mandatory_from {
             Stats::bump(&self.stats.stale_serves);
             tracing::debug!(
                 cache = self.settings.name,
-                expires_in = ?entry.expiry.duration_since(now).unwrap_or_default(),
+                expires_in = ?times.expiry.duration_since(now).unwrap_or_default(),
                 refresh_failed = self.refresh_failed.load(Ordering::Relaxed),
                 "serving cached credentials inside the mandatory window"
             );
@@ -543,189 +424,6 @@ where
         }
         self.ensure_task();
     }
-
-    fn ensure_task(self: &Arc<Self>) {
-        if self.task_started.load(Ordering::Relaxed)
-            || self.task_started.swap(true, Ordering::AcqRel)
-        {
-            return;
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                let weak = Arc::downgrade(self);
-                let wake = self.wake.clone();
-                let sleep = self.settings.sleep.clone();
-                handle.spawn(run_refresh_task(TaskAlive(weak), wake, sleep));
-            }
-            Err(_) => {
-                // No runtime to refresh on: values are then reloaded on expiry by callers.
-                self.task_started.store(false, Ordering::Release);
-                tracing::debug!(
-                    cache = self.settings.name,
-                    "no tokio runtime; background refresh disabled"
-                );
-            }
-        }
-    }
-
-    fn plan(&self, now: SystemTime, retry_at: Option<SystemTime>) -> Plan {
-        let Some(entry) = self.current.load_full() else {
-            return Plan::Park;
-        };
-        if now >= entry.expiry || !self.has_refresher() {
-            return Plan::Park;
-        }
-        if self.is_idle(now) {
-            self.parked.store(true, Ordering::SeqCst);
-            // Check again: a caller may have come between the first check and parking, and
-            // seen `parked` still false.
-            if self.is_idle(now) {
-                tracing::debug!(
-                    cache = self.settings.name,
-                    "nobody asked for a while; refresh paused"
-                );
-                return Plan::Park;
-            }
-            self.parked.store(false, Ordering::SeqCst);
-        }
-        match retry_at {
-            Some(at) if now >= entry.refresh_at => Plan::At(at),
-            _ => Plan::At(entry.refresh_at),
-        }
-    }
-
-    /// One background refresh: shares the flight lock with cold callers.
-    async fn refresh_once(&self) -> Result<(), E> {
-        let Some(refresher) = self.refresher.load_full() else {
-            return Ok(());
-        };
-        let mut last_error = self.flight.lock().await;
-        let now = self.now();
-        if let Some(entry) = self.current.load_full()
-            && now < entry.refresh_at
-        {
-            // Someone refreshed while we queued.
-            return Ok(());
-        }
-        Stats::bump(&self.stats.fetches);
-        tracing::debug!(
-            cache = self.settings.name,
-            "refreshing credentials ahead of expiry"
-        );
-        let result = refresher.refresh().await;
-        self.flights.fetch_add(1, Ordering::Release);
-        match result {
-            Ok(value) => {
-                *last_error = None;
-                Stats::bump(&self.stats.refreshes);
-                self.store(&value);
-                tracing::info!(
-                    cache = self.settings.name,
-                    "refreshed credentials ahead of expiry"
-                );
-                Ok(())
-            }
-            Err(error) => {
-                Stats::bump(&self.stats.failures);
-                self.refresh_failed.store(true, Ordering::Relaxed);
-                *last_error = Some(error.clone());
-                Err(error)
-            }
-        }
-    }
-
-    /// When to try again after `failures` consecutive failed refreshes.
-    fn retry_after(&self, now: SystemTime, failures: u32) -> Option<SystemTime> {
-        let entry = self.current.load_full()?;
-        let remaining = entry.expiry.duration_since(now).ok()?;
-        let exp = BACKGROUND_RETRY_BASE
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
-            .min(BACKGROUND_RETRY_CAP);
-        // Equal jitter: never less than half the delay, so an outage is not hammered.
-        let delay = exp / 2 + (exp / 2).mul_f64(fastrand::f64());
-        // Keep trying before the value expires: at least a few attempts in what is left.
-        let delay = delay.min((remaining / 2).max(BACKGROUND_RETRY_FLOOR));
-        Some(now + delay)
-    }
-}
-
-/// The task's handle on the cache; when the task ends (or its runtime drops it), the cache
-/// learns that it needs a new one.
-struct TaskAlive<T, E>(Weak<RefreshCache<T, E>>);
-
-impl<T, E> Drop for TaskAlive<T, E> {
-    fn drop(&mut self) {
-        if let Some(cache) = self.0.upgrade() {
-            cache.task_started.store(false, Ordering::Release);
-        }
-    }
-}
-
-async fn run_refresh_task<T, E>(alive: TaskAlive<T, E>, wake: Arc<Notify>, sleep: SharedAsyncSleep)
-where
-    T: Expiring,
-    E: Clone + fmt::Display + Send + Sync + 'static,
-{
-    let cache = &alive.0;
-    let mut failures: u32 = 0;
-    let mut retry_at: Option<SystemTime> = None;
-    loop {
-        let (plan, now) = {
-            let Some(cache) = cache.upgrade() else {
-                break;
-            };
-            let now = cache.now();
-            (cache.plan(now, retry_at), now)
-        };
-        let notified = wake.notified();
-        match plan {
-            Plan::Park => {
-                notified.await;
-                continue;
-            }
-            Plan::At(at) => {
-                let delay = at.duration_since(now).unwrap_or_default().min(MAX_SLEEP);
-                if !delay.is_zero() {
-                    tokio::select! {
-                        _ = sleep.sleep(delay) => {}
-                        _ = notified => continue,
-                    }
-                }
-            }
-        }
-        let Some(cache) = cache.upgrade() else {
-            break;
-        };
-        let now = cache.now();
-        match cache.plan(now, retry_at) {
-            Plan::At(at) if now >= at => {}
-            _ => continue,
-        }
-        match cache.refresh_once().await {
-            Ok(()) => {
-                failures = 0;
-                retry_at = None;
-            }
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                retry_at = cache.retry_after(cache.now(), failures);
-                let expires_in = cache
-                    .current
-                    .load()
-                    .as_ref()
-                    .and_then(|e| e.expiry.duration_since(now).ok());
-                tracing::warn!(
-                    cache = cache.settings.name,
-                    %error,
-                    failures,
-                    ?expires_in,
-                    retry_in = ?retry_at.and_then(|at| at.duration_since(now).ok()),
-                    "refresh failed; serving cached credentials until they expire"
-                );
-            }
-        }
-    }
-    tracing::debug!("refresh task finished: the cache was dropped");
 }
 
 #[cfg(test)]
@@ -733,16 +431,37 @@ mod tests {
     use std::task::{Context, Poll, Waker};
 
     use aws_smithy_async::rt::sleep::TokioSleep;
-    use aws_smithy_async::time::StaticTimeSource;
+    use aws_smithy_async::time::{StaticTimeSource, TimeSource};
 
+    use super::task::{BACKGROUND_RETRY_BASE, BACKGROUND_RETRY_CAP};
     use super::*;
 
+    const MIN: Duration = Duration::from_secs(60);
+
+    /// A value with an expiry and a payload whose address tells copies apart.
     #[derive(Clone, Debug, PartialEq)]
-    struct Value(SystemTime);
+    struct Value(SystemTime, Arc<u32>);
+
+    impl Value {
+        fn new(expiry: SystemTime) -> Self {
+            Self(expiry, Arc::new(0))
+        }
+    }
 
     impl Expiring for Value {
         fn expiry(&self) -> Option<SystemTime> {
             Some(self.0)
+        }
+
+        fn replicate(&self) -> Self {
+            Self(self.0, Arc::new(*self.1))
+        }
+
+        fn copies() -> &'static LocalKey<RefCell<Copies<Self>>> {
+            thread_local! {
+                static COPIES: RefCell<Copies<Value>> = const { RefCell::new(Copies::new()) };
+            }
+            &COPIES
         }
     }
 
@@ -750,11 +469,35 @@ mod tests {
         UNIX_EPOCH + Duration::from_secs(1_800_000_000)
     }
 
+    /// A wall clock moved by hand.
+    #[derive(Clone, Debug)]
+    struct Clock(Arc<std::sync::Mutex<SystemTime>>);
+
+    impl Clock {
+        fn at(now: SystemTime) -> Self {
+            Self(Arc::new(std::sync::Mutex::new(now)))
+        }
+
+        fn set(&self, now: SystemTime) {
+            *self.0.lock().unwrap() = now;
+        }
+    }
+
+    impl TimeSource for Clock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
     fn cache_at(now: SystemTime) -> Arc<RefreshCache<Value, String>> {
+        cache_on(SharedTimeSource::new(StaticTimeSource::new(now)))
+    }
+
+    fn cache_on(time: SharedTimeSource) -> Arc<RefreshCache<Value, String>> {
         Arc::new(RefreshCache::new(
             Settings {
                 windows: RefreshWindows::new(),
-                time: SharedTimeSource::new(StaticTimeSource::new(now)),
+                time,
                 sleep: SharedAsyncSleep::new(TokioSleep::new()),
                 default_lifetime: Duration::from_secs(900),
                 idle_after: None,
@@ -774,16 +517,103 @@ mod tests {
     #[test]
     fn a_hit_takes_no_lock_even_while_a_fetch_is_in_flight() {
         let cache = cache_at(start());
-        cache.store(&Value(start() + 360 * MIN));
+        cache.store(&Value::new(start() + 360 * MIN));
         let _in_flight = cache.flight.try_lock().expect("nobody holds it yet");
         let hit = poll_once(cache.get(|| async { Err::<Value, _>("must not load".to_owned()) }));
-        assert_eq!(hit, Poll::Ready(Ok(Value(start() + 360 * MIN))));
+        assert_eq!(hit, Poll::Ready(Ok(Value::new(start() + 360 * MIN))));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_expired_value_is_not_served_while_the_refresh_task_is_stalled() {
+        let clock = Clock::at(start());
+        let cache = cache_on(SharedTimeSource::new(clock.clone()));
+        let expiry = start() + 10 * MIN;
+        let loaded = cache
+            .get(|| async move { Ok::<_, String>(Value::new(expiry)) })
+            .await;
+        assert_eq!(loaded.map(|v| v.0), Ok(expiry));
+        assert!(
+            cache.task_started.load(Ordering::Relaxed),
+            "a refresh task was spawned"
+        );
+        // From here on nothing yields: the refresh task (on this thread's runtime) never runs.
+        assert_eq!(
+            cache.try_hit().map(|v| v.0),
+            Some(expiry),
+            "this thread's copy"
+        );
+        clock.set(expiry - 30 * Duration::from_secs(1));
+        assert_eq!(
+            cache.try_hit().map(|v| v.0),
+            Some(expiry),
+            "inside the mandatory window: still served"
+        );
+        assert_eq!(cache.metrics().stale_serves, 1);
+        clock.set(expiry);
+        assert_eq!(cache.try_hit(), None, "expired: never served");
+        assert_eq!(cache.peek(), None);
+        clock.set(expiry + 6 * 60 * MIN);
+        assert_eq!(
+            cache.try_hit(),
+            None,
+            "long after expiry (a suspended machine)"
+        );
+    }
+
+    #[test]
+    fn each_thread_hits_its_own_copy() {
+        let cache = cache_at(start());
+        cache.store(&Value::new(start() + 360 * MIN));
+        let shared = cache.peek().expect("cached").1;
+        let here = cache.try_hit().expect("a hit").1;
+        assert!(Arc::ptr_eq(&cache.try_hit().expect("a hit").1, &here));
+        assert!(!Arc::ptr_eq(&here, &shared), "a copy, not the shared value");
+        let there = std::thread::scope(|s| {
+            s.spawn(|| {
+                let first = cache.try_hit().expect("a hit").1;
+                let second = cache.try_hit().expect("a hit").1;
+                assert!(Arc::ptr_eq(&first, &second));
+                first
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(!Arc::ptr_eq(&here, &there), "each thread has its own copy");
+    }
+
+    #[test]
+    fn a_store_replaces_the_copies() {
+        let clock = Clock::at(start());
+        let cache = cache_on(SharedTimeSource::new(clock.clone()));
+        cache.store(&Value::new(start() + 360 * MIN));
+        assert_eq!(cache.try_hit().map(|v| v.0), Some(start() + 360 * MIN));
+        cache.store(&Value::new(start() + 720 * MIN));
+        assert_eq!(cache.try_hit().map(|v| v.0), Some(start() + 720 * MIN));
+        // The new copy carries the new entry's times: past the old expiry it is still served.
+        clock.set(start() + 400 * MIN);
+        assert_eq!(cache.try_hit().map(|v| v.0), Some(start() + 720 * MIN));
+    }
+
+    #[test]
+    fn copies_of_a_dropped_cache_are_released() {
+        let cache = cache_at(start());
+        cache.store(&Value::new(start() + 360 * MIN));
+        let copy = Arc::downgrade(&cache.try_hit().expect("a hit").1);
+        assert!(copy.upgrade().is_some(), "this thread keeps its copy");
+        drop(cache);
+        let other = cache_at(start());
+        other.store(&Value::new(start() + 360 * MIN));
+        let _ = other.try_hit();
+        assert!(
+            copy.upgrade().is_none(),
+            "released at the thread's next miss"
+        );
     }
 
     #[test]
     fn background_retries_are_bounded_and_come_before_expiry() {
         let cache = cache_at(start());
-        cache.store(&Value(start() + 60 * MIN));
+        cache.store(&Value::new(start() + 60 * MIN));
         for failures in 1..20 {
             let at = cache.retry_after(start(), failures).expect("still valid");
             let delay = at.duration_since(start()).unwrap();
@@ -799,45 +629,6 @@ mod tests {
             cache.retry_after(start() + 61 * MIN, 1),
             None,
             "expired: nothing to retry"
-        );
-    }
-
-    const MIN: Duration = Duration::from_secs(60);
-
-    #[test]
-    fn advisory_windows_follow_the_cross_sdk_design() {
-        let w = RefreshWindows::new();
-        assert_eq!(w.advisory(15 * MIN), 5 * MIN);
-        assert_eq!(w.advisory(20 * MIN), 5 * MIN);
-        assert_eq!(w.advisory(21 * MIN), 15 * MIN);
-        assert_eq!(w.advisory(89 * MIN), 15 * MIN);
-        assert_eq!(w.advisory(90 * MIN), 60 * MIN);
-        assert_eq!(w.advisory(360 * MIN), 60 * MIN);
-    }
-
-    #[test]
-    fn refresh_lands_in_the_first_half_of_the_window() {
-        let w = RefreshWindows::new();
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        let expiry = now + 360 * MIN;
-        assert_eq!(w.refresh_at(now, expiry, 0.0), expiry - 60 * MIN);
-        assert_eq!(w.refresh_at(now, expiry, 1.0), expiry - 30 * MIN);
-        let mid = w.refresh_at(now, expiry, 0.5);
-        assert!(mid > expiry - 60 * MIN && mid < expiry - 30 * MIN);
-    }
-
-    #[test]
-    fn short_lifetimes_refresh_no_earlier_than_half_life() {
-        let w = RefreshWindows::new();
-        let now = UNIX_EPOCH + Duration::from_secs(1_000_000);
-        assert_eq!(
-            w.refresh_at(now, now + 3 * MIN, 0.0),
-            now + 90 * Duration::from_secs(1)
-        );
-        assert_eq!(w.refresh_at(now, now, 0.0), now + MIN_REFRESH_INTERVAL);
-        assert_eq!(
-            w.refresh_at(now, now - MIN, 0.3),
-            now + MIN_REFRESH_INTERVAL
         );
     }
 }

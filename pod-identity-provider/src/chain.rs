@@ -1,56 +1,5 @@
 //! [`DefaultCredentialsChain`]: aws-config's default credentials chain with Pod Identity in the
 //! container-credentials position.
-//!
-//! # Precedence
-//!
-//! The first link that has credentials wins; a link that is not configured answers
-//! `not_loaded` and the next one is asked, a link that is configured but broken stops the chain
-//! with its error (as in aws-config):
-//!
-//! 1. **Environment**: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (or `SECRET_ACCESS_KEY`),
-//!    `AWS_SESSION_TOKEN`, `AWS_ACCOUNT_ID`;
-//! 2. **Profile**: the shared config and credentials files (`AWS_CONFIG_FILE`,
-//!    `AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/config` and `~/.aws/credentials`), profile
-//!    `AWS_PROFILE` or `default`, with everything aws-config's profile provider supports (static
-//!    keys, `role_arn`, SSO, `credential_process` where aws-config has the feature);
-//! 3. **Web identity token**: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` (IRSA);
-//! 4. **Pod Identity**: [`PodIdentityCredentialsProvider`], which serves the whole container
-//!    position: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (ECS) and
-//!    `AWS_CONTAINER_CREDENTIALS_FULL_URI` (EKS Pod Identity and other agents), with the same
-//!    host rules as aws-config's container provider (see [`crate::config`]);
-//! 5. **EC2 instance metadata** (IMDSv2), unless `AWS_EC2_METADATA_DISABLED=true`.
-//!
-//! That is aws-config's `DefaultCredentialsChain` order with its container provider replaced.
-//! Where Pod Identity is not configured (neither container variable is set), link 4 answers
-//! `not_loaded` and the chain behaves as aws-config's default chain. The one difference: an
-//! `https` container URI needs this crate's `rustls` feature (aws-config's container provider
-//! accepts it with its default HTTP client).
-//!
-//! Links 1–3 and 5 are aws-config's own providers, configured by a
-//! [`ProviderConfig`] ([`Builder::configure`]); region, HTTP client, sleep and time for their
-//! STS, SSO and IMDS calls come from it. As in aws-config, the region is resolved once when the
-//! chain is built (environment, profile, then IMDS) unless [`Builder::region`] or
-//! [`Builder::configure`] sets it.
-//!
-//! # An injected environment
-//!
-//! With [`Builder::env`] and a fixed [`Env`], every link reads that environment instead of the
-//! process's: the environment link reads its variables there, the profile link takes
-//! `AWS_PROFILE`, `AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE` and `HOME` from it (no
-//! files without `HOME` or the two file variables), the web identity link is configured from it
-//! (session name `AWS_ROLE_SESSION_NAME`, else `web-identity-token-<milliseconds>`), Pod
-//! Identity reads it, and the IMDS link is left out when it sets
-//! `AWS_EC2_METADATA_DISABLED=true`. What aws-config reads on its own still comes from the
-//! process: the IMDS client's other settings, a profile's `credential_source = Environment`,
-//! and the region chain (an injected environment without `AWS_REGION` or `AWS_DEFAULT_REGION`
-//! leaves the region unset unless the builder sets it). Tests and embedders with settings of
-//! their own need nothing more.
-//!
-//! # Caching
-//!
-//! The chain caches nothing itself except what Pod Identity caches; put it behind an identity
-//! cache, best [`RefreshAheadCache`](crate::RefreshAheadCache), which answers SDK requests from
-//! memory and refreshes ahead of expiry through the chain.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -76,7 +25,7 @@ use crate::PodIdentityCredentialsProvider;
 use crate::config::Env;
 
 /// aws-config's default chain with Pod Identity in the container position, built from the
-/// process environment (see the [module docs](self) for the order).
+/// process environment (see [`DefaultCredentialsChain`] for the order).
 ///
 /// ```no_run
 /// use aws_config::BehaviorVersion;
@@ -96,7 +45,60 @@ pub async fn default_provider_chain() -> DefaultCredentialsChain {
 }
 
 /// aws-config's default credentials chain with [`PodIdentityCredentialsProvider`] in the
-/// container-credentials position; see the [module docs](self).
+/// container-credentials position.
+///
+/// container-credentials position.
+///
+/// # Precedence
+///
+/// The first link that has credentials wins; a link that is not configured answers
+/// `not_loaded` and the next one is asked, a link that is configured but broken stops the chain
+/// with its error (as in aws-config):
+///
+/// 1. **Environment**: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY` (or `SECRET_ACCESS_KEY`),
+///    `AWS_SESSION_TOKEN`, `AWS_ACCOUNT_ID`;
+/// 2. **Profile**: the shared config and credentials files (`AWS_CONFIG_FILE`,
+///    `AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/config` and `~/.aws/credentials`), profile
+///    `AWS_PROFILE` or `default`, with everything aws-config's profile provider supports (static
+///    keys, `role_arn`, SSO, `credential_process` where aws-config has the feature);
+/// 3. **Web identity token**: `AWS_WEB_IDENTITY_TOKEN_FILE` + `AWS_ROLE_ARN` (IRSA);
+/// 4. **Pod Identity**: [`PodIdentityCredentialsProvider`], which serves the whole container
+///    position: `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI` (ECS) and
+///    `AWS_CONTAINER_CREDENTIALS_FULL_URI` (EKS Pod Identity and other agents), with the same
+///    host rules as aws-config's container provider (see [`Builder`](crate::Builder));
+/// 5. **EC2 instance metadata** (IMDSv2), unless `AWS_EC2_METADATA_DISABLED=true`.
+///
+/// That is aws-config's `DefaultCredentialsChain` order with its container provider replaced.
+/// Where Pod Identity is not configured (neither container variable is set), link 4 answers
+/// `not_loaded` and the chain behaves as aws-config's default chain. The one difference: an
+/// `https` container URI needs this crate's `rustls` feature (aws-config's container provider
+/// accepts it with its default HTTP client).
+///
+/// Links 1–3 and 5 are aws-config's own providers, configured by a
+/// [`ProviderConfig`] ([`DefaultCredentialsChainBuilder::configure`]); region, HTTP client, sleep and time for their
+/// STS, SSO and IMDS calls come from it. As in aws-config, the region is resolved once when the
+/// chain is built (environment, profile, then IMDS) unless [`DefaultCredentialsChainBuilder::region`] or
+/// [`DefaultCredentialsChainBuilder::configure`] sets it.
+///
+/// # An injected environment
+///
+/// With [`DefaultCredentialsChainBuilder::env`] and a fixed [`Env`], every link reads that environment instead of the
+/// process's: the environment link reads its variables there, the profile link takes
+/// `AWS_PROFILE`, `AWS_CONFIG_FILE`, `AWS_SHARED_CREDENTIALS_FILE` and `HOME` from it (no
+/// files without `HOME` or the two file variables), the web identity link is configured from it
+/// (session name `AWS_ROLE_SESSION_NAME`, else `web-identity-token-<milliseconds>`), Pod
+/// Identity reads it, and the IMDS link is left out when it sets
+/// `AWS_EC2_METADATA_DISABLED=true`. What aws-config reads on its own still comes from the
+/// process: the IMDS client's other settings, a profile's `credential_source = Environment`,
+/// and the region chain (an injected environment without `AWS_REGION` or `AWS_DEFAULT_REGION`
+/// leaves the region unset unless the builder sets it). Tests and embedders with settings of
+/// their own need nothing more.
+///
+/// # Caching
+///
+/// The chain caches nothing itself except what Pod Identity caches; put it behind an identity
+/// cache, best [`RefreshAheadCache`](crate::RefreshAheadCache), which answers SDK requests from
+/// memory and refreshes ahead of expiry through the chain.
 #[derive(Debug)]
 pub struct DefaultCredentialsChain {
     chain: CredentialsProviderChain,
@@ -104,8 +106,8 @@ pub struct DefaultCredentialsChain {
 
 impl DefaultCredentialsChain {
     /// A builder: region, provider config, profile name, environment, Pod Identity settings.
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> DefaultCredentialsChainBuilder {
+        DefaultCredentialsChainBuilder::default()
     }
 
     /// Credentials from the first link that has them.
@@ -129,7 +131,7 @@ impl ProvideCredentials for DefaultCredentialsChain {
 
 /// Builds a [`DefaultCredentialsChain`].
 #[derive(Default)]
-pub struct Builder {
+pub struct DefaultCredentialsChainBuilder {
     provider_config: Option<ProviderConfig>,
     region: Option<Region>,
     profile_name: Option<String>,
@@ -137,9 +139,9 @@ pub struct Builder {
     pod_identity: Option<PodIdentityCredentialsProvider>,
 }
 
-impl fmt::Debug for Builder {
+impl fmt::Debug for DefaultCredentialsChainBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("DefaultCredentialsChainBuilder")
             .field("region", &self.region)
             .field("profile_name", &self.profile_name)
             .field("env", &self.env)
@@ -147,7 +149,7 @@ impl fmt::Debug for Builder {
     }
 }
 
-impl Builder {
+impl DefaultCredentialsChainBuilder {
     /// The configuration of aws-config's links (HTTP client, sleep, time, region, retries).
     /// Default: `ProviderConfig::default()` with the region resolved as aws-config does.
     pub fn configure(mut self, provider_config: ProviderConfig) -> Self {
@@ -170,7 +172,7 @@ impl Builder {
     }
 
     /// The environment every link reads. Default: the process environment. See the
-    /// [module docs](self#an-injected-environment).
+    /// [chain docs](DefaultCredentialsChain#an-injected-environment).
     pub fn env(mut self, env: Env) -> Self {
         self.env = Some(env);
         self

@@ -1,36 +1,5 @@
-//! Where the provider finds the agent and the token.
-//!
-//! # Precedence
-//!
-//! The URI, first match wins:
-//!
-//! 1. [`Builder::full_uri`](crate::provider::Builder::full_uri);
-//! 2. `AWS_CONTAINER_CREDENTIALS_RELATIVE_URI`, appended to `http://169.254.170.2` (ECS; the
-//!    Rust SDK and botocore prefer it over the full URI, and so do we);
-//! 3. `AWS_CONTAINER_CREDENTIALS_FULL_URI` (what EKS Pod Identity sets).
-//!
-//! None of them → the provider is not configured (`CredentialsError::not_loaded`, so a chain
-//! moves on). Empty variables count as unset.
-//!
-//! The token, first match wins: [`Builder::token_file`](crate::provider::Builder::token_file),
-//! [`Builder::token`](crate::provider::Builder::token), then (only when the builder sets
-//! neither) `AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE`, then `AWS_CONTAINER_AUTHORIZATION_TOKEN`.
-//! No token → the request carries no `Authorization` header, as in the SDKs.
-//!
-//! # Allowed hosts
-//!
-//! Plain `http` may only reach loopback (`127.0.0.0/8`, `::1`), `169.254.170.2`,
-//! `169.254.170.23` and `fd00:ec2::23`; IPv4-mapped IPv6 addresses are refused. A host name is
-//! resolved and every address must be allowed; the request then goes to those addresses only.
-//! `https` may reach any host and needs the `rustls` feature. A failed resolution is not
-//! remembered: the next call tries again. Once a configuration passes (variables read, host
-//! resolved and checked), it is kept for the life of the provider.
-//!
-//! # Token file
-//!
-//! Re-read on every fetch, so kubelet's rotation is picked up; surrounding whitespace is
-//! trimmed. A missing, unreadable, empty or oversized (more than 64 KiB) file is an error that
-//! names the path.
+//! Where the provider finds the agent and the token (the rules are documented on
+//! [`Builder`](crate::Builder)).
 
 use std::collections::HashMap;
 use std::fmt;

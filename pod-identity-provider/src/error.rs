@@ -1,10 +1,4 @@
 //! The provider's error type.
-//!
-//! Callers of [`ProvideCredentials`](aws_credential_types::provider::ProvideCredentials) see a
-//! [`CredentialsError`]: `not_loaded` when the provider is not configured (so a chain moves on),
-//! `invalid_configuration` when it is configured but wrong, `provider_error` otherwise. The
-//! [`Error`] below is its `source()`, and can be downcast to read the [`ErrorKind`]. No message
-//! ever contains the authorization token or a secret key.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -36,6 +30,12 @@ pub enum ErrorKind {
 }
 
 /// Why loading credentials failed. Cheap to clone (callers waiting on the same fetch share it).
+///
+/// Callers of [`ProvideCredentials`](aws_credential_types::provider::ProvideCredentials) see a
+/// [`CredentialsError`]: `not_loaded` when the provider is not configured (so a chain moves on),
+/// `invalid_configuration` when it is configured but wrong, `provider_error` otherwise. This
+/// [`Error`] is its `source()`, and can be downcast to read the [`ErrorKind`]. No message
+/// ever contains the authorization token or a secret key.
 #[derive(Clone)]
 pub struct Error(Arc<Inner>);
 

@@ -1,48 +1,14 @@
 //! [`RefreshAheadCache`]: a refresh-ahead, lock-free identity cache for any SDK client.
-//!
-//! The SDK puts an identity cache in front of every identity resolver; the default (the lazy
-//! cache) takes a read lock per call and refreshes on the request path, failing the request if
-//! that refresh fails. This cache has the provider's design instead, for any resolver:
-//!
-//! - one refresh-ahead cache per [`IdentityCachePartition`] (each resolver has its own); the
-//!   partitions sit in a copy-on-write list (a client has one or two, so a lookup is a scan of a
-//!   few words: no lock, no hashing);
-//! - a hit is an atomic load and a clone; a background task per partition refreshes ahead of
-//!   expiry with the [`RefreshWindows`]; failed refreshes keep serving the last good identity
-//!   until it expires;
-//! - a partition nobody asked for in `idle_after` (default 30 min) stops refreshing; the next
-//!   caller wakes it (and loads on the request path only if its identity expired meanwhile);
-//! - an identity holding [`Credentials`] is kept as several equal copies, each built from its
-//!   own deep copy of the credentials as the SDK builds it (`Identity::from`), so threads
-//!   hitting at once do not share reference counts (see [`crate::cache`]); other identities are
-//!   kept as they are;
-//! - identities without an expiry are treated as valid for 15 minutes, as in the lazy cache;
-//! - a load (cold or background) that takes longer than `load_timeout` (default 30 s) fails;
-//! - background refreshes call the resolver with the runtime components of the last cold load
-//!   and an empty `ConfigBag` (credentials providers do not read the bag).
-//!
-//! Time and sleep come from the client's runtime components unless set on the builder.
-//!
-//! ```no_run
-//! use aws_config::BehaviorVersion;
-//! use pod_identity_provider::{PodIdentityCredentialsProvider, RefreshAheadCache};
-//!
-//! # async fn example() {
-//! let config = aws_config::defaults(BehaviorVersion::latest())
-//!     .credentials_provider(PodIdentityCredentialsProvider::builder().build())
-//!     .identity_cache(RefreshAheadCache::new())
-//!     .load()
-//!     .await;
-//! # let _ = config;
-//! # }
-//! ```
 
+use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::thread::LocalKey;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use aws_config::identity::IdentityCache;
 use aws_credential_types::Credentials;
 use aws_smithy_async::rt::sleep::{AsyncSleep, SharedAsyncSleep, TokioSleep};
 use aws_smithy_async::time::{SharedTimeSource, TimeSource};
@@ -55,7 +21,7 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
 use crate::cache::{
-    BoxFuture, Expiring, Metrics, Refresh, RefreshCache, RefreshWindows, Settings, Stats,
+    BoxFuture, Copies, Expiring, Metrics, Refresh, RefreshCache, RefreshWindows, Settings, Stats,
 };
 
 /// Default time after which a partition nobody asked for stops refreshing: 30 minutes.
@@ -69,17 +35,121 @@ pub const DEFAULT_IDENTITY_LIFETIME: Duration = Duration::from_secs(15 * 60);
 
 type PartitionCache = RefreshCache<Identity, SharedError>;
 
-/// The partitions, in the order they were first asked for.
-type Partitions = Vec<(IdentityCachePartition, Arc<PartitionCache>)>;
+/// Partitions kept in write-once slots; a client has one or two.
+const SLOTS: usize = 4;
 
-fn find(partitions: &Partitions, key: IdentityCachePartition) -> Option<&Arc<PartitionCache>> {
-    partitions
-        .iter()
-        .find(|(partition, _)| *partition == key)
-        .map(|(_, cache)| cache)
+/// The partitions, in the order they were first asked for: the first [`SLOTS`] in write-once
+/// slots a lookup reads with one atomic load each (no lock, no reference count written), any
+/// further ones in a copy-on-write list.
+#[derive(Debug, Default)]
+struct Partitions {
+    slots: [OnceLock<Slot>; SLOTS],
+    more: ArcSwap<Vec<(IdentityCachePartition, Arc<PartitionCache>)>>,
 }
 
-/// A refresh-ahead identity cache; see the [module docs](self).
+/// A partition in a slot, with the resolver it was created for (the same one the background
+/// loader holds), so that a hit can hand the caller's clone back at once.
+#[derive(Debug)]
+struct Slot {
+    partition: IdentityCachePartition,
+    cache: Arc<PartitionCache>,
+    resolver: SharedIdentityResolver,
+}
+
+impl Partitions {
+    /// The slot of partition `key`, if it has one: the hit path, borrowed.
+    fn slot(&self, key: IdentityCachePartition) -> Option<&Slot> {
+        self.slots
+            .iter()
+            .map_while(OnceLock::get)
+            .find(|slot| slot.partition == key)
+    }
+
+    /// The cache of partition `key`, wherever it is.
+    fn find(&self, key: IdentityCachePartition) -> Option<Arc<PartitionCache>> {
+        if let Some(slot) = self.slot(key) {
+            return Some(slot.cache.clone());
+        }
+        self.more
+            .load()
+            .iter()
+            .find(|(partition, _)| *partition == key)
+            .map(|(_, cache)| cache.clone())
+    }
+
+    /// The cache of partition `key`: the one already there, else `fresh` (a concurrent caller
+    /// for the same partition gets the same one).
+    fn insert(
+        &self,
+        key: IdentityCachePartition,
+        fresh: &Arc<PartitionCache>,
+        resolver: &SharedIdentityResolver,
+    ) -> Arc<PartitionCache> {
+        for slot in &self.slots {
+            let slot = slot.get_or_init(|| Slot {
+                partition: key,
+                cache: fresh.clone(),
+                resolver: resolver.clone(),
+            });
+            if slot.partition == key {
+                return slot.cache.clone();
+            }
+        }
+        let mut winner = fresh.clone();
+        self.more.rcu(|more| {
+            let mut more = Vec::clone(more);
+            match more.iter().find(|(partition, _)| *partition == key) {
+                Some((_, found)) => winner = found.clone(),
+                None => {
+                    winner = fresh.clone();
+                    more.push((key, fresh.clone()));
+                }
+            }
+            more
+        });
+        winner
+    }
+}
+
+/// A refresh-ahead, lock-free identity cache for any SDK client.
+///
+/// The SDK puts an identity cache in front of every identity resolver; the default (the lazy
+/// cache) takes a read lock per call and refreshes on the request path, failing the request if
+/// that refresh fails. This cache has the provider's design instead, for any resolver:
+///
+/// - one refresh-ahead cache per [`IdentityCachePartition`] (each resolver has its own); the
+///   first four partitions sit in write-once slots (a client has one or two, so a lookup is a
+///   scan of a few words: no lock, no hashing, no reference count written), any further ones
+///   in a copy-on-write list;
+/// - a hit is a clock read, an atomic load and a clone of this thread's copy of the identity;
+///   a background task per partition refreshes ahead of expiry with the [`RefreshWindows`];
+///   failed refreshes keep serving the last good identity until it expires;
+/// - a partition nobody asked for in `idle_after` (default 30 min) stops refreshing; the next
+///   caller wakes it (and loads on the request path only if its identity expired meanwhile);
+/// - each thread that reads a partition keeps its own copy of its identity (one per refresh):
+///   an identity holding [`Credentials`] is rebuilt from its own deep copy of the credentials
+///   as the SDK builds it (`Identity::from`), so threads hitting at once do not share
+///   reference counts; other identities are cloned;
+/// - identities without an expiry are treated as valid for 15 minutes, as in the lazy cache;
+/// - a load (cold or background) that takes longer than `load_timeout` (default 30 s) fails;
+/// - background refreshes call the resolver with the runtime components of the last cold load
+///   and an empty `ConfigBag` (credentials providers do not read the bag).
+///
+/// Time and sleep come from the client's runtime components unless set on the builder.
+///
+/// ```no_run
+/// use aws_config::BehaviorVersion;
+/// use pod_identity_provider::{PodIdentityCredentialsProvider, RefreshAheadCache};
+///
+/// # async fn example() {
+/// let config = aws_config::defaults(BehaviorVersion::latest())
+///     .credentials_provider(PodIdentityCredentialsProvider::builder().build())
+///     .identity_cache(RefreshAheadCache::new())
+///     .load()
+///     .await;
+/// # let _ = config;
+/// # }
+/// ```
 ///
 /// Cheap to clone; clones share partitions. Background tasks end when the last clone (and the
 /// SDK clients holding it) are dropped.
@@ -90,7 +160,7 @@ pub struct RefreshAheadCache {
 
 #[derive(Debug)]
 struct Inner {
-    partitions: ArcSwap<Partitions>,
+    partitions: Partitions,
     windows: RefreshWindows,
     idle_after: Duration,
     load_timeout: Duration,
@@ -123,11 +193,12 @@ impl RefreshAheadCache {
 
     fn partition(
         &self,
-        key: IdentityCachePartition,
+        resolver: &SharedIdentityResolver,
         components: &RuntimeComponents,
     ) -> Arc<PartitionCache> {
-        if let Some(found) = find(&self.inner.partitions.load(), key) {
-            return found.clone();
+        let key = resolver.cache_partition();
+        if let Some(found) = self.inner.partitions.find(key) {
+            return found;
         }
         let time = self
             .inner
@@ -152,19 +223,7 @@ impl RefreshAheadCache {
             },
             self.inner.stats.clone(),
         ));
-        let mut winner = fresh.clone();
-        self.inner.partitions.rcu(|partitions| {
-            let mut partitions = Partitions::clone(partitions);
-            match find(&partitions, key) {
-                Some(found) => winner = found.clone(),
-                None => {
-                    winner = fresh.clone();
-                    partitions.push((key, fresh.clone()));
-                }
-            }
-            partitions
-        });
-        winner
+        self.inner.partitions.insert(key, &fresh, resolver)
     }
 }
 
@@ -179,12 +238,31 @@ impl ResolveCachedIdentity for RefreshAheadCache {
         // A warm hit answers with a ready future (`new` would box one on every call), and
         // borrows its partition from the map: cloning the partition's `Arc` would write one
         // reference count shared by every thread on every hit.
-        if let Some(identity) =
-            find(&self.inner.partitions.load(), key).and_then(|partition| partition.try_hit())
-        {
-            return IdentityFuture::ready(Ok(identity));
-        }
-        let partition = self.partition(key, runtime_components);
+        let resolver = match self.inner.partitions.slot(key) {
+            Some(slot) => {
+                // The caller cloned the resolver for this call: every thread writes its one
+                // reference count. Dropping the clone at once, while that count's cache line
+                // is still this core's, saves taking it back from another core later; the
+                // slot holds an equal resolver for a miss.
+                drop(resolver);
+                if let Some(identity) = slot.cache.try_hit() {
+                    return IdentityFuture::ready(Ok(identity));
+                }
+                slot.resolver.clone()
+            }
+            None => {
+                let hit = self
+                    .inner
+                    .partitions
+                    .find(key)
+                    .and_then(|partition| partition.try_hit());
+                if let Some(identity) = hit {
+                    return IdentityFuture::ready(Ok(identity));
+                }
+                resolver
+            }
+        };
+        let partition = self.partition(&resolver, runtime_components);
         let load_timeout = self.inner.load_timeout;
         IdentityFuture::new(async move {
             let cache = partition.clone();
@@ -229,35 +307,23 @@ impl Expiring for Identity {
             None => self.clone(),
         }
     }
+
+    fn copies() -> &'static LocalKey<RefCell<Copies<Self>>> {
+        thread_local! {
+            static COPIES: RefCell<Copies<Identity>> = const { RefCell::new(Copies::new()) };
+        }
+        &COPIES
+    }
 }
 
-/// The components with this cache swapped for a pass-through: the background loader must not
-/// hold the cache that holds it (a reference cycle would keep both alive forever).
+/// The components with this cache swapped for none: the background loader must not hold the
+/// cache that holds it (a reference cycle would keep both alive forever).
 fn background_components(components: &RuntimeComponents) -> Option<RuntimeComponents> {
     components
         .to_builder()
-        .with_identity_cache(Some(PassThrough))
+        .with_identity_cache(Some(IdentityCache::no_cache()))
         .build()
         .ok()
-}
-
-/// An identity "cache" that resolves every time; only used inside background refreshes.
-#[derive(Debug)]
-struct PassThrough;
-
-impl ResolveCachedIdentity for PassThrough {
-    fn resolve_cached_identity<'a>(
-        &'a self,
-        resolver: SharedIdentityResolver,
-        runtime_components: &'a RuntimeComponents,
-        config_bag: &'a ConfigBag,
-    ) -> IdentityFuture<'a> {
-        IdentityFuture::new(async move {
-            resolver
-                .resolve_identity(runtime_components, config_bag)
-                .await
-        })
-    }
 }
 
 struct ResolverRefresh {
@@ -372,7 +438,7 @@ impl RefreshAheadCacheBuilder {
     pub fn build(self) -> RefreshAheadCache {
         RefreshAheadCache {
             inner: Arc::new(Inner {
-                partitions: ArcSwap::from_pointee(Partitions::new()),
+                partitions: Partitions::default(),
                 windows: self.windows.unwrap_or_default(),
                 idle_after: self.idle_after.unwrap_or(DEFAULT_IDLE_AFTER),
                 load_timeout: self.load_timeout.unwrap_or(DEFAULT_LOAD_TIMEOUT),
@@ -386,8 +452,6 @@ impl RefreshAheadCacheBuilder {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
     use aws_credential_types::attributes::AccountId;
     use aws_credential_types::credential_feature::AwsCredentialFeature;
 
@@ -395,18 +459,7 @@ mod tests {
 
     #[test]
     fn an_identity_replica_is_built_as_the_sdk_builds_it_and_shares_no_data() {
-        let mut credentials = Credentials::builder()
-            .access_key_id("AKID")
-            .secret_access_key("secret")
-            .session_token("token")
-            .expiry(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
-            .account_id(AccountId::from("123456789012"))
-            .provider_name("pod-identity")
-            .build();
-        credentials
-            .get_property_mut_or_default::<Vec<AwsCredentialFeature>>()
-            .push(AwsCredentialFeature::CredentialsHttp);
-        let original = Identity::from(credentials);
+        let original = Identity::from(crate::provider::tests::credentials());
         let replica = original.replicate();
 
         assert_eq!(replica.expiration(), original.expiration());

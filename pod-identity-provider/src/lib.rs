@@ -18,8 +18,8 @@
 //! [`default_provider_chain`] keeps aws-config's default credentials chain (environment,
 //! profile, web identity token, then Pod Identity in the container-credentials position, then
 //! IMDS), so the same binary gets credentials on a laptop, in CI, with IRSA and in a pod; where
-//! the pod has no Pod Identity it is exactly aws-config's chain ([`chain`] has the order and
-//! why). [`RefreshAheadCache`] replaces the SDK's lazy identity cache: requests are answered
+//! the pod has no Pod Identity it is exactly aws-config's chain ([`DefaultCredentialsChain`] has
+//! the order and why). [`RefreshAheadCache`] replaces the SDK's lazy identity cache: requests are answered
 //! from memory without a lock and credentials are refreshed in the background before they
 //! expire, so no request waits for a refresh (and it works for any credentials provider).
 //!
@@ -57,18 +57,20 @@
 //!
 //! Configuration is read on first use and the outcome is remembered only when it succeeds: a
 //! missing variable or a failed DNS resolution is tried again on the next call. See
-//! [`config`] for the precedence rules.
+//! [`Builder`] for the precedence rules.
 //!
 //! # Caching
 //!
-//! Credentials sit in an `ArcSwap`: a cache hit takes no lock and makes no I/O. (Cloning the
-//! credentials allocates: they carry the SDK's `CredentialsHttp` business metric as a property,
-//! as aws-config's container provider's do, and `Credentials::clone` copies its property map.) A
+//! Credentials sit in an `ArcSwap`, and each thread keeps its own copy of them: a cache hit
+//! takes no lock, makes no I/O and writes no shared memory. (Cloning the credentials
+//! allocates: they carry the SDK's `CredentialsHttp` business metric as a property, as
+//! aws-config's container provider's do, and `Credentials::clone` copies its property map.) A
 //! background task, holding only a weak reference, refreshes them ahead of expiry; callers never
 //! wait while unexpired credentials exist. Without valid credentials, concurrent callers share
 //! one fetch. Credentials are returned with their real expiry, their `AccountId` and the
 //! `CredentialsHttp` business metric (reported in the SDK's user agent). The task
-//! ends when the last clone of the provider is dropped. See [`cache`].
+//! ends when the last clone of the provider is dropped. See [`RefreshWindows`] for when it
+//! refreshes.
 //!
 //! # Observability
 //!
@@ -84,23 +86,45 @@
 //! (1.90) is what the locked set resolves for, not a toolchain CI builds with, and the newest
 //! SDK releases may need a newer compiler than 1.90.
 //!
+//! # Public API
+//!
+//! Every item is at the crate root:
+//!
+//! | item | what it is |
+//! |---|---|
+//! | [`default_provider_chain`], [`DefaultCredentialsChain`], [`DefaultCredentialsChainBuilder`] | aws-config's default credentials chain with Pod Identity in the container position |
+//! | [`PodIdentityCredentialsProvider`], [`Builder`] | the Pod Identity credentials provider and its builder |
+//! | [`DEFAULT_CONNECT_TIMEOUT`], [`DEFAULT_READ_TIMEOUT`], [`DEFAULT_MAX_ATTEMPTS`], [`MAX_TIMEOUT`], [`MAX_TOKEN_FILE_LEN`] | the provider's defaults and limits |
+//! | [`RefreshAheadCache`], [`RefreshAheadCacheBuilder`] | the refresh-ahead identity cache for any SDK client |
+//! | [`DEFAULT_IDLE_AFTER`], [`DEFAULT_LOAD_TIMEOUT`], [`DEFAULT_IDENTITY_LIFETIME`] | the identity cache's defaults |
+//! | [`RefreshWindows`] | when both caches refresh ahead of expiry |
+//! | [`Metrics`] | counters of both caches |
+//! | [`Env`] | the environment settings are read from (the process's, or a fixed map) |
+//! | [`Error`], [`ErrorKind`] | why loading credentials failed |
+//!
 //! # Features
 //!
 //! - `rustls`: allow `https://` credentials URIs (off by default; the agent speaks plain HTTP).
 //!
 //! [aws-config]: https://docs.rs/aws-config
 
-pub mod cache;
-pub mod chain;
+mod cache;
+mod chain;
 mod client;
-pub mod config;
-pub mod error;
-pub mod identity_cache;
-pub mod provider;
+mod config;
+mod error;
+mod identity_cache;
+mod provider;
 
 pub use cache::{Metrics, RefreshWindows};
-pub use chain::{DefaultCredentialsChain, default_provider_chain};
-pub use config::Env;
+pub use chain::{DefaultCredentialsChain, DefaultCredentialsChainBuilder, default_provider_chain};
+pub use config::{Env, MAX_TOKEN_FILE_LEN};
 pub use error::{Error, ErrorKind};
-pub use identity_cache::{RefreshAheadCache, RefreshAheadCacheBuilder};
-pub use provider::{Builder, PodIdentityCredentialsProvider};
+pub use identity_cache::{
+    DEFAULT_IDENTITY_LIFETIME, DEFAULT_IDLE_AFTER, DEFAULT_LOAD_TIMEOUT, RefreshAheadCache,
+    RefreshAheadCacheBuilder,
+};
+pub use provider::{
+    Builder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_READ_TIMEOUT, MAX_TIMEOUT,
+    PodIdentityCredentialsProvider,
+};

@@ -1,19 +1,14 @@
 //! [`PodIdentityCredentialsProvider`]: the credentials provider.
-//!
-//! Contract: `credentials()` answers from the cache while it holds unexpired credentials (a clock
-//! read, an atomic load and a clone of the credentials: no lock, no I/O), even in the last
-//! 60 s before expiry and while a refresh is in flight or failing; otherwise it joins or starts
-//! the one fetch in flight. Through
-//! `ProvideCredentials` a hit is a ready future. Unconfigured → `not_loaded`; configured but
-//! wrong → `invalid_configuration`; anything else → `provider_error` (see [`crate::error`]).
 
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::SystemTime;
 
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::{self, ProvideCredentials, future};
 
-use crate::cache::{Expiring, Metrics, Refresh, RefreshCache};
+use crate::cache::{Copies, Expiring, Metrics, Refresh, RefreshCache};
 use crate::client::AgentClient;
 use crate::error::Error;
 
@@ -26,8 +21,18 @@ pub use builder::{
 /// An aws-config credentials provider for EKS Pod Identity with a lock-free, refresh-ahead cache.
 ///
 /// Build one with [`PodIdentityCredentialsProvider::builder`]; see the [crate docs](crate) for
-/// the defaults. Cloning is cheap and clones share one cache and one background refresh task,
-/// which ends when the last clone is dropped.
+/// the defaults.
+///
+/// Cloning is cheap and clones share one cache and one background refresh task, which ends
+/// when the last clone is dropped.
+///
+/// [`credentials`](Self::credentials) answers from the cache while it holds unexpired
+/// credentials (a clock read, an atomic load and a clone of this thread's copy of the
+/// credentials: no lock, no I/O, no write to shared memory), even in the last 60 s before
+/// expiry and while a refresh is in flight or failing; otherwise it joins or starts the one
+/// fetch in flight. Through `ProvideCredentials` a hit is a ready future. Unconfigured →
+/// `not_loaded`; configured but wrong → `invalid_configuration`; anything else →
+/// `provider_error` (see [`Error`]).
 ///
 /// In a chain: without Pod Identity configured it answers `not_loaded` and the chain moves on.
 ///
@@ -60,6 +65,13 @@ impl Expiring for Credentials {
         // copy has its own reference count; every field, property and the provider name stay.
         let _ = copy.expiry_mut();
         copy
+    }
+
+    fn copies() -> &'static LocalKey<RefCell<Copies<Self>>> {
+        thread_local! {
+            static COPIES: RefCell<Copies<Credentials>> = const { RefCell::new(Copies::new()) };
+        }
+        &COPIES
     }
 }
 
@@ -121,7 +133,7 @@ impl ProvideCredentials for PodIdentityCredentialsProvider {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use aws_credential_types::attributes::AccountId;
@@ -129,9 +141,9 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn a_replica_is_equal_but_has_its_own_reference_count() {
-        let mut original = Credentials::builder()
+    /// Credentials as the provider returns them: account id and business metric included.
+    pub(crate) fn credentials() -> Credentials {
+        let mut credentials = Credentials::builder()
             .access_key_id("AKID")
             .secret_access_key("secret")
             .session_token("token")
@@ -139,9 +151,15 @@ mod tests {
             .account_id(AccountId::from("123456789012"))
             .provider_name("pod-identity")
             .build();
-        original
+        credentials
             .get_property_mut_or_default::<Vec<AwsCredentialFeature>>()
             .push(AwsCredentialFeature::CredentialsHttp);
+        credentials
+    }
+
+    #[test]
+    fn a_replica_is_equal_but_has_its_own_reference_count() {
+        let original = credentials();
         let replica = original.replicate();
         assert_eq!(replica, original);
         assert_eq!(replica.account_id(), original.account_id());

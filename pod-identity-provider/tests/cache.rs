@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use pod_identity_provider::PodIdentityCredentialsProvider;
+use wiremock::MockServer;
 use wiremock::ResponseTemplate;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -27,9 +29,9 @@ async fn refreshes_inside_the_advisory_window_without_blocking_callers() {
     // 6 h credentials: the advisory window is 60 min, the refresh lands in its first half,
     // so between 5 h and 5 h 30 min after the fetch. Nothing happens before.
     for step in [HOUR, 3 * HOUR, 59 * MINUTE] {
-        settle().await;
+        clock.settled().await;
         clock.advance(step);
-        settle().await;
+        clock.settled().await;
         let served = ready_now(provider.credentials()).expect("a cache hit never waits");
         assert_eq!(served.unwrap().access_key_id(), "AKID1");
     }
@@ -41,7 +43,7 @@ async fn refreshes_inside_the_advisory_window_without_blocking_callers() {
 
     // Past the latest refresh point: the background task refreshes, callers keep being
     // answered at once, first with the old credentials, then with the new ones.
-    settle().await;
+    clock.settled().await;
     clock.advance(31 * MINUTE);
     eventually("the background refresh", || async {
         let served = ready_now(provider.credentials()).expect("a cache hit never waits");
@@ -72,11 +74,11 @@ async fn short_lived_credentials_use_the_short_window() {
     let provider = provider(&server, &clock);
     provider.credentials().await.unwrap();
     // ≤ 20 min lifetime: 5 min window, refresh between 10 and 12.5 min.
-    settle().await;
+    clock.settled().await;
     clock.advance(9 * MINUTE + 59 * SECOND);
-    settle().await;
+    clock.settled().await;
     assert_eq!(requests(&server).await, 1);
-    settle().await;
+    clock.settled().await;
     clock.advance(2 * MINUTE + 32 * SECOND);
     eventually("the refresh", || async { requests(&server).await == 2 }).await;
 }
@@ -95,7 +97,7 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
 
     // The agent goes down before the refresh is due.
     agent_answer.set(ResponseTemplate::new(503).set_body_string("down"));
-    settle().await;
+    clock.settled().await;
     clock.advance(5 * HOUR + 31 * MINUTE);
     eventually("a failed refresh", || async {
         provider.metrics().failures >= 1
@@ -108,7 +110,7 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
     assert!(provider.metrics().stale_serves >= 1);
 
     // The failed refresh is retried with backoff (10 s doubling, equal jitter).
-    settle().await;
+    clock.settled().await;
     clock.advance(11 * SECOND);
     eventually("a retried refresh", || async {
         requests(&server).await > before
@@ -116,7 +118,7 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
     .await;
 
     // Still down in the last minute: callers still get the last good credentials.
-    settle().await;
+    clock.settled().await;
     clock.advance(6 * HOUR - (5 * HOUR + 31 * MINUTE + 11 * SECOND) - 30 * SECOND);
     let served = tokio::time::timeout(Duration::from_secs(30), provider.credentials())
         .await
@@ -124,7 +126,7 @@ async fn serves_last_good_credentials_through_an_agent_outage() {
     assert_eq!(served.unwrap().access_key_id(), "AKID1");
 
     // After the real expiry nothing valid is left: the outage becomes visible.
-    settle().await;
+    clock.settled().await;
     clock.advance(31 * SECOND);
     let error = provider.credentials().await.unwrap_err();
     assert!(chain(&error).contains("503"), "{}", chain(&error));
@@ -197,7 +199,7 @@ async fn dropping_the_last_clone_ends_the_refresh_task() {
     );
 
     drop(provider);
-    settle().await;
+    clock.settled().await;
     assert!(
         metrics.num_alive_tasks() > baseline,
         "a clone keeps it alive"
@@ -209,10 +211,9 @@ async fn dropping_the_last_clone_ends_the_refresh_task() {
         metrics.num_alive_tasks() == baseline
     })
     .await;
-    // And nothing refreshes any more.
-    settle().await;
+    // And nothing refreshes any more: no task is left to do it.
     clock.advance(6 * HOUR);
-    settle().await;
+    assert!(!clock.has_sleeper(), "nothing waits on the clock");
     assert_eq!(requests(&server).await, 1);
 }
 
@@ -227,7 +228,7 @@ async fn in_the_mandatory_window_a_caller_is_answered_at_once_while_the_refresh_
 
     // A slow agent: the refresh is in flight when we enter the last minute.
     agent_answer.set(ok("AKID2", t0 + 2 * HOUR).set_delay(Duration::from_millis(500)));
-    settle().await;
+    clock.settled().await;
     clock.advance(9 * MINUTE + 30 * SECOND);
     eventually("the refresh to start", || async {
         requests(&server).await == 2
@@ -255,28 +256,30 @@ async fn a_failing_agent_never_makes_a_caller_wait() {
 
     // The agent fails, slowly: every attempt of a refresh is in flight for 200 ms.
     agent_answer.set(status(500, "down").set_delay(Duration::from_millis(200)));
-    settle().await;
+    clock.settled().await;
     // Past the refresh point and inside the mandatory window (30 s left).
     clock.advance(9 * MINUTE + 30 * SECOND);
-    let mut calls_during_a_flight = 0;
+    let calls_during_a_flight = std::cell::Cell::new(0);
     for failures_seen in 0u64..3 {
         // Call continuously while the background refresh (3 attempts) runs and fails; the
         // first one with no failure seen yet, the later ones after failures.
-        let mut flight_seen = false;
-        for _ in 0..2000 {
+        let flight_seen = std::cell::Cell::new(false);
+        eventually(&format!("refresh {failures_seen} to fail"), || async {
             let failures = provider.metrics().failures;
             let in_flight = requests(&server).await as u64 > 1 + 3 * failures_seen;
             let served = ready_now(provider.credentials()).expect("a failing agent never blocks");
             assert_eq!(served.unwrap().access_key_id(), "AKID1");
             if failures > failures_seen {
-                break;
+                return true;
             }
             if in_flight {
-                flight_seen = true;
-                calls_during_a_flight += 1;
+                flight_seen.set(true);
+                calls_during_a_flight.set(calls_during_a_flight.get() + 1);
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+            false
+        })
+        .await;
+        let flight_seen = flight_seen.get();
         assert!(
             flight_seen,
             "refresh {failures_seen} was never seen in flight"
@@ -286,25 +289,27 @@ async fn a_failing_agent_never_makes_a_caller_wait() {
         })
         .await;
         // The background retry comes after 5–10 s (capped by half the time left).
-        settle().await;
+        clock.settled().await;
         clock.advance(10 * SECOND);
     }
+    let calls_during_a_flight = calls_during_a_flight.get();
     assert!(calls_during_a_flight > 0);
     assert!(provider.metrics().stale_serves >= calls_during_a_flight);
     assert_eq!(provider.metrics().refreshes, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_refresh_task_restarts_when_its_runtime_went_away() {
-    let clock = ManualClock::new();
+/// A provider (agent answering AKID1, then AKID2) whose first use ran on a short-lived runtime,
+/// as in a test harness or a CLI's helper runtime: its refresh task went away with it.
+async fn first_used_on_a_runtime_that_is_gone(
+    clock: &ManualClock,
+) -> (MockServer, PodIdentityCredentialsProvider) {
     let t0 = clock.now();
     let server = agent(Script::new([
         ok("AKID1", t0 + 6 * HOUR),
         ok("AKID2", t0 + 12 * HOUR),
     ]))
     .await;
-    let provider = provider(&server, &clock);
-    // First use on a short-lived runtime, as in a test harness or a CLI's helper runtime.
+    let provider = provider(&server, clock);
     let first = provider.clone();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -315,8 +320,15 @@ async fn the_refresh_task_restarts_when_its_runtime_went_away() {
     })
     .join()
     .unwrap();
+    (server, provider)
+}
 
-    settle().await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_refresh_task_restarts_when_its_runtime_went_away() {
+    let clock = ManualClock::new();
+    let (_server, provider) = first_used_on_a_runtime_that_is_gone(&clock).await;
+
+    // The runtime and its refresh task are gone: nothing runs while the clock moves.
     clock.advance(5 * HOUR + 31 * MINUTE);
     // The hit past the refresh point starts a new task on this runtime, which refreshes.
     let served = ready_now(provider.credentials()).expect("a hit never waits");
@@ -330,27 +342,10 @@ async fn the_refresh_task_restarts_when_its_runtime_went_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_in_the_mandatory_window_restarts_a_refresh_task_that_went_away() {
     let clock = ManualClock::new();
-    let t0 = clock.now();
-    let server = agent(Script::new([
-        ok("AKID1", t0 + 6 * HOUR),
-        ok("AKID2", t0 + 12 * HOUR),
-    ]))
-    .await;
-    let provider = provider(&server, &clock);
-    let first = provider.clone();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(first.credentials()).unwrap();
-    })
-    .join()
-    .unwrap();
+    let (_server, provider) = first_used_on_a_runtime_that_is_gone(&clock).await;
 
     // The first call after the runtime is gone comes in the last minute before expiry: it is
     // answered (old or new credentials) and a refresh follows.
-    settle().await;
     clock.advance(6 * HOUR - 30 * SECOND);
     provider.credentials().await.unwrap();
     eventually("the refresh on the new runtime", || async {

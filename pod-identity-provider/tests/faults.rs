@@ -63,9 +63,9 @@ fn provider_error(
 
 /// Lets the clock jump once the refresh task has gone back to sleep.
 async fn advance(clock: &ManualClock, by: Duration) {
-    settle().await;
+    clock.settled().await;
     clock.advance(by);
-    settle().await;
+    clock.settled().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,7 +168,9 @@ async fn an_outage_past_expiry_surfaces_then_a_restarted_agent_serves_again() {
         .await
         .unwrap();
     assert_eq!(served.unwrap().access_key_id(), "AKID1");
-    advance(&clock, 2 * MINUTE).await;
+    // To the expiry: the refresh task then has nothing left to refresh and waits to be woken.
+    clock.settled().await;
+    clock.advance(2 * MINUTE);
     let error = provider.credentials().await.unwrap_err();
     assert_eq!(provider_error(&error).kind(), ErrorKind::Transport);
 

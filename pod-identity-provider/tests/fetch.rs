@@ -162,9 +162,8 @@ async fn retry_after_is_capped_at_five_seconds() {
         requests(&server).await == 1
     })
     .await;
-    settle().await;
-    // Five seconds of (manual) time release the retry; 3000 would not.
-    settle().await;
+    // The retry waits on the clock; five seconds of (manual) time release it, 3000 would not.
+    clock.settled().await;
     clock.advance(5 * SECOND);
     let credentials = tokio::time::timeout(Duration::from_secs(10), fetch)
         .await
@@ -260,7 +259,7 @@ async fn token_file_rotation_is_picked_up() {
 
     // kubelet rotates the token; the next fetch (after expiry here) must send the new one.
     std::fs::write(&token_path, "  second-token \n").unwrap();
-    settle().await;
+    clock.settled().await;
     clock.advance(11 * MINUTE);
     assert_eq!(
         provider.credentials().await.unwrap().access_key_id(),

@@ -120,11 +120,11 @@ async fn partitions_are_separate_and_refresh_ahead() {
     assert_eq!((first.calls(), second.calls()), (1, 1));
 
     // 60 min lifetime: 15 min window, refresh between 45 and 52.5 min; only the first partition.
-    settle().await;
+    clock.settled_tasks(2).await;
     clock.advance(44 * MINUTE);
-    settle().await;
+    // Nobody asked for 44 minutes: both partitions idle, and park.
+    clock.handled().await;
     assert_eq!(first.calls(), 1);
-    settle().await;
     clock.advance(9 * MINUTE);
     eventually("the background refresh", || async {
         let identity = ready_now(cache.resolve_cached_identity(r1.clone(), &rc, &bag))
@@ -179,7 +179,7 @@ async fn a_failing_refresh_keeps_serving_until_expiry() {
         .unwrap();
 
     flaky.failing.store(true, Ordering::SeqCst);
-    settle().await;
+    clock.settled().await;
     clock.advance(53 * MINUTE);
     eventually("a failed refresh", || async {
         cache.metrics().failures >= 1
@@ -190,7 +190,8 @@ async fn a_failing_refresh_keeps_serving_until_expiry() {
         .unwrap();
     assert_eq!(akid(&identity), "AKID1");
 
-    settle().await;
+    // The failed refresh's retry waits on the clock.
+    clock.settled().await;
     clock.advance(8 * MINUTE);
     let error = cache
         .resolve_cached_identity(resolver.clone(), &rc, &bag)
@@ -213,9 +214,9 @@ async fn an_idle_partition_stops_refreshing_until_asked_again() {
         .unwrap();
 
     // Nobody asks for 53 minutes: the refresh point passes without a refresh.
-    settle().await;
+    clock.settled().await;
     clock.advance(53 * MINUTE);
-    settle().await;
+    clock.handled().await;
     assert_eq!(resolver_state.calls(), 1);
 
     // A caller gets the still-valid identity at once and wakes the refresh.
@@ -275,7 +276,8 @@ async fn a_hung_resolver_times_out() {
                 .map(|_| ())
         })
     };
-    settle().await;
+    // The load waits on its timeout.
+    clock.settled().await;
     clock.advance(MINUTE);
     let error = tokio::time::timeout(Duration::from_secs(10), load)
         .await

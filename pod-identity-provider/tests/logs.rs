@@ -69,7 +69,7 @@ async fn no_secret_in_logs_errors_or_debug_output() {
 
     // The refresh fails (the agent echoes the token again); the last good ones are served.
     answer.set(ResponseTemplate::new(400).set_body_string(echo.clone()));
-    settle().await;
+    clock.settled().await;
     clock.advance(5 * HOUR + 31 * MINUTE);
     eventually("a failed refresh", || async {
         provider.metrics().failures >= 2
@@ -84,7 +84,7 @@ async fn no_secret_in_logs_errors_or_debug_output() {
     answer.set(ResponseTemplate::new(200).set_body_string(format!(
         r#"{{"Code":"InvalidToken","Message":"bad {TOKEN}"}}"#
     )));
-    settle().await;
+    clock.settled().await;
     clock.advance(HOUR);
     let error = provider.credentials().await.unwrap_err();
     outputs.push(format!("{error} {error:?} {}", chain(&error)));

@@ -1,4 +1,5 @@
-//! Shared test support: a manual clock, a scripted agent and a few waiting helpers.
+//! Shared test support: a manual clock that knows who sleeps on it, a scripted agent and a
+//! bounded `eventually`.
 #![allow(dead_code, unreachable_pub, missing_docs)]
 
 use std::collections::VecDeque;
@@ -27,13 +28,30 @@ pub const SECOND: Duration = Duration::from_secs(1);
 /// `Retry-After`) complete at once without moving the clock and are recorded; longer sleeps
 /// (the refresh schedule) wait for `advance`.
 ///
-/// Advance only while the provider's tasks are idle (`settle` first): a sleep is relative to
+/// Advance only while the provider's tasks are idle (`settled` first): a sleep is relative to
 /// the moment it starts, so a jump while a task is between reading the clock and starting its
 /// sleep makes that sleep end later than the task planned.
 #[derive(Clone, Debug)]
 pub struct ManualClock {
     now: Arc<watch::Sender<SystemTime>>,
     instant_sleeps: Arc<Mutex<Vec<Duration>>>,
+    /// Deadlines of the long sleeps under way (their futures not yet dropped).
+    sleeping_until: Arc<Mutex<Vec<SystemTime>>>,
+}
+
+/// Removes its deadline from the clock's list when the sleep future is dropped, polled or not.
+struct Sleeping {
+    list: Arc<Mutex<Vec<SystemTime>>>,
+    deadline: SystemTime,
+}
+
+impl Drop for Sleeping {
+    fn drop(&mut self) {
+        let mut list = self.list.lock().expect("lock poisoned");
+        if let Some(at) = list.iter().position(|d| *d == self.deadline) {
+            list.swap_remove(at);
+        }
+    }
 }
 
 /// Sleeps shorter than this complete at once.
@@ -45,6 +63,7 @@ impl ManualClock {
         Self {
             now: Arc::new(watch::channel(start).0),
             instant_sleeps: Arc::default(),
+            sleeping_until: Arc::default(),
         }
     }
 
@@ -54,6 +73,55 @@ impl ManualClock {
 
     pub fn advance(&self, by: Duration) {
         self.now.send_modify(|t| *t += by);
+    }
+
+    /// Whether a task sleeps on this clock until after now: a refresh task that did what the
+    /// last `advance` made due and planned its next step.
+    pub fn has_sleeper(&self) -> bool {
+        self.sleepers() > 0
+    }
+
+    /// How many sleeps on this clock end after now.
+    pub fn sleepers(&self) -> usize {
+        let now = self.now();
+        self.sleeping_until
+            .lock()
+            .expect("lock poisoned")
+            .iter()
+            .filter(|d| **d > now)
+            .count()
+    }
+
+    /// Waits (bounded) until the refresh task has done what is due at the current time and
+    /// sleeps on this clock again: after it, anything the task would have done is done, so
+    /// asserting that something did *not* happen is deterministic.
+    pub async fn settled(&self) {
+        self.settled_tasks(1).await;
+    }
+
+    /// Waits (bounded) until every sleep the last `advance` ended has been taken up by its task:
+    /// for refresh tasks that may stop sleeping (an idle partition parks), where
+    /// [`settled`](Self::settled) would wait for a sleep that never comes.
+    pub async fn handled(&self) {
+        eventually("the tasks to take up their ended sleeps", || async {
+            let now = self.now();
+            !self
+                .sleeping_until
+                .lock()
+                .expect("lock poisoned")
+                .iter()
+                .any(|d| *d <= now)
+        })
+        .await;
+    }
+
+    /// [`settled`](Self::settled) for `tasks` tasks sleeping on this clock at once (one refresh
+    /// task per identity-cache partition).
+    pub async fn settled_tasks(&self, tasks: usize) {
+        eventually("the refresh tasks to sleep on the manual clock", || async {
+            self.sleepers() >= tasks
+        })
+        .await;
     }
 
     /// The short sleeps completed at once, in order.
@@ -79,7 +147,16 @@ impl AsyncSleep for ManualClock {
         }
         let deadline = self.now() + duration;
         let mut rx = self.now.subscribe();
+        self.sleeping_until
+            .lock()
+            .expect("lock poisoned")
+            .push(deadline);
+        let sleeping = Sleeping {
+            list: self.sleeping_until.clone(),
+            deadline,
+        };
         Sleep::new(async move {
+            let _sleeping = sleeping;
             let _ = rx.wait_for(|t| *t >= deadline).await;
         })
     }
@@ -199,14 +276,6 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("timed out waiting for: {what}");
-}
-
-/// Lets spawned tasks run for a moment (used before asserting that something did *not* happen).
-pub async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Polls a future once: `Some` when it completes without waiting.
