@@ -613,8 +613,8 @@ async fn kubernetes_blocks<S: pod_identity_agent_lib::source::CredentialSource>(
 ) -> AgentBuilder<S> {
     use pod_identity_agent_lib::PodEvictor;
     use pod_identity_agent_lib::kubernetes::{
-        ClientConfig, KubeClient, PodWatch, RotationVerifier, VersionGate, gone_reason_label,
-        liveness,
+        client::ClientConfig, client::KubeClient, gone_reason_label, jwks::RotationVerifier,
+        liveness, liveness::PodWatch, version::VersionGate,
     };
 
     if !args.rotation_validation && !args.pod_liveness {

@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use libfuzzer_sys::fuzz_target;
 use pod_identity_agent_lib::cache::PodIdentity;
 use pod_identity_agent_lib::jwk::KeySet;
-use pod_identity_agent_lib::kubernetes::{Checks, KubernetesVersion, verify_token};
+use pod_identity_agent_lib::kubernetes::{jwks::Checks, version::KubernetesVersion, jwks::verify_token};
 use pod_identity_core::token::ServiceAccountToken;
 
 fuzz_target!(|data: &[u8]| {

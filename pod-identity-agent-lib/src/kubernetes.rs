@@ -1,11 +1,12 @@
 //! Kubernetes API blocks for EKS mode (feature `kubernetes`).
 //!
-//! - [`client`]: [`KubeClient`], a kube-rs client configured in the cluster or from
-//!   `KUBECONFIG`, every call with a timeout;
+//! - [`client`]: [`KubeClient`](client::KubeClient), a kube-rs client configured in the cluster
+//!   or from `KUBECONFIG`, every call with a timeout;
 //! - [`jwks`]: [`RotationVerifier`], local validation of a pod's rotated service-account token
 //!   against the API server's keys (kept on disk for when the API server is unreachable), bound
 //!   to the cached entry's issuer, namespace, service account and pod uid;
-//! - [`version`]: [`VersionGate`], validation only on Kubernetes 1.34 and later;
+//! - [`version`]: [`VersionGate`](version::VersionGate), validation only on Kubernetes 1.34 and
+//!   later;
 //! - [`liveness`]: [`PodWatch`], the pods of this node from kube-rs's watcher, to drop the
 //!   credentials of deleted and finished pods (failing open while it is not synced).
 //!
@@ -15,9 +16,10 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use pod_identity_agent_lib::metrics::Metrics;
-//! use pod_identity_agent_lib::kubernetes::{
-//!     ClientConfig, KubeClient, PodWatch, RotationVerifier, VersionGate, liveness,
-//! };
+//! use pod_identity_agent_lib::kubernetes::client::{ClientConfig, KubeClient};
+//! use pod_identity_agent_lib::kubernetes::jwks::RotationVerifier;
+//! use pod_identity_agent_lib::kubernetes::liveness::{self, PodWatch};
+//! use pod_identity_agent_lib::kubernetes::version::VersionGate;
 //!
 //! #[allow(clippy::disallowed_methods)] // the program's environment seam
 //! let env = |key: &str| std::env::var(key).ok();
@@ -42,16 +44,10 @@ pub mod jwks;
 pub mod liveness;
 pub mod version;
 
-pub use client::{ApiError, BuildError, ClientConfig, ConfigError, KubeClient};
-pub use jwks::{
-    Checks, KeysSource, LocalValidation, RotationVerifier, RotationVerifierBuilder, VerifiedToken,
-    VerifyError, verify_token,
-};
-pub use liveness::{GoneReason, PodGone, PodLiveness, PodWatch, PodWatchBuilder, PodWatchError};
-pub use version::{GateAnswer, KubernetesVersion, VersionGate};
-
 use std::sync::Arc;
 
+use jwks::{LocalValidation, RotationVerifier};
+use liveness::{GoneReason, PodLiveness, PodWatch};
 use pod_identity_core::token::ServiceAccountToken;
 
 use crate::cache::{
@@ -93,7 +89,8 @@ pub fn gone_reason_label(reason: GoneReason) -> &'static str {
     }
 }
 
-/// A shared handle to a [`PodWatch`] for [`CredentialCacheBuilder::pod_liveness`](crate::cache::CredentialCacheBuilder::pod_liveness).
+/// A shared handle to a [`PodWatch`] for
+/// [`CredentialCacheBuilder::pod_liveness`](crate::cache::CredentialCacheBuilder::pod_liveness).
 pub fn pod_liveness(watch: PodWatch) -> Arc<dyn PodLivenessSource> {
     Arc::new(watch)
 }

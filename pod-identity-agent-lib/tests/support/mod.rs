@@ -32,9 +32,11 @@ pub use pod_identity_agent_lib::handler::CredentialsRouter;
 pub use pod_identity_agent_lib::jwk::SignatureError;
 #[cfg(feature = "kubernetes")]
 pub use pod_identity_agent_lib::kubernetes::{
-    ApiError, ClientConfig, ConfigError, GateAnswer, GoneReason, KeysSource, KubeClient,
-    KubernetesVersion, LocalValidation, PodGone, PodLiveness, PodWatch, RotationVerifier,
-    VerifyError as RotationVerifyError, VersionGate, gone_reason_label,
+    client::ApiError, client::ClientConfig, client::ConfigError, client::KubeClient,
+    gone_reason_label, jwks::KeysSource, jwks::LocalValidation, jwks::RotationVerifier,
+    jwks::VerifyError as RotationVerifyError, liveness::GoneReason, liveness::PodGone,
+    liveness::PodLiveness, liveness::PodWatch, version::GateAnswer, version::KubernetesVersion,
+    version::VersionGate,
 };
 pub use pod_identity_agent_lib::metrics::Metrics;
 #[cfg(feature = "eks-auth")]

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pod_identity_agent_lib::kubernetes::RotationVerifier;
+use pod_identity_agent_lib::kubernetes::jwks::RotationVerifier;
 use pod_identity_agent_lib::{AgentBuilder, source::eks_auth::EksAuthSource};
 use pod_identity_core::endpoint::CREDENTIALS_PATH;
 use pod_identity_core::{association::ClusterName, secret::SecretString};

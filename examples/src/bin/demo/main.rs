@@ -45,7 +45,9 @@ use aws_config::identity::IdentityCache;
 use aws_sdk_sts::config::{Credentials, Region};
 use aws_sdk_sts::error::DisplayErrorContext;
 use clap::Parser;
-use pod_identity_agent_lib::kubernetes::{ClientConfig, KubeClient, RotationVerifier, VersionGate};
+use pod_identity_agent_lib::kubernetes::{
+    client::ClientConfig, client::KubeClient, jwks::RotationVerifier, version::VersionGate,
+};
 use pod_identity_agent_lib::server::shutdown_signal;
 use pod_identity_agent_lib::simulator::Times;
 use pod_identity_agent_lib::simulator::{EksAuthSimulator, NodeCredentials, PodToken, mint_token};
