@@ -37,6 +37,7 @@
 //! and a hyper/tower stack beside reqwest): the crate's `kubernetes` feature is off by default,
 //! so embedders who do not enable it do not build any of it.
 
+use crate::error::ErrorChain;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -352,7 +353,7 @@ impl ApiError {
             kube::Error::FromUtf8(error) => Self::Decode(error.to_string()),
             kube::Error::Auth(error) => Self::Credentials(std::io::Error::other(error.to_string())),
             other if timed_out(&other) => Self::Timeout,
-            other => Self::Transport(ErrorText(&other).to_string()),
+            other => Self::Transport(ErrorChain(&other).to_string()),
         }
     }
 }
@@ -372,21 +373,6 @@ fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// An error with its causes (none of which holds a credential).
-pub(crate) struct ErrorText<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
-
-impl fmt::Display for ErrorText<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
-    }
-}
-
 /// Why a [`KubeClient`] could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the Kubernetes client: {0}")]
@@ -394,7 +380,7 @@ pub struct BuildError(String);
 
 impl BuildError {
     fn from_kube(error: &kube::Error) -> Self {
-        Self(ErrorText(error).to_string())
+        Self(ErrorChain(error).to_string())
     }
 }
 
@@ -501,7 +487,7 @@ impl KubeClient {
                     } else {
                         ApiError::Transport(format!(
                             "reading the answer failed: {}",
-                            ErrorText(&*error)
+                            ErrorChain(&*error)
                         ))
                     }
                 })?;

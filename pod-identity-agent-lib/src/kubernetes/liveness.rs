@@ -38,7 +38,8 @@ use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::watch;
 
-use super::client::{ErrorText, KubeClient, WATCH_GRACE};
+use super::client::{KubeClient, WATCH_GRACE};
+use crate::error::ErrorChain;
 use crate::metrics::Metrics;
 
 /// How long the server keeps one watch open before the client resumes it.
@@ -347,7 +348,7 @@ impl View {
                 Err(error) if expired(&error) => {
                     tracing::debug!("pod watch version expired; listing again");
                 }
-                Err(error) => self.broken(&ErrorText(&error).to_string()),
+                Err(error) => self.broken(&ErrorChain(&error).to_string()),
             }
         }
         self.broken("the pod watch ended");

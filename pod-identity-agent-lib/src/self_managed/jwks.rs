@@ -76,28 +76,9 @@ pub enum JwksLocation {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    /// `alg` is not one of [`SUPPORTED_ALGORITHMS`].
-    #[error("token signing algorithm {alg:?} is not supported")]
-    UnsupportedAlgorithm {
-        /// The token's `alg`.
-        alg: String,
-    },
-    /// No key of the cluster has the token's `kid` (after a refresh).
-    #[error("token signing key {kid:?} is not one of the cluster's keys")]
-    UnknownKey {
-        /// The token's `kid` (a public key id, not a secret), cut to its first
-        /// [`MAX_REPORTED_HEADER_CHARS`] characters: it comes from the client, and is logged.
-        kid: Option<String>,
-    },
-    /// The key with the token's `kid` is not usable with its `alg`.
-    #[error("token signing key does not fit algorithm {alg}")]
-    KeyMismatch {
-        /// The token's `alg`.
-        alg: String,
-    },
-    /// The signature does not verify.
-    #[error("token signature is invalid")]
-    BadSignature,
+    /// The signature, its algorithm or its key (an unknown `kid` after a refresh).
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
     /// `iss` is not the configured issuer.
     #[error("token issuer is not trusted")]
     Issuer,
@@ -122,17 +103,6 @@ pub enum VerifyError {
     /// The keys could not be fetched or read, and none are cached.
     #[error("cannot read the cluster's signing keys: {0}")]
     KeysUnavailable(String),
-}
-
-impl From<SignatureError> for VerifyError {
-    fn from(error: SignatureError) -> Self {
-        match error {
-            SignatureError::UnsupportedAlgorithm { alg } => Self::UnsupportedAlgorithm { alg },
-            SignatureError::UnknownKey { kid } => Self::UnknownKey { kid },
-            SignatureError::KeyMismatch { alg } => Self::KeyMismatch { alg },
-            _ => Self::BadSignature,
-        }
-    }
 }
 
 /// What a verified token says about its pod.
@@ -305,9 +275,11 @@ impl TokenVerifier {
     pub async fn verify(&self, token: &ServiceAccountToken) -> Result<VerifiedPod, VerifyError> {
         let header = token.header();
         if !SUPPORTED_ALGORITHMS.contains(&header.alg.as_str()) {
-            return Err(VerifyError::UnsupportedAlgorithm {
-                alg: header.alg.chars().take(MAX_REPORTED_HEADER_CHARS).collect(),
-            });
+            return Err(VerifyError::Signature(
+                SignatureError::UnsupportedAlgorithm {
+                    alg: header.alg.chars().take(MAX_REPORTED_HEADER_CHARS).collect(),
+                },
+            ));
         }
         let kid = header.kid.as_deref();
         if !self.keys().contains(kid) {
