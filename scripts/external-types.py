@@ -44,21 +44,17 @@ ALLOWED = {
         "serde_core",  # Serialize/Deserialize implementations.
         "aws_credential_types",  # the sources' node credentials.
         "aws_types",  # SdkConfig given to the sources.
-        "aws_config",  # BehaviorVersion and loaders in source settings.
         "aws_smithy_async",  # TimeSource/SharedTimeSource, the SDK's clocks.
-        "aws_smithy_types",  # retry/timeout config types of the sources' settings.
-        "aws_smithy_runtime_api",  # SDK client plumbing in source settings.
-        "aws_sdk_eksauth",  # the EKS Auth client a caller may hand in.
-        "aws_sdk_sts",  # the STS client a caller may hand in (self-managed).
         "axum",  # CredentialsRouter::into_router returns an axum Router.
+        "axum_core",  # axum's Body and Response (axum re-exports them), in the handler's answers.
+        "bytes",  # IssuedCredentials::json_body: the rendered body, as http bodies carry it.
+        "serde_json",  # feature `simulator` (test support): why an associations file did not parse.
         "http",  # request/response types in handler signatures.
         "prometheus_client",  # Metrics registers into a prometheus-client Registry.
         "tokio",  # listeners, join handles and cancellation of the server blocks.
-        "tower",  # the router as a tower Service.
+        "tower_layer",  # tower's Layer (tower re-exports it): the rate limit layer.
+        "tower_service",  # tower's Service (tower re-exports it): the rate limit service.
         "hyper",  # the server's connection types.
-        "reqwest",  # a caller may hand in its own reqwest Client (self-managed JWKS).
-        "kube",  # feature `kubernetes`: a caller may hand in its kube Client.
-        "k8s_openapi",  # feature `kubernetes`: Pod in liveness signatures.
     },
 }
 
