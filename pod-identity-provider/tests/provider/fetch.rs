@@ -1,13 +1,10 @@
 //! The HTTP side against a wiremock agent: request shape, retry matrix, timeouts, token file.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
-mod common;
 
 use std::time::Duration;
 
+use crate::common::*;
 use aws_credential_types::credential_feature::AwsCredentialFeature;
 use aws_credential_types::provider::error::CredentialsError;
-use common::*;
 use pod_identity_provider::{Env, Error, ErrorKind, PodIdentityCredentialsProvider};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

@@ -2,18 +2,15 @@
 //!
 //! HTTP clients read `HTTP_PROXY` from the process environment, which a test cannot change
 //! safely; so the check runs in a child process of this test binary started with it set.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
-mod common;
 
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use pod_identity_provider::{Env, PodIdentityCredentialsProvider};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer};
 
-const CHILD_TEST: &str = "the_child_fetches_directly";
+const CHILD_TEST: &str = "proxy::the_child_fetches_directly";
 
 #[tokio::test]
 async fn http_proxy_in_the_environment_is_not_used() {

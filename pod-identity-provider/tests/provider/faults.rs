@@ -1,16 +1,13 @@
 //! The provider against a faulty agent: down at start, down after a first success, restarting,
 //! hanging, answering garbage or 429s. Last good credentials are served until they expire,
 //! errors say what happened, and the background task backs off and recovers by itself.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
-mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pod_identity_provider::{Env, ErrorKind, PodIdentityCredentialsProvider};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;

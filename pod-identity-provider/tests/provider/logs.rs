@@ -1,14 +1,11 @@
 //! No secret in any log line, error or Debug output. Logs are captured at TRACE level while the
 //! provider goes through its paths: retries, a cold fetch, a failed refresh, stale serving and an
 //! agent that echoes the token back.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
-mod common;
 
 use std::io;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use pod_identity_provider::PodIdentityCredentialsProvider;
 use wiremock::ResponseTemplate;
 

@@ -1,16 +1,13 @@
 //! The configuration table: environment combinations and the host policy.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::*;
 use aws_config::meta::credentials::CredentialsProviderChain;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::error::CredentialsError;
-use common::*;
 use pod_identity_provider::{Env, Error, ErrorKind, PodIdentityCredentialsProvider};
 use wiremock::matchers::header;
 use wiremock::{Mock, MockServer};
@@ -62,7 +59,7 @@ fn outcome(result: &Result<Credentials, CredentialsError>) -> &'static str {
 #[tokio::test]
 async fn configuration_table() {
     let table: Table =
-        serde_json::from_str(include_str!("../test-data/configuration.json")).unwrap();
+        serde_json::from_str(include_str!("../../test-data/configuration.json")).unwrap();
     let clock = ManualClock::new();
     let server = agent(ok("AKID", clock.now() + 6 * HOUR)).await;
     let port = server.address().port().to_string();

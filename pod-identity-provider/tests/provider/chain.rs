@@ -1,18 +1,15 @@
 //! The default chain: Pod Identity in the container position of aws-config's order, driven by
 //! an injected environment (no process environment read or changed) and a wiremock agent.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
-mod common;
 
 use std::path::Path;
 
+use crate::common::*;
 use aws_config::Region;
 use aws_credential_types::Credentials;
 use aws_credential_types::credential_feature::AwsCredentialFeature;
 use aws_credential_types::provider::ProvideCredentials;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_smithy_async::time::SharedTimeSource;
-use common::*;
 use pod_identity_provider::{DefaultCredentialsChain, Env};
 use wiremock::MockServer;
 

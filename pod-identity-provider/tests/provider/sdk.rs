@@ -1,14 +1,11 @@
 //! aws-config with this provider signs real SDK requests (STS `GetCallerIdentity` sent to a
 //! wiremock endpoint), behind the SDK's lazy cache, `RefreshAheadCache` and no cache, and through
 //! the default chain.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
 
-mod common;
-
+use crate::common::*;
 use aws_config::identity::IdentityCache;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_runtime_api::client::identity::ResolveCachedIdentity;
-use common::*;
 use pod_identity_provider::{
     DefaultCredentialsChain, Env, PodIdentityCredentialsProvider, RefreshAheadCache,
 };

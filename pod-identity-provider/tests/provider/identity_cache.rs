@@ -1,12 +1,10 @@
 //! `RefreshAheadCache` driven directly through `ResolveCachedIdentity`.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::*;
 use aws_credential_types::Credentials;
 use aws_smithy_runtime_api::client::identity::{
     Identity, IdentityFuture, ResolveCachedIdentity, ResolveIdentity, SharedIdentityResolver,
@@ -15,7 +13,6 @@ use aws_smithy_runtime_api::client::runtime_components::{
     RuntimeComponents, RuntimeComponentsBuilder,
 };
 use aws_smithy_types::config_bag::ConfigBag;
-use common::*;
 use pod_identity_provider::RefreshAheadCache;
 
 /// A resolver that counts its calls and vends `AKID<n>` valid for `lifetime`.

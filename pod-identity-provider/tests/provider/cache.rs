@@ -1,12 +1,9 @@
 //! The refresh-ahead cache behind the provider, driven by a manual clock.
-#![allow(clippy::unwrap_used)] // A test crate: a panic is how a check fails.
-
-mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use pod_identity_provider::PodIdentityCredentialsProvider;
 use wiremock::MockServer;
 use wiremock::ResponseTemplate;
