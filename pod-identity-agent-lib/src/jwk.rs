@@ -35,17 +35,29 @@ fn reported(field: &str) -> String {
     field.chars().take(MAX_REPORTED_HEADER_CHARS).collect()
 }
 
-/// Why a token's audience or time window was refused (each verifier maps it to its own error).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ClaimRefusal {
-    /// `aud` lacks the audience.
-    Audience,
+/// Why a verified token's claims were refused: its audience, its time window or its
+/// `kubernetes.io` pod claims. Both verifiers (self-managed and rotation) refuse with it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClaimError {
+    /// `aud` lacks the required audience.
+    #[error("token audience does not include {audience}")]
+    Audience {
+        /// The audience required.
+        audience: String,
+    },
     /// `exp` is missing.
+    #[error("token has no expiry")]
     NoExpiry,
     /// `exp` has passed.
+    #[error("token is expired")]
     Expired,
     /// `nbf` is in the future.
+    #[error("token is not valid yet")]
     NotValidYet,
+    /// A `kubernetes.io` claim is missing or inconsistent.
+    #[error("token lacks Kubernetes pod claims: {0}")]
+    PodClaims(&'static str),
 }
 
 /// The audience and the `exp`/`nbf` window of a verified token, with `leeway` of clock skew.
@@ -55,18 +67,20 @@ pub(crate) fn check_audience_and_times(
     audience: &str,
     now: SystemTime,
     leeway: Duration,
-) -> Result<(), ClaimRefusal> {
+) -> Result<(), ClaimError> {
     if !claims.has_audience(audience) {
-        return Err(ClaimRefusal::Audience);
+        return Err(ClaimError::Audience {
+            audience: audience.to_owned(),
+        });
     }
-    let exp = claims.expires_at().ok_or(ClaimRefusal::NoExpiry)?;
+    let exp = claims.expires_at().ok_or(ClaimError::NoExpiry)?;
     if exp.checked_add(leeway).is_some_and(|latest| now >= latest) {
-        return Err(ClaimRefusal::Expired);
+        return Err(ClaimError::Expired);
     }
     if let Some(nbf) = claims.not_before()
         && now.checked_add(leeway).is_some_and(|latest| latest < nbf)
     {
-        return Err(ClaimRefusal::NotValidYet);
+        return Err(ClaimError::NotValidYet);
     }
     Ok(())
 }

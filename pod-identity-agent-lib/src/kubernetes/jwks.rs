@@ -54,7 +54,7 @@ use super::client::{ApiError, KubeClient};
 use super::version::VersionGate;
 use crate::cache::PodIdentity;
 use crate::jwk::{
-    AlgorithmPolicy, ClaimRefusal, KeySet, SUPPORTED_ALGORITHMS, SignatureError,
+    AlgorithmPolicy, ClaimError, KeySet, SUPPORTED_ALGORITHMS, SignatureError,
     check_audience_and_times,
 };
 
@@ -75,30 +75,15 @@ pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
+    /// The audience, the time window or the pod claims.
+    #[error(transparent)]
+    Claims(#[from] ClaimError),
     /// The `kid` is missing or not shaped like a Kubernetes key id.
     #[error("token has no usable key id")]
     KeyId,
     /// The signature, its algorithm or its key.
     #[error(transparent)]
     Signature(#[from] SignatureError),
-    /// `aud` lacks the configured audience.
-    #[error("token audience does not include {audience}")]
-    Audience {
-        /// The audience required.
-        audience: String,
-    },
-    /// `exp` is missing.
-    #[error("token has no expiry")]
-    NoExpiry,
-    /// `exp` has passed.
-    #[error("token is expired")]
-    Expired,
-    /// `nbf` is in the future.
-    #[error("token is not valid yet")]
-    NotValidYet,
-    /// A `kubernetes.io` claim is missing.
-    #[error("token lacks Kubernetes pod claims: {0}")]
-    PodClaims(&'static str),
     /// The token is valid but not for the cached entry's pod.
     #[error("rotated token names another {0} than the cached one")]
     Mismatch(&'static str),
@@ -525,36 +510,34 @@ pub fn verify_token(
     checked_key_id(token)?;
     keys.verify_signature(token, AlgorithmPolicy::KeyMustName)?;
     let claims = token.claims();
-    check_audience_and_times(claims, checks.audience, checks.now, checks.leeway).map_err(
-        |refusal| match refusal {
-            ClaimRefusal::Audience => VerifyError::Audience {
-                audience: checks.audience.to_owned(),
-            },
-            ClaimRefusal::NoExpiry => VerifyError::NoExpiry,
-            ClaimRefusal::Expired => VerifyError::Expired,
-            ClaimRefusal::NotValidYet => VerifyError::NotValidYet,
-        },
-    )?;
-    let kubernetes = claims
-        .kubernetes
-        .as_ref()
-        .ok_or(VerifyError::PodClaims("no kubernetes.io claim"))?;
+    check_audience_and_times(claims, checks.audience, checks.now, checks.leeway)?;
+    let kubernetes =
+        claims
+            .kubernetes
+            .as_ref()
+            .ok_or(VerifyError::Claims(ClaimError::PodClaims(
+                "no kubernetes.io claim",
+            )))?;
     let namespace = kubernetes
         .namespace
         .clone()
         .filter(|n| !n.is_empty())
-        .ok_or(VerifyError::PodClaims("no namespace"))?;
+        .ok_or(VerifyError::Claims(ClaimError::PodClaims("no namespace")))?;
     let service_account = kubernetes
         .service_account
         .as_ref()
         .map(|sa| sa.name.clone())
         .filter(|n| !n.is_empty())
-        .ok_or(VerifyError::PodClaims("no service account"))?;
+        .ok_or(VerifyError::Claims(ClaimError::PodClaims(
+            "no service account",
+        )))?;
     let pod = kubernetes
         .pod
         .as_ref()
         .filter(|pod| !pod.name.is_empty() && !pod.uid.is_empty())
-        .ok_or(VerifyError::PodClaims("no pod name and uid"))?;
+        .ok_or(VerifyError::Claims(ClaimError::PodClaims(
+            "no pod name and uid",
+        )))?;
     Ok(VerifiedToken {
         issuer: claims.iss.clone(),
         namespace,

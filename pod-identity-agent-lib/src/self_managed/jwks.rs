@@ -45,7 +45,7 @@ use serde::Deserialize;
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::jwk::SUPPORTED_ALGORITHMS;
-use crate::jwk::{AlgorithmPolicy, ClaimRefusal, KeySet, SignatureError, check_audience_and_times};
+use crate::jwk::{AlgorithmPolicy, ClaimError, KeySet, SignatureError, check_audience_and_times};
 
 /// How often the keys are re-read when nothing asks earlier.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60);
@@ -76,30 +76,15 @@ pub enum JwksLocation {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
+    /// The audience, the time window or the pod claims.
+    #[error(transparent)]
+    Claims(#[from] ClaimError),
     /// The signature, its algorithm or its key (an unknown `kid` after a refresh).
     #[error(transparent)]
     Signature(#[from] SignatureError),
     /// `iss` is not the configured issuer.
     #[error("token issuer is not trusted")]
     Issuer,
-    /// `aud` lacks the configured audience.
-    #[error("token audience does not include {audience}")]
-    Audience {
-        /// The audience required.
-        audience: String,
-    },
-    /// `exp` is missing.
-    #[error("token has no expiry")]
-    NoExpiry,
-    /// `exp` has passed.
-    #[error("token is expired")]
-    Expired,
-    /// `nbf` is in the future.
-    #[error("token is not valid yet")]
-    NotValidYet,
-    /// A Kubernetes claim is missing or inconsistent.
-    #[error("token lacks Kubernetes pod claims: {0}")]
-    PodClaims(&'static str),
     /// The keys could not be fetched or read, and none are cached.
     #[error("cannot read the cluster's signing keys: {0}")]
     KeysUnavailable(String),
@@ -304,25 +289,24 @@ impl TokenVerifier {
             return Err(VerifyError::Issuer);
         }
         let now = self.inner.clock.now();
-        check_audience_and_times(claims, &self.inner.audience, now, self.inner.leeway).map_err(
-            |refusal| match refusal {
-                ClaimRefusal::Audience => VerifyError::Audience {
-                    audience: self.inner.audience.clone(),
-                },
-                ClaimRefusal::NoExpiry => VerifyError::NoExpiry,
-                ClaimRefusal::Expired => VerifyError::Expired,
-                ClaimRefusal::NotValidYet => VerifyError::NotValidYet,
-            },
-        )?;
-        let (namespace, service_account) = claims
-            .service_account()
-            .ok_or(VerifyError::PodClaims("sub is not a service account"))?;
-        let kubernetes = claims
-            .kubernetes
-            .as_ref()
-            .ok_or(VerifyError::PodClaims("no kubernetes.io claim"))?;
+        check_audience_and_times(claims, &self.inner.audience, now, self.inner.leeway)?;
+        let (namespace, service_account) =
+            claims
+                .service_account()
+                .ok_or(VerifyError::Claims(ClaimError::PodClaims(
+                    "sub is not a service account",
+                )))?;
+        let kubernetes =
+            claims
+                .kubernetes
+                .as_ref()
+                .ok_or(VerifyError::Claims(ClaimError::PodClaims(
+                    "no kubernetes.io claim",
+                )))?;
         if kubernetes.namespace.as_deref() != Some(namespace.as_str()) {
-            return Err(VerifyError::PodClaims("namespace does not match sub"));
+            return Err(VerifyError::Claims(ClaimError::PodClaims(
+                "namespace does not match sub",
+            )));
         }
         if kubernetes
             .service_account
@@ -330,13 +314,17 @@ impl TokenVerifier {
             .map(|sa| sa.name.as_str())
             != Some(service_account.as_str())
         {
-            return Err(VerifyError::PodClaims("service account does not match sub"));
+            return Err(VerifyError::Claims(ClaimError::PodClaims(
+                "service account does not match sub",
+            )));
         }
         let pod = kubernetes
             .pod
             .as_ref()
             .filter(|pod| !pod.name.is_empty() && !pod.uid.is_empty())
-            .ok_or(VerifyError::PodClaims("no pod name and uid"))?;
+            .ok_or(VerifyError::Claims(ClaimError::PodClaims(
+                "no pod name and uid",
+            )))?;
         Ok(VerifiedPod {
             namespace,
             service_account,

@@ -127,6 +127,7 @@ pub use jwks::{
     VerifyError,
 };
 
+use crate::jwk::ClaimError;
 use crate::source::aws_client::ClientDefaults;
 use crate::source::{
     AwsClientSettings, CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
@@ -256,7 +257,7 @@ where
 fn refused(error: VerifyError) -> SourceError {
     match error {
         VerifyError::KeysUnavailable(_) => SourceError::unavailable(error),
-        VerifyError::Expired => SourceError::EksAuth(EksAuthError::modeled(
+        VerifyError::Claims(ClaimError::Expired) => SourceError::EksAuth(EksAuthError::modeled(
             EksAuthErrorCode::ExpiredToken,
             error.to_string(),
         )),

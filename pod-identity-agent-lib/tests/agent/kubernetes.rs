@@ -21,9 +21,9 @@ use tracing::Level;
 
 use self::fake_api::FakeApi;
 use crate::support::{
-    ApiError, ClientConfig, ConfigError, GateAnswer, GoneReason, KeysSource, KubeClient,
-    KubernetesVersion, LocalValidation, Metrics, PodGone, PodIdentity, PodLiveness, PodWatch,
-    RotationVerifier, RotationVerifyError, SharedTimeSource, SignatureError, Signer,
+    ApiError, ClaimError, ClientConfig, ConfigError, GateAnswer, GoneReason, KeysSource,
+    KubeClient, KubernetesVersion, LocalValidation, Metrics, PodGone, PodIdentity, PodLiveness,
+    PodWatch, RotationVerifier, RotationVerifyError, SharedTimeSource, SignatureError, Signer,
     TokioTimeSource, VersionGate, eventually, logs, within,
 };
 
@@ -232,11 +232,14 @@ async fn bad_tokens_are_refused() {
     for (token, what) in cases {
         let error = verifier.verify_rotation(&token, &cached).await.unwrap_err();
         let matched = match what {
-            "audience" => matches!(error, RotationVerifyError::Audience { .. }),
-            "expired" => error == RotationVerifyError::Expired,
-            "not valid yet" => error == RotationVerifyError::NotValidYet,
-            "pod claims" => matches!(error, RotationVerifyError::PodClaims(_)),
-            "expiry" => error == RotationVerifyError::NoExpiry,
+            "audience" => matches!(
+                error,
+                RotationVerifyError::Claims(ClaimError::Audience { .. })
+            ),
+            "expired" => error == RotationVerifyError::Claims(ClaimError::Expired),
+            "not valid yet" => error == RotationVerifyError::Claims(ClaimError::NotValidYet),
+            "pod claims" => matches!(error, RotationVerifyError::Claims(ClaimError::PodClaims(_))),
+            "expiry" => error == RotationVerifyError::Claims(ClaimError::NoExpiry),
             "algorithm" => matches!(
                 error,
                 RotationVerifyError::Signature(SignatureError::KeyMismatch { .. })

@@ -374,14 +374,14 @@ async fn forged_and_wrong_tokens_are_refused_with_400_and_never_reach_sts() {
         ("no kid", rsa.sign_with_header(&json!({"alg": "RS256"}), &good), "InvalidTokenException", "Signature(UnknownKey"),
         ("wrong issuer", rsa.sign(&with(json!({"iss": "https://evil.example.com"}))), "InvalidTokenException", "Issuer"),
         ("no issuer", rsa.sign(&with(json!({"iss": null}))), "InvalidTokenException", "Issuer"),
-        ("wrong audience", rsa.sign(&with(json!({"aud": ["sts.amazonaws.com"]}))), "InvalidTokenException", "Audience"),
-        ("no expiry", rsa.sign(&with(json!({"exp": null}))), "InvalidTokenException", "NoExpiry"),
-        ("expired beyond the leeway", rsa.sign(&with(json!({"exp": START - 31}))), "ExpiredTokenException", "Expired"),
-        ("not valid yet beyond the leeway", rsa.sign(&with(json!({"nbf": START + 120}))), "InvalidTokenException", "NotValidYet"),
-        ("no kubernetes.io", rsa.sign(&with(json!({"kubernetes.io": null}))), "InvalidTokenException", "PodClaims"),
-        ("no pod", rsa.sign(&with(json!({"kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "app", "uid": "u"}}}))), "InvalidTokenException", "PodClaims"),
-        ("namespace differs from sub", rsa.sign(&with(json!({"sub": "system:serviceaccount:other:app"}))), "InvalidTokenException", "PodClaims"),
-        ("not a service account", rsa.sign(&with(json!({"sub": "admin"}))), "InvalidTokenException", "PodClaims"),
+        ("wrong audience", rsa.sign(&with(json!({"aud": ["sts.amazonaws.com"]}))), "InvalidTokenException", "Claims(Audience"),
+        ("no expiry", rsa.sign(&with(json!({"exp": null}))), "InvalidTokenException", "Claims(NoExpiry"),
+        ("expired beyond the leeway", rsa.sign(&with(json!({"exp": START - 31}))), "ExpiredTokenException", "Claims(Expired"),
+        ("not valid yet beyond the leeway", rsa.sign(&with(json!({"nbf": START + 120}))), "InvalidTokenException", "Claims(NotValidYet"),
+        ("no kubernetes.io", rsa.sign(&with(json!({"kubernetes.io": null}))), "InvalidTokenException", "Claims(PodClaims"),
+        ("no pod", rsa.sign(&with(json!({"kubernetes.io": {"namespace": "default", "serviceaccount": {"name": "app", "uid": "u"}}}))), "InvalidTokenException", "Claims(PodClaims"),
+        ("namespace differs from sub", rsa.sign(&with(json!({"sub": "system:serviceaccount:other:app"}))), "InvalidTokenException", "Claims(PodClaims"),
+        ("not a service account", rsa.sign(&with(json!({"sub": "admin"}))), "InvalidTokenException", "Claims(PodClaims"),
     ];
     for (case, token, code, reason) in &cases {
         let decoded = ServiceAccountToken::decode(token).unwrap();

@@ -29,7 +29,7 @@ pub use pod_identity_agent_lib::cache::CredentialCache;
 pub use pod_identity_agent_lib::cache::PodIdentity;
 pub use pod_identity_agent_lib::handler::CredentialsRouter;
 #[cfg(any(feature = "self-managed", feature = "kubernetes"))]
-pub use pod_identity_agent_lib::jwk::SignatureError;
+pub use pod_identity_agent_lib::jwk::{ClaimError, SignatureError};
 #[cfg(feature = "kubernetes")]
 pub use pod_identity_agent_lib::kubernetes::{
     client::ApiError, client::ClientConfig, client::ConfigError, client::KubeClient,
