@@ -312,16 +312,16 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
 
     // --- An in-process agent over the same simulator, and a wrongly signed source.
     let source = EksAuthSource::builder()
-        .aws_client(|aws| aws.region("us-west-2"))
-        .aws_client(|aws| aws.endpoint_url(server.endpoint_url()))
         .aws_client(|aws| {
-            aws.credentials_provider(Credentials::new(
-                NODE_KEY,
-                NODE_SECRET,
-                Some(NODE_SESSION.to_owned()),
-                None,
-                "node",
-            ))
+            aws.region("us-west-2")
+                .endpoint_url(server.endpoint_url())
+                .credentials_provider(Credentials::new(
+                    NODE_KEY,
+                    NODE_SECRET,
+                    Some(NODE_SESSION.to_owned()),
+                    None,
+                    "node",
+                ))
         })
         .build()
         .await
@@ -349,18 +349,18 @@ async fn no_secret_in_any_output_of_the_binary_agent_or_provider_at_trace() {
     texts.push(("the in-process metrics", metrics.encode()));
 
     let wrong_node = EksAuthSource::builder()
-        .aws_client(|aws| aws.region("us-west-2"))
-        .aws_client(|aws| aws.endpoint_url(server.endpoint_url()))
         .aws_client(|aws| {
-            aws.credentials_provider(Credentials::new(
-                NODE_KEY,
-                "a-wrong-node-secret-key-0123456789",
-                None,
-                None,
-                "node",
-            ))
+            aws.region("us-west-2")
+                .endpoint_url(server.endpoint_url())
+                .credentials_provider(Credentials::new(
+                    NODE_KEY,
+                    "a-wrong-node-secret-key-0123456789",
+                    None,
+                    None,
+                    "node",
+                ))
+                .max_attempts(1)
         })
-        .aws_client(|aws| aws.max_attempts(1))
         .build()
         .await
         .unwrap();

@@ -79,8 +79,7 @@ impl Stack {
             .load()
             .await;
         let source = EksAuthSource::builder()
-            .aws_client(|aws| aws.sdk_config(node_config))
-            .aws_client(|aws| aws.endpoint_url(&sim_url))
+            .aws_client(|aws| aws.sdk_config(node_config).endpoint_url(&sim_url))
             .build()
             .await
             .unwrap();

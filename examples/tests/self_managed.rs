@@ -106,16 +106,16 @@ async fn the_provider_gets_credentials_from_a_self_managed_agent() {
         .await
         .unwrap();
     let source = SelfManagedSource::builder(verifier, store)
-        .aws_client(|aws| aws.region("eu-west-1"))
-        .aws_client(|aws| aws.endpoint_url(sts.uri()))
         .aws_client(|aws| {
-            aws.credentials_provider(aws_sdk_sts::config::Credentials::new(
-                "AKIDNODE",
-                "node-secret",
-                None,
-                None,
-                "node",
-            ))
+            aws.region("eu-west-1")
+                .endpoint_url(sts.uri())
+                .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                    "AKIDNODE",
+                    "node-secret",
+                    None,
+                    None,
+                    "node",
+                ))
         })
         .build()
         .await

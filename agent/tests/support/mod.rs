@@ -120,9 +120,7 @@ impl Serving {
     /// Binds `builder` on port 0 without probe or metrics listeners and serves it on a task.
     pub async fn start<S: CredentialSource>(builder: AgentBuilder<S>) -> Self {
         let agent = builder
-            .server(move |server| server.port(0))
-            .server(move |server| server.probe_addr(None))
-            .server(move |server| server.metrics_addr(None))
+            .server(move |server| server.port(0).probe_addr(None).metrics_addr(None))
             .bind()
             .await
             .unwrap_or_else(|e| panic!("cannot bind the agent: {e}"));

@@ -85,13 +85,19 @@ impl Agent {
         let metrics = Metrics::new();
         let agent = AgentBuilder::new("demo".parse().unwrap(), source)
             .bind_hosts(["127.0.0.1"])
-            .router(move |router| router.allowed_hosts(HostAllowList::reference()))
-            .server(move |server| server.port(0))
-            .server(move |server| server.probe_addr(None))
-            .server(move |server| server.metrics_addr(None))
-            .metrics(metrics.clone())
-            .server(move |server| server.header_read_timeout(HEADER_READ_TIMEOUT))
-            .router(move |router| router.rate_limit(0, 0));
+            .router(move |router| {
+                router
+                    .allowed_hosts(HostAllowList::reference())
+                    .rate_limit(0, 0)
+            })
+            .server(move |server| {
+                server
+                    .port(0)
+                    .probe_addr(None)
+                    .metrics_addr(None)
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+            })
+            .metrics(metrics.clone());
         let server = adjust(agent).bind().await.unwrap();
         Self {
             serving: Serving::start(server),
@@ -778,15 +784,15 @@ async fn a_client_that_stops_reading_is_disconnected_within_the_request_timeout(
 #[tokio::test]
 async fn connections_beyond_the_caps_are_closed_at_once_and_others_still_served() {
     let agent = Agent::start_with(|agent| {
-        agent
-            .server(move |server| server.header_read_timeout(Duration::from_secs(30)))
-            .server(move |server| {
-                server.connection_limits(
+        agent.server(move |server| {
+            server
+                .header_read_timeout(Duration::from_secs(30))
+                .connection_limits(
                     ConnectionLimits::default()
                         .max_connections(6)
                         .max_connections_per_client(3),
                 )
-            })
+        })
     })
     .await;
     let mut held = Vec::new();
@@ -840,9 +846,7 @@ async fn connections_beyond_the_caps_are_closed_at_once_and_others_still_served(
 #[tokio::test]
 async fn a_flooding_client_gets_429_while_another_is_served() {
     let agent = Agent::start_with(|agent| {
-        agent
-            .router(move |router| router.client_rate_limit(10, 10))
-            .router(move |router| router.rate_limit(1000, 500))
+        agent.router(move |router| router.client_rate_limit(10, 10).rate_limit(1000, 500))
     })
     .await;
     let token = good_token();
@@ -938,9 +942,7 @@ async fn wildcard_bind_hosts_are_refused_unless_allowed() {
     for host in ["0.0.0.0", "::", "[::]"] {
         let refused = AgentBuilder::new("demo".parse().unwrap(), Source::default())
             .bind_hosts([host])
-            .server(move |server| server.port(0))
-            .server(move |server| server.probe_addr(None))
-            .server(move |server| server.metrics_addr(None))
+            .server(move |server| server.port(0).probe_addr(None).metrics_addr(None))
             .bind()
             .await;
         assert!(
@@ -952,10 +954,13 @@ async fn wildcard_bind_hosts_are_refused_unless_allowed() {
     }
     let allowed = AgentBuilder::new("demo".parse().unwrap(), Source::default())
         .bind_hosts(["0.0.0.0"])
-        .server(move |server| server.port(0))
-        .server(move |server| server.probe_addr(None))
-        .server(move |server| server.metrics_addr(None))
-        .server(move |server| server.allow_wildcard_bind(true))
+        .server(move |server| {
+            server
+                .port(0)
+                .probe_addr(None)
+                .metrics_addr(None)
+                .allow_wildcard_bind(true)
+        })
         .bind()
         .await
         .unwrap();

@@ -32,8 +32,7 @@ fn token(pod: &str) -> String {
 /// An EKS Auth source for `endpoint`, signing with the node key.
 fn source(endpoint: &str, attempts: u32, attempt_timeout: Duration) -> EksAuthSourceBuilder {
     eks_auth_source(endpoint)
-        .aws_client(|aws| aws.max_attempts(attempts))
-        .aws_client(|aws| aws.attempt_timeout(attempt_timeout))
+        .aws_client(|aws| aws.max_attempts(attempts).attempt_timeout(attempt_timeout))
 }
 
 /// The assembled agent (reference defaults) around `source`.

@@ -243,18 +243,18 @@ async fn source<A: AssociationStore>(
     sts: &MockServer,
 ) -> SelfManagedSource<A> {
     SelfManagedSource::builder(verifier, store)
-        .aws_client(|aws| aws.region("eu-west-1"))
-        .aws_client(|aws| aws.endpoint_url(sts.uri()))
         .aws_client(|aws| {
-            aws.credentials_provider(aws_sdk_sts::config::Credentials::new(
-                "AKIDNODE",
-                NODE_SECRET,
-                None,
-                None,
-                "test",
-            ))
+            aws.region("eu-west-1")
+                .endpoint_url(sts.uri())
+                .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                    "AKIDNODE",
+                    NODE_SECRET,
+                    None,
+                    None,
+                    "test",
+                ))
+                .max_attempts(1)
         })
-        .aws_client(|aws| aws.max_attempts(1))
         .build()
         .await
         .unwrap()
@@ -607,16 +607,16 @@ async fn an_explicit_external_id_and_policy_go_on_the_single_call() {
     entry["externalId"] = json!("tenant-42");
     entry["policy"] = json!("{\"Version\":\"2012-10-17\",\"Statement\":[]}");
     let source = SelfManagedSource::builder(verifier(&issuer).await, associations(&[entry]))
-        .aws_client(|aws| aws.region("eu-west-1"))
-        .aws_client(|aws| aws.endpoint_url(sts.uri()))
         .aws_client(|aws| {
-            aws.credentials_provider(aws_sdk_sts::config::Credentials::new(
-                "AKIDNODE",
-                NODE_SECRET,
-                None,
-                None,
-                "test",
-            ))
+            aws.region("eu-west-1")
+                .endpoint_url(sts.uri())
+                .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                    "AKIDNODE",
+                    NODE_SECRET,
+                    None,
+                    None,
+                    "test",
+                ))
         })
         .session_duration(Duration::from_secs(2 * 3600))
         .cluster_arn(

@@ -49,8 +49,7 @@ impl Match for SignedForEksAuth {
 
 async fn source(eks: &MockServer, attempts: u32, attempt_timeout: Duration) -> EksAuthSource {
     eks_auth_source(eks.uri())
-        .aws_client(|aws| aws.max_attempts(attempts))
-        .aws_client(|aws| aws.attempt_timeout(attempt_timeout))
+        .aws_client(|aws| aws.max_attempts(attempts).attempt_timeout(attempt_timeout))
         .build()
         .await
         .unwrap()
@@ -60,9 +59,12 @@ async fn source(eks: &MockServer, attempts: u32, attempt_timeout: Duration) -> E
 async fn agent(source: EksAuthSource, hosts: &[&str]) -> Serving {
     let server = AgentBuilder::new("demo".parse().unwrap(), source)
         .bind_hosts(hosts.iter().copied())
-        .server(move |server| server.port(0))
-        .server(move |server| server.probe_addr(Some("127.0.0.1:0".parse().unwrap())))
-        .server(move |server| server.metrics_addr(Some("127.0.0.1:0".parse().unwrap())))
+        .server(move |server| {
+            server
+                .port(0)
+                .probe_addr(Some("127.0.0.1:0".parse().unwrap()))
+                .metrics_addr(Some("127.0.0.1:0".parse().unwrap()))
+        })
         .bind()
         .await
         .unwrap();

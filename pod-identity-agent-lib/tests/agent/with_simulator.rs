@@ -41,9 +41,7 @@ async fn the_agent_serves_simulator_credentials_with_one_call_per_token() {
     let source = source(&simulator, &server).build().await.unwrap();
     let agent = AgentBuilder::new("demo".parse().unwrap(), source)
         .bind_hosts(["127.0.0.1"])
-        .server(move |server| server.port(0))
-        .server(move |server| server.probe_addr(None))
-        .server(move |server| server.metrics_addr(None))
+        .server(move |server| server.port(0).probe_addr(None).metrics_addr(None))
         .bind()
         .await
         .unwrap();

@@ -30,10 +30,13 @@ impl Agent {
         let server = AgentBuilder::new(cluster, source)
             .rotation_validator(Arc::new(verifier))
             .bind_hosts([HOST])
-            .server(move |server| server.port(0))
-            .server(move |server| server.probe_addr(None))
-            .server(move |server| server.metrics_addr(None))
-            .server(move |server| server.drain_timeout(Duration::from_secs(1)))
+            .server(move |server| {
+                server
+                    .port(0)
+                    .probe_addr(None)
+                    .metrics_addr(None)
+                    .drain_timeout(Duration::from_secs(1))
+            })
             .bind()
             .await?;
         let addr = *server

@@ -196,8 +196,7 @@ async fn run(cli: Cli, started: Instant) -> Result<(), BoxError> {
         .load()
         .await;
     let source = EksAuthSource::builder()
-        .aws_client(|aws| aws.sdk_config(node_config))
-        .aws_client(|aws| aws.endpoint_url(&sim_url))
+        .aws_client(|aws| aws.sdk_config(node_config).endpoint_url(&sim_url))
         .build()
         .await?;
     let api = cluster_keys.serve_api().await?;
