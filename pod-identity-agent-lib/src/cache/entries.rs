@@ -164,8 +164,25 @@ impl Kept {
     }
 
     /// Whether the kept token is exactly `raw_token` (in constant time for equal lengths).
+    ///
+    /// This is on every cache hit. Every byte is compared, 8 at a time, with no early exit, and
+    /// the difference is read through `subtle`'s barrier once: `subtle`'s slice comparison puts a
+    /// barrier on each byte, which on a 1 KB token costs more than the rest of the hit.
     pub(super) fn is(&self, raw_token: &[u8]) -> bool {
-        bool::from(self.token_bytes().ct_eq(raw_token))
+        let kept = self.token_bytes();
+        if kept.len() != raw_token.len() {
+            return false;
+        }
+        let (kept_words, kept_rest) = kept.as_chunks::<8>();
+        let (raw_words, raw_rest) = raw_token.as_chunks::<8>();
+        let mut difference = 0_u64;
+        for (a, b) in kept_words.iter().zip(raw_words) {
+            difference |= u64::from_ne_bytes(*a) ^ u64::from_ne_bytes(*b);
+        }
+        for (a, b) in kept_rest.iter().zip(raw_rest) {
+            difference |= u64::from(a ^ b);
+        }
+        difference.ct_eq(&0).into()
     }
 
     /// The request to renew with. Decoding is deterministic, so a token that decoded when it
