@@ -70,13 +70,14 @@ async fn short_lived_credentials_use_the_short_window() {
     .await;
     let provider = provider(&server, &clock);
     provider.credentials().await.unwrap();
-    // ≤ 20 min lifetime: 5 min window, refresh between 10 and 12.5 min.
+    // ≤ 20 min lifetime: 5 min window, refresh between 10 and 12.5 min. The clock stops at
+    // least `INSTANT_BELOW` short of the earliest point: the task's next sleep is then a real one.
     clock.settled().await;
-    clock.advance(9 * MINUTE + 59 * SECOND);
+    clock.advance(10 * MINUTE - INSTANT_BELOW);
     clock.settled().await;
     assert_eq!(requests(&server).await, 1);
     clock.settled().await;
-    clock.advance(2 * MINUTE + 32 * SECOND);
+    clock.advance(2 * MINUTE + 30 * SECOND + INSTANT_BELOW);
     eventually("the refresh", || async { requests(&server).await == 2 }).await;
 }
 

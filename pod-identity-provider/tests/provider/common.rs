@@ -30,7 +30,10 @@ pub const SECOND: Duration = Duration::from_secs(1);
 ///
 /// Advance only while the provider's tasks are idle (`settled` first): a sleep is relative to
 /// the moment it starts, so a jump while a task is between reading the clock and starting its
-/// sleep makes that sleep end later than the task planned.
+/// sleep makes that sleep end later than the task planned. Stop the clock at least
+/// `INSTANT_BELOW` short of a planned refresh: the task's sleep for the rest would complete at
+/// once without the clock moving, and the task would wake and sleep again until the next
+/// `advance`, never settling.
 #[derive(Clone, Debug)]
 pub struct ManualClock {
     now: Arc<watch::Sender<SystemTime>>,
