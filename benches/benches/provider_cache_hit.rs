@@ -78,6 +78,31 @@ fn main() {
             })
         });
     });
+    // Diagnostics: the two things a real client's hit cannot skip. The orchestrator takes an
+    // owned `Identity` (a clone of the cached one, with its account-id and business-metric
+    // properties in a map that the clone copies into a fresh allocation), and the cache reads
+    // the client's clock to never serve an expired identity.
+    let identity = runtime
+        .block_on(p.client_ours.resolve())
+        .expect("a cache hit");
+    group.bench_function("floor/identity clone+drop (diagnostic)", |b| {
+        b.iter(|| black_box(identity.clone()));
+    });
+    let clock = p.client_ours.time_source().clone();
+    group.bench_function("floor/clock read (diagnostic)", |b| {
+        b.iter(|| black_box(clock.now()));
+    });
+    group.bench_function("floor/all three (diagnostic)", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let started = stopwatch();
+                for _ in 0..iters {
+                    black_box(p.client_ours.floor(identity.clone()).await.expect("ready"));
+                }
+                started.elapsed()
+            })
+        });
+    });
     group.finish();
     criterion.final_summary();
     drop(p);
