@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use crate::common::*;
 use pod_identity_provider::PodIdentityCredentialsProvider;
-use wiremock::MockServer;
 use wiremock::ResponseTemplate;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,6 +155,33 @@ async fn a_thousand_cold_callers_share_one_request() {
     assert_eq!(provider.metrics().fetches, 1);
 }
 
+/// A test that awaited many tasks may end with its task's cooperative budget spent; dropping the
+/// agent then must not spin (see [`Agent`]).
+#[test]
+fn the_agent_is_dropped_after_its_test_spent_the_task_budget() {
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let server = agent(ok("AKID", ManualClock::new().now() + HOUR)).await;
+            // A fresh budget (128 units), then all of it.
+            tokio::task::yield_now().await;
+            for _ in 0..128 {
+                tokio::task::consume_budget().await;
+            }
+            drop(server);
+        });
+        let _ = done.send(());
+    });
+    finished
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the agent was dropped");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_callers_share_a_failure_too() {
     let clock = ManualClock::new();
@@ -300,7 +326,7 @@ async fn a_failing_agent_never_makes_a_caller_wait() {
 /// as in a test harness or a CLI's helper runtime: its refresh task went away with it.
 async fn first_used_on_a_runtime_that_is_gone(
     clock: &ManualClock,
-) -> (MockServer, PodIdentityCredentialsProvider) {
+) -> (Agent, PodIdentityCredentialsProvider) {
     let t0 = clock.now();
     let server = agent(Script::new([
         ok("AKID1", t0 + 6 * HOUR),

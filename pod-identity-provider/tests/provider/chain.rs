@@ -32,7 +32,7 @@ async fn resolve(env: Env) -> Result<Credentials, String> {
 }
 
 /// An agent answering with `AKIDPOD`, valid for six hours of real time.
-async fn pod_agent() -> MockServer {
+async fn pod_agent() -> Agent {
     let expiry = SharedTimeSource::default().now() + 6 * HOUR;
     agent(ok("AKIDPOD", expiry)).await
 }

@@ -233,14 +233,45 @@ impl Respond for Switch {
 }
 
 /// A mock agent on loopback answering `GET /v1/credentials` with `responder`.
-pub async fn agent(responder: impl Respond + 'static) -> MockServer {
+pub async fn agent(responder: impl Respond + 'static) -> Agent {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path("/v1/credentials"))
         .respond_with(responder)
         .mount(&server)
         .await;
-    server
+    Agent(Some(server))
+}
+
+/// A wiremock agent that is dropped on a thread of its own.
+///
+/// `MockServer` checks its mocks when dropped, through a nested `block_on` of a future that takes
+/// a tokio lock. Dropped inside a tokio task whose cooperative budget is spent (a test that just
+/// awaited many tasks), every poll of that lock yields for want of budget, the nested executor
+/// polls again at once, and the thread spins forever. On a fresh thread there is no budget.
+#[derive(Debug)]
+pub struct Agent(Option<MockServer>);
+
+impl std::ops::Deref for Agent {
+    type Target = MockServer;
+
+    fn deref(&self) -> &MockServer {
+        self.0.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let Some(server) = self.0.take() else {
+            return;
+        };
+        let dropped = std::thread::spawn(move || drop(server)).join();
+        if let Err(panic) = dropped
+            && !std::thread::panicking()
+        {
+            std::panic::resume_unwind(panic);
+        }
+    }
 }
 
 pub fn uri(server: &MockServer) -> String {
