@@ -327,6 +327,36 @@ mod tests {
         EksAuthSource::builder().aws_client(|_| settings(server.uri()))
     }
 
+    /// Mounts `response` for every EKS Auth call on `server`; mocks mounted earlier answer
+    /// first while they last.
+    async fn answer(server: &MockServer, response: ResponseTemplate) {
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(response)
+            .mount(server)
+            .await;
+    }
+
+    /// A server answering every EKS Auth call with `response`.
+    async fn answering(response: ResponseTemplate) -> MockServer {
+        let server = MockServer::start().await;
+        answer(&server, response).await;
+        server
+    }
+
+    /// The error of one call, in one attempt, to a source pointed at `server`.
+    async fn single_attempt_error(server: &MockServer) -> SourceError {
+        let source = builder(server)
+            .aws_client(|aws| aws.max_attempts(1))
+            .build()
+            .await
+            .unwrap();
+        source
+            .credentials(&request(&day_token("p")))
+            .await
+            .unwrap_err()
+    }
+
     #[tokio::test]
     async fn success_is_mapped_from_a_signed_restjson1_call() {
         let server = MockServer::start().await;
@@ -366,12 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_served_json_is_cores_rendering_of_the_answer() {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path(PATH))
-            .respond_with(ResponseTemplate::new(200).set_body_json(success_body()))
-            .mount(&server)
-            .await;
+        let server = answering(ResponseTemplate::new(200).set_body_json(success_body())).await;
         let source = builder(&server).build().await.unwrap();
         let issued = source.credentials(&request(&day_token("p"))).await.unwrap();
         let answer = pod_identity_core::eks_auth::AssumeRoleForPodIdentityResponse::from_json(
@@ -424,7 +449,6 @@ mod tests {
     }
 
     async fn error_for(status: u16, code: &str, via: Via) -> EksAuthError {
-        let server = MockServer::start().await;
         let mut response =
             ResponseTemplate::new(status).insert_header("x-amzn-requestid", "req-42");
         response = match via {
@@ -442,18 +466,8 @@ mod tests {
                 response.set_body_json(serde_json::json!({"code": code, "message": "it failed"}))
             }
         };
-        Mock::given(method("POST"))
-            .and(path(PATH))
-            .respond_with(response)
-            .mount(&server)
-            .await;
-        let source = builder(&server)
-            .aws_client(|aws| aws.max_attempts(1))
-            .build()
-            .await
-            .unwrap();
-        match source.credentials(&request(&day_token("p"))).await {
-            Err(SourceError::EksAuth(error)) => error,
+        match single_attempt_error(&answering(response).await).await {
+            SourceError::EksAuth(error) => error,
             other => panic!("{status} {code} {via:?}: {other:?}"),
         }
     }
@@ -556,11 +570,11 @@ mod tests {
             .up_to_n_times(1)
             .mount(&server)
             .await;
-        Mock::given(method("POST"))
-            .and(path(PATH))
-            .respond_with(ResponseTemplate::new(200).set_body_json(success_body()))
-            .mount(&server)
-            .await;
+        answer(
+            &server,
+            ResponseTemplate::new(200).set_body_json(success_body()),
+        )
+        .await;
         let source = builder(&server).build().await.unwrap();
         source.credentials(&request(&day_token("p"))).await.unwrap();
         assert_eq!(server.received_requests().await.unwrap().len(), 2);
@@ -570,12 +584,7 @@ mod tests {
     /// apply unless `max_attempts` is set.
     #[tokio::test]
     async fn the_sdk_configurations_retries_apply_unless_max_attempts_is_set() {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path(PATH))
-            .respond_with(busy())
-            .mount(&server)
-            .await;
+        let server = answering(busy()).await;
         let one_attempt = SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .retry_config(RetryConfig::standard().with_max_attempts(1))
@@ -600,16 +609,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_answer_is_a_timeout_and_answered_500_empty_brackets() {
-        let server = MockServer::start().await;
-        Mock::given(method("POST"))
-            .and(path(PATH))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .set_body_json(success_body())
-                    .set_delay(Duration::from_secs(5)),
-            )
-            .mount(&server)
-            .await;
+        let server = answering(
+            ResponseTemplate::new(200)
+                .set_body_json(success_body())
+                .set_delay(Duration::from_secs(5)),
+        )
+        .await;
         let source = builder(&server)
             .aws_client(|aws| {
                 aws.attempt_timeout(Duration::from_millis(200))
@@ -651,23 +656,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_malformed_success_body_is_unavailable() {
-        let server = MockServer::start().await;
         let mut body = success_body();
         body.as_object_mut().unwrap().remove("credentials");
-        Mock::given(method("POST"))
-            .and(path(PATH))
-            .respond_with(ResponseTemplate::new(200).set_body_json(body))
-            .mount(&server)
-            .await;
-        let source = builder(&server)
-            .aws_client(|aws| aws.max_attempts(1))
-            .build()
-            .await
-            .unwrap();
-        let error = source
-            .credentials(&request(&day_token("p")))
-            .await
-            .unwrap_err();
+        let server = answering(ResponseTemplate::new(200).set_body_json(body)).await;
+        let error = single_attempt_error(&server).await;
         assert!(matches!(error, SourceError::Unavailable(_)), "{error:?}");
         assert!(!format!("{error:?}").contains("secret-access-key"));
     }

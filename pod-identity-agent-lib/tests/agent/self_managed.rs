@@ -17,10 +17,10 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::support::{
-    AgentBuilder, AssociationStore, Associations, CredentialCache, CredentialRequest,
-    CredentialSource, FileAssociationStore, JwksLocation, SelfManagedSource, SharedTimeSource,
-    SignatureError, Signer, SourceError, TokenVerifier, TokioTimeSource, VerifyError, eventually,
-    logs, within,
+    AgentBuilder, AssociationKey, AssociationStore, Associations, CredentialCache,
+    CredentialRequest, CredentialSource, FileAssociationStore, JwksLocation, SelfManagedSource,
+    SharedTimeSource, SignatureError, Signer, SourceError, TokenVerifier, TokioTimeSource,
+    VerifyError, eventually, logs, within,
 };
 
 /// Wall-clock start of every test: 2023-11-14T22:13:20Z.
@@ -754,12 +754,13 @@ async fn the_association_file_hot_reloads_and_survives_a_bad_edit() {
         "default".parse().unwrap(),
         "app".parse().unwrap(),
     );
-    let role = |store: &FileAssociationStore| {
-        store
-            .current()
-            .find(&cluster, &ns, &sa)
-            .map(|a| a.role_arn.to_string())
+    let key = AssociationKey {
+        cluster: &cluster,
+        namespace: &ns,
+        service_account: &sa,
     };
+    let role =
+        |store: &FileAssociationStore| store.current().find(key).map(|a| a.role_arn.to_string());
     assert_eq!(role(&store).as_deref(), Some(ROLE));
 
     // A valid edit is taken at the next poll.
@@ -779,7 +780,7 @@ async fn the_association_file_hot_reloads_and_survives_a_bad_edit() {
     assert_eq!(role(&store).as_deref(), Some(TARGET_ROLE));
     assert_eq!(
         store
-            .association(&cluster, &ns, &sa)
+            .association(key)
             .await
             .unwrap()
             .unwrap()

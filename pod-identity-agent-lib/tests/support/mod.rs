@@ -48,8 +48,8 @@ pub use pod_identity_agent_lib::node_network::{
 };
 #[cfg(feature = "self-managed")]
 pub use pod_identity_agent_lib::self_managed::{
-    AssociationStore, Associations, FileAssociationStore, JwksLocation, SelfManagedSource,
-    TokenVerifier, VerifyError,
+    AssociationKey, AssociationStore, Associations, FileAssociationStore, JwksLocation,
+    SelfManagedSource, TokenVerifier, VerifyError,
 };
 pub use pod_identity_agent_lib::server::{BindError, BoundServer, ConnectionLimits, ServerBuilder};
 #[cfg(feature = "simulator")]
