@@ -58,7 +58,9 @@ pub use pod_identity_agent_lib::simulator::{
     parse_associations,
 };
 #[cfg(feature = "eks-auth")]
-pub use pod_identity_agent_lib::source::eks_auth::{EksAuthSource, EksAuthSourceBuilder};
+pub use pod_identity_agent_lib::source::eks_auth::{
+    EksAuthSource, EksAuthSourceBuilder, EksAuthSourceError,
+};
 pub use pod_identity_agent_lib::source::{
     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
 };
