@@ -19,8 +19,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use crate::support::{
     AgentBuilder, AssociationKey, AssociationStore, Associations, CredentialCache,
     CredentialRequest, CredentialSource, FileAssociationStore, JwksLocation, SelfManagedSource,
-    SharedTimeSource, SignatureError, Signer, SourceError, TokenVerifier, TokioTimeSource,
-    VerifyError, eventually, logs, within,
+    SelfManagedSourceBuilder, SharedTimeSource, SignatureError, Signer, SourceError, TokenVerifier,
+    TokioTimeSource, VerifyError, eventually, logs, within,
 };
 
 /// Wall-clock start of every test: 2023-11-14T22:13:20Z.
@@ -237,27 +237,32 @@ async fn verifier(issuer: &MockServer) -> TokenVerifier {
         .unwrap()
 }
 
+/// A source calling `sts` in eu-west-1 with the node key, one attempt per call.
+fn source_builder<A: AssociationStore>(
+    verifier: TokenVerifier,
+    store: A,
+    sts: &MockServer,
+) -> SelfManagedSourceBuilder<A> {
+    SelfManagedSource::builder(verifier, store).aws_client(|aws| {
+        aws.region("eu-west-1")
+            .endpoint_url(sts.uri())
+            .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                "AKIDNODE",
+                NODE_SECRET,
+                None,
+                None,
+                "test",
+            ))
+            .max_attempts(1)
+    })
+}
+
 async fn source<A: AssociationStore>(
     verifier: TokenVerifier,
     store: A,
     sts: &MockServer,
 ) -> SelfManagedSource<A> {
-    SelfManagedSource::builder(verifier, store)
-        .aws_client(|aws| {
-            aws.region("eu-west-1")
-                .endpoint_url(sts.uri())
-                .credentials_provider(aws_sdk_sts::config::Credentials::new(
-                    "AKIDNODE",
-                    NODE_SECRET,
-                    None,
-                    None,
-                    "test",
-                ))
-                .max_attempts(1)
-        })
-        .build()
-        .await
-        .unwrap()
+    source_builder(verifier, store, sts).build().await.unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,18 +611,7 @@ async fn an_explicit_external_id_and_policy_go_on_the_single_call() {
     let mut entry = association();
     entry["externalId"] = json!("tenant-42");
     entry["policy"] = json!("{\"Version\":\"2012-10-17\",\"Statement\":[]}");
-    let source = SelfManagedSource::builder(verifier(&issuer).await, associations(&[entry]))
-        .aws_client(|aws| {
-            aws.region("eu-west-1")
-                .endpoint_url(sts.uri())
-                .credentials_provider(aws_sdk_sts::config::Credentials::new(
-                    "AKIDNODE",
-                    NODE_SECRET,
-                    None,
-                    None,
-                    "test",
-                ))
-        })
+    let source = source_builder(verifier(&issuer).await, associations(&[entry]), &sts)
         .session_duration(Duration::from_secs(2 * 3600))
         .cluster_arn(
             "arn:aws:eks:eu-west-1:999988887777:cluster/lab"

@@ -49,7 +49,7 @@ pub use pod_identity_agent_lib::node_network::{
 #[cfg(feature = "self-managed")]
 pub use pod_identity_agent_lib::self_managed::{
     AssociationKey, AssociationStore, Associations, FileAssociationStore, JwksLocation,
-    SelfManagedSource, TokenVerifier, VerifyError,
+    SelfManagedSource, SelfManagedSourceBuilder, TokenVerifier, VerifyError,
 };
 pub use pod_identity_agent_lib::server::{BindError, BoundServer, ConnectionLimits, ServerBuilder};
 #[cfg(feature = "simulator")]
