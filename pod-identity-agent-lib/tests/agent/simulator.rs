@@ -10,8 +10,9 @@ use aws_smithy_async::time::StaticTimeSource;
 use pod_identity_core::{eks_auth::EksAuthError, eks_auth::EksAuthErrorCode, secret::SecretString};
 
 use crate::support::{
-    EksAuthSimulator, Failure, NodeCredentials, PodToken, SharedTimeSource, SimulatorServer,
-    TimeSource, Times, eventually, logs, mint_token, parse_associations,
+    EksAuthSimulator, EksAuthSimulatorBuilder, Failure, NodeCredentials, PodToken,
+    SharedTimeSource, SimulatorServer, TimeSource, Times, eventually, logs, mint_token,
+    parse_associations,
 };
 
 const CLUSTER: &str = "demo";
@@ -30,14 +31,28 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
-fn simulator() -> EksAuthSimulator {
-    let cluster = CLUSTER.parse().unwrap();
-    let associations = parse_associations(ASSOCIATIONS.as_bytes(), &cluster).unwrap();
+/// A simulator of cluster [`CLUSTER`] knowing the node key, without associations.
+fn simulator_builder() -> EksAuthSimulatorBuilder {
     EksAuthSimulator::builder()
-        .cluster_name(cluster)
+        .cluster_name(CLUSTER.parse().unwrap())
+        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
+}
+
+/// [`simulator_builder`] with the one association of `default/app` (role `app`).
+fn app_simulator_builder() -> EksAuthSimulatorBuilder {
+    simulator_builder().associate(
+        "default".parse().unwrap(),
+        "app".parse().unwrap(),
+        "arn:aws:iam::111122223333:role/app".parse().unwrap(),
+    )
+}
+
+fn simulator() -> EksAuthSimulator {
+    let associations =
+        parse_associations(ASSOCIATIONS.as_bytes(), &CLUSTER.parse().unwrap()).unwrap();
+    simulator_builder()
         .region("us-west-2")
         .account_id("111122223333")
-        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
         .associations(associations)
         .build()
         .unwrap()
@@ -277,9 +292,7 @@ async fn an_unknown_access_key_is_an_unrecognized_client() {
 
 #[tokio::test]
 async fn node_credentials_with_a_session_token_need_that_token() {
-    let cluster = CLUSTER.parse().unwrap();
-    let sim = EksAuthSimulator::builder()
-        .cluster_name(cluster)
+    let sim = simulator_builder()
         .node_credentials(
             NodeCredentials::new(NODE_KEY, NODE_SECRET).with_session_token("node-session"),
         )
@@ -904,15 +917,7 @@ impl TimeSource for ManualClock {
 #[tokio::test]
 async fn time_comes_from_the_injected_clock() {
     let clock = ManualClock::starting_now();
-    let cluster = CLUSTER.parse().unwrap();
-    let sim = EksAuthSimulator::builder()
-        .cluster_name(cluster)
-        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
-        .associate(
-            "default".parse().unwrap(),
-            "app".parse().unwrap(),
-            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
-        )
+    let sim = app_simulator_builder()
         .clock(SharedTimeSource::new(clock.clone()))
         .build()
         .unwrap();
@@ -989,17 +994,14 @@ async fn time_comes_from_the_injected_clock() {
 
 #[tokio::test]
 async fn a_target_role_is_assumed_for_at_most_59_minutes() {
-    let cluster = CLUSTER.parse().unwrap();
     let associations = parse_associations(
         br#"[{"namespace": "ci", "serviceAccount": "runner",
               "roleArn": "arn:aws:iam::111122223333:role/hop",
               "targetRoleArn": "arn:aws:iam::777788889999:role/deploy"}]"#,
-        &cluster,
+        &CLUSTER.parse().unwrap(),
     )
     .unwrap();
-    let sim = EksAuthSimulator::builder()
-        .cluster_name(cluster)
-        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
+    let sim = simulator_builder()
         .associations(associations)
         .build()
         .unwrap();
@@ -1030,18 +1032,7 @@ async fn a_target_role_is_assumed_for_at_most_59_minutes() {
 
 #[tokio::test]
 async fn only_the_newest_sessions_are_remembered() {
-    let cluster = CLUSTER.parse().unwrap();
-    let sim = EksAuthSimulator::builder()
-        .cluster_name(cluster)
-        .node_credentials(NodeCredentials::new(NODE_KEY, NODE_SECRET))
-        .associate(
-            "default".parse().unwrap(),
-            "app".parse().unwrap(),
-            "arn:aws:iam::111122223333:role/app".parse().unwrap(),
-        )
-        .max_sessions(2)
-        .build()
-        .unwrap();
+    let sim = app_simulator_builder().max_sessions(2).build().unwrap();
     let server = sim.serve("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let mut issued = Vec::new();
     for _ in 0..3 {

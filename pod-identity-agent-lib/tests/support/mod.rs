@@ -54,8 +54,8 @@ pub use pod_identity_agent_lib::self_managed::{
 pub use pod_identity_agent_lib::server::{BindError, BoundServer, ConnectionLimits, ServerBuilder};
 #[cfg(feature = "simulator")]
 pub use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, Failure, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
-    parse_associations,
+    EksAuthSimulator, EksAuthSimulatorBuilder, Failure, NodeCredentials, PodToken, SimulatorServer,
+    Times, mint_token, parse_associations,
 };
 #[cfg(feature = "eks-auth")]
 pub use pod_identity_agent_lib::source::eks_auth::{
