@@ -24,6 +24,7 @@
 #  - hybrid mode: uid 0 with every capability dropped but NET_BIND_SERVICE, no privilege
 #    escalation, a root-owned 0600 credentials file mounted read-only at /root/.aws, and no
 #    other node credentials: a credential request succeeds, and fails without the mount;
+#    SIGTERM exits 0 within the grace period;
 # then prints the image size and the start-to-ready time. Any failed check exits non-zero.
 #
 # Traffic goes to loopback (the agent on 127.0.0.23:80 and 127.0.0.1:2703, the simulator on
@@ -354,9 +355,48 @@ response_key() {
 
 issued_here() { [ -n "$1" ] && grep -Eq "access_key_id=\"?$1\"?( |\$)" "$WORK/simulator.log"; }
 
+# Whether an answer with status $1 carried credentials the simulator issued (access key $2).
+issued_answer() { [ "$1" = 200 ] && issued_here "$2"; }
+
 show_logs() {
   echo "     container log ($1):"
   pm logs "$1" 2>&1 | tail -n 20 | sed 's/^/       /'
+}
+
+# A check about container $1: ok "$2" when the command after the messages succeeds, else the
+# container's log and fail "$3".
+expect() {
+  local container=$1 passed=$2 failed=$3
+  shift 3
+  if "$@"; then
+    ok "$passed"
+  else
+    show_logs "$container"
+    fail "$failed"
+  fi
+}
+
+# Asks container $1 for credentials with the minted token: ok "$2" on a 200 with credentials
+# the simulator issued, else fail "$3".
+expect_issued() {
+  local code key
+  code=$(credential_status)
+  key=$(response_key)
+  expect "$1" "$2: 200, $key issued by the simulator" "$3 answered $code" \
+    issued_answer "$code" "$key"
+}
+
+# Sends SIGTERM to container $1, expects exit 0 within the grace period, and removes it.
+expect_graceful_stop() {
+  local code elapsed started
+  started=$(now_ms)
+  pm kill --signal TERM "$1" >/dev/null 2>&1 || true
+  code=$(timeout $((GRACE + 10)) podman --storage-driver vfs wait "$1" 2>/dev/null || echo none)
+  elapsed=$(($(now_ms) - started))
+  expect "$1" "$1: SIGTERM: exit 0 after $elapsed ms (grace period ${GRACE} s)" \
+    "$1: SIGTERM: exit code $code after $elapsed ms (grace period ${GRACE} s)" \
+    test "$code" = 0 -a "$elapsed" -lt $((GRACE * 1000))
+  pm rm -f -t 0 "$1" >/dev/null 2>&1 || true
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -389,14 +429,8 @@ else
   fail "the agent's process: $status (expected uid/gid 65532, CapEff and CapBnd 0x400, CapAmb 0)"
 fi
 
-code=$(credential_status)
-key=$(response_key)
-if [ "$code" = 200 ] && issued_here "$key"; then
-  ok "GET http://$HOST:80/v1/credentials with the minted token: 200, $key issued by the simulator"
-else
-  show_logs pia-check-cloud
-  fail "GET http://$HOST:80/v1/credentials answered $code"
-fi
+expect_issued pia-check-cloud "GET http://$HOST:80/v1/credentials with the minted token" \
+  "GET http://$HOST:80/v1/credentials"
 code=$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' "http://$HOST/v1/credentials" || true)
 [ "$code" = 400 ] && ok "without a token: 400" || fail "without a token: $code, not 400"
 
@@ -418,17 +452,7 @@ else
   fail "botocore on the host: $botocore"
 fi
 
-started=$(now_ms)
-pm kill --signal TERM pia-check-cloud >/dev/null
-code=$(timeout $((GRACE + 10)) podman --storage-driver vfs wait pia-check-cloud 2>/dev/null || echo none)
-elapsed=$(($(now_ms) - started))
-if [ "$code" = 0 ] && [ "$elapsed" -lt $((GRACE * 1000)) ]; then
-  ok "SIGTERM: exit 0 after $elapsed ms (grace period ${GRACE} s)"
-else
-  show_logs pia-check-cloud
-  fail "SIGTERM: exit code $code after $elapsed ms (grace period ${GRACE} s)"
-fi
-pm rm -f -t 0 pia-check-cloud >/dev/null 2>&1 || true
+expect_graceful_stop pia-check-cloud
 
 # ---------------------------------------------------------------------------------------------
 step "control: the same binary without the file capability cannot bind port 80"
@@ -442,13 +466,10 @@ else
     -v "$(cd "$(dirname "$AGENT_BIN")" && pwd)/pod-identity-agent:/control/pod-identity-agent:ro" \
     --entrypoint /control/pod-identity-agent -- "${SERVER_ARGS[@]}"
   code=$(timeout 30 podman --storage-driver vfs wait pia-check-control 2>/dev/null || echo none)
-  log=$(pm logs pia-check-control 2>&1 || true)
-  if [ "$code" != 0 ] && [ "$code" != none ] && grep -qi 'permission denied' <<<"$log"; then
-    ok "refused port 80 (exit $code, permission denied)"
-  else
-    show_logs pia-check-control
-    fail "without the file capability the agent did not fail to bind port 80 (exit $code)"
-  fi
+  denied=$(pm logs pia-check-control 2>&1 | grep -ci 'permission denied' || true)
+  expect pia-check-control "refused port 80 (exit $code, permission denied)" \
+    "without the file capability the agent did not fail to bind port 80 (exit $code)" \
+    test "$code" != 0 -a "$code" != none -a "${denied:-0}" -gt 0
   pm rm -f -t 0 pia-check-control >/dev/null 2>&1 || true
 fi
 
@@ -509,22 +530,13 @@ if wait_ready pia-check-hybrid 30; then
   else
     fail "the hybrid agent's process: $status"
   fi
-  code=$(credential_status)
-  key=$(response_key)
-  if [ "$code" = 200 ] && issued_here "$key"; then
-    ok "credential request signed with the mounted file's node key: 200, $key"
-  else
-    show_logs pia-check-hybrid
-    fail "hybrid credential request answered $code"
-  fi
+  expect_issued pia-check-hybrid "credential request signed with the mounted file's node key" \
+    "hybrid credential request"
 else
   show_logs pia-check-hybrid
   fail "the hybrid agent did not become ready within 30 s"
 fi
-pm kill --signal TERM pia-check-hybrid >/dev/null 2>&1 || true
-code=$(timeout $((GRACE + 10)) podman --storage-driver vfs wait pia-check-hybrid 2>/dev/null || echo none)
-[ "$code" = 0 ] && ok "SIGTERM: exit 0" || fail "hybrid SIGTERM: exit code $code"
-pm rm -f -t 0 pia-check-hybrid >/dev/null 2>&1 || true
+expect_graceful_stop pia-check-hybrid
 
 # The control: the same container without the mount has no node credentials.
 run_agent pia-check-hybrid-control --user 0:0 --security-opt no-new-privileges \

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from crate_report import Finding, report, run
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "target" / "rustdoc-json"
 
@@ -119,25 +121,22 @@ def exposed(doc: dict) -> dict:
     return result
 
 
-def main() -> int:
-    verbose = "--verbose" in sys.argv
-    failed = False
-    for crate, allowed in ALLOWED.items():
-        if "--build" in sys.argv:
-            build(crate)
-        doc = json.loads((TARGET / "doc" / (crate.replace("-", "_") + ".json")).read_text())
-        found = exposed(doc)
-        for name in sorted(found):
-            ok = name in allowed
-            failed |= not ok
-            print(f"{crate}: {'ok  ' if ok else 'NOT ALLOWED'} {name} ({len(found[name])} uses)")
-            if verbose or not ok:
-                for use in sorted(found[name])[:20]:
-                    print(f"        {use}")
-        if not found:
-            print(f"{crate}: no foreign types in the public API")
-    return 1 if failed else 0
+def check(crate: str) -> bool:
+    if "--build" in sys.argv:
+        build(crate)
+    doc = json.loads((TARGET / "doc" / (crate.replace("-", "_") + ".json")).read_text())
+    found = exposed(doc)
+    findings = []
+    for name in sorted(found):
+        ok = name in ALLOWED[crate]
+        shown = "--verbose" in sys.argv or not ok
+        findings.append(Finding(
+            f"{'ok  ' if ok else 'NOT ALLOWED'} {name} ({len(found[name])} uses)",
+            failure=not ok,
+            details=sorted(found[name])[:20] if shown else [],
+        ))
+    return report(crate, findings, "no foreign types in the public API")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(ALLOWED, check)

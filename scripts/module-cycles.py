@@ -15,6 +15,8 @@ import re
 import sys
 from pathlib import Path
 
+from crate_report import Finding, report, run
+
 ROOT = Path(__file__).resolve().parent.parent
 CRATES = ["pod-identity-core", "pod-identity-provider", "pod-identity-agent-lib"]
 PATH_RE = re.compile(r"\b(crate|super)((?:::[A-Za-z_][A-Za-z0-9_]*)+)")
@@ -154,30 +156,24 @@ def name(module: tuple) -> str:
     return "::".join(("crate",) + module)
 
 
-def main() -> int:
-    global ROOT
-    show = "--graph" in sys.argv
-    if "--root" in sys.argv:
-        ROOT = Path(sys.argv[sys.argv.index("--root") + 1]).resolve()
-    failed = False
-    for crate in CRATES:
-        edges = graph_of(crate)
-        if show:
-            for m in sorted(edges):
-                for t in sorted(edges[m]):
-                    print(f"{crate}: {name(m)} -> {name(t)}")
-        found = cycles(edges)
-        for component in found:
-            failed = True
-            members = sorted(component)
-            print(f"{crate}: import cycle between " + ", ".join(name(m) for m in members))
-            for m in members:
-                for t in sorted(edges[m] & set(members)):
-                    print(f"    {name(m)} -> {name(t)}")
-        if not found:
-            print(f"{crate}: {len(edges)} modules, no import cycle")
-    return 1 if failed else 0
+def check(crate: str) -> bool:
+    edges = graph_of(crate)
+    if "--graph" in sys.argv:
+        for m in sorted(edges):
+            for t in sorted(edges[m]):
+                print(f"{crate}: {name(m)} -> {name(t)}")
+    findings = []
+    for component in cycles(edges):
+        members = sorted(component)
+        findings.append(Finding(
+            "import cycle between " + ", ".join(name(m) for m in members),
+            failure=True,
+            details=[f"{name(m)} -> {name(t)}" for m in members for t in sorted(edges[m] & set(members))],
+        ))
+    return report(crate, findings, f"{len(edges)} modules, no import cycle")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if "--root" in sys.argv:
+        ROOT = Path(sys.argv[sys.argv.index("--root") + 1]).resolve()
+    run(CRATES, check)

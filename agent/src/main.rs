@@ -484,7 +484,7 @@ async fn self_managed(args: SelfManagedArgs) -> ExitCode {
         (None, None) => JwksLocation::Discovery,
     };
     let verifier = match TokenVerifier::builder(&args.issuer)
-        .audience(&args.audience)
+        .claim_rules(|rules| rules.audience(&args.audience))
         .jwks(location)
         .build()
         .await

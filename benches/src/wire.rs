@@ -206,73 +206,47 @@ pub fn serde_parse_eks_auth(body: &[u8]) -> Result<AssumeRoleForPodIdentityRespo
     })
 }
 
-/// The response through serde structs (borrowing, as a hand-written serializer would).
-pub fn serde_write_eks_auth(
-    response: &AssumeRoleForPodIdentityResponse,
-) -> Result<Vec<u8>, BoxError> {
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Response<'a> {
-        assumed_role_user: Pair<'a>,
-        audience: &'a str,
-        credentials: Creds<'a>,
-        pod_identity_association: Association<'a>,
-        subject: SubjectRef<'a>,
+impl From<&AssumeRoleForPodIdentityResponse> for SerdeEksAuthResponse {
+    /// The baseline's input: the response as the derived structs hold it, built once outside
+    /// the measured loop (a serde user holds its data in such structs; the simulator's writer
+    /// borrows from core's response instead).
+    fn from(response: &AssumeRoleForPodIdentityResponse) -> Self {
+        let expiration = response
+            .credentials
+            .expiration
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let role_user = &response.assumed_role_user;
+        let credentials = &response.credentials;
+        let association = &response.pod_identity_association;
+        Self {
+            assumed_role_user: SerdeAssumedRoleUser {
+                arn: role_user.arn.clone(),
+                assume_role_id: role_user.assume_role_id.clone(),
+            },
+            audience: response.audience.clone(),
+            credentials: SerdeEksCredentials {
+                access_key_id: credentials.access_key_id.clone(),
+                expiration,
+                secret_access_key: credentials.secret_access_key.expose_secret().to_owned(),
+                session_token: credentials.session_token.expose_secret().to_owned(),
+            },
+            pod_identity_association: SerdeAssociation {
+                association_arn: association.association_arn.clone(),
+                association_id: association.association_id.clone(),
+            },
+            subject: SerdeSubject {
+                namespace: response.subject.namespace.clone(),
+                service_account: response.subject.service_account.clone(),
+            },
+        }
     }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Pair<'a> {
-        arn: &'a str,
-        assume_role_id: &'a str,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Creds<'a> {
-        access_key_id: &'a str,
-        expiration: f64,
-        secret_access_key: &'a str,
-        session_token: &'a str,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Association<'a> {
-        association_arn: &'a str,
-        association_id: &'a str,
-    }
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct SubjectRef<'a> {
-        namespace: &'a str,
-        service_account: &'a str,
-    }
-    let seconds = response
-        .credentials
-        .expiration
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
-    let wire = Response {
-        assumed_role_user: Pair {
-            arn: &response.assumed_role_user.arn,
-            assume_role_id: &response.assumed_role_user.assume_role_id,
-        },
-        audience: &response.audience,
-        credentials: Creds {
-            access_key_id: &response.credentials.access_key_id,
-            expiration: seconds,
-            secret_access_key: response.credentials.secret_access_key.expose_secret(),
-            session_token: response.credentials.session_token.expose_secret(),
-        },
-        pod_identity_association: Association {
-            association_arn: &response.pod_identity_association.association_arn,
-            association_id: &response.pod_identity_association.association_id,
-        },
-        subject: SubjectRef {
-            namespace: &response.subject.namespace,
-            service_account: &response.subject.service_account,
-        },
-    };
-    Ok(serde_json::to_vec(&wire)?)
+}
+
+/// The response through the serde-derived structs.
+pub fn serde_write_eks_auth(response: &SerdeEksAuthResponse) -> Result<Vec<u8>, BoxError> {
+    Ok(serde_json::to_vec(response)?)
 }
 
 #[cfg(test)]
@@ -293,9 +267,10 @@ mod tests {
             serde_parse_eks_auth(&pod_identity_agent_lib::simulator::response_body(&response))
                 .unwrap();
         assert_eq!(theirs, response);
-        let ours =
-            AssumeRoleForPodIdentityResponse::from_json(&serde_write_eks_auth(&response).unwrap())
-                .unwrap();
+        let ours = AssumeRoleForPodIdentityResponse::from_json(
+            &serde_write_eks_auth(&SerdeEksAuthResponse::from(&response)).unwrap(),
+        )
+        .unwrap();
         assert_eq!(ours, response);
     }
 }

@@ -8,8 +8,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use libfuzzer_sys::fuzz_target;
 use pod_identity_agent_lib::cache::PodIdentity;
-use pod_identity_agent_lib::jwk::KeySet;
-use pod_identity_agent_lib::kubernetes::{jwks::Checks, version::KubernetesVersion, jwks::verify_token};
+use pod_identity_agent_lib::jwk::{ClaimRules, KeySet};
+use pod_identity_agent_lib::kubernetes::{jwks::verify_token, version::KubernetesVersion};
 use pod_identity_core::token::ServiceAccountToken;
 
 fuzz_target!(|data: &[u8]| {
@@ -34,12 +34,8 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         for leeway in [Duration::ZERO, Duration::from_secs(30), Duration::MAX] {
-            let checks = Checks {
-                audience: "pods.eks.amazonaws.com",
-                now,
-                leeway,
-            };
-            let outcome = verify_token(&keys, &token, &checks);
+            let rules = ClaimRules::new().leeway(leeway);
+            let outcome = verify_token(&keys, &token, &rules, now);
             if distinctive {
                 let text = match &outcome {
                     Ok(verified) => format!("{verified:?}"),

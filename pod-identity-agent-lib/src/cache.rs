@@ -161,6 +161,16 @@ struct Config {
 }
 
 impl<S: CredentialSource> CredentialCache<S> {
+    /// The wall clock the cache was built with (the router in front of it reads it too).
+    pub(crate) fn clock(&self) -> &SharedTimeSource {
+        &self.shared.clock
+    }
+
+    /// Where the cache counts (the router in front of it counts there too).
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
     /// Whether the cache caches (`max_entries` and `max_retention` both non-zero).
     pub fn is_enabled(&self) -> bool {
         let config = &self.shared.config;

@@ -112,8 +112,6 @@ pub struct CredentialsRouter<S> {
     hosts: HostAllowList,
     rate: (u32, u32),
     client_rate: (u32, u32),
-    clock: SharedTimeSource,
-    metrics: Metrics,
     request_timeout: Duration,
     max_header_bytes: usize,
     require_pod_uid: bool,
@@ -134,7 +132,9 @@ impl<S> fmt::Debug for CredentialsRouter<S> {
 
 impl<S: CredentialSource> CredentialsRouter<S> {
     /// A router for `cluster_name` serving from `cache`, with the reference defaults and the
-    /// reference host allow-list.
+    /// reference host allow-list. It reads the cache's clock (token time checks, remaining
+    /// lifetimes) and counts responses and latency into the cache's metrics, so one agent has
+    /// one clock and one set of metrics.
     pub fn new(cluster_name: ClusterName, cache: CredentialCache<S>) -> Self {
         Self {
             cache,
@@ -142,8 +142,6 @@ impl<S: CredentialSource> CredentialsRouter<S> {
             hosts: HostAllowList::reference(),
             rate: (DEFAULT_REQUEST_RATE, DEFAULT_REQUEST_BURST),
             client_rate: (DEFAULT_CLIENT_REQUEST_RATE, DEFAULT_CLIENT_REQUEST_BURST),
-            clock: SharedTimeSource::default(),
-            metrics: Metrics::default(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             require_pod_uid: false,
@@ -169,18 +167,6 @@ impl<S: CredentialSource> CredentialsRouter<S> {
         self
     }
 
-    /// The wall clock for token time checks and remaining lifetimes.
-    pub fn clock(mut self, clock: SharedTimeSource) -> Self {
-        self.clock = clock;
-        self
-    }
-
-    /// Where responses and latency are counted.
-    pub fn metrics(mut self, metrics: Metrics) -> Self {
-        self.metrics = metrics;
-        self
-    }
-
     /// The longest a request may wait for the source before 500 `[]`.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
@@ -203,11 +189,13 @@ impl<S: CredentialSource> CredentialsRouter<S> {
 
     /// The router: `/v1/credentials` (any method) and 404 elsewhere.
     pub fn into_router(self) -> Router {
+        let clock = self.cache.clock().clone();
+        let metrics = self.cache.metrics().clone();
         let state = Arc::new(Handler {
-            validator: RequestValidator::new(self.hosts).with_clock(self.clock.clone()),
+            validator: RequestValidator::new(self.hosts).with_clock(clock.clone()),
             cache: self.cache,
             cluster_name: self.cluster_name,
-            clock: self.clock,
+            clock,
             request_timeout: self.request_timeout,
             max_header_bytes: self.max_header_bytes,
             require_pod_uid: self.require_pod_uid,
@@ -217,9 +205,9 @@ impl<S: CredentialSource> CredentialsRouter<S> {
             .route_layer(
                 RequestRateLimitLayer::new(self.rate.0, self.rate.1)
                     .per_client(self.client_rate.0, self.client_rate.1)
-                    .metrics(self.metrics.clone()),
+                    .metrics(metrics.clone()),
             )
-            .route_layer(middleware::from_fn_with_state(self.metrics, observe))
+            .route_layer(middleware::from_fn_with_state(metrics, observe))
             .fallback(|| async { error_response(&AgentError::NotFound) })
             .with_state(state)
     }

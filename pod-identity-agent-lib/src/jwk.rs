@@ -12,6 +12,9 @@
 //! - RSA keys of 2048 to 8192 bits.
 //!
 //! The cryptography is `aws-lc-rs`, the provider the SDK's HTTPS client already links.
+//!
+//! [`ClaimRules`] (the audience and the leeway of the `exp`/`nbf` window) and [`ClaimError`] are
+//! the claim checks both verifiers make after the signature.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +23,8 @@ use std::time::{Duration, SystemTime};
 use aws_lc_rs::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use pod_identity_core::{token::ServiceAccountToken, token::TokenClaims};
+use pod_identity_core::endpoint::AUDIENCE;
+use pod_identity_core::token::{KubernetesClaims, NameUid, ServiceAccountToken, TokenClaims};
 use serde::Deserialize;
 
 /// The signing algorithms accepted (those Kubernetes uses for service-account tokens).
@@ -60,29 +64,99 @@ pub enum ClaimError {
     PodClaims(&'static str),
 }
 
-/// The audience and the `exp`/`nbf` window of a verified token, with `leeway` of clock skew.
-/// A far-future `exp` (up to year 292 billion) plus the leeway does not overflow.
-pub(crate) fn check_audience_and_times(
-    claims: &TokenClaims,
-    audience: &str,
-    now: SystemTime,
+/// Allowed clock skew for `exp` and `nbf` unless configured.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// What a verified token's audience and time window are checked against; both verifiers
+/// (self-managed and rotation) hold one, configured through their builders' `claim_rules`.
+///
+/// ```
+/// use std::time::Duration;
+/// use pod_identity_agent_lib::jwk::ClaimRules;
+///
+/// let rules = ClaimRules::new().audience("sts.amazonaws.com").leeway(Duration::from_secs(5));
+/// assert_eq!(rules.audience_required(), "sts.amazonaws.com");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimRules {
+    audience: String,
     leeway: Duration,
-) -> Result<(), ClaimError> {
-    if !claims.has_audience(audience) {
-        return Err(ClaimError::Audience {
-            audience: audience.to_owned(),
-        });
+}
+
+impl Default for ClaimRules {
+    fn default() -> Self {
+        Self {
+            audience: AUDIENCE.to_owned(),
+            leeway: DEFAULT_LEEWAY,
+        }
     }
-    let exp = claims.expires_at().ok_or(ClaimError::NoExpiry)?;
-    if exp.checked_add(leeway).is_some_and(|latest| now >= latest) {
-        return Err(ClaimError::Expired);
+}
+
+impl ClaimRules {
+    /// The audience `pods.eks.amazonaws.com` and [`DEFAULT_LEEWAY`].
+    pub fn new() -> Self {
+        Self::default()
     }
-    if let Some(nbf) = claims.not_before()
-        && now.checked_add(leeway).is_some_and(|latest| latest < nbf)
-    {
-        return Err(ClaimError::NotValidYet);
+
+    /// The audience tokens must carry (default `pods.eks.amazonaws.com`).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = audience.into();
+        self
     }
-    Ok(())
+
+    /// Allowed clock skew for `exp` and `nbf` (default 30 s).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// The audience tokens must carry.
+    pub fn audience_required(&self) -> &str {
+        &self.audience
+    }
+
+    /// Checks the audience and the `exp`/`nbf` window at `now`, with the leeway of clock skew.
+    /// A far-future `exp` (up to year 292 billion) plus the leeway does not overflow.
+    pub fn check(&self, claims: &TokenClaims, now: SystemTime) -> Result<(), ClaimError> {
+        if !claims.has_audience(&self.audience) {
+            return Err(ClaimError::Audience {
+                audience: self.audience.clone(),
+            });
+        }
+        let exp = claims.expires_at().ok_or(ClaimError::NoExpiry)?;
+        if exp
+            .checked_add(self.leeway)
+            .is_some_and(|latest| now >= latest)
+        {
+            return Err(ClaimError::Expired);
+        }
+        if let Some(nbf) = claims.not_before()
+            && now
+                .checked_add(self.leeway)
+                .is_some_and(|latest| latest < nbf)
+        {
+            return Err(ClaimError::NotValidYet);
+        }
+        Ok(())
+    }
+}
+
+/// A verified token's `kubernetes.io` claim, which both verifiers require.
+pub(crate) fn kubernetes_claim(claims: &TokenClaims) -> Result<&KubernetesClaims, ClaimError> {
+    claims
+        .kubernetes
+        .as_ref()
+        .ok_or(ClaimError::PodClaims("no kubernetes.io claim"))
+}
+
+/// The pod the `kubernetes.io` claim binds the token to; both verifiers require its name and
+/// uid.
+pub(crate) fn bound_pod(kubernetes: &KubernetesClaims) -> Result<&NameUid, ClaimError> {
+    kubernetes
+        .pod
+        .as_ref()
+        .filter(|pod| !pod.name.is_empty() && !pod.uid.is_empty())
+        .ok_or(ClaimError::PodClaims("no pod name and uid"))
 }
 
 /// Why a signature was not accepted.
@@ -372,6 +446,8 @@ fn key_from(jwk: Jwk) -> Result<Key, &'static str> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
 
     #[test]
@@ -408,6 +484,38 @@ mod tests {
             }
         );
         assert!(error.to_string().len() < 200, "{error}");
+    }
+
+    #[test]
+    fn claim_rules_check_the_configured_audience_and_the_window_with_the_leeway() {
+        let at = |secs: u64| UNIX_EPOCH + Duration::from_secs(secs);
+        let mut claims = TokenClaims::default();
+        claims.aud = vec!["sts.amazonaws.com".to_owned()];
+        claims.exp = Some(1_000);
+        claims.nbf = Some(100);
+        let rules = ClaimRules::new();
+        assert_eq!(
+            rules.check(&claims, at(500)),
+            Err(ClaimError::Audience {
+                audience: "pods.eks.amazonaws.com".to_owned()
+            })
+        );
+        let rules = rules.audience("sts.amazonaws.com");
+        assert_eq!(rules.check(&claims, at(500)), Ok(()));
+        // The default leeway is 30 s on either side.
+        assert_eq!(rules.check(&claims, at(1_029)), Ok(()));
+        assert_eq!(rules.check(&claims, at(1_030)), Err(ClaimError::Expired));
+        assert_eq!(rules.check(&claims, at(70)), Ok(()));
+        assert_eq!(rules.check(&claims, at(69)), Err(ClaimError::NotValidYet));
+        let strict = rules.clone().leeway(Duration::ZERO);
+        assert_eq!(strict.check(&claims, at(1_000)), Err(ClaimError::Expired));
+        assert_eq!(strict.check(&claims, at(99)), Err(ClaimError::NotValidYet));
+        // Neither a far-future `exp` nor the largest leeway overflows.
+        claims.exp = Some(i64::MAX);
+        let lenient = rules.leeway(Duration::MAX);
+        assert_eq!(lenient.check(&claims, at(500)), Ok(()));
+        claims.exp = None;
+        assert_eq!(lenient.check(&claims, at(500)), Err(ClaimError::NoExpiry));
     }
 
     #[test]

@@ -75,7 +75,6 @@
 //! let cache = CredentialCache::builder(Fixed).metrics(metrics.clone()).build();
 //! let router = CredentialsRouter::new("demo".parse().unwrap(), cache)
 //!     .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
-//!     .metrics(metrics.clone())
 //!     .into_router();
 //!
 //! // A token expiring in 2096 (the agent decodes it; EKS Auth would verify it).
@@ -386,10 +385,7 @@ impl<S: CredentialSource> AgentBuilder<S> {
 
     /// The credentials router, and the server configuration waiting for it.
     fn assemble(self) -> (axum::Router, impl FnOnce(axum::Router) -> ServerBuilder) {
-        let mut cache = self
-            .cache
-            .clock(self.clock.clone())
-            .metrics(self.metrics.clone());
+        let mut cache = self.cache.clock(self.clock).metrics(self.metrics.clone());
         if let Some(validator) = &self.rotation {
             cache = cache.rotation_validator(Arc::clone(validator));
         }
@@ -406,10 +402,7 @@ impl<S: CredentialSource> AgentBuilder<S> {
         let router = CredentialsRouter::new(self.cluster_name, cache)
             .allowed_hosts(HostAllowList::for_bind_hosts(&self.bind_hosts))
             .require_pod_uid(require_pod_uid);
-        let router = (self.router)(router)
-            .clock(self.clock)
-            .metrics(self.metrics.clone())
-            .into_router();
+        let router = (self.router)(router).into_router();
         let (bind_hosts, metrics, configure) = (self.bind_hosts, self.metrics, self.server);
         (router, move |router| {
             configure(ServerBuilder::new(router).bind_hosts(bind_hosts)).metrics(metrics)

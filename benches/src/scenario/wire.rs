@@ -13,8 +13,9 @@ use crate::fixture::BoxError;
 use crate::report::Row;
 use crate::stats::human;
 use crate::wire::{
-    container_credentials, eks_auth_response, serde_parse_container_credentials,
-    serde_parse_eks_auth, serde_write_container_credentials, serde_write_eks_auth,
+    SerdeEksAuthResponse, container_credentials, eks_auth_response,
+    serde_parse_container_credentials, serde_parse_eks_auth, serde_write_container_credentials,
+    serde_write_eks_auth,
 };
 
 /// Per call, the best of 10 samples of `n` calls of each side, the sides' samples alternating
@@ -51,6 +52,7 @@ pub fn run(n: u32) -> Result<Vec<Row>, BoxError> {
     let credentials_json = credentials.to_json().into_bytes();
     let response = eks_auth_response();
     let response_json = response_body(&response);
+    let serde_response = SerdeEksAuthResponse::from(&response);
     let (mut ours_out, mut theirs_out) = (Vec::with_capacity(2048), Vec::with_capacity(2048));
 
     let (ours_write_cc, serde_write_cc) = compare(
@@ -90,7 +92,7 @@ pub fn run(n: u32) -> Result<Vec<Row>, BoxError> {
             Ok(())
         },
         || {
-            black_box(serde_write_eks_auth(black_box(&response))?);
+            black_box(serde_write_eks_auth(black_box(&serde_response))?);
             Ok(())
         },
     )?;

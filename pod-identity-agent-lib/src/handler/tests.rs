@@ -15,16 +15,20 @@ const HOST: &str = "169.254.170.23";
 
 /// A cache with caching off: every request reaches `source`.
 fn uncached(source: FakeSource) -> CredentialCache<FakeSource> {
+    uncached_counting(source, &Metrics::default())
+}
+
+/// [`uncached`], counting into `metrics` (as does a router in front of it).
+fn uncached_counting(source: FakeSource, metrics: &Metrics) -> CredentialCache<FakeSource> {
     CredentialCache::builder(source)
         .max_entries(0)
         .clock(wall_clock())
+        .metrics(metrics.clone())
         .build()
 }
 
 fn router(source: FakeSource) -> Router {
-    CredentialsRouter::new("demo".parse().unwrap(), uncached(source))
-        .clock(wall_clock())
-        .into_router()
+    CredentialsRouter::new("demo".parse().unwrap(), uncached(source)).into_router()
 }
 
 fn get(host: &str, authorization: Option<&str>) -> http::Request<Body> {
@@ -65,10 +69,8 @@ async fn success_is_the_byte_exact_container_credentials_json() {
     assert_eq!(source.calls(), 1);
 }
 
-fn cached_router(cache: &CredentialCache<FakeSource>, metrics: &Metrics) -> Router {
+fn cached_router(cache: &CredentialCache<FakeSource>) -> Router {
     CredentialsRouter::new("demo".parse().unwrap(), cache.clone())
-        .clock(wall_clock())
-        .metrics(metrics.clone())
         .rate_limit(0, 0)
         .into_router()
 }
@@ -84,7 +86,6 @@ fn cache_of(source: &FakeSource, metrics: &Metrics) -> CredentialCache<FakeSourc
 async fn with_pod_uids_required_a_token_without_one_gets_400_before_any_upstream_call() {
     let source = FakeSource::new(wall_clock());
     let router = CredentialsRouter::new("demo".parse().unwrap(), uncached(source.clone()))
-        .clock(wall_clock())
         .rate_limit(0, 0)
         .require_pod_uid(true)
         .into_router();
@@ -121,7 +122,7 @@ async fn a_hit_is_served_from_the_entry_with_the_same_bytes_and_checks() {
     let source = FakeSource::new(wall_clock());
     let metrics = Metrics::new();
     let cache = cache_of(&source, &metrics);
-    let router = cached_router(&cache, &metrics);
+    let router = cached_router(&cache);
     let token = day_token("p");
     let first = send(&router, get(HOST, Some(&token))).await;
     let second = send(&router, get(HOST, Some(&token))).await;
@@ -150,7 +151,7 @@ async fn an_expired_token_with_a_cached_entry_gets_the_reference_400() {
     let source = FakeSource::new(wall_clock());
     let metrics = Metrics::new();
     let cache = cache_of(&source, &metrics);
-    let router = cached_router(&cache, &metrics);
+    let router = cached_router(&cache);
     // The token expires in an hour; the credentials last 6 h and renew at 3 h.
     let token = token("p", Duration::from_secs(3600));
     assert_eq!(answer(&router, HOST, Some(&token)).await.0, 200);
@@ -180,7 +181,7 @@ async fn a_not_yet_valid_token_with_a_cached_entry_gets_the_reference_400() {
     let source = FakeSource::new(wall_clock());
     let metrics = Metrics::new();
     let cache = cache_of(&source, &metrics);
-    let router = cached_router(&cache, &metrics);
+    let router = cached_router(&cache);
     // Valid from a minute from now: the handler would refuse it, so it is cached directly.
     let later = jwt(&serde_json::json!({
         "exp": START_SECS + 86_400,
@@ -207,7 +208,7 @@ async fn a_token_one_byte_different_is_never_another_tokens_hit() {
     let source = FakeSource::new(wall_clock());
     let metrics = Metrics::new();
     let cache = cache_of(&source, &metrics);
-    let router = cached_router(&cache, &metrics);
+    let router = cached_router(&cache);
     let token = day_token("p");
     let (_, _, body) = send(&router, get(HOST, Some(&token))).await;
     assert!(body.contains("ASIAFAKE1"), "{body}");
@@ -283,7 +284,6 @@ async fn the_allow_list_follows_the_configured_hosts() {
         "demo".parse().unwrap(),
         uncached(FakeSource::new(wall_clock())),
     )
-    .clock(wall_clock())
     .allowed_hosts(HostAllowList::new(["127.0.0.1", "[::1]"]))
     .into_router();
     let token = day_token("p");
@@ -446,7 +446,6 @@ async fn a_source_slower_than_the_request_timeout_is_500_empty_brackets() {
     let source = FakeSource::new(wall_clock());
     source.close();
     let router = CredentialsRouter::new("demo".parse().unwrap(), uncached(source))
-        .clock(wall_clock())
         .request_timeout(Duration::from_secs(30))
         .into_router();
     assert_eq!(
@@ -477,7 +476,6 @@ async fn over_the_rate_limit_is_429_until_tokens_refill() {
         "demo".parse().unwrap(),
         uncached(FakeSource::new(wall_clock())),
     )
-    .clock(wall_clock())
     .rate_limit(10, 5)
     .into_router();
     let token = day_token("p");
@@ -509,7 +507,6 @@ async fn the_overall_rate_limit_allows_a_burst_of_2500_and_zero_turns_it_off() {
         "demo".parse().unwrap(),
         uncached(FakeSource::new(wall_clock())),
     )
-    .clock(wall_clock())
     .rate_limit(0, 0)
     .into_router();
     for _ in 0..2000 {
@@ -523,7 +520,6 @@ async fn oversized_headers_are_431_and_other_paths_404() {
         "demo".parse().unwrap(),
         uncached(FakeSource::new(wall_clock())),
     )
-    .clock(wall_clock())
     .max_header_bytes(1024)
     .into_router();
     let big = "a".repeat(2048);
@@ -550,10 +546,11 @@ async fn responses_are_counted_and_logged_with_the_client_address_but_no_secret(
     let (logs, _guard) = capture_logs();
     let metrics = Metrics::new();
     let source = FakeSource::new(wall_clock());
-    let router = CredentialsRouter::new("demo".parse().unwrap(), uncached(source.clone()))
-        .clock(wall_clock())
-        .metrics(metrics.clone())
-        .into_router();
+    let router = CredentialsRouter::new(
+        "demo".parse().unwrap(),
+        uncached_counting(source.clone(), &metrics),
+    )
+    .into_router();
     let token = day_token("p");
     let mut request = get(HOST, Some(&token));
     request

@@ -9,7 +9,8 @@
 //!    refused before any key lookup, so it cannot cause a refresh;
 //! 2. the key with that `kid` names an `alg` equal to the token's, and the signature verifies;
 //! 3. `aud` contains the configured audience (default `pods.eks.amazonaws.com`);
-//! 4. `exp` is present and not passed, `nbf` not in the future (leeway default 30 s);
+//! 4. `exp` is present and not passed, `nbf` not in the future (leeway default 30 s): the
+//!    [`ClaimRules`] of [`claim_rules`](RotationVerifierBuilder::claim_rules);
 //! 5. the `kubernetes.io` claim names the namespace, the service account and the pod (name and
 //!    uid).
 //!
@@ -45,7 +46,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use pod_identity_core::endpoint::AUDIENCE;
 use pod_identity_core::token::ServiceAccountToken;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio::time::Instant;
@@ -54,8 +54,8 @@ use super::client::{ApiError, KubeClient};
 use super::version::VersionGate;
 use crate::cache::PodIdentity;
 use crate::jwk::{
-    AlgorithmPolicy, ClaimError, KeySet, SUPPORTED_ALGORITHMS, SignatureError,
-    check_audience_and_times,
+    AlgorithmPolicy, ClaimError, ClaimRules, KeySet, SUPPORTED_ALGORITHMS, SignatureError,
+    bound_pod, kubernetes_claim,
 };
 
 /// The API server's key endpoint.
@@ -66,8 +66,6 @@ pub const DEFAULT_CACHE_PATH: &str = "/var/lib/eks-pod-identity-agent/jwks-cache
 pub const DEFAULT_KEY_TTL: Duration = Duration::from_secs(60 * 60);
 /// The least time between two refreshes caused by unknown `kid`s or old keys.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
-/// Allowed clock skew for `exp` and `nbf`.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// The largest JWKS document read.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
@@ -149,14 +147,7 @@ pub struct RotationVerifier {
 }
 
 struct Inner {
-    client: KubeClient,
-    gate: Option<VersionGate>,
-    audience: String,
-    leeway: Duration,
-    key_ttl: Duration,
-    min_refresh_interval: Duration,
-    cache_path: Option<PathBuf>,
-    clock: SharedTimeSource,
+    settings: Settings,
     keys: RwLock<Arc<Keys>>,
     /// Serialises refreshes; holds when the last one started.
     refresh: AsyncMutex<Option<Instant>>,
@@ -174,7 +165,7 @@ struct Keys {
 impl fmt::Debug for RotationVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RotationVerifier")
-            .field("audience", &self.inner.audience)
+            .field("audience", &self.inner.settings.rules.audience_required())
             .field("keys", &self.key_ids())
             .field("source", &self.keys_source())
             .finish_non_exhaustive()
@@ -184,10 +175,15 @@ impl fmt::Debug for RotationVerifier {
 /// Builds a [`RotationVerifier`].
 #[derive(Debug)]
 pub struct RotationVerifierBuilder {
+    settings: Settings,
+}
+
+/// What a [`RotationVerifierBuilder`] configures, and the verifier keeps.
+#[derive(Debug)]
+struct Settings {
     client: KubeClient,
     gate: Option<VersionGate>,
-    audience: String,
-    leeway: Duration,
+    rules: ClaimRules,
     key_ttl: Duration,
     min_refresh_interval: Duration,
     cache_path: Option<PathBuf>,
@@ -197,43 +193,38 @@ pub struct RotationVerifierBuilder {
 impl RotationVerifierBuilder {
     /// Validation runs only when this gate is open (default: no gate).
     pub fn version_gate(mut self, gate: VersionGate) -> Self {
-        self.gate = Some(gate);
+        self.settings.gate = Some(gate);
         self
     }
 
-    /// The audience tokens must carry (default `pods.eks.amazonaws.com`).
-    pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audience = audience.into();
-        self
-    }
-
-    /// Allowed clock skew for `exp` and `nbf` (default 30 s).
-    pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
+    /// The audience and the clock skew allowed for `exp` and `nbf` (default
+    /// `pods.eks.amazonaws.com`, 30 s).
+    pub fn claim_rules(mut self, configure: impl FnOnce(ClaimRules) -> ClaimRules) -> Self {
+        self.settings.rules = configure(self.settings.rules);
         self
     }
 
     /// How long fetched keys are used before a background refresh (default 1 h).
     pub fn key_ttl(mut self, ttl: Duration) -> Self {
-        self.key_ttl = ttl;
+        self.settings.key_ttl = ttl;
         self
     }
 
     /// Least time between refreshes (default 30 s).
     pub fn min_refresh_interval(mut self, interval: Duration) -> Self {
-        self.min_refresh_interval = interval;
+        self.settings.min_refresh_interval = interval;
         self
     }
 
     /// Where the keys are kept on disk (default [`DEFAULT_CACHE_PATH`]); `None`: nowhere.
     pub fn cache_path(mut self, path: Option<PathBuf>) -> Self {
-        self.cache_path = path;
+        self.settings.cache_path = path;
         self
     }
 
     /// The wall clock for `exp` and `nbf`.
     pub fn clock(mut self, clock: SharedTimeSource) -> Self {
-        self.clock = clock;
+        self.settings.clock = clock;
         self
     }
 
@@ -242,14 +233,7 @@ impl RotationVerifierBuilder {
     pub async fn build(self) -> RotationVerifier {
         let verifier = RotationVerifier {
             inner: Arc::new(Inner {
-                client: self.client,
-                gate: self.gate,
-                audience: self.audience,
-                leeway: self.leeway,
-                key_ttl: self.key_ttl,
-                min_refresh_interval: self.min_refresh_interval,
-                cache_path: self.cache_path,
-                clock: self.clock,
+                settings: self.settings,
                 keys: RwLock::new(Arc::new(Keys {
                     set: KeySet::default(),
                     document: Vec::new(),
@@ -291,14 +275,15 @@ impl RotationVerifier {
     /// A builder fetching keys through `client`.
     pub fn builder(client: KubeClient) -> RotationVerifierBuilder {
         RotationVerifierBuilder {
-            client,
-            gate: None,
-            audience: AUDIENCE.to_owned(),
-            leeway: DEFAULT_LEEWAY,
-            key_ttl: DEFAULT_KEY_TTL,
-            min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
-            cache_path: Some(PathBuf::from(DEFAULT_CACHE_PATH)),
-            clock: SharedTimeSource::default(),
+            settings: Settings {
+                client,
+                gate: None,
+                rules: ClaimRules::default(),
+                key_ttl: DEFAULT_KEY_TTL,
+                min_refresh_interval: DEFAULT_MIN_REFRESH_INTERVAL,
+                cache_path: Some(PathBuf::from(DEFAULT_CACHE_PATH)),
+                clock: SharedTimeSource::default(),
+            },
         }
     }
 
@@ -318,7 +303,7 @@ impl RotationVerifier {
         token: &ServiceAccountToken,
         cached: &PodIdentity,
     ) -> LocalValidation {
-        if let Some(gate) = &self.inner.gate
+        if let Some(gate) = &self.inner.settings.gate
             && !gate.answer().await.is_enabled()
         {
             return LocalValidation::Skipped;
@@ -366,16 +351,12 @@ impl RotationVerifier {
             }
         } else if keys
             .fetched
-            .is_none_or(|at| at.elapsed() >= self.inner.key_ttl)
+            .is_none_or(|at| at.elapsed() >= self.inner.settings.key_ttl)
         {
             self.refresh_in_background();
         }
-        let checks = Checks {
-            audience: &self.inner.audience,
-            now: self.inner.clock.now(),
-            leeway: self.inner.leeway,
-        };
-        verify_token(&keys.set, token, &checks)
+        let settings = &self.inner.settings;
+        verify_token(&keys.set, token, &settings.rules, settings.clock.now())
     }
 
     fn keys(&self) -> Arc<Keys> {
@@ -392,7 +373,7 @@ impl RotationVerifier {
         if self.keys().generation != generation {
             return;
         }
-        if last.is_some_and(|at| at.elapsed() < self.inner.min_refresh_interval) {
+        if last.is_some_and(|at| at.elapsed() < self.inner.settings.min_refresh_interval) {
             return;
         }
         *last = Some(Instant::now());
@@ -407,7 +388,7 @@ impl RotationVerifier {
             let Ok(mut last) = verifier.inner.refresh.try_lock() else {
                 return;
             };
-            if last.is_some_and(|at| at.elapsed() < verifier.inner.min_refresh_interval) {
+            if last.is_some_and(|at| at.elapsed() < verifier.inner.settings.min_refresh_interval) {
                 return;
             }
             *last = Some(Instant::now());
@@ -427,6 +408,7 @@ impl RotationVerifier {
     async fn fetch(&self) -> Result<(KeySet, Vec<u8>), ApiError> {
         let document = self
             .inner
+            .settings
             .client
             .get_bytes(JWKS_PATH, MAX_JWKS_BYTES)
             .await?;
@@ -456,7 +438,7 @@ impl RotationVerifier {
         }
         if changed
             && source == KeysSource::ApiServer
-            && let Some(path) = self.inner.cache_path.clone()
+            && let Some(path) = self.inner.settings.cache_path.clone()
         {
             let document = keys.document.clone();
             let written =
@@ -471,7 +453,7 @@ impl RotationVerifier {
     }
 
     async fn read_disk_copy(&self) -> Result<Option<(KeySet, Vec<u8>)>, String> {
-        let Some(path) = self.inner.cache_path.clone() else {
+        let Some(path) = self.inner.settings.cache_path.clone() else {
             return Ok(None);
         };
         let read = tokio::task::spawn_blocking(move || std::fs::read(path))
@@ -490,34 +472,19 @@ impl RotationVerifier {
     }
 }
 
-/// What [`verify_token`] checks the claims against.
-#[derive(Clone, Copy, Debug)]
-pub struct Checks<'a> {
-    /// The audience the token must carry.
-    pub audience: &'a str,
-    /// The wall-clock time now.
-    pub now: SystemTime,
-    /// Allowed clock skew for `exp` and `nbf`.
-    pub leeway: Duration,
-}
-
-/// The checks of [`RotationVerifier::verify`] against a given key set, without fetching keys.
+/// The checks of [`RotationVerifier::verify`] against a given key set and wall-clock time,
+/// without fetching keys.
 pub fn verify_token(
     keys: &KeySet,
     token: &ServiceAccountToken,
-    checks: &Checks<'_>,
+    rules: &ClaimRules,
+    now: SystemTime,
 ) -> Result<VerifiedToken, VerifyError> {
     checked_key_id(token)?;
     keys.verify_signature(token, AlgorithmPolicy::KeyMustName)?;
     let claims = token.claims();
-    check_audience_and_times(claims, checks.audience, checks.now, checks.leeway)?;
-    let kubernetes =
-        claims
-            .kubernetes
-            .as_ref()
-            .ok_or(VerifyError::Claims(ClaimError::PodClaims(
-                "no kubernetes.io claim",
-            )))?;
+    rules.check(claims, now)?;
+    let kubernetes = kubernetes_claim(claims)?;
     let namespace = kubernetes
         .namespace
         .clone()
@@ -531,13 +498,7 @@ pub fn verify_token(
         .ok_or(VerifyError::Claims(ClaimError::PodClaims(
             "no service account",
         )))?;
-    let pod = kubernetes
-        .pod
-        .as_ref()
-        .filter(|pod| !pod.name.is_empty() && !pod.uid.is_empty())
-        .ok_or(VerifyError::Claims(ClaimError::PodClaims(
-            "no pod name and uid",
-        )))?;
+    let pod = bound_pod(kubernetes)?;
     Ok(VerifiedToken {
         issuer: claims.iss.clone(),
         namespace,

@@ -45,26 +45,34 @@ use tokio::sync::watch;
 /// How often [`FileAssociationStore`] re-reads its file by default.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(10);
 
+/// What an association is looked up by: a service account in a namespace of a cluster (EKS
+/// allows one association for each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AssociationKey<'a> {
+    /// The cluster the request is for.
+    pub cluster: &'a ClusterName,
+    /// The pod's namespace.
+    pub namespace: &'a Namespace,
+    /// The pod's service account.
+    pub service_account: &'a ServiceAccountName,
+}
+
 /// Finds the association of a pod's service account.
 pub trait AssociationStore: Send + Sync + 'static {
-    /// The association of `service_account` in `namespace` of `cluster`, if there is one.
-    /// An error means the store could not answer (the agent answers 500 and retries later).
+    /// The association for `key`, if there is one. An error means the store could not
+    /// answer (the agent answers 500 and retries later).
     fn association(
         &self,
-        cluster: &ClusterName,
-        namespace: &Namespace,
-        service_account: &ServiceAccountName,
+        key: AssociationKey<'_>,
     ) -> impl Future<Output = Result<Option<Arc<Association>>, StoreError>> + Send;
 }
 
 impl<S: AssociationStore> AssociationStore for Arc<S> {
     fn association(
         &self,
-        cluster: &ClusterName,
-        namespace: &Namespace,
-        service_account: &ServiceAccountName,
+        key: AssociationKey<'_>,
     ) -> impl Future<Output = Result<Option<Arc<Association>>, StoreError>> + Send {
-        (**self).association(cluster, namespace, service_account)
+        (**self).association(key)
     }
 }
 
@@ -171,24 +179,19 @@ impl Associations {
         Self::with_clusters(entries.into_iter())
     }
 
-    /// The association for the key, if any.
-    pub fn find(
-        &self,
-        cluster: &ClusterName,
-        namespace: &Namespace,
-        service_account: &ServiceAccountName,
-    ) -> Option<Arc<Association>> {
-        let mut key = (
-            Some(cluster.clone()),
-            namespace.clone(),
-            service_account.clone(),
+    /// The association for `key`, if any: one naming the cluster, else one for any cluster.
+    pub fn find(&self, key: AssociationKey<'_>) -> Option<Arc<Association>> {
+        let mut by = (
+            Some(key.cluster.clone()),
+            key.namespace.clone(),
+            key.service_account.clone(),
         );
-        if let Some(found) = self.by_key.get(&key) {
+        if let Some(found) = self.by_key.get(&by) {
             return Some(Arc::clone(found));
         }
-        key.0 = None;
-        let mut found = Association::clone(self.by_key.get(&key)?);
-        found.cluster_name = cluster.clone();
+        by.0 = None;
+        let mut found = Association::clone(self.by_key.get(&by)?);
+        found.cluster_name = key.cluster.clone();
         Some(Arc::new(found))
     }
 
@@ -206,11 +209,9 @@ impl Associations {
 impl AssociationStore for Associations {
     async fn association(
         &self,
-        cluster: &ClusterName,
-        namespace: &Namespace,
-        service_account: &ServiceAccountName,
+        key: AssociationKey<'_>,
     ) -> Result<Option<Arc<Association>>, StoreError> {
-        Ok(self.find(cluster, namespace, service_account))
+        Ok(self.find(key))
     }
 }
 
@@ -362,14 +363,13 @@ async fn read(path: &Path) -> Result<Vec<u8>, StoreError> {
         .map_err(|e| error(e.to_string()))
 }
 
+/// Answers from the associations of the last good read.
 impl AssociationStore for FileAssociationStore {
     async fn association(
         &self,
-        cluster: &ClusterName,
-        namespace: &Namespace,
-        service_account: &ServiceAccountName,
+        key: AssociationKey<'_>,
     ) -> Result<Option<Arc<Association>>, StoreError> {
-        Ok(self.current().find(cluster, namespace, service_account))
+        self.current().association(key).await
     }
 }
 
@@ -391,11 +391,11 @@ mod tests {
         for doc in [list, wrapped] {
             let set = Associations::from_json(doc.as_bytes()).unwrap();
             let found = set
-                .find(
-                    &"lab".parse().unwrap(),
-                    &"default".parse().unwrap(),
-                    &"app".parse().unwrap(),
-                )
+                .find(AssociationKey {
+                    cluster: &"lab".parse().unwrap(),
+                    namespace: &"default".parse().unwrap(),
+                    service_account: &"app".parse().unwrap(),
+                })
                 .unwrap();
             assert_eq!(
                 found.role_arn.as_str(),
@@ -435,11 +435,11 @@ mod tests {
         let doc = serde_json::json!([named, any]).to_string();
         let set = Associations::from_json(doc.as_bytes()).unwrap();
         let find = |cluster: &str| {
-            set.find(
-                &cluster.parse().unwrap(),
-                &"default".parse().unwrap(),
-                &"app".parse().unwrap(),
-            )
+            set.find(AssociationKey {
+                cluster: &cluster.parse().unwrap(),
+                namespace: &"default".parse().unwrap(),
+                service_account: &"app".parse().unwrap(),
+            })
             .unwrap()
         };
         assert_eq!(find("lab").role_arn.role_name(), Some("named"));

@@ -23,7 +23,8 @@
 //! 4. `iss` equals the configured issuer;
 //! 5. `aud` contains the configured audience (default `pods.eks.amazonaws.com`);
 //! 6. `exp` is present and not passed, `nbf` not in the future, both with a leeway (default
-//!    30 s) for clock skew between the API server and the node;
+//!    30 s) for clock skew between the API server and the node (audience and leeway are the
+//!    [`ClaimRules`] of [`claim_rules`](TokenVerifierBuilder::claim_rules));
 //! 7. `sub` is `system:serviceaccount:<namespace>:<name>` and `kubernetes.io` names the same
 //!    namespace and service account, and the pod (name and uid) the token is bound to.
 //!
@@ -37,24 +38,21 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use pod_identity_core::endpoint::AUDIENCE;
 use pod_identity_core::{
     association::Namespace, association::ServiceAccountName, token::ServiceAccountToken,
 };
 use serde::Deserialize;
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::jwk::SUPPORTED_ALGORITHMS;
-use crate::jwk::{AlgorithmPolicy, ClaimError, KeySet, SignatureError, check_audience_and_times};
+use crate::jwk::{
+    AlgorithmPolicy, ClaimError, ClaimRules, KeySet, MAX_REPORTED_HEADER_CHARS,
+    SUPPORTED_ALGORITHMS, SignatureError, bound_pod, kubernetes_claim,
+};
 
 /// How often the keys are re-read when nothing asks earlier.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(60 * 60);
-use crate::jwk::MAX_REPORTED_HEADER_CHARS;
-
 /// The least time between two refreshes caused by unknown `kid`s.
 pub const DEFAULT_MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
-/// Allowed clock skew for `exp` and `nbf`.
-pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 /// Timeout of one discovery or JWKS request.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest discovery document or JWKS read.
@@ -111,8 +109,7 @@ pub struct TokenVerifier {
 
 struct Inner {
     issuer: String,
-    audience: String,
-    leeway: Duration,
+    rules: ClaimRules,
     location: JwksLocation,
     http: reqwest::Client,
     clock: SharedTimeSource,
@@ -126,7 +123,7 @@ impl fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenVerifier")
             .field("issuer", &self.inner.issuer)
-            .field("audience", &self.inner.audience)
+            .field("audience", &self.inner.rules.audience_required())
             .field("location", &self.inner.location)
             .field("keys", &self.key_ids())
             .finish_non_exhaustive()
@@ -137,8 +134,7 @@ impl fmt::Debug for TokenVerifier {
 #[derive(Debug)]
 pub struct TokenVerifierBuilder {
     issuer: String,
-    audience: String,
-    leeway: Duration,
+    rules: ClaimRules,
     location: JwksLocation,
     clock: SharedTimeSource,
     refresh_interval: Duration,
@@ -147,21 +143,16 @@ pub struct TokenVerifierBuilder {
 }
 
 impl TokenVerifierBuilder {
-    /// The audience tokens must carry (default `pods.eks.amazonaws.com`).
-    pub fn audience(mut self, audience: impl Into<String>) -> Self {
-        self.audience = audience.into();
+    /// The audience and the clock skew allowed for `exp` and `nbf` (default
+    /// `pods.eks.amazonaws.com`, 30 s).
+    pub fn claim_rules(mut self, configure: impl FnOnce(ClaimRules) -> ClaimRules) -> Self {
+        self.rules = configure(self.rules);
         self
     }
 
     /// Where the keys are (default: the issuer's discovery document).
     pub fn jwks(mut self, location: JwksLocation) -> Self {
         self.location = location;
-        self
-    }
-
-    /// Allowed clock skew for `exp` and `nbf` (default 30 s).
-    pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
         self
     }
 
@@ -199,8 +190,7 @@ impl TokenVerifierBuilder {
             .map_err(|e| VerifyError::KeysUnavailable(e.to_string()))?;
         let inner = Arc::new(Inner {
             issuer: self.issuer,
-            audience: self.audience,
-            leeway: self.leeway,
+            rules: self.rules,
             location: self.location,
             http,
             clock: self.clock,
@@ -236,8 +226,7 @@ impl TokenVerifier {
     pub fn builder(issuer: impl Into<String>) -> TokenVerifierBuilder {
         TokenVerifierBuilder {
             issuer: issuer.into(),
-            audience: AUDIENCE.to_owned(),
-            leeway: DEFAULT_LEEWAY,
+            rules: ClaimRules::default(),
             location: JwksLocation::Discovery,
             clock: SharedTimeSource::default(),
             refresh_interval: DEFAULT_REFRESH_INTERVAL,
@@ -288,21 +277,14 @@ impl TokenVerifier {
         if claims.iss.as_deref() != Some(self.inner.issuer.as_str()) {
             return Err(VerifyError::Issuer);
         }
-        let now = self.inner.clock.now();
-        check_audience_and_times(claims, &self.inner.audience, now, self.inner.leeway)?;
+        self.inner.rules.check(claims, self.inner.clock.now())?;
         let (namespace, service_account) =
             claims
                 .service_account()
                 .ok_or(VerifyError::Claims(ClaimError::PodClaims(
                     "sub is not a service account",
                 )))?;
-        let kubernetes =
-            claims
-                .kubernetes
-                .as_ref()
-                .ok_or(VerifyError::Claims(ClaimError::PodClaims(
-                    "no kubernetes.io claim",
-                )))?;
+        let kubernetes = kubernetes_claim(claims)?;
         if kubernetes.namespace.as_deref() != Some(namespace.as_str()) {
             return Err(VerifyError::Claims(ClaimError::PodClaims(
                 "namespace does not match sub",
@@ -318,13 +300,7 @@ impl TokenVerifier {
                 "service account does not match sub",
             )));
         }
-        let pod = kubernetes
-            .pod
-            .as_ref()
-            .filter(|pod| !pod.name.is_empty() && !pod.uid.is_empty())
-            .ok_or(VerifyError::Claims(ClaimError::PodClaims(
-                "no pod name and uid",
-            )))?;
+        let pod = bound_pod(kubernetes)?;
         Ok(VerifiedPod {
             namespace,
             service_account,

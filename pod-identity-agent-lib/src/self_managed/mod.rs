@@ -119,12 +119,12 @@ use std::time::Duration;
 use pod_identity_core::{arn::Arn, eks_auth::EksAuthError, eks_auth::EksAuthErrorCode};
 
 pub use associations::{
-    AssociationStore, Associations, DEFAULT_POLL_INTERVAL, FileAssociationStore, StoreError,
+    AssociationKey, AssociationStore, Associations, DEFAULT_POLL_INTERVAL, FileAssociationStore,
+    StoreError,
 };
 pub use jwks::{
-    DEFAULT_FETCH_TIMEOUT, DEFAULT_LEEWAY, DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REFRESH_INTERVAL,
-    JwksLocation, MAX_DOCUMENT_BYTES, TokenVerifier, TokenVerifierBuilder, VerifiedPod,
-    VerifyError,
+    DEFAULT_FETCH_TIMEOUT, DEFAULT_MIN_REFRESH_INTERVAL, DEFAULT_REFRESH_INTERVAL, JwksLocation,
+    MAX_DOCUMENT_BYTES, TokenVerifier, TokenVerifierBuilder, VerifiedPod, VerifyError,
 };
 
 use crate::jwk::ClaimError;
@@ -211,7 +211,11 @@ impl<A: AssociationStore> CredentialSource for SelfManagedSource<A> {
         let cluster = request.cluster_name();
         let association = self
             .store
-            .association(cluster, &pod.namespace, &pod.service_account)
+            .association(AssociationKey {
+                cluster,
+                namespace: &pod.namespace,
+                service_account: &pod.service_account,
+            })
             .await
             .map_err(SourceError::unavailable)?
             .ok_or_else(|| {

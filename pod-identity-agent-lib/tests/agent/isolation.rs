@@ -12,9 +12,9 @@ use std::time::Duration;
 use crate::support::http::{access_key, credentials as http};
 use crate::support::{
     AgentBuilder, CredentialCache, CredentialRequest, CredentialSource, EksAuthSimulator,
-    EksAuthSource, IssuedCredentials, Metrics, Serving, SharedTimeSource, SimulatorServer,
-    SourceError, eks_auth_source, eventually, hex_digest, minted_token as token, serve_agent,
-    serve_blocks, simulator,
+    EksAuthSource, IssuedCredentials, Metrics, Serving, SimulatorServer, SourceError,
+    eks_auth_source, eventually, hex_digest, minted_token as token, serve_agent, serve_blocks,
+    simulator,
 };
 
 async fn source(server: &SimulatorServer) -> EksAuthSource {
@@ -157,7 +157,6 @@ async fn a_replayed_token_of_a_deleted_association_gets_nothing_once_renewal_see
     let (after, after_server) = simulator(&["other"]).await;
     let deleted = Arc::new(AtomicBool::new(false));
     let metrics = Metrics::new();
-    let clock = SharedTimeSource::default();
     // Renew every 300 ms so the deletion is seen within the test.
     let cache = CredentialCache::builder(Switching {
         before: source(&before_server).await,
@@ -168,10 +167,9 @@ async fn a_replayed_token_of_a_deleted_association_gets_nothing_once_renewal_see
     .retry_interval(Duration::from_millis(300), Duration::from_millis(100))
     .renewal_qps(0)
     .client_miss_budget(0, 0)
-    .clock(clock.clone())
     .metrics(metrics.clone())
     .build();
-    let agent = serve_blocks(cache.clone(), clock).await;
+    let agent = serve_blocks(cache.clone()).await;
     let addr = agent.addr();
 
     let app = token("app", "deleted-pod");
@@ -233,14 +231,12 @@ async fn a_replayed_token_of_a_deleted_association_gets_nothing_once_renewal_see
 async fn a_full_cache_forgets_evicted_tokens_and_never_serves_their_credentials_again() {
     let (simulator, server) = simulator(&["app"]).await;
     let metrics = Metrics::new();
-    let clock = SharedTimeSource::default();
     let cache = CredentialCache::builder(source(&server).await)
         .max_entries(5)
         .client_miss_budget(0, 0)
-        .clock(clock.clone())
         .metrics(metrics.clone())
         .build();
-    let agent = serve_blocks(cache.clone(), clock).await;
+    let agent = serve_blocks(cache.clone()).await;
     let addr = agent.addr();
     let tokens: Vec<String> = (0..20)
         .map(|i| token("app", &format!("evict-{i}")))

@@ -13,6 +13,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+#[cfg(feature = "eks-auth")]
+mod eks_auth;
 mod hostile;
 #[cfg(all(feature = "eks-auth", feature = "simulator"))]
 mod isolation;

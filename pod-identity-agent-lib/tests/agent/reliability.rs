@@ -423,7 +423,6 @@ async fn cached_credentials_are_served_through_an_outage_until_15_seconds_before
 async fn failed_renewals_back_off_with_jitter_while_the_old_credentials_are_served() {
     const INTERVAL: Duration = Duration::from_millis(200);
     let (upstream, eks) = Upstream::start(ok("ASIAFIRST", Duration::from_secs(3600))).await;
-    let clock = SharedTimeSource::default();
     let cache = CredentialCache::builder(
         source(&eks.uri(), 1, Duration::from_secs(10))
             .build()
@@ -433,9 +432,8 @@ async fn failed_renewals_back_off_with_jitter_while_the_old_credentials_are_serv
     .max_retention(INTERVAL)
     .retry_interval(INTERVAL, INTERVAL)
     .renewal_qps(0)
-    .clock(clock.clone())
     .build();
-    let agent = serve_blocks(cache, clock).await;
+    let agent = serve_blocks(cache).await;
     let token = token("renewing");
     assert_eq!(access_key(&agent.get(&token).await.1), "ASIAFIRST");
 

@@ -17,10 +17,10 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::support::{
-    AgentBuilder, AssociationStore, Associations, CredentialCache, CredentialRequest,
-    CredentialSource, FileAssociationStore, JwksLocation, SelfManagedSource, SharedTimeSource,
-    SignatureError, Signer, SourceError, TokenVerifier, TokioTimeSource, VerifyError, eventually,
-    logs, within,
+    AgentBuilder, AssociationKey, AssociationStore, Associations, CredentialCache,
+    CredentialRequest, CredentialSource, FileAssociationStore, JwksLocation, SelfManagedSource,
+    SelfManagedSourceBuilder, SharedTimeSource, SignatureError, Signer, SourceError, TokenVerifier,
+    TokioTimeSource, VerifyError, eventually, logs, within,
 };
 
 /// Wall-clock start of every test: 2023-11-14T22:13:20Z.
@@ -237,27 +237,32 @@ async fn verifier(issuer: &MockServer) -> TokenVerifier {
         .unwrap()
 }
 
+/// A source calling `sts` in eu-west-1 with the node key, one attempt per call.
+fn source_builder<A: AssociationStore>(
+    verifier: TokenVerifier,
+    store: A,
+    sts: &MockServer,
+) -> SelfManagedSourceBuilder<A> {
+    SelfManagedSource::builder(verifier, store).aws_client(|aws| {
+        aws.region("eu-west-1")
+            .endpoint_url(sts.uri())
+            .credentials_provider(aws_sdk_sts::config::Credentials::new(
+                "AKIDNODE",
+                NODE_SECRET,
+                None,
+                None,
+                "test",
+            ))
+            .max_attempts(1)
+    })
+}
+
 async fn source<A: AssociationStore>(
     verifier: TokenVerifier,
     store: A,
     sts: &MockServer,
 ) -> SelfManagedSource<A> {
-    SelfManagedSource::builder(verifier, store)
-        .aws_client(|aws| {
-            aws.region("eu-west-1")
-                .endpoint_url(sts.uri())
-                .credentials_provider(aws_sdk_sts::config::Credentials::new(
-                    "AKIDNODE",
-                    NODE_SECRET,
-                    None,
-                    None,
-                    "test",
-                ))
-                .max_attempts(1)
-        })
-        .build()
-        .await
-        .unwrap()
+    source_builder(verifier, store, sts).build().await.unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,18 +611,7 @@ async fn an_explicit_external_id_and_policy_go_on_the_single_call() {
     let mut entry = association();
     entry["externalId"] = json!("tenant-42");
     entry["policy"] = json!("{\"Version\":\"2012-10-17\",\"Statement\":[]}");
-    let source = SelfManagedSource::builder(verifier(&issuer).await, associations(&[entry]))
-        .aws_client(|aws| {
-            aws.region("eu-west-1")
-                .endpoint_url(sts.uri())
-                .credentials_provider(aws_sdk_sts::config::Credentials::new(
-                    "AKIDNODE",
-                    NODE_SECRET,
-                    None,
-                    None,
-                    "test",
-                ))
-        })
+    let source = source_builder(verifier(&issuer).await, associations(&[entry]), &sts)
         .session_duration(Duration::from_secs(2 * 3600))
         .cluster_arn(
             "arn:aws:eks:eu-west-1:999988887777:cluster/lab"
@@ -754,12 +748,13 @@ async fn the_association_file_hot_reloads_and_survives_a_bad_edit() {
         "default".parse().unwrap(),
         "app".parse().unwrap(),
     );
-    let role = |store: &FileAssociationStore| {
-        store
-            .current()
-            .find(&cluster, &ns, &sa)
-            .map(|a| a.role_arn.to_string())
+    let key = AssociationKey {
+        cluster: &cluster,
+        namespace: &ns,
+        service_account: &sa,
     };
+    let role =
+        |store: &FileAssociationStore| store.current().find(key).map(|a| a.role_arn.to_string());
     assert_eq!(role(&store).as_deref(), Some(ROLE));
 
     // A valid edit is taken at the next poll.
@@ -779,7 +774,7 @@ async fn the_association_file_hot_reloads_and_survives_a_bad_edit() {
     assert_eq!(role(&store).as_deref(), Some(TARGET_ROLE));
     assert_eq!(
         store
-            .association(&cluster, &ns, &sa)
+            .association(key)
             .await
             .unwrap()
             .unwrap()

@@ -4,12 +4,12 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use wiremock::matchers::{body_partial_json, method, path};
-use wiremock::{Match, Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::support::http::get;
 use crate::support::{
-    AgentBuilder, EKS_AUTH_PATH, EksAuthSource, NODE_SECRET, Serving, eks_auth_source, eventually,
-    logs, now, pod_token as token, success_body,
+    AgentBuilder, EKS_AUTH_PATH, NODE_SECRET, Serving, SignedForEksAuth, eks_auth_answering,
+    eks_auth_source, eventually, logs, now, pod_token as token, success_body,
 };
 
 /// A 200 with credentials `access_key_id` living six hours.
@@ -20,43 +20,19 @@ fn success(access_key_id: &str) -> ResponseTemplate {
     ))
 }
 
-/// A wiremock EKS Auth giving every call of cluster `demo` `answer`.
-async fn eks_auth_answering(answer: ResponseTemplate) -> MockServer {
-    let eks = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path(EKS_AUTH_PATH))
-        .respond_with(answer)
-        .mount(&eks)
-        .await;
-    eks
-}
-
-/// SigV4 for service `eks-auth` with the node's (test) key.
-struct SignedForEksAuth;
-
-impl Match for SignedForEksAuth {
-    fn matches(&self, request: &Request) -> bool {
-        request
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.starts_with("AWS4-HMAC-SHA256 Credential=AKIDNODE/")
-                    && v.contains("/us-west-2/eks-auth/aws4_request")
-            })
-    }
-}
-
-async fn source(eks: &MockServer, attempts: u32, attempt_timeout: Duration) -> EksAuthSource {
-    eks_auth_source(eks.uri())
+/// The agent on `hosts` with probes and metrics on 127.0.0.1, calling `eks` with up to
+/// `attempts` attempts of `attempt_timeout` each.
+async fn agent(
+    eks: &MockServer,
+    attempts: u32,
+    attempt_timeout: Duration,
+    hosts: &[&str],
+) -> Serving {
+    let source = eks_auth_source(eks.uri())
         .aws_client(|aws| aws.max_attempts(attempts).attempt_timeout(attempt_timeout))
         .build()
         .await
-        .unwrap()
-}
-
-/// The agent on `hosts` with probes and metrics on 127.0.0.1.
-async fn agent(source: EksAuthSource, hosts: &[&str]) -> Serving {
+        .unwrap();
     let server = AgentBuilder::new("demo".parse().unwrap(), source)
         .bind_hosts(hosts.iter().copied())
         .server(move |server| {
@@ -84,11 +60,7 @@ async fn serves_credentials_over_ipv4_and_ipv6_loopback_and_logs_no_secret() {
         .expect(1)
         .mount(&eks)
         .await;
-    let agent = agent(
-        source(&eks, 3, Duration::from_secs(10)).await,
-        &["127.0.0.1", "[::1]"],
-    )
-    .await;
+    let agent = agent(&eks, 3, Duration::from_secs(10), &["127.0.0.1", "[::1]"]).await;
     assert_eq!(agent.credential_addrs.len(), 2);
     assert!(agent.credential_addrs[1].is_ipv6());
     for &addr in &agent.credential_addrs {
@@ -169,11 +141,7 @@ async fn each_eks_auth_error_keeps_its_status_and_reference_body() {
             .mount(&eks)
             .await;
     }
-    let agent = agent(
-        source(&eks, 1, Duration::from_secs(10)).await,
-        &["127.0.0.1"],
-    )
-    .await;
+    let agent = agent(&eks, 1, Duration::from_secs(10), &["127.0.0.1"]).await;
     let addr = agent.addr();
     for (&(status, code, fault), token) in cases.iter().zip(&tokens) {
         assert_eq!(
@@ -190,11 +158,7 @@ async fn each_eks_auth_error_keeps_its_status_and_reference_body() {
 #[tokio::test]
 async fn an_upstream_timeout_is_500_empty_brackets() {
     let eks = eks_auth_answering(success("ASIASLOW").set_delay(Duration::from_secs(5))).await;
-    let agent = agent(
-        source(&eks, 1, Duration::from_millis(200)).await,
-        &["127.0.0.1"],
-    )
-    .await;
+    let agent = agent(&eks, 1, Duration::from_millis(200), &["127.0.0.1"]).await;
     assert_eq!(agent.get(&token("slow")).await, (500, "[]\n".to_owned()));
     agent.shutdown().await;
 }
@@ -204,7 +168,9 @@ async fn an_unbindable_host_is_skipped() {
     let eks = eks_auth_answering(success("ASIASKIP")).await;
     // 192.0.2.1 (TEST-NET-1) is not an address of this machine.
     let agent = agent(
-        source(&eks, 1, Duration::from_secs(10)).await,
+        &eks,
+        1,
+        Duration::from_secs(10),
         &["192.0.2.1", "127.0.0.1"],
     )
     .await;
@@ -222,11 +188,7 @@ async fn an_unbindable_host_is_skipped() {
 #[tokio::test]
 async fn shutdown_drains_a_request_in_flight() {
     let eks = eks_auth_answering(success("ASIADRAIN").set_delay(Duration::from_millis(500))).await;
-    let agent = agent(
-        source(&eks, 1, Duration::from_secs(5)).await,
-        &["127.0.0.1"],
-    )
-    .await;
+    let agent = agent(&eks, 1, Duration::from_secs(5), &["127.0.0.1"]).await;
     let addr = agent.addr();
     let token = token("drain");
     let in_flight = tokio::spawn(async move { get(addr, "/v1/credentials", Some(&token)).await });
@@ -277,11 +239,7 @@ async fn aws_configs_container_provider_fetches_from_the_agent() {
         .respond_with(success("ASIAFROMSDK"))
         .mount(&eks)
         .await;
-    let agent = agent(
-        source(&eks, 1, Duration::from_secs(10)).await,
-        &["127.0.0.1"],
-    )
-    .await;
+    let agent = agent(&eks, 1, Duration::from_secs(10), &["127.0.0.1"]).await;
     let token_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token_file.path(), token("sdk")).unwrap();
     let uri = format!("http://{}/v1/credentials", agent.addr());

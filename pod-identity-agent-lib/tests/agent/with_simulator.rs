@@ -5,8 +5,8 @@ use pod_identity_core::token::ServiceAccountToken;
 use crate::support::http::credentials as http;
 use crate::support::{
     AgentBuilder, CredentialRequest, CredentialSource, EksAuthSimulator, EksAuthSourceBuilder,
-    Serving, SharedCredentialsFile, SimulatorServer, eks_auth_source, minted_token as pod_token,
-    simulator,
+    NODE_DETAILS, Serving, SharedCredentialsFile, SimulatorServer, eks_auth_source,
+    minted_token as pod_token, simulator,
 };
 
 fn source(simulator: &EksAuthSimulator, server: &SimulatorServer) -> EksAuthSourceBuilder {
@@ -16,10 +16,8 @@ fn source(simulator: &EksAuthSimulator, server: &SimulatorServer) -> EksAuthSour
 #[tokio::test]
 async fn node_details_are_signed_with_the_body() {
     let (simulator, server) = simulator(&["app"]).await;
-    let source = source(&simulator, &server)
-        .eks_node_name("ip-10-0-0-1.us-west-2.compute.internal")
-        .instance_id("i-0123456789abcdef0")
-        .zone("usw2-az1")
+    let source = NODE_DETAILS
+        .sent_by(source(&simulator, &server))
         .build()
         .await
         .unwrap();

@@ -87,13 +87,9 @@ pub async fn serve_agent<S: CredentialSource>(builder: AgentBuilder<S>) -> Servi
 
 /// The blocks composed by hand around `cache` (with settings the agent builder does not
 /// expose), on 127.0.0.1 with the per-client bounds lifted.
-pub async fn serve_blocks<S: CredentialSource>(
-    cache: CredentialCache<S>,
-    clock: SharedTimeSource,
-) -> Serving {
+pub async fn serve_blocks<S: CredentialSource>(cache: CredentialCache<S>) -> Serving {
     let router = CredentialsRouter::new("demo".parse().unwrap(), cache)
         .allowed_hosts(HostAllowList::new(["127.0.0.1"]))
-        .clock(clock)
         .client_rate_limit(0, 0)
         .into_router();
     let server = ServerBuilder::new(router)

@@ -64,7 +64,8 @@ mod eks_auth {
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     use aws_sdk_eksauth::config::Credentials;
-    use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+    use wiremock::matchers::{method, path};
+    use wiremock::{Match, Mock, MockServer, Request, Respond, ResponseTemplate};
 
     use super::{NODE_KEY, NODE_SECRET, now};
     use crate::support::{EksAuthSource, EksAuthSourceBuilder};
@@ -109,6 +110,69 @@ mod eks_auth {
         })
     }
 
+    /// The node's name, instance id and zone a source may send to EKS Auth.
+    pub const NODE_DETAILS: NodeDetails = NodeDetails {
+        eks_node_name: "ip-10-0-0-1.us-west-2.compute.internal",
+        instance_id: "i-0123456789abcdef0",
+        zone: "usw2-az1",
+    };
+
+    /// See [`NODE_DETAILS`].
+    pub struct NodeDetails {
+        pub eks_node_name: &'static str,
+        pub instance_id: &'static str,
+        pub zone: &'static str,
+    }
+
+    impl NodeDetails {
+        /// `source`, sending these details.
+        pub fn sent_by(&self, source: EksAuthSourceBuilder) -> EksAuthSourceBuilder {
+            source
+                .eks_node_name(self.eks_node_name)
+                .instance_id(self.instance_id)
+                .zone(self.zone)
+        }
+
+        /// The details as they appear in the request body, beside `token`.
+        pub fn request_body(&self, token: &str) -> serde_json::Value {
+            serde_json::json!({
+                "token": token,
+                "eksNodeName": self.eks_node_name,
+                "instanceId": self.instance_id,
+                "zone": self.zone
+            })
+        }
+    }
+
+    /// A wiremock EKS Auth giving every call of cluster `demo` `answer` (mocks mounted on it
+    /// later answer only when this one does not match).
+    pub async fn eks_auth_answering(answer: ResponseTemplate) -> MockServer {
+        let eks = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(EKS_AUTH_PATH))
+            .respond_with(answer)
+            .mount(&eks)
+            .await;
+        eks
+    }
+
+    /// Matches a request signed with SigV4 for service `eks-auth` in us-west-2 with the node
+    /// key ([`NODE_KEY`]).
+    pub struct SignedForEksAuth;
+
+    impl Match for SignedForEksAuth {
+        fn matches(&self, request: &Request) -> bool {
+            request
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.starts_with(&format!("AWS4-HMAC-SHA256 Credential={NODE_KEY}/"))
+                        && v.contains("/us-west-2/eks-auth/aws4_request")
+                })
+        }
+    }
+
     /// A 200 with credentials `access_key_id` living `lifetime` from now.
     pub fn ok(access_key_id: &str, lifetime: Duration) -> ResponseTemplate {
         ResponseTemplate::new(200).set_body_json(success_body(access_key_id, now() + lifetime))
@@ -136,7 +200,7 @@ mod eks_auth {
                 calls: Arc::default(),
             };
             let server = MockServer::start().await;
-            Mock::given(wiremock::matchers::method("POST"))
+            Mock::given(method("POST"))
                 .respond_with(upstream.clone())
                 .mount(&server)
                 .await;

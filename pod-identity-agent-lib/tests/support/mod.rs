@@ -48,17 +48,19 @@ pub use pod_identity_agent_lib::node_network::{
 };
 #[cfg(feature = "self-managed")]
 pub use pod_identity_agent_lib::self_managed::{
-    AssociationStore, Associations, FileAssociationStore, JwksLocation, SelfManagedSource,
-    TokenVerifier, VerifyError,
+    AssociationKey, AssociationStore, Associations, FileAssociationStore, JwksLocation,
+    SelfManagedSource, SelfManagedSourceBuilder, TokenVerifier, VerifyError,
 };
 pub use pod_identity_agent_lib::server::{BindError, BoundServer, ConnectionLimits, ServerBuilder};
 #[cfg(feature = "simulator")]
 pub use pod_identity_agent_lib::simulator::{
-    EksAuthSimulator, Failure, NodeCredentials, PodToken, SimulatorServer, Times, mint_token,
-    parse_associations,
+    EksAuthSimulator, EksAuthSimulatorBuilder, Failure, NodeCredentials, PodToken, SimulatorServer,
+    Times, mint_token, parse_associations,
 };
 #[cfg(feature = "eks-auth")]
-pub use pod_identity_agent_lib::source::eks_auth::{EksAuthSource, EksAuthSourceBuilder};
+pub use pod_identity_agent_lib::source::eks_auth::{
+    EksAuthSource, EksAuthSourceBuilder, EksAuthSourceError,
+};
 pub use pod_identity_agent_lib::source::{
     CredentialRequest, CredentialSource, IssuedCredentials, SourceError,
 };
