@@ -26,9 +26,10 @@ use crate::cache::{
 
 /// Default time after which a partition nobody asked for stops refreshing: 30 minutes.
 pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(30 * 60);
-/// Longest a resolver may take to load an identity: 30 seconds. Longer than the lazy cache's
-/// 5 s so that [`PodIdentityCredentialsProvider`](crate::PodIdentityCredentialsProvider)'s
-/// retries (up to 3 attempts of 2 s connect + 5 s read) fit.
+/// Longest a resolver may take to load an identity: 30 seconds, so that
+/// [`PodIdentityCredentialsProvider`](crate::PodIdentityCredentialsProvider)'s retries (up to
+/// 3 attempts of 2 s connect + 5 s read, with their backoff) fit. The lazy cache's default is a
+/// fixed 5 s in older SDK releases and derived from the client's retry settings in current ones.
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Lifetime assumed for an identity without an expiry: 15 minutes (as the lazy cache).
 pub const DEFAULT_IDENTITY_LIFETIME: Duration = Duration::from_secs(15 * 60);
