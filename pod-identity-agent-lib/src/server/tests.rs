@@ -310,10 +310,20 @@ async fn shutdown_lets_an_in_flight_request_finish() {
 
 #[tokio::test]
 async fn the_drain_gives_up_after_its_timeout() {
-    let router = Router::new().route("/v1/credentials", any(std::future::pending::<&'static str>));
+    let (entered_tx, mut entered) = tokio::sync::mpsc::channel::<()>(1);
+    let router = Router::new().route(
+        "/v1/credentials",
+        any(move || {
+            let entered_tx = entered_tx.clone();
+            async move {
+                entered_tx.send(()).await.unwrap();
+                std::future::pending::<&'static str>().await
+            }
+        }),
+    );
     let server = local(router)
         .bind_hosts(["127.0.0.1"])
-        .drain_timeout(Duration::from_millis(100))
+        .drain_timeout(Duration::from_millis(500))
         .bind()
         .await
         .unwrap();
@@ -324,8 +334,16 @@ async fn the_drain_gives_up_after_its_timeout() {
         .write_all(format!("GET /v1/credentials HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    tokio::time::timeout(Duration::from_secs(10), serving.shut_down())
+    // The request is in its handler, which never answers: only the drain timeout ends the wait.
+    entered.recv().await.unwrap();
+    let mut shutting_down = serving.shut_down();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), &mut shutting_down)
+            .await
+            .is_err(),
+        "serve returned before its drain timeout with a request in flight"
+    );
+    tokio::time::timeout(Duration::from_secs(10), shutting_down)
         .await
         .expect("serve returns after the drain timeout")
         .unwrap();
